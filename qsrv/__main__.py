@@ -1,0 +1,5 @@
+import sys
+
+from qsrv.cli import main
+
+sys.exit(main())
