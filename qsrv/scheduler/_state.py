@@ -1,0 +1,654 @@
+"""The scheduler's decisions: a pure state machine. Events in, actions out; no IO, no clock.
+
+`SchedulerState.handle(event)` is the only way state changes. Events: Connected, Received,
+Disconnected, Tick. Actions: Send, Close, Log. The IO layer (server.py) carries them.
+
+Invariants:
+- `objects[id]` is a `Task` while the value is being computed, an `Obj` once it exists, and
+  absent once freed. `holders` counts: each client holding a ref (once per client), each task
+  waiting to use it as an argument, and each object containing it. At zero an `Obj` is freed.
+- A task holds its shape's resources on its worker exactly while it is RUNNING and not blocked.
+- Task payloads and values are opaque bytes: never unpickled here.
+- Queues may hold tasks that were cancelled or timed out meanwhile; they are skipped when popped.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+from qsrv._resources import display
+from qsrv.protocol import (
+    OK,
+    SYSTEM_ERROR,
+    TASK_ERROR,
+    Cancel,
+    FunctionDef,
+    Heartbeat,
+    KillExecutor,
+    Notice,
+    ObjectValue,
+    PutObject,
+    RefUpdate,
+    RegisterExecutor,
+    RegisterFunction,
+    RegisterWorker,
+    RunTask,
+    SpawnExecutor,
+    StatusReply,
+    StatusRequest,
+    SubmitTask,
+    Subscribe,
+    TaskBlocked,
+    TaskDone,
+    TaskUnblocked,
+    WorkerAccepted,
+)
+from qsrv.scheduler._placement import (
+    Executor,
+    Shape,
+    Worker,
+    choose_worker,
+    infeasible_reason,
+)
+
+ID_BITS = 40  # ids minted by a client: (client_no << ID_BITS) | n
+
+
+# ---- events ------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Connected:
+    conn: int
+    role: str  # "driver", "worker" or "executor"
+    client_no: int
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    conn: int
+    msg: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Disconnected:
+    conn: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    now: float
+
+
+# ---- actions -----------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Send:
+    conn: int
+    msg: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    conn: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Log:
+    level: str  # "info", "warning", "error"
+    text: str
+
+
+# ---- records -----------------------------------------------------------------------------
+PENDING, READY, RUNNING, FINISHED = 0, 1, 2, 3
+
+
+class Task:
+    __slots__ = ("args", "bufs", "deadline", "deps", "dependents", "executor", "fn_id",
+                 "gpu_ids", "holders", "id", "max_retries", "name", "owner", "retry_exc",
+                 "shape", "state", "subscribers", "waiting", "blocked")
+
+    def __init__(self, msg: SubmitTask, owner: int, shape: Shape) -> None:
+        self.id = msg.task_id
+        self.owner = owner
+        self.fn_id = msg.fn_id
+        self.args = msg.args
+        self.bufs = msg.bufs
+        self.deps = msg.deps
+        self.shape = shape
+        self.max_retries = msg.max_retries
+        self.retry_exc = msg.retry_exceptions
+        self.name = msg.name
+        self.deadline = 0.0
+        self.state = PENDING
+        self.waiting = 0  # arguments not yet computed
+        self.holders = 1  # the owner
+        self.dependents: list[Task] | None = None
+        self.subscribers: list[int] | None = None
+        self.executor: Executor | None = None
+        self.gpu_ids: list[str] | None = None
+        self.blocked = False
+
+
+class Obj:
+    __slots__ = ("bufs", "data", "holders", "refs", "status")
+
+    def __init__(self, status: int, data: bytes, bufs: tuple[Any, ...], refs: list[int],
+                 holders: int) -> None:
+        self.status = status
+        self.data = data
+        self.bufs = bufs
+        self.refs = refs
+        self.holders = holders
+
+
+class Client:
+    __slots__ = ("conn", "holds", "no", "role")
+
+    def __init__(self, conn: int, role: str, no: int) -> None:
+        self.conn = conn
+        self.role = role
+        self.no = no
+        self.holds: set[int] = set()
+
+
+def system_error(kind: str, message: str) -> bytes:
+    return msgpack.packb([kind, message])
+
+
+class ProtocolViolation(Exception):
+    """A peer broke the rules of the conversation; its connection gets closed."""
+
+
+class SchedulerState:
+    def __init__(self, *, heartbeat_timeout: float = 5.0, max_executors_per_cpu: int = 4) -> None:
+        self.heartbeat_timeout = heartbeat_timeout
+        self.max_executors_per_cpu = max_executors_per_cpu
+        self.now = 0.0
+        self.clients: dict[int, Client] = {}
+        self.workers: dict[int, Worker] = {}  # by worker id
+        self.worker_by_conn: dict[int, Worker] = {}
+        self.executors: dict[int, Executor] = {}  # by conn
+        self.objects: dict[int, Task | Obj] = {}
+        self.functions: dict[bytes, bytes] = {}
+        self.shapes: dict[tuple[tuple[str, int], ...], Shape] = {}
+        self.active: dict[tuple[tuple[str, int], ...], Shape] = {}  # shapes with queued tasks
+        self.deadlines: list[tuple[float, int]] = []
+        self._next_worker = 1
+        self._out: list[Any] = []
+
+    # ---- entry point -------------------------------------------------------------------------
+    def handle(self, event: Any) -> list[Any]:
+        """Apply one event; return the actions to carry out, in order."""
+        if type(event) is Received:
+            handler = self._handlers.get(type(event.msg))
+            if handler is None:
+                self._violation(event.conn, f"{type(event.msg).__name__} is not accepted here")
+            else:
+                try:
+                    handler(self, event.conn, event.msg)
+                except ProtocolViolation as exc:
+                    self._violation(event.conn, str(exc))
+        elif type(event) is Tick:
+            self._tick(event.now)
+        elif type(event) is Connected:
+            self.clients[event.conn] = Client(event.conn, event.role, event.client_no)
+        elif type(event) is Disconnected:
+            self._disconnected(event.conn, event.reason)
+        out, self._out = self._out, []
+        return out
+
+    def _send(self, conn: int, msg: Any) -> None:
+        self._out.append(Send(conn, msg))
+
+    def _log(self, level: str, text: str) -> None:
+        self._out.append(Log(level, text))
+
+    def _violation(self, conn: int, reason: str) -> None:
+        self._log("warning", f"closing connection {conn}: {reason}")
+        self._out.append(Close(conn, reason))
+        self._disconnected(conn, reason)
+
+    def _client(self, conn: int, role: str | None = None) -> Client:
+        client = self.clients.get(conn)
+        if client is None:
+            raise ProtocolViolation("message from an unknown connection")
+        if role is not None and client.role != role:
+            raise ProtocolViolation(f"only a {role} may send this")
+        return client
+
+    def _own_id(self, client: Client, oid: int) -> None:
+        if oid >> ID_BITS != client.no or oid in self.objects:
+            raise ProtocolViolation(f"object id {oid} is not this client's to create")
+
+    # ---- drivers (and executors submitting nested work) --------------------------------------
+    def _on_register_function(self, conn: int, msg: RegisterFunction) -> None:
+        self._client(conn)
+        self.functions.setdefault(msg.fn_id, msg.payload)
+
+    def _on_submit(self, conn: int, msg: SubmitTask) -> None:
+        client = self._client(conn)
+        self._own_id(client, msg.task_id)
+        if msg.fn_id not in self.functions:
+            raise ProtocolViolation("task refers to a function that was never registered")
+        if any(type(v) is not int or v < 0 for v in msg.resources.values()):
+            raise ProtocolViolation("resource amounts must be non-negative integers")
+        key = tuple(sorted(msg.resources.items()))
+        shape = self.shapes.get(key)
+        if shape is None:
+            shape = self.shapes[key] = Shape(dict(msg.resources))
+            shape.feasible = any(w.could_ever_fit(shape) for w in self.workers.values())
+        task = Task(msg, conn, shape)
+        self.objects[task.id] = task
+        client.holds.add(task.id)
+        if msg.timeout > 0:
+            task.deadline = self.now + msg.timeout
+            heapq.heappush(self.deadlines, (task.deadline, task.id))
+        failed: Obj | None = None
+        for dep in msg.deps:
+            obj = self.objects.get(dep)
+            if obj is None:
+                failed = Obj(SYSTEM_ERROR, system_error(
+                    "lost", f"argument object {dep:#x} no longer exists"), (), [], 0)
+                continue
+            obj.holders += 1
+            if type(obj) is Task:
+                task.waiting += 1
+                if obj.dependents is None:
+                    obj.dependents = []
+                obj.dependents.append(task)
+            elif obj.status != OK:
+                failed = obj
+        if failed is not None:
+            self._finish(task, failed.status, failed.data, failed.bufs, [])
+        elif task.waiting == 0:
+            self._enqueue(task)
+            self._dispatch()
+
+    def _on_put(self, conn: int, msg: PutObject) -> None:
+        client = self._client(conn)
+        self._own_id(client, msg.object_id)
+        self.objects[msg.object_id] = Obj(OK, msg.data, msg.bufs, msg.refs, 1)
+        client.holds.add(msg.object_id)
+        self._hold_contained(msg.refs)
+
+    def _on_refs(self, conn: int, msg: RefUpdate) -> None:
+        client = self._client(conn)
+        holds = client.holds
+        for oid in msg.add:
+            if oid not in holds:
+                obj = self.objects.get(oid)
+                if obj is not None:
+                    holds.add(oid)
+                    obj.holders += 1
+        for oid in msg.drop:
+            if oid in holds:
+                holds.discard(oid)
+                self._unhold(oid)
+
+    def _on_subscribe(self, conn: int, msg: Subscribe) -> None:
+        self._client(conn)
+        for oid in msg.ids:
+            obj = self.objects.get(oid)
+            if obj is None:
+                self._send(conn, ObjectValue(oid, SYSTEM_ERROR, system_error(
+                    "lost", f"object {oid:#x} no longer exists (all its refs were dropped)"),
+                    (), []))
+            elif type(obj) is Obj:
+                self._send(conn, ObjectValue(oid, obj.status, obj.data, obj.bufs, obj.refs))
+            else:
+                if obj.subscribers is None:
+                    obj.subscribers = []
+                if conn not in obj.subscribers:
+                    obj.subscribers.append(conn)
+
+    def _on_cancel(self, conn: int, msg: Cancel) -> None:
+        self._client(conn)
+        task = self.objects.get(msg.task_id)
+        if type(task) is Task:
+            self._cancel(task, "cancel() was called")
+
+    def _cancel(self, task: Task, why: str) -> None:
+        self._abort(task, "cancelled", f"task {task.name!r} was cancelled: {why}")
+
+    def _abort(self, task: Task, kind: str, message: str) -> None:
+        """Finish an unfinished task with a system error; a running one loses its executor
+        (Aer runs cannot be interrupted: the process is killed, its resources return now)."""
+        ex = task.executor
+        self._finish(task, SYSTEM_ERROR, system_error(kind, message), (), [])
+        if ex is not None:
+            self._send(ex.worker.conn, KillExecutor(ex.pid, f"task {task.id:#x}: {kind}"))
+            self._out.append(Close(ex.conn, f"task {kind}"))
+            self._executor_gone(ex, kind)
+
+    def _on_status(self, conn: int, msg: StatusRequest) -> None:
+        self._client(conn)
+        self._send(conn, StatusReply(msg.req_id, self.status()))
+
+    # ---- worker agents ---------------------------------------------------------------------
+    def _on_register_worker(self, conn: int, msg: RegisterWorker) -> None:
+        self._client(conn, "worker")
+        if conn in self.worker_by_conn:
+            raise ProtocolViolation("worker registered twice")
+        if any(type(v) is not int or v < 0 for v in msg.resources.values()):
+            raise ProtocolViolation("resource amounts must be non-negative integers")
+        wid = self._next_worker
+        self._next_worker += 1
+        worker = Worker(wid, conn, msg.name, msg.resources, msg.gpu_ids, msg.pid, msg.info,
+                        self.now)
+        self.workers[wid] = worker
+        self.worker_by_conn[conn] = worker
+        self._send(conn, WorkerAccepted(wid))
+        self._log("info", f"worker {wid} ({msg.name}) joined with {display(worker.total)}")
+        self._refresh_feasibility()
+        self._dispatch()
+
+    def _on_heartbeat(self, conn: int, msg: Heartbeat) -> None:
+        worker = self.worker_by_conn.get(conn)
+        if worker is None:
+            raise ProtocolViolation("heartbeat from a connection that is not a worker")
+        worker.last_seen = self.now
+
+    def _remove_worker(self, worker: Worker, reason: str) -> None:
+        self.workers.pop(worker.id, None)
+        self.worker_by_conn.pop(worker.conn, None)
+        self._log("warning", f"worker {worker.id} ({worker.name}) removed: {reason}")
+        for ex in list(worker.executors.values()):
+            self._out.append(Close(ex.conn, f"worker {worker.id} removed"))
+            self._executor_gone(ex, f"its worker {worker.id} ({worker.name}) was removed: {reason}")
+        self._refresh_feasibility()
+
+    # ---- executors -------------------------------------------------------------------------
+    def _on_register_executor(self, conn: int, msg: RegisterExecutor) -> None:
+        self._client(conn, "executor")
+        worker = self.workers.get(msg.worker_id)
+        if worker is None:
+            raise ProtocolViolation(f"executor for unknown worker {msg.worker_id}")
+        ex = Executor(conn, worker, msg.pid)
+        self.executors[conn] = ex
+        worker.executors[conn] = ex
+        worker.spawning = max(0, worker.spawning - 1)
+        worker.idle.append(ex)
+        self._dispatch()
+
+    def _executor_of(self, conn: int, task_id: int) -> Executor | None:
+        """The executor running this task; None for an executor already let go (killed)."""
+        ex = self.executors.get(conn)
+        if ex is None:
+            if conn in self.clients and self.clients[conn].role == "executor":
+                return None
+            raise ProtocolViolation("only an executor may report on tasks")
+        if ex.task is None or ex.task.id != task_id:
+            raise ProtocolViolation(f"executor reports on task {task_id:#x} it is not running")
+        return ex
+
+    def _on_task_done(self, conn: int, msg: TaskDone) -> None:
+        ex = self._executor_of(conn, msg.task_id)
+        if ex is None:
+            return
+        task: Task = ex.task
+        self._free_executor(ex, task)
+        ex.worker.idle.append(ex)
+        if msg.status == TASK_ERROR and msg.retryable and task.max_retries > 0:
+            task.max_retries -= 1
+            self._enqueue(task)
+        else:
+            self._finish(task, msg.status, msg.data, msg.bufs, msg.refs)
+        self._dispatch()
+
+    def _on_blocked(self, conn: int, msg: TaskBlocked) -> None:
+        ex = self._executor_of(conn, msg.task_id)
+        if ex is None:
+            return
+        task: Task = ex.task
+        if not task.blocked:  # a task waiting on others gives back its share meanwhile (not GPUs)
+            task.blocked = True
+            ex.worker.release({k: v for k, v in task.shape.need.items() if k != "gpu"}, None)
+            self._dispatch()
+
+    def _on_unblocked(self, conn: int, msg: TaskUnblocked) -> None:
+        ex = self._executor_of(conn, msg.task_id)
+        if ex is None:
+            return
+        task: Task = ex.task
+        if task.blocked:
+            task.blocked = False
+            ex.worker.acquire({k: v for k, v in task.shape.need.items() if k != "gpu"}, None)
+
+    def _free_executor(self, ex: Executor, task: Task) -> None:
+        need = task.shape.need
+        if task.blocked:
+            need = {"gpu": need["gpu"]} if "gpu" in need else {}
+            task.blocked = False
+        ex.worker.release(need, task.gpu_ids)
+        ex.task = None
+        task.executor = None
+
+    def _executor_gone(self, ex: Executor, why: str) -> None:
+        self.executors.pop(ex.conn, None)
+        worker = ex.worker
+        worker.executors.pop(ex.conn, None)
+        if ex in worker.idle:
+            worker.idle.remove(ex)
+        task: Task | None = ex.task
+        if task is None:
+            return
+        self._free_executor(ex, task)
+        if task.state != RUNNING:
+            return
+        if task.max_retries > 0:
+            task.max_retries -= 1
+            self._log("warning", f"task {task.name!r} ({task.id:#x}) will be retried: the "
+                                 f"executor (pid {ex.pid}) running it died ({why})")
+            self._enqueue(task)
+        else:
+            self._finish(task, SYSTEM_ERROR, system_error(
+                "worker_died", f"task {task.name!r} ({task.id:#x}) failed: the executor "
+                f"(pid {ex.pid}) on worker {worker.id} ({worker.name}) running it died ({why}); "
+                "no retries left"), (), [])
+
+    # ---- connections and time --------------------------------------------------------------
+    def _disconnected(self, conn: int, reason: str) -> None:
+        client = self.clients.pop(conn, None)
+        ex = self.executors.get(conn)
+        if ex is not None:
+            self._executor_gone(ex, reason)
+        worker = self.worker_by_conn.get(conn)
+        if worker is not None:
+            self._remove_worker(worker, f"connection lost ({reason})")
+        if client is not None:
+            # Its tasks have nobody to report to: cancel what has not finished, drop its refs.
+            for obj in [o for o in self.objects.values() if type(o) is Task and o.owner == conn]:
+                self._cancel(obj, "its owner disconnected")
+            for oid in client.holds:
+                self._unhold(oid)
+            client.holds.clear()
+        self._dispatch()
+
+    def _tick(self, now: float) -> None:
+        self.now = now
+        limit = now - self.heartbeat_timeout
+        for worker in [w for w in self.workers.values() if w.last_seen < limit]:
+            self._out.append(Close(worker.conn, "no heartbeat"))
+            self._remove_worker(worker, f"no heartbeat for {self.heartbeat_timeout:g} s")
+        while self.deadlines and self.deadlines[0][0] <= now:
+            _, tid = heapq.heappop(self.deadlines)
+            task = self.objects.get(tid)
+            if type(task) is not Task:
+                continue
+            infeasible = task.state == READY and not task.shape.feasible
+            why = (infeasible_reason(task.shape, list(self.workers.values())) if infeasible
+                   else "still running" if task.state == RUNNING else "not scheduled in time")
+            self._abort(task, "infeasible" if infeasible else "timeout",
+                        f"task {task.name!r} did not finish within its timeout: {why}")
+        self._dispatch()
+
+    # ---- queues and dispatch ----------------------------------------------------------------
+    def _enqueue(self, task: Task) -> None:
+        task.state = READY
+        shape = task.shape
+        shape.queue.append(task)
+        self.active[shape.key] = shape
+        if not shape.feasible and not shape.warned:
+            shape.warned = True
+            text = (f"task {task.name!r} is pending: "
+                    f"{infeasible_reason(shape, list(self.workers.values()))}")
+            self._log("warning", text)
+            self._send(task.owner, Notice("warning", text))
+
+    def _refresh_feasibility(self) -> None:
+        workers = list(self.workers.values())
+        for shape in self.shapes.values():
+            shape.feasible = any(w.could_ever_fit(shape) for w in workers)
+            if shape.feasible:
+                shape.warned = False
+
+    def _dispatch(self) -> None:
+        if not self.active:
+            return
+        workers = list(self.workers.values())
+        for key, shape in list(self.active.items()):
+            queue = shape.queue
+            while queue:
+                task = queue[0]
+                if task.state != READY:
+                    queue.popleft()
+                    continue
+                if not shape.feasible:
+                    break
+                worker, short = choose_worker(shape, workers)
+                if worker is None:
+                    if short is not None:
+                        self._need_executor(short)
+                    break
+                queue.popleft()
+                self._run(task, worker)
+            if not queue:
+                del self.active[key]
+
+    def _need_executor(self, worker: Worker) -> None:
+        cap = max(1, worker.total.get("cpu", 0) // 10_000) * self.max_executors_per_cpu + 8
+        if worker.spawning == 0 and len(worker.executors) < cap:
+            worker.spawning = 1
+            self._send(worker.conn, SpawnExecutor(1))
+
+    def _run(self, task: Task, worker: Worker) -> None:
+        ex = worker.idle.pop()
+        gpu_ids = worker.pick_gpus(task.shape.gpu) if task.shape.gpu else None
+        worker.acquire(task.shape.need, gpu_ids)
+        task.state, task.executor, task.gpu_ids = RUNNING, ex, gpu_ids
+        ex.task = task
+        conn = ex.conn
+        if task.fn_id not in ex.fns:
+            ex.fns.add(task.fn_id)
+            self._send(conn, FunctionDef(task.fn_id, self.functions[task.fn_id]))
+        for dep in task.deps:
+            obj = self.objects.get(dep)
+            if type(obj) is Obj:
+                self._send(conn, ObjectValue(dep, obj.status, obj.data, obj.bufs, obj.refs))
+        self._send(conn, RunTask(task.id, task.fn_id, task.args, task.bufs, task.deps,
+                                 gpu_ids or [], task.shape.need, task.retry_exc))
+
+    # ---- values ------------------------------------------------------------------------------
+    def _finish(self, task: Task, status: int, data: bytes, bufs: tuple[Any, ...],
+                refs: list[int]) -> None:
+        """The task's value exists now (or its error): store it, tell who waits, release args."""
+        task.state = FINISHED
+        obj = Obj(status, data, bufs, refs, task.holders)
+        self.objects[task.id] = obj
+        self._hold_contained(refs)
+        owner = self.clients.get(task.owner)
+        if owner is not None and task.id in owner.holds:
+            self._send(task.owner, ObjectValue(task.id, status, data, bufs, refs))
+        for conn in task.subscribers or ():
+            if conn != task.owner and conn in self.clients:
+                self._send(conn, ObjectValue(task.id, status, data, bufs, refs))
+        for dependent in task.dependents or ():
+            if dependent.state != PENDING:
+                continue
+            if status != OK:
+                self._finish(dependent, status, data, bufs, [])
+                continue
+            dependent.waiting -= 1
+            if dependent.waiting == 0:
+                self._enqueue(dependent)
+        for dep in task.deps:
+            self._unhold(dep)
+        task.args, task.bufs, task.deps, task.dependents = b"", (), [], None
+        if obj.holders <= 0:
+            self._free(task.id)
+
+    def _hold_contained(self, refs: list[int]) -> None:
+        for oid in refs:
+            obj = self.objects.get(oid)
+            if obj is not None:
+                obj.holders += 1
+
+    def _unhold(self, oid: int) -> None:
+        obj = self.objects.get(oid)
+        if obj is None:
+            return
+        obj.holders -= 1
+        if obj.holders <= 0 and type(obj) is Obj:
+            self._free(oid)
+
+    def _free(self, oid: int) -> None:
+        stack = [oid]
+        while stack:
+            obj = self.objects.pop(stack.pop(), None)
+            if type(obj) is not Obj:
+                continue
+            for inner in obj.refs:
+                child = self.objects.get(inner)
+                if child is not None:
+                    child.holders -= 1
+                    if child.holders <= 0 and type(child) is Obj:
+                        stack.append(inner)
+
+    # ---- introspection -----------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        counts = {"waiting": 0, "queued": 0, "running": 0, "infeasible": 0}
+        infeasible: dict[tuple[tuple[str, int], ...], int] = {}
+        for obj in self.objects.values():
+            if type(obj) is not Task:
+                continue
+            if obj.state == PENDING:
+                counts["waiting"] += 1
+            elif obj.state == RUNNING:
+                counts["running"] += 1
+            elif obj.state == READY and not obj.shape.feasible:
+                counts["infeasible"] += 1
+                infeasible[obj.shape.key] = infeasible.get(obj.shape.key, 0) + 1
+            elif obj.state == READY:
+                counts["queued"] += 1
+        workers = list(self.workers.values())
+        return {
+            "workers": [w.describe() for w in workers],
+            "tasks": counts,
+            "infeasible": [
+                {"target": display(self.shapes[k].need), "count": n,
+                 "reason": infeasible_reason(self.shapes[k], workers)}
+                for k, n in infeasible.items()
+            ],
+            "objects": sum(1 for o in self.objects.values() if type(o) is Obj),
+            "clients": sum(1 for c in self.clients.values() if c.role == "driver"),
+        }
+
+    _handlers: dict[type, Any] = {
+        RegisterFunction: _on_register_function,
+        SubmitTask: _on_submit,
+        PutObject: _on_put,
+        RefUpdate: _on_refs,
+        Subscribe: _on_subscribe,
+        Cancel: _on_cancel,
+        StatusRequest: _on_status,
+        RegisterWorker: _on_register_worker,
+        Heartbeat: _on_heartbeat,
+        RegisterExecutor: _on_register_executor,
+        TaskDone: _on_task_done,
+        TaskBlocked: _on_blocked,
+        TaskUnblocked: _on_unblocked,
+    }
