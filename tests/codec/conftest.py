@@ -1,0 +1,58 @@
+"""Every state-vector codec test runs against both implementations.
+
+The pure-Python one always runs. The native one runs when the C extension is built (CI builds
+it with ``pip install -e .``); test_statevec_native.py fails if it is built but not loadable.
+"""
+
+from __future__ import annotations
+
+import importlib.machinery
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+import qsrv.codec
+from qsrv.codec._statevec import codec as make_codec
+from qsrv.codec._statevec_format import Codec
+
+CODEC_DIR = Path(qsrv.codec.__file__).parent
+
+
+def native_extension_files() -> list[Path]:
+    """The compiled qsrv.codec._native files present in the package directory."""
+    return [
+        CODEC_DIR / f"_native{suffix}"
+        for suffix in importlib.machinery.EXTENSION_SUFFIXES
+        if (CODEC_DIR / f"_native{suffix}").exists()
+    ]
+
+
+NATIVE_BUILT = bool(native_extension_files())
+requires_native = pytest.mark.skipif(
+    not NATIVE_BUILT, reason="C extension not built (python setup.py build_ext --inplace)"
+)
+
+
+@pytest.fixture(
+    params=["python", pytest.param("native", marks=requires_native)],
+)
+def codec(request: pytest.FixtureRequest) -> Codec:
+    """A codec over one implementation, loaded directly (not the env-selected one)."""
+    return make_codec(request.param)
+
+
+@pytest.fixture
+def built_files() -> list[Path]:
+    """The compiled extension files (empty when not built)."""
+    return native_extension_files()
+
+
+@pytest.fixture
+def native() -> ModuleType:
+    """The C extension module itself; skips where it is not built."""
+    if not NATIVE_BUILT:
+        pytest.skip("C extension not built (python setup.py build_ext --inplace)")
+    from qsrv.codec import _native
+
+    return _native
