@@ -1,0 +1,52 @@
+"""``qsrv gateway``: serve programs and jobs over HTTP for a cluster."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from qsrv.gateway import ArchiveLimits, GatewayConfig, default_data_dir, run_gateway
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "gateway", help="serve programs and jobs over HTTP",
+        description="Serve the programs-and-jobs HTTP API. Jobs run as drivers of the cluster.",
+    )
+    parser.add_argument("--cluster", metavar="HOST:PORT", default=None,
+                        help="the cluster jobs join (default: $QSRV_ADDRESS; none: each job "
+                             "starts its own local cluster)")
+    parser.add_argument("--cluster-token", default=None,
+                        help="the cluster's token (default: $QSRV_TOKEN)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to bind (default: %(default)s)")
+    parser.add_argument("--port", type=int, default=7421, help="port (default: %(default)s)")
+    parser.add_argument("--data-dir", type=Path, default=None,
+                        help="where the database and sandboxes live (default: ~/.qsrv)")
+    parser.add_argument("--max-jobs-per-user", type=int, default=4,
+                        help="running jobs per user; more wait queued (default: %(default)s)")
+    parser.add_argument("--max-archive-mb", type=float, default=64.0,
+                        help="largest working-directory upload (default: %(default)s)")
+    parser.add_argument("--max-log-kb", type=int, default=1024,
+                        help="output kept per job (default: %(default)s)")
+    parser.add_argument("--stop-grace", type=float, default=5.0,
+                        help="seconds between SIGTERM and SIGKILL when stopping a job")
+    parser.set_defaults(func=_main)
+
+
+def _main(args: argparse.Namespace) -> int:
+    max_archive = int(args.max_archive_mb * (1 << 20))
+    config = GatewayConfig(
+        data_dir=args.data_dir or default_data_dir(),
+        host=args.host,
+        port=args.port,
+        cluster_address=args.cluster or os.environ.get("QSRV_ADDRESS") or None,
+        cluster_token=args.cluster_token or os.environ.get("QSRV_TOKEN") or None,
+        max_jobs_per_user=args.max_jobs_per_user,
+        max_log_bytes=args.max_log_kb << 10,
+        stop_grace_s=args.stop_grace,
+        archive_limits=ArchiveLimits(max_archive_bytes=max_archive,
+                                     max_unpacked_bytes=max(4 * max_archive, 256 << 20)),
+    )
+    return run_gateway(config)

@@ -1,0 +1,122 @@
+"""Programs and jobs over HTTP: the gateway server, its client, and the in-job runtime.
+
+Public names (everything else in this package is private)::
+
+    Client, Program, ProgramInfo, Job, JobList, JobStatus     the client
+    get_arguments, save_result                               inside a job
+    GatewayConfig, GatewayServer, GatewayService,            running a gateway
+    run_gateway, start_gateway_process
+    add_user, list_users, ensure_local_user, default_data_dir  users and tokens
+    ArchiveLimits
+    GatewayError and subclasses, JobError and subclasses     errors (see _errors)
+
+Names are loaded on first use, so a job that only calls ``get_arguments`` does not import the
+HTTP server.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the same names, eagerly, for type checkers
+    from qsrv.gateway._archive import ArchiveLimits
+    from qsrv.gateway._client import Client, Job, JobList, Program, ProgramInfo
+    from qsrv.gateway._errors import (
+        ArchiveError,
+        ConflictError,
+        ForbiddenError,
+        GatewayError,
+        GatewayUnavailableError,
+        InvalidRequestError,
+        JobError,
+        JobFailedError,
+        JobStoppedError,
+        NotFoundError,
+        PayloadTooLargeError,
+        UnauthorizedError,
+    )
+    from qsrv.gateway._models import JobStatus
+    from qsrv.gateway._runtime import get_arguments, save_result
+    from qsrv.gateway._server import GatewayServer, run_gateway, start_gateway_process
+    from qsrv.gateway._service import GatewayConfig, GatewayService
+    from qsrv.gateway._users import add_user, default_data_dir, ensure_local_user, list_users
+
+_WHERE: dict[str, str] = {
+    "ArchiveLimits": "_archive",
+    "Client": "_client",
+    "Job": "_client",
+    "JobList": "_client",
+    "Program": "_client",
+    "ProgramInfo": "_client",
+    "ArchiveError": "_errors",
+    "ConflictError": "_errors",
+    "ForbiddenError": "_errors",
+    "GatewayError": "_errors",
+    "GatewayUnavailableError": "_errors",
+    "InvalidRequestError": "_errors",
+    "JobError": "_errors",
+    "JobFailedError": "_errors",
+    "JobStoppedError": "_errors",
+    "NotFoundError": "_errors",
+    "PayloadTooLargeError": "_errors",
+    "UnauthorizedError": "_errors",
+    "JobStatus": "_models",
+    "get_arguments": "_runtime",
+    "save_result": "_runtime",
+    "GatewayServer": "_server",
+    "run_gateway": "_server",
+    "start_gateway_process": "_server",
+    "GatewayConfig": "_service",
+    "GatewayService": "_service",
+    "add_user": "_users",
+    "default_data_dir": "_users",
+    "ensure_local_user": "_users",
+    "list_users": "_users",
+}
+
+__all__ = [
+    "ArchiveError",
+    "ArchiveLimits",
+    "Client",
+    "ConflictError",
+    "ForbiddenError",
+    "GatewayConfig",
+    "GatewayError",
+    "GatewayServer",
+    "GatewayService",
+    "GatewayUnavailableError",
+    "InvalidRequestError",
+    "Job",
+    "JobError",
+    "JobFailedError",
+    "JobList",
+    "JobStatus",
+    "JobStoppedError",
+    "NotFoundError",
+    "PayloadTooLargeError",
+    "Program",
+    "ProgramInfo",
+    "UnauthorizedError",
+    "add_user",
+    "default_data_dir",
+    "ensure_local_user",
+    "get_arguments",
+    "list_users",
+    "run_gateway",
+    "save_result",
+    "start_gateway_process",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'qsrv.gateway' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"qsrv.gateway.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_WHERE])

@@ -1,0 +1,329 @@
+"""Job processes: start one per job in its sandbox, capture its output, stop its whole tree.
+
+A job is ``sys.executable -u ENTRYPOINT`` started in ``<root>/<job_id>/work`` (its unpacked
+working directory) as the leader of a new session, hence of a new process group whose id is
+its pid. Invariants:
+
+- Everything the job starts stays in that group unless it calls ``setsid`` itself; stopping a
+  job signals the group (SIGTERM, then SIGKILL after ``stop_grace_s``), and ``run`` returns only
+  once no live process is left in the group. The process group is killed as well when the leader
+  exits by itself: nothing outlives its job. Killing the driver process is what cancels the
+  job's cluster tasks (the scheduler cancels the tasks of a driver whose connection closes).
+- Output (stdout and stderr, interleaved as read) goes into a ``LogBuffer`` capped at
+  ``max_log_bytes``: it keeps the head and the tail, and says how much it dropped between them.
+  The last ``_STDERR_TAIL`` bytes of stderr are kept apart: they are the error of a failed job.
+- The runner holds no database: it returns a ``JobOutcome`` and the service stores it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from qsrv.gateway._archive import ArchiveLimits, unpack_archive
+from qsrv.gateway._runtime import ARGUMENTS_PATH_ENV, JOB_ID_ENV, RESULT_PATH_ENV
+
+__all__ = ["JobOutcome", "JobRunner", "JobSpec", "LogBuffer", "RunnerConfig", "kill_orphan"]
+
+_STDERR_TAIL = 16 << 10
+_READ_CHUNK = 1 << 16
+_GROUP_EXIT_TIMEOUT_S = 5.0
+_GROUP_POLL_S = 0.02
+
+
+@dataclass(frozen=True, slots=True)
+class RunnerConfig:
+    root: Path
+    cluster_address: str | None = None
+    cluster_token: str | None = None
+    max_log_bytes: int = 1 << 20
+    max_result_bytes: int = 64 << 20
+    stop_grace_s: float = 5.0
+    keep_sandboxes: bool = False
+    archive_limits: ArchiveLimits = field(default_factory=ArchiveLimits)
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpec:
+    job_id: str
+    entrypoint: str
+    archive: bytes
+    env_vars: dict[str, str]
+    arguments: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class JobOutcome:
+    """How a job ended. ``exit_code`` is negative when a signal killed the process."""
+
+    kind: Literal["succeeded", "failed", "stopped"]
+    exit_code: int | None
+    error: str | None
+    result: bytes | None
+    logs: bytes
+
+
+class LogBuffer:
+    """Captured output with a size cap: the first half and the last half of the cap are kept."""
+
+    def __init__(self, cap: int) -> None:
+        self._half = max(cap // 2, 1)
+        self._head = bytearray()
+        self._tail = bytearray()
+        self._dropped = 0
+        self.generation = 0  # bumped on every write; lets a flusher skip unchanged buffers
+
+    def write(self, data: bytes) -> None:
+        self.generation += 1
+        room = self._half - len(self._head)
+        if room > 0:
+            self._head += data[:room]
+            data = data[room:]
+        if not data:
+            return
+        self._tail += data
+        excess = len(self._tail) - self._half
+        if excess > 0:
+            del self._tail[:excess]
+            self._dropped += excess
+
+    def getvalue(self) -> bytes:
+        if not self._dropped:
+            return bytes(self._head + self._tail)
+        marker = f"\n[... qsrv: {self._dropped} bytes of output dropped ...]\n".encode()
+        return bytes(self._head) + marker + bytes(self._tail)
+
+
+class _Live:
+    """A job between ``run`` starting and returning. Mutated only by JobRunner."""
+
+    def __init__(self, cap: int) -> None:
+        self.logs = LogBuffer(cap)
+        self.stderr_tail = bytearray()
+        self.process: asyncio.subprocess.Process | None = None
+        self.stop_requested = False
+        self.kill_timer: asyncio.TimerHandle | None = None
+
+
+class JobRunner:
+    """Runs job processes. One instance per gateway; every method runs on its event loop."""
+
+    def __init__(self, config: RunnerConfig) -> None:
+        self.config = config
+        self._live: dict[str, _Live] = {}
+
+    def live_logs(self, job_id: str) -> LogBuffer | None:
+        """The job's output so far, while ``run`` is supervising it."""
+        live = self._live.get(job_id)
+        return live.logs if live else None
+
+    def running(self) -> list[str]:
+        return list(self._live)
+
+    async def run(self, spec: JobSpec, on_started: Callable[[int], None]) -> JobOutcome:
+        """Run the job to its end; ``on_started(pid)`` is called once its process exists."""
+        live = self._live[spec.job_id] = _Live(self.config.max_log_bytes)
+        job_dir = self.config.root / spec.job_id
+        try:
+            return await self._run(spec, live, job_dir, on_started)
+        finally:
+            del self._live[spec.job_id]
+            if live.kill_timer is not None:
+                live.kill_timer.cancel()
+            if live.process is not None and live.process.returncode is None:
+                _killpg(live.process.pid, signal.SIGKILL)  # cancelled: leave no orphan
+            if not self.config.keep_sandboxes:
+                await asyncio.to_thread(shutil.rmtree, job_dir, True)
+
+    async def _run(self, spec: JobSpec, live: _Live, job_dir: Path,
+                   on_started: Callable[[int], None]) -> JobOutcome:
+        work = job_dir / "work"
+        arguments_path = job_dir / "arguments.pkl"
+        result_path = job_dir / "result.pkl"
+        try:
+            await asyncio.to_thread(self._prepare, spec, job_dir, work, arguments_path)
+        except Exception as exc:  # any failure to build the sandbox fails this job only
+            return JobOutcome("failed", None, f"could not prepare the job's sandbox: {exc}",
+                              None, b"")
+        if live.stop_requested:
+            return JobOutcome("stopped", None, None, None, b"")
+        env = self._environment(spec, arguments_path, result_path)
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-u", spec.entrypoint, cwd=work, env=env,
+                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE, start_new_session=True,
+            )
+        except OSError as exc:
+            return JobOutcome("failed", None, f"could not start the job: {exc}", None, b"")
+        live.process = proc
+        on_started(proc.pid)
+        if live.stop_requested:  # stop() came while the process was being created
+            self._signal_stop(live)
+        assert proc.stdout is not None and proc.stderr is not None
+        pumps = asyncio.gather(_pump(proc.stdout, live.logs, None),
+                               _pump(proc.stderr, live.logs, live.stderr_tail))
+        try:
+            returncode = await proc.wait()
+            _killpg(proc.pid, signal.SIGKILL)  # whatever the leader left behind
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(pumps), _GROUP_EXIT_TIMEOUT_S)
+            await _wait_group_gone(proc.pid)
+        finally:
+            pumps.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pumps
+        return self._outcome(live, returncode, result_path)
+
+    def _prepare(self, spec: JobSpec, job_dir: Path, work: Path, arguments_path: Path) -> None:
+        if job_dir.exists():  # left from a gateway that died mid-job
+            shutil.rmtree(job_dir)
+        job_dir.mkdir(parents=True)
+        unpack_archive(spec.archive, work, self.config.archive_limits)
+        arguments_path.write_bytes(spec.arguments)
+
+    def _environment(self, spec: JobSpec, arguments_path: Path,
+                     result_path: Path) -> dict[str, str]:
+        # The gateway's own QSRV_* settings (its token above all) do not leak into jobs.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("QSRV_")}
+        env.update(spec.env_vars)
+        if self.config.cluster_address:
+            env["QSRV_ADDRESS"] = self.config.cluster_address
+        if self.config.cluster_token:
+            env["QSRV_TOKEN"] = self.config.cluster_token
+        env[JOB_ID_ENV] = spec.job_id
+        env[ARGUMENTS_PATH_ENV] = str(arguments_path)
+        env[RESULT_PATH_ENV] = str(result_path)
+        env["PYTHONUNBUFFERED"] = "1"
+        return env
+
+    def _outcome(self, live: _Live, returncode: int, result_path: Path) -> JobOutcome:
+        logs = live.logs.getvalue()
+        if live.stop_requested:
+            return JobOutcome("stopped", returncode, None, None, logs)
+        if returncode != 0:
+            return JobOutcome("failed", returncode, _failure_text(live.stderr_tail, returncode),
+                              None, logs)
+        try:
+            size = result_path.stat().st_size
+        except FileNotFoundError:
+            return JobOutcome("succeeded", 0, None, None, logs)
+        if size > self.config.max_result_bytes:
+            return JobOutcome(
+                "failed", 0,
+                f"the saved result is {size} bytes, over the limit of "
+                f"{self.config.max_result_bytes}", None, logs,
+            )
+        return JobOutcome("succeeded", 0, None, result_path.read_bytes(), logs)
+
+    def stop(self, job_id: str) -> bool:
+        """Begin stopping a job ``run`` supervises; False when it supervises no such job.
+
+        ``run`` then returns a "stopped" outcome once the process tree is gone.
+        """
+        live = self._live.get(job_id)
+        if live is None:
+            return False
+        if not live.stop_requested:
+            live.stop_requested = True
+            if live.process is not None:
+                self._signal_stop(live)
+        return True
+
+    def _signal_stop(self, live: _Live) -> None:
+        assert live.process is not None
+        pid = live.process.pid
+        _killpg(pid, signal.SIGTERM)
+        loop = asyncio.get_running_loop()
+        live.kill_timer = loop.call_later(self.config.stop_grace_s, _killpg, pid, signal.SIGKILL)
+
+    def stop_all(self) -> None:
+        """Begin stopping every job (the gateway is shutting down)."""
+        for job_id in list(self._live):
+            self.stop(job_id)
+
+
+async def _pump(stream: asyncio.StreamReader, logs: LogBuffer, tail: bytearray | None) -> None:
+    while chunk := await stream.read(_READ_CHUNK):
+        logs.write(chunk)
+        if tail is not None:
+            tail += chunk
+            if len(tail) > _STDERR_TAIL:
+                del tail[:len(tail) - _STDERR_TAIL]
+
+
+def _failure_text(stderr_tail: bytes | bytearray, returncode: int) -> str:
+    text = bytes(stderr_tail).decode("utf-8", "replace")
+    start = text.find("Traceback (most recent call last)")
+    if start > 0:
+        text = text[start:]
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = str(-returncode)
+        reason = f"the job's process was killed by signal {name}"
+    else:
+        reason = f"the job's process exited with code {returncode}"
+    return f"{text.rstrip()}\n{reason}" if text.strip() else reason
+
+
+def _killpg(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether any process of the group is still alive (zombies do not count)."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        try:
+            os.killpg(pgid, 0)
+        except (ProcessLookupError, PermissionError):
+            return False
+        return True
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat_line = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # Fields after the parenthesised command: state, ppid, pgrp, ...
+        fields = stat_line[stat_line.rfind(")") + 2:].split()
+        if len(fields) >= 3 and fields[2] == str(pgid) and fields[0] not in ("Z", "X"):
+            return True
+    return False
+
+
+async def _wait_group_gone(pgid: int) -> None:
+    """Wait until every process of the group has exited, killing stragglers."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + _GROUP_EXIT_TIMEOUT_S
+    while _group_alive(pgid) and loop.time() < deadline:
+        _killpg(pgid, signal.SIGKILL)
+        await asyncio.sleep(_GROUP_POLL_S)
+
+
+def kill_orphan(job_id: str, pid: int) -> bool:
+    """Kill the process group of a job a previous gateway started, if it still runs.
+
+    The pid is trusted only if that process's environment names the job (Linux /proc), so a
+    reused pid is never killed. Returns whether a group was signalled.
+    """
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return False
+    if f"{JOB_ID_ENV}={job_id}".encode() not in environ.split(b"\0"):
+        return False
+    _killpg(pid, signal.SIGKILL)
+    return True

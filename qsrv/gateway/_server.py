@@ -1,0 +1,155 @@
+"""Running a gateway: in the current event loop (``GatewayServer``), in the foreground for the
+CLI (``run_gateway``), or as a child process for the embedded local cluster
+(``start_gateway_process``).
+
+A gateway process announces itself with one line on stdout, ``READY_PREFIX + url``, once it
+accepts connections; everything else it says goes to stderr (its log).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from aiohttp import web
+
+from qsrv.errors import ConfigError
+from qsrv.gateway._http import build_app
+from qsrv.gateway._service import GatewayConfig, GatewayService
+
+__all__ = ["READY_PREFIX", "GatewayServer", "run_gateway", "start_gateway_process"]
+
+READY_PREFIX = "qsrv gateway listening on "
+
+
+class GatewayServer:
+    """A gateway serving in the running event loop.
+
+    ``url = await server.start()``, later ``await server.close()``; or ``async with``.
+    """
+
+    def __init__(self, config: GatewayConfig) -> None:
+        self.config = config
+        self.service = GatewayService(config)
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def start(self) -> str:
+        await self.service.start()
+        try:
+            sock = socket.create_server((self.config.host, self.config.port))
+        except OSError as exc:
+            await self.service.close()
+            raise ConfigError(
+                f"cannot listen on {self.config.host}:{self.config.port}: {exc}"
+            ) from exc
+        host, port = sock.getsockname()[:2]
+        self._runner = web.AppRunner(build_app(self.service), access_log=None,
+                                     shutdown_timeout=1.0)
+        await self._runner.setup()
+        await web.SockSite(self._runner, sock).start()
+        shown = f"[{host}]" if ":" in host else host
+        self.url = f"http://{shown}:{port}"
+        return self.url
+
+    async def close(self) -> None:
+        """Stop accepting, end running jobs (FAILED: the gateway stopped), close the store."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        await self.service.close()
+
+    async def __aenter__(self) -> GatewayServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+
+def run_gateway(config: GatewayConfig) -> int:
+    """Serve in the foreground until SIGINT or SIGTERM; print the ready line first."""
+
+    async def serve() -> None:
+        server = GatewayServer(config)
+        url = await server.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        print(f"{READY_PREFIX}{url}", flush=True)
+        try:
+            await stop.wait()
+        finally:
+            await server.close()
+
+    asyncio.run(serve())
+    return 0
+
+
+def start_gateway_process(
+    cluster_address: str | None,
+    cluster_token: str | None,
+    data_dir: str | os.PathLike[str],
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    startup_timeout: float = 30.0,
+    extra_args: tuple[str, ...] = (),
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Start ``qsrv gateway`` as a child process; return it and its URL once it serves.
+
+    The cluster token reaches the child through its environment, never its command line. Stop
+    it with ``proc.terminate(); proc.wait()``: it ends its running jobs before exiting.
+    """
+    cmd = [sys.executable, "-m", "qsrv", "gateway", "--data-dir", str(Path(data_dir)),
+           "--host", host, "--port", str(port), *extra_args]
+    env = dict(os.environ)
+    env.pop("QSRV_ADDRESS", None)
+    env.pop("QSRV_TOKEN", None)
+    if cluster_address:
+        cmd += ["--cluster", cluster_address]
+    if cluster_token:
+        env["QSRV_TOKEN"] = cluster_token
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env)
+    try:
+        line = _read_line(proc, startup_timeout)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    return proc, line[len(READY_PREFIX):]
+
+
+def _read_line(proc: subprocess.Popen[bytes], timeout: float) -> str:
+    """The child's ready line, read without blocking past ``timeout``."""
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    buffer = b""
+    with selectors.DefaultSelector() as sel:
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        while b"\n" not in buffer:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise ConfigError(f"the gateway did not start within {timeout} s")
+            if not sel.select(left):
+                continue
+            chunk = os.read(proc.stdout.fileno(), 4096)
+            if not chunk:
+                code = proc.wait()
+                raise ConfigError(f"the gateway exited with code {code} before serving")
+            buffer += chunk
+    line = buffer.split(b"\n", 1)[0].decode()
+    if not line.startswith(READY_PREFIX):
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        raise ConfigError(f"unexpected output from the gateway: {line!r}")
+    return line

@@ -1,0 +1,385 @@
+"""All of the gateway's SQL: a SQLite file with numbered schema migrations.
+
+Invariants:
+
+- This is the only module that speaks SQL. It stores and returns ``_models`` records and opaque
+  bytes (archives, pickled arguments and results, logs); it never unpickles anything.
+- One ``Store`` is used from one thread (the gateway's event loop, or a CLI command). Statements
+  are short; several processes may open the same file (WAL mode, busy timeout), e.g. ``qsrv user
+  add`` while the gateway runs.
+- ``PRAGMA user_version`` is the number of migrations applied. A migration runs in one
+  transaction with its version bump, so a crash leaves the schema at a whole version. A file
+  from a newer qsrv (a version above ``len(MIGRATIONS)``) is refused, never downgraded.
+- A job's status changes only through ``set_job_status``, which writes the matching ``status``
+  event in the same transaction: the event log and the job row never disagree.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from qsrv.errors import ConfigError
+from qsrv.gateway._errors import ConflictError
+from qsrv.gateway._models import JobEvent, JobRecord, JobStatus, ProgramVersion, User
+
+__all__ = ["MIGRATIONS", "Store"]
+
+# Each entry moves the schema up one version. Append only; never edit a released entry.
+MIGRATIONS: tuple[str, ...] = (
+    # 1: users, tokens, programs with versions, jobs, job events.
+    """
+    CREATE TABLE users (
+        user_id     INTEGER PRIMARY KEY,
+        name        TEXT NOT NULL UNIQUE,
+        created_at  REAL NOT NULL
+    );
+    CREATE TABLE tokens (
+        token_hash  TEXT PRIMARY KEY,
+        user_id     INTEGER NOT NULL REFERENCES users(user_id) ON DELETE CASCADE,
+        created_at  REAL NOT NULL
+    );
+    CREATE TABLE programs (
+        program_id      INTEGER PRIMARY KEY,
+        user_id         INTEGER NOT NULL REFERENCES users(user_id) ON DELETE CASCADE,
+        title           TEXT NOT NULL,
+        version         INTEGER NOT NULL,
+        entrypoint      TEXT NOT NULL,
+        description     TEXT NOT NULL,
+        env_vars        TEXT NOT NULL,
+        archive         BLOB NOT NULL,
+        archive_size    INTEGER NOT NULL,
+        archive_sha256  TEXT NOT NULL,
+        created_at      REAL NOT NULL,
+        UNIQUE (user_id, title, version)
+    );
+    CREATE TABLE jobs (
+        job_id       TEXT PRIMARY KEY,
+        user_id      INTEGER NOT NULL REFERENCES users(user_id) ON DELETE CASCADE,
+        program_id   INTEGER NOT NULL REFERENCES programs(program_id),
+        status       TEXT NOT NULL,
+        sub_status   TEXT,
+        arguments    BLOB NOT NULL,
+        created_at   REAL NOT NULL,
+        started_at   REAL,
+        finished_at  REAL,
+        exit_code    INTEGER,
+        error        TEXT,
+        pid          INTEGER,
+        result       BLOB,
+        logs         BLOB NOT NULL DEFAULT x''
+    );
+    CREATE INDEX jobs_by_user ON jobs (user_id, created_at);
+    CREATE INDEX jobs_by_status ON jobs (status, created_at);
+    CREATE TABLE job_events (
+        event_id    INTEGER PRIMARY KEY,
+        job_id      TEXT NOT NULL REFERENCES jobs(job_id) ON DELETE CASCADE,
+        kind        TEXT NOT NULL,
+        data        TEXT NOT NULL,
+        created_at  REAL NOT NULL
+    );
+    CREATE INDEX job_events_by_job ON job_events (job_id, event_id);
+    """,
+)
+
+_PROGRAM_COLUMNS = (
+    "program_id, user_id, title, version, entrypoint, description, env_vars, archive_size, "
+    "archive_sha256, created_at"
+)
+_JOB_SELECT = (
+    "SELECT j.job_id, j.user_id, j.program_id, p.title, p.version, j.status, j.sub_status, "
+    "j.created_at, j.started_at, j.finished_at, j.exit_code, j.error, j.pid, "
+    "j.result IS NOT NULL FROM jobs j JOIN programs p ON p.program_id = j.program_id"
+)
+# Columns set_job_status may write besides status; anything else is a programming error.
+_JOB_FIELDS = frozenset(
+    {"sub_status", "started_at", "finished_at", "exit_code", "error", "pid", "result", "logs"}
+)
+
+
+class Store:
+    """The gateway's database. Open with ``Store.open(path)``; ``close()`` when done."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    @classmethod
+    def open(cls, path: str | Path) -> Store:
+        """Open (creating if needed) the database at ``path`` and migrate it to the latest."""
+        path = Path(path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(path, isolation_level=None, timeout=10.0)
+        except (OSError, sqlite3.Error) as exc:
+            raise ConfigError(f"cannot open gateway database {path}: {exc}") from exc
+        conn.execute("PRAGMA foreign_keys = ON")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        store = cls(conn)
+        try:
+            store._migrate()
+        except BaseException:
+            conn.close()
+            raise
+        return store
+
+    def close(self) -> None:
+        self._conn.close()
+
+    @property
+    def schema_version(self) -> int:
+        version: int = self._conn.execute("PRAGMA user_version").fetchone()[0]
+        return version
+
+    def _migrate(self) -> None:
+        current = self.schema_version
+        if current > len(MIGRATIONS):
+            raise ConfigError(
+                f"the gateway database has schema version {current}, newer than this qsrv "
+                f"understands ({len(MIGRATIONS)}); upgrade qsrv"
+            )
+        for number in range(current + 1, len(MIGRATIONS) + 1):
+            script = MIGRATIONS[number - 1]
+            self._conn.executescript(
+                f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;"
+            )
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._conn
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
+    # -- users and tokens ----------------------------------------------------------------------
+
+    def create_user(self, name: str, created_at: float) -> User:
+        try:
+            cur = self._conn.execute(
+                "INSERT INTO users (name, created_at) VALUES (?, ?)", (name, created_at)
+            )
+        except sqlite3.IntegrityError as exc:
+            raise ConflictError(f"user {name!r} already exists") from exc
+        assert cur.lastrowid is not None
+        return User(cur.lastrowid, name, created_at)
+
+    def user_by_name(self, name: str) -> User | None:
+        row = self._conn.execute(
+            "SELECT user_id, name, created_at FROM users WHERE name = ?", (name,)
+        ).fetchone()
+        return User(*row) if row else None
+
+    def list_users(self) -> list[User]:
+        rows = self._conn.execute("SELECT user_id, name, created_at FROM users ORDER BY name")
+        return [User(*row) for row in rows]
+
+    def add_token(self, user_id: int, token_hash: str, created_at: float) -> None:
+        self._conn.execute(
+            "INSERT INTO tokens (token_hash, user_id, created_at) VALUES (?, ?, ?)",
+            (token_hash, user_id, created_at),
+        )
+
+    def user_for_token(self, token_hash: str) -> User | None:
+        row = self._conn.execute(
+            "SELECT u.user_id, u.name, u.created_at FROM tokens t "
+            "JOIN users u ON u.user_id = t.user_id WHERE t.token_hash = ?",
+            (token_hash,),
+        ).fetchone()
+        return User(*row) if row else None
+
+    # -- programs ------------------------------------------------------------------------------
+
+    def add_program_version(
+        self, user_id: int, title: str, entrypoint: str, description: str,
+        env_vars: dict[str, str], archive: bytes, archive_sha256: str, created_at: float,
+    ) -> ProgramVersion:
+        """Store a new version of ``title``: one more than the user's latest, 1 for a new title."""
+        with self._transaction() as conn:
+            (latest,) = conn.execute(
+                "SELECT COALESCE(MAX(version), 0) FROM programs WHERE user_id = ? AND title = ?",
+                (user_id, title),
+            ).fetchone()
+            cur = conn.execute(
+                "INSERT INTO programs (user_id, title, version, entrypoint, description, "
+                "env_vars, archive, archive_size, archive_sha256, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (user_id, title, latest + 1, entrypoint, description, json.dumps(env_vars),
+                 archive, len(archive), archive_sha256, created_at),
+            )
+        assert cur.lastrowid is not None
+        return ProgramVersion(
+            cur.lastrowid, user_id, title, latest + 1, entrypoint, description, dict(env_vars),
+            len(archive), archive_sha256, created_at,
+        )
+
+    def program_version(self, user_id: int, title: str,
+                        version: int | None) -> ProgramVersion | None:
+        """The user's ``title`` at ``version`` (the latest when None), without its archive."""
+        sql = f"SELECT {_PROGRAM_COLUMNS} FROM programs WHERE user_id = ? AND title = ?"
+        params: tuple[Any, ...] = (user_id, title)
+        if version is None:
+            sql += " ORDER BY version DESC LIMIT 1"
+        else:
+            sql += " AND version = ?"
+            params += (version,)
+        row = self._conn.execute(sql, params).fetchone()
+        return _program(row) if row else None
+
+    def program_by_id(self, program_id: int, *, with_archive: bool = False) -> ProgramVersion:
+        row = self._conn.execute(
+            f"SELECT {_PROGRAM_COLUMNS}, archive FROM programs WHERE program_id = ?",
+            (program_id,),
+        ).fetchone()
+        if row is None:
+            raise LookupError(f"no program with id {program_id}")
+        return _program(row[:-1], row[-1] if with_archive else b"")
+
+    def list_programs(self, user_id: int) -> list[ProgramVersion]:
+        """The latest version of each of the user's programs, by title."""
+        rows = self._conn.execute(
+            f"SELECT {_PROGRAM_COLUMNS} FROM programs p WHERE user_id = ? AND version = "
+            "(SELECT MAX(version) FROM programs q WHERE q.user_id = p.user_id "
+            "AND q.title = p.title) ORDER BY title",
+            (user_id,),
+        )
+        return [_program(row) for row in rows]
+
+    def list_program_versions(self, user_id: int, title: str) -> list[ProgramVersion]:
+        rows = self._conn.execute(
+            f"SELECT {_PROGRAM_COLUMNS} FROM programs WHERE user_id = ? AND title = ? "
+            "ORDER BY version",
+            (user_id, title),
+        )
+        return [_program(row) for row in rows]
+
+    # -- jobs ----------------------------------------------------------------------------------
+
+    def create_job(self, job_id: str, user_id: int, program_id: int, arguments: bytes,
+                   created_at: float) -> JobRecord:
+        with self._transaction() as conn:
+            conn.execute(
+                "INSERT INTO jobs (job_id, user_id, program_id, status, arguments, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (job_id, user_id, program_id, JobStatus.QUEUED.value, arguments, created_at),
+            )
+            _add_event(conn, job_id, "status", {"status": JobStatus.QUEUED.value}, created_at)
+        job = self.job(job_id)
+        assert job is not None
+        return job
+
+    def job(self, job_id: str) -> JobRecord | None:
+        row = self._conn.execute(f"{_JOB_SELECT} WHERE j.job_id = ?", (job_id,)).fetchone()
+        return _job(row) if row else None
+
+    def job_arguments(self, job_id: str) -> bytes:
+        row = self._conn.execute("SELECT arguments FROM jobs WHERE job_id = ?", (job_id,))
+        return bytes(row.fetchone()[0])
+
+    def job_result(self, job_id: str) -> bytes | None:
+        row = self._conn.execute("SELECT result FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+        return None if row is None or row[0] is None else bytes(row[0])
+
+    def job_logs(self, job_id: str) -> bytes:
+        row = self._conn.execute("SELECT logs FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+        return b"" if row is None else bytes(row[0])
+
+    def list_jobs(
+        self, user_id: int, *, limit: int, offset: int, statuses: Sequence[JobStatus] = (),
+        created_after: float | None = None,
+    ) -> tuple[list[JobRecord], int]:
+        """A page of the user's jobs, newest first, and the number of all that match."""
+        where = ["j.user_id = ?"]
+        params: list[Any] = [user_id]
+        if statuses:
+            where.append(f"j.status IN ({', '.join('?' for _ in statuses)})")
+            params.extend(s.value for s in statuses)
+        if created_after is not None:
+            where.append("j.created_at > ?")
+            params.append(created_after)
+        clause = " WHERE " + " AND ".join(where)
+        (total,) = self._conn.execute(
+            f"SELECT COUNT(*) FROM jobs j{clause}", params
+        ).fetchone()
+        rows = self._conn.execute(
+            f"{_JOB_SELECT}{clause} ORDER BY j.created_at DESC, j.rowid DESC LIMIT ? OFFSET ?",
+            [*params, limit, offset],
+        )
+        return [_job(row) for row in rows], int(total)
+
+    def jobs_with_status(self, *statuses: JobStatus) -> list[JobRecord]:
+        """Every user's jobs in these statuses, oldest first (the dispatch order)."""
+        marks = ", ".join("?" for _ in statuses)
+        rows = self._conn.execute(
+            f"{_JOB_SELECT} WHERE j.status IN ({marks}) ORDER BY j.created_at, j.rowid",
+            [s.value for s in statuses],
+        )
+        return [_job(row) for row in rows]
+
+    def set_job_status(self, job_id: str, status: JobStatus, at: float,
+                       event: dict[str, Any] | None = None, **fields: Any) -> JobRecord:
+        """Move the job to ``status``, write ``fields`` and record the status event atomically.
+
+        The caller (the service) has checked the transition against ``TRANSITIONS``.
+        """
+        unknown = set(fields) - _JOB_FIELDS
+        if unknown:
+            raise TypeError(f"not job columns: {sorted(unknown)}")
+        sets = ", ".join(["status = ?", *(f"{name} = ?" for name in fields)])
+        with self._transaction() as conn:
+            conn.execute(
+                f"UPDATE jobs SET {sets} WHERE job_id = ?",
+                [status.value, *fields.values(), job_id],
+            )
+            _add_event(conn, job_id, "status", {"status": status.value, **(event or {})}, at)
+        job = self.job(job_id)
+        assert job is not None
+        return job
+
+    def set_job_fields(self, job_id: str, **fields: Any) -> None:
+        """Write columns that are not the status (``pid``, ``sub_status``, ``logs``)."""
+        unknown = set(fields) - _JOB_FIELDS
+        if unknown or not fields:
+            raise TypeError(f"not job columns: {sorted(unknown)}")
+        sets = ", ".join(f"{name} = ?" for name in fields)
+        self._conn.execute(f"UPDATE jobs SET {sets} WHERE job_id = ?", [*fields.values(), job_id])
+
+    def job_events(self, job_id: str, after: int = 0) -> list[JobEvent]:
+        rows = self._conn.execute(
+            "SELECT event_id, job_id, kind, data, created_at FROM job_events "
+            "WHERE job_id = ? AND event_id > ? ORDER BY event_id",
+            (job_id, after),
+        )
+        return [JobEvent(r[0], r[1], r[2], json.loads(r[3]), r[4]) for r in rows]
+
+
+def _add_event(conn: sqlite3.Connection, job_id: str, kind: str, data: dict[str, Any],
+               at: float) -> None:
+    conn.execute(
+        "INSERT INTO job_events (job_id, kind, data, created_at) VALUES (?, ?, ?, ?)",
+        (job_id, kind, json.dumps(data), at),
+    )
+
+
+def _program(row: Sequence[Any], archive: bytes = b"") -> ProgramVersion:
+    (program_id, user_id, title, version, entrypoint, description, env_vars, size, sha,
+     created_at) = row
+    return ProgramVersion(
+        program_id, user_id, title, version, entrypoint, description, json.loads(env_vars),
+        size, sha, created_at, bytes(archive),
+    )
+
+
+def _job(row: Sequence[Any]) -> JobRecord:
+    (job_id, user_id, program_id, title, version, status, sub_status, created_at, started_at,
+     finished_at, exit_code, error, pid, has_result) = row
+    return JobRecord(
+        job_id, user_id, program_id, title, version, JobStatus(status), sub_status, created_at,
+        started_at, finished_at, exit_code, error, pid, bool(has_result),
+    )
