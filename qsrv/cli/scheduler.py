@@ -1,0 +1,70 @@
+"""`qsrv scheduler`: run the cluster's scheduler."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from typing import Any
+
+from qsrv.cli._common import setup_logging
+from qsrv.scheduler import SchedulerServer, install_uvloop
+
+
+def register(sub: Any) -> None:
+    p: argparse.ArgumentParser = sub.add_parser(
+        "scheduler", help="run the scheduler of a cluster",
+        description="Run the scheduler: workers and drivers join it at HOST:PORT with the "
+                    "cluster token. Prints the address and the command that joins a worker.")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="interface to listen on (default 127.0.0.1; any other needs a token)")
+    p.add_argument("--port", type=int, default=7420, help="TCP port (default 7420; 0 = any)")
+    p.add_argument("--token", default=None,
+                   help="cluster token (default: $QSRV_TOKEN, else a random one is printed)")
+    p.add_argument("--heartbeat-timeout", type=float, default=5.0,
+                   help="seconds without a heartbeat before a worker is removed (default 5)")
+    p.add_argument("--handshake-timeout", type=float, default=10.0,
+                   help="seconds a new connection has to authenticate (default 10)")
+    p.add_argument("--log-level", default="warning", help="debug, info, warning (default)")
+    p.add_argument("--exit-with-parent", type=int, default=0, help=argparse.SUPPRESS)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    setup_logging(args.log_level)
+    token = args.token if args.token is not None else os.environ.get("QSRV_TOKEN") or None
+    server = SchedulerServer(args.host, args.port, token,
+                             heartbeat_timeout=args.heartbeat_timeout,
+                             handshake_timeout=args.handshake_timeout)
+    install_uvloop()
+    try:
+        asyncio.run(_serve(server, args.exit_with_parent, show_token=token is None))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+async def _serve(server: SchedulerServer, parent: int, *, show_token: bool) -> None:
+    address = await server.start()
+    print(f"qsrv scheduler listening on {address}", flush=True)
+    if show_token:
+        print(f"join with: QSRV_TOKEN={server.token} qsrv worker --address {address}",
+              flush=True)
+    else:
+        print(f"join with: qsrv worker --address {address}  (QSRV_TOKEN set to the token)",
+              flush=True)
+    sys.stdout.flush()
+    if parent:
+        asyncio.ensure_future(_exit_with(parent))
+    try:
+        await server.serve_forever()
+    finally:
+        await server.close()
+
+
+async def _exit_with(parent: int) -> None:
+    while True:
+        await asyncio.sleep(1.0)
+        if os.getppid() != parent:
+            raise SystemExit(0)

@@ -1,0 +1,53 @@
+"""`qsrv worker`: run a worker agent on this node."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from typing import Any
+
+from qsrv._resources import parse_resource_list
+from qsrv.cli._common import add_cluster_options, cluster_of, setup_logging
+from qsrv.scheduler import install_uvloop
+from qsrv.worker import WorkerAgent, WorkerConfig
+
+
+def register(sub: Any) -> None:
+    p: argparse.ArgumentParser = sub.add_parser(
+        "worker", help="run a worker agent on this node",
+        description="Join a cluster as a worker agent offering this node's resources. "
+                    "Undetected amounts default to what the machine has.")
+    add_cluster_options(p)
+    p.add_argument("--cpus", type=float, default=None, help="CPUs to offer (default: all cores)")
+    p.add_argument("--gpus", type=int, default=None,
+                   help="GPUs to offer (default: the NVIDIA GPUs detected)")
+    p.add_argument("--memory", default=None,
+                   help="memory to offer, e.g. 8GB or 16GiB (default: the machine's)")
+    p.add_argument("--resources", default="",
+                   help="custom resources, e.g. qpu=1,aer=1 (fractions allowed)")
+    p.add_argument("--name", default="", help="name shown by `qsrv status` (default host:pid)")
+    p.add_argument("--executors", type=int, default=None,
+                   help="executor processes started up front (default: one per whole CPU)")
+    p.add_argument("--heartbeat-interval", type=float, default=1.0,
+                   help="seconds between heartbeats (default 1)")
+    p.add_argument("--log-level", default="warning", help="debug, info, warning (default)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    setup_logging(args.log_level)
+    address, token = cluster_of(args)
+    config = WorkerConfig(address=address, token=token, cpus=args.cpus, gpus=args.gpus,
+                          memory=args.memory, resources=parse_resource_list(args.resources),
+                          name=args.name, heartbeat_interval=args.heartbeat_interval,
+                          executors=args.executors)
+    install_uvloop()
+
+    async def main() -> None:
+        await WorkerAgent(config).run()
+
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        pass
+    return 0

@@ -1,0 +1,239 @@
+"""What a client of the cluster knows, whatever carries its bytes: refs, values, waiters.
+
+Shared by the driver (an IO thread) and executors (a blocking socket). Thread-safe: user threads
+submit and wait, the transport thread delivers values. The transport drains `take_outbox()`
+when `flush_soon` asks it to, and feeds `on_value` / `on_closed`.
+
+Invariants:
+- `counts[id]` is the number of live ObjectRef instances for id in this process; the scheduler
+  is told once when it goes 0 -> 1 for a ref that arrived from elsewhere (RefUpdate.add), and
+  once when it drops to 0 (RefUpdate.drop). Refs minted here are held by the scheduler from
+  their SubmitTask/PutObject on.
+- `values` holds received values only for ids with counts > 0.
+- `expect` holds ids whose value will be pushed without asking: own tasks, subscriptions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import msgpack
+
+from qsrv.client._ref import ObjectRef
+from qsrv.codec import dumps, loads
+from qsrv.errors import (
+    SYSTEM_ERRORS,
+    ConnectionClosedError,
+    QsrvError,
+    TaskError,
+)
+from qsrv.protocol import (
+    OK,
+    TASK_ERROR,
+    Cancel,
+    Message,
+    ObjectValue,
+    PutObject,
+    RefUpdate,
+    RegisterFunction,
+    SubmitTask,
+    Subscribe,
+)
+
+ID_BITS = 40
+
+
+class TaskOptions:
+    """Options of one task submission (already validated)."""
+
+    __slots__ = ("max_retries", "name", "resources", "retry_exceptions", "timeout")
+
+    def __init__(self, name: str, resources: dict[str, int], max_retries: int,
+                 timeout: float | None, retry_exceptions: bool) -> None:
+        self.name = name
+        self.resources = resources
+        self.max_retries = max_retries
+        self.timeout = timeout
+        self.retry_exceptions = retry_exceptions
+
+
+def function_id(payload: bytes) -> bytes:
+    return hashlib.blake2b(payload, digest_size=16).digest()
+
+
+def raise_error(value: ObjectValue) -> None:
+    """Raise the error carried by a non-OK value."""
+    if value.status == TASK_ERROR:
+        cause, tb, message = loads(value.data, value.bufs)
+        if cause is None:
+            raise TaskError(message, tb)
+        raise TaskError.wrap(cause, tb)
+    try:
+        kind, message = msgpack.unpackb(value.data)
+        cls = SYSTEM_ERRORS[kind]
+    except Exception:
+        raise QsrvError(f"malformed error value for object {value.object_id:#x}") from None
+    raise cls(message)
+
+
+class ClientCore:
+    def __init__(self, client_no: int, flush_soon: Callable[[], None],
+                 block: Callable[[threading.Event, float | None], bool]) -> None:
+        self.client_no = client_no
+        self.block = block  # waits for an event while values keep arriving
+        self._base = client_no << ID_BITS
+        self._seq = 0
+        self.flush_soon = flush_soon
+        self.lock = threading.Lock()
+        self.counts: dict[int, int] = {}
+        self.values: dict[int, ObjectValue] = {}
+        self.expect: set[int] = set()
+        self.waiters: dict[int, list[Callable[[int], None]]] = {}
+        self.dropped: list[int] = []  # appended by ObjectRef.__del__ from any thread
+        self._adds: list[int] = []
+        self._outbox: list[Message] = []
+        self._functions: set[bytes] = set()
+        self.closed: BaseException | None = None
+
+    # ---- creating refs ----------------------------------------------------------------------
+    def _mint(self) -> int:
+        self._seq += 1
+        return self._base | self._seq
+
+    def submit(self, fn_id: bytes, fn_payload: Callable[[], bytes], args: tuple[Any, ...],
+               kwargs: dict[str, Any], opts: TaskOptions, retry_types: Any = None) -> ObjectRef:
+        data, bufs, refs = dumps((args, kwargs, retry_types))
+        with self.lock:
+            self._check_open()
+            if fn_id not in self._functions:
+                self._functions.add(fn_id)
+                self._outbox.append(RegisterFunction(fn_id, fn_payload()))
+            oid = self._mint()
+            self.counts[oid] = 1
+            self.expect.add(oid)
+            self._outbox.append(SubmitTask(
+                oid, fn_id, data, bufs, refs, opts.resources, opts.max_retries,
+                float(opts.timeout or 0.0), opts.retry_exceptions, opts.name))
+        self.flush_soon()
+        return ObjectRef(oid)
+
+    def put(self, value: Any) -> ObjectRef:
+        data, bufs, refs = dumps(value)
+        with self.lock:
+            self._check_open()
+            oid = self._mint()
+            self.counts[oid] = 1
+            self.values[oid] = ObjectValue(oid, OK, data, bufs, refs)
+            self._outbox.append(PutObject(oid, data, bufs, refs))
+        self.flush_soon()
+        return ObjectRef(oid)
+
+    def track(self, oid: int) -> ObjectRef:
+        """A ref that arrived inside a value."""
+        with self.lock:
+            count = self.counts.get(oid, 0)
+            self.counts[oid] = count + 1
+            if count == 0:
+                self._adds.append(oid)
+        return ObjectRef(oid)
+
+    def cancel(self, oid: int) -> None:
+        with self.lock:
+            self._outbox.append(Cancel(oid))
+        self.flush_soon()
+
+    def _check_open(self) -> None:
+        if self.closed is not None:
+            raise ConnectionClosedError(f"the cluster connection is closed: {self.closed}")
+
+    # ---- transport side ---------------------------------------------------------------------
+    def take_outbox(self) -> list[Message]:
+        """Messages to send now, oldest first (ref updates last)."""
+        with self.lock:
+            drops: list[int] = []
+            dropped = self.dropped
+            counts = self.counts
+            while dropped:
+                oid = dropped.pop()
+                count = counts.get(oid, 0) - 1
+                if count > 0:
+                    counts[oid] = count
+                elif count == 0:
+                    del counts[oid]
+                    self.values.pop(oid, None)
+                    drops.append(oid)
+            out, self._outbox = self._outbox, []
+            if drops or self._adds:
+                out.append(RefUpdate(self._adds, drops))
+                self._adds = []
+        return out
+
+    def on_value(self, msg: ObjectValue) -> None:
+        oid = msg.object_id
+        with self.lock:
+            self.expect.discard(oid)
+            if oid not in self.counts:
+                return
+            self.values[oid] = msg
+            callbacks = self.waiters.pop(oid, None)
+        for cb in callbacks or ():
+            cb(oid)
+
+    def on_closed(self, exc: BaseException) -> None:
+        with self.lock:
+            self.closed = exc
+            waiters, self.waiters = self.waiters, {}
+        for oid, callbacks in waiters.items():
+            for cb in callbacks:
+                cb(oid)
+
+    # ---- waiting ----------------------------------------------------------------------------
+    def watch(self, ids: Iterable[int], cb: Callable[[int], None]) -> list[int]:
+        """Call cb(id) once each id's value is here; returns the ids already here (cb is not
+        called for those). Asks for values nobody will push."""
+        ready: list[int] = []
+        subscribe: list[int] = []
+        with self.lock:
+            if self.closed is not None:
+                return list(ids)
+            for oid in ids:
+                if oid in self.values:
+                    ready.append(oid)
+                    continue
+                self.waiters.setdefault(oid, []).append(cb)
+                if oid not in self.expect:
+                    self.expect.add(oid)
+                    subscribe.append(oid)
+            if subscribe:
+                self._outbox.append(Subscribe(subscribe))
+        if subscribe:
+            self.flush_soon()
+        return ready
+
+    def unwatch(self, ids: Iterable[int], cb: Callable[[int], None]) -> None:
+        with self.lock:
+            for oid in ids:
+                callbacks = self.waiters.get(oid)
+                if callbacks and cb in callbacks:
+                    callbacks.remove(cb)
+                    if not callbacks:
+                        del self.waiters[oid]
+
+    def has_value(self, oid: int) -> bool:
+        return oid in self.values
+
+    def value(self, oid: int) -> Any:
+        """The value of an id whose value is here; raises the task's error."""
+        with self.lock:
+            msg = self.values.get(oid)
+            closed = self.closed
+        if msg is None:
+            if closed is not None:
+                raise ConnectionClosedError(f"the cluster connection is closed: {closed}")
+            raise QsrvError(f"object {oid:#x} is not available here")
+        if msg.status != OK:
+            raise_error(msg)
+        return loads(msg.data, msg.bufs)

@@ -1,0 +1,81 @@
+"""The embedded local cluster: a scheduler and one worker agent as child processes.
+
+Started by `qsrv.init()` with no address; stopped by `qsrv.shutdown()` or at exit. Both
+children exit on their own if this process dies (the scheduler watches its parent; the worker
+follows the scheduler).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from typing import IO, Any
+
+from qsrv.errors import ConnectionClosedError
+from qsrv.scheduler import new_token
+
+_START_TIMEOUT = 60.0
+
+
+class LocalCluster:
+    def __init__(self, *, num_cpus: float | None = None, num_gpus: int | None = None,
+                 memory: int | str | None = None, resources: dict[str, float] | None = None,
+                 extra_env: dict[str, str] | None = None) -> None:
+        self.token = new_token()
+        self.address = ""
+        env = dict(os.environ, QSRV_TOKEN=self.token, **(extra_env or {}))
+        # Executors must import what the driver imports (functions pickled by reference).
+        paths = [p for p in sys.path if p] + [os.getcwd()]
+        env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+        env.pop("QSRV_ADDRESS", None)
+        self._env = env
+        self.scheduler = subprocess.Popen(
+            [sys.executable, "-m", "qsrv", "scheduler", "--host", "127.0.0.1", "--port", "0",
+             "--exit-with-parent", str(os.getpid())],
+            env=env, stdout=subprocess.PIPE, text=True)
+        try:
+            self.address = _read_address(self.scheduler)
+            args = [sys.executable, "-m", "qsrv", "worker", "--address", self.address,
+                    "--name", "local"]
+            if num_cpus is not None:
+                args += ["--cpus", str(num_cpus)]
+            if num_gpus is not None:
+                args += ["--gpus", str(num_gpus)]
+            if memory is not None:
+                args += ["--memory", str(memory)]
+            if resources:
+                args += ["--resources", ",".join(f"{k}={v}" for k, v in resources.items())]
+            self.worker = subprocess.Popen(args, env=env)
+        except BaseException:
+            self.scheduler.kill()
+            raise
+
+    def check_alive(self) -> None:
+        for name, proc in (("scheduler", self.scheduler), ("worker", self.worker)):
+            if proc.poll() is not None:
+                raise ConnectionClosedError(
+                    f"the local {name} exited with code {proc.returncode} while starting")
+
+    def stop(self) -> None:
+        for proc in (self.worker, self.scheduler):
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in (self.worker, self.scheduler):
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if self.scheduler.stdout is not None:
+            self.scheduler.stdout.close()
+
+
+def _read_address(proc: subprocess.Popen[Any]) -> str:
+    stdout: IO[str] | None = proc.stdout
+    assert stdout is not None
+    for line in stdout:
+        if line.startswith("qsrv scheduler listening on "):
+            return line.split()[-1]
+    raise ConnectionClosedError(
+        f"the local scheduler exited before listening (code {proc.wait()})")

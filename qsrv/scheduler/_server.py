@@ -1,0 +1,155 @@
+"""The scheduler process: a TCP server that feeds `SchedulerState` and carries out its actions.
+
+All decisions live in `SchedulerState`; this module only moves bytes, keeps time and logs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import itertools
+import logging
+import secrets
+import socket
+import time
+from typing import Any
+
+from qsrv.errors import ConfigError
+from qsrv.protocol import Connection, Limits
+from qsrv.scheduler._state import (
+    Close,
+    Connected,
+    Disconnected,
+    Log,
+    Received,
+    SchedulerState,
+    Send,
+    Tick,
+)
+from qsrv.transport import FramedProtocol
+
+log = logging.getLogger("qsrv.scheduler")
+
+
+def is_loopback(host: str) -> bool:
+    if host in ("localhost", ""):
+        return host == "localhost"
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(24)
+
+
+class SchedulerServer:
+    def __init__(self, host: str = "127.0.0.1", port: int = 7420, token: str | None = None, *,
+                 limits: Limits = Limits(), heartbeat_timeout: float = 5.0,
+                 handshake_timeout: float = 10.0, tick_interval: float = 0.25) -> None:
+        if not token and not is_loopback(host):
+            raise ConfigError(
+                f"refusing to listen on {host} without a token: anyone who reaches the port "
+                "could run code on the cluster. Pass --token (or QSRV_TOKEN), or bind 127.0.0.1."
+            )
+        self.host = host
+        self.port = port
+        self.token = token or new_token()
+        self.limits = limits
+        self.handshake_timeout = handshake_timeout
+        self.tick_interval = tick_interval
+        self.state = SchedulerState(heartbeat_timeout=heartbeat_timeout)
+        self.protocols: dict[int, FramedProtocol] = {}
+        self._conn_ids = itertools.count(1)
+        self._client_nos = itertools.count(1)
+        self._server: asyncio.AbstractServer | None = None
+        self._ticker: asyncio.Task[None] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    async def start(self) -> str:
+        loop = asyncio.get_running_loop()
+        self.state.handle(Tick(time.monotonic()))
+        self._server = await loop.create_server(self._protocol, self.host, self.port,
+                                                reuse_address=True, backlog=1024)
+        sock = self._server.sockets[0]
+        self.port = sock.getsockname()[1]
+        if sock.family == socket.AF_INET6:
+            self.host = self.host or "::1"
+        self._ticker = asyncio.ensure_future(self._tick_forever())
+        log.info("scheduler listening on %s", self.address)
+        return self.address
+
+    async def serve_forever(self) -> None:
+        assert self._server is not None
+        await self._server.serve_forever()
+
+    async def close(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+        if self._server is not None:
+            self._server.close()
+        for proto in list(self.protocols.values()):
+            proto.close("")
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    # ---- connections --------------------------------------------------------------------------
+    def _protocol(self) -> FramedProtocol:
+        conn = Connection(server=True, token=self.token, limits=self.limits)
+        return FramedProtocol(conn, on_messages=self._on_messages, on_close=self._on_close,
+                              on_accept=self._on_accept,
+                              handshake_timeout=self.handshake_timeout)
+
+    def _on_accept(self, proto: FramedProtocol) -> None:
+        conn_id = next(self._conn_ids)
+        client_no = next(self._client_nos)
+        proto.id = conn_id
+        self.protocols[conn_id] = proto
+        proto.accept(client_no, {"conn": conn_id})
+        self._apply(self.state.handle(Connected(conn_id, proto.conn.role, client_no)))
+
+    def _on_messages(self, proto: FramedProtocol, messages: list[Any]) -> None:
+        handle = self.state.handle
+        conn = proto.id
+        for msg in messages:
+            actions = handle(Received(conn, msg))
+            if actions:
+                self._apply(actions)
+            if proto.closed:
+                break
+
+    def _on_close(self, proto: FramedProtocol, reason: str) -> None:
+        if proto.id and self.protocols.pop(proto.id, None) is not None:
+            self._apply(self.state.handle(Disconnected(proto.id, reason)))
+
+    def _apply(self, actions: list[Any]) -> None:
+        protocols = self.protocols
+        for action in actions:
+            if type(action) is Send:
+                proto = protocols.get(action.conn)
+                if proto is not None:
+                    proto.send(action.msg)
+            elif type(action) is Close:
+                proto = protocols.get(action.conn)
+                if proto is not None:
+                    proto.close(action.reason)
+            elif type(action) is Log:
+                log.log(logging.getLevelName(action.level.upper()), "%s", action.text)
+
+    async def _tick_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.tick_interval)
+            self._apply(self.state.handle(Tick(time.monotonic())))
+
+
+def install_uvloop() -> None:
+    """Use uvloop's event loop where it is installed (it is a dependency on POSIX)."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - Windows
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())

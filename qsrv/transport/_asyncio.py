@@ -1,0 +1,163 @@
+"""asyncio carriage for the sans-IO `Connection`: bytes in, messages out, one write per tick.
+
+Reads go straight into the decoder's buffers (BufferedProtocol). Messages queued with `send`
+during one event-loop tick leave as one frame (one `writelines`, scatter/gather). A protocol
+error closes this connection only, with the reason logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from qsrv.errors import ProtocolError
+from qsrv.protocol import Connection, State
+
+log = logging.getLogger("qsrv.transport")
+
+
+class FramedProtocol(asyncio.BufferedProtocol):
+    """One connection. Callbacks: `on_accept(self)` (server, after authentication; must call
+    `accept` or `close`), `on_open(self)` (client, after Welcome), `on_messages(self, msgs)`,
+    `on_close(self, reason)`."""
+
+    def __init__(self, conn: Connection, *,
+                 on_messages: Callable[[FramedProtocol, list[Any]], None],
+                 on_close: Callable[[FramedProtocol, str], None],
+                 on_accept: Callable[[FramedProtocol], None] | None = None,
+                 on_open: Callable[[FramedProtocol], None] | None = None,
+                 handshake_timeout: float = 10.0) -> None:
+        self.conn = conn
+        self.on_messages = on_messages
+        self.on_close = on_close
+        self.on_accept = on_accept
+        self.on_open = on_open
+        self.handshake_timeout = handshake_timeout
+        self.transport: asyncio.Transport | None = None
+        self.peer = "?"
+        self.id = 0  # set by the owner
+        self._pending: list[Any] = []
+        self._flush_scheduled = False
+        self._closed = False
+        self._close_reason = ""
+        self._deadline: asyncio.TimerHandle | None = None
+        self.error: ProtocolError | None = None  # what made us close, if the peer broke rules
+        self._loop = asyncio.get_event_loop()
+
+    # -- asyncio callbacks ---------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            import socket
+
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+        self._deadline = self._loop.call_later(self.handshake_timeout, self._handshake_expired)
+        if not self.conn.server:
+            transport.writelines(self.conn.initiate())
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.conn.get_buffer(sizehint)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        try:
+            self.conn.buffer_updated(nbytes)
+            was_open = self.conn.state is State.OPEN
+            messages = self.conn.receive()
+            replies = self.conn.data_to_send()
+            if replies and self.transport is not None:
+                self.transport.writelines(replies)
+            if not was_open:
+                self._after_handshake_step()
+            if messages and not self._closed:
+                self.on_messages(self, messages)
+        except ProtocolError as exc:
+            self.error = exc
+            replies = self.conn.data_to_send()
+            if replies and self.transport is not None:
+                self.transport.writelines(replies)
+            self.close(f"protocol error from {self.peer}: {exc}")
+
+    def _after_handshake_step(self) -> None:
+        state = self.conn.state
+        if state is State.ACCEPTING and self.on_accept is not None:
+            self._cancel_deadline()
+            self.on_accept(self)
+        elif state is State.OPEN and not self.conn.server:
+            self._cancel_deadline()
+            if self.on_open is not None:
+                self.on_open(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_deadline()
+        reason = self._close_reason or (f"connection lost: {exc}" if exc else "peer closed")
+        self._closed = True
+        self.on_close(self, reason)
+
+    def eof_received(self) -> bool | None:
+        return None  # close
+
+    # -- sending -------------------------------------------------------------------------------
+    def accept(self, client_no: int, info: dict[str, Any]) -> None:
+        assert self.transport is not None
+        self.transport.writelines(self.conn.welcome(client_no, info))
+
+    def send(self, msg: Any) -> None:
+        if self._closed:
+            return
+        self._pending.append(msg)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self.flush)
+
+    def send_many(self, msgs: list[Any]) -> None:
+        if self._closed or not msgs:
+            return
+        self._pending.extend(msgs)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        self._flush_scheduled = False
+        if not self._pending or self._closed or self.transport is None:
+            self._pending.clear()
+            return
+        msgs, self._pending = self._pending, []
+        try:
+            pieces = self.conn.send(msgs)
+        except ProtocolError as exc:
+            self.close(f"cannot send: {exc}")
+            return
+        self.transport.writelines(pieces)
+
+    def close(self, reason: str) -> None:
+        if self._closed:
+            return
+        if reason:
+            log.warning("closing connection %s: %s", self.peer, reason)
+        self._close_reason = reason
+        self._closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    # -- internals -------------------------------------------------------------------------------
+    def _handshake_expired(self) -> None:
+        if self.conn.state is not State.OPEN:
+            self.close(f"no completed handshake within {self.handshake_timeout:g} s")
+
+    def _cancel_deadline(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None

@@ -1,0 +1,102 @@
+"""A blocking-socket carriage for the sans-IO `Connection` (executors, CLI tools).
+
+One thread reads at a time; sends are serialised by a lock and use sendmsg (scatter/gather).
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from typing import Any
+
+from qsrv.errors import ConfigError, ConnectionClosedError
+from qsrv.protocol import Buffer, Connection, Limits, State
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    host, sep, port = address.strip().rpartition(":")
+    if not sep or not port.isdigit():
+        raise ConfigError(f"address must look like HOST:PORT, got {address!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+class SyncConnection:
+    def __init__(self, address: str, token: str, role: str, *, timeout: float = 10.0,
+                 limits: Limits = Limits()) -> None:
+        host, port = parse_address(address)
+        try:
+            self.sock = socket.create_connection((host, port), timeout=timeout)
+        except OSError as exc:
+            raise ConnectionClosedError(f"cannot reach the scheduler at {address}: {exc}") from exc
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.conn = Connection(server=False, token=token, role=role, limits=limits)
+        self._send_lock = threading.Lock()
+        self._inbox: list[Any] = []
+        self.write(self.conn.initiate())
+        while self.conn.state is not State.OPEN:
+            self._inbox.extend(self._read())
+            replies = self.conn.data_to_send()
+            if replies:
+                self.write(replies)
+        self.sock.settimeout(None)
+
+    @property
+    def client_no(self) -> int:
+        return self.conn.client_no
+
+    @property
+    def info(self) -> dict[str, Any]:
+        return self.conn.info
+
+    def write(self, pieces: list[Buffer]) -> None:
+        with self._send_lock:
+            views = [memoryview(p).cast("B") for p in pieces]
+            try:
+                while views:
+                    sent = self.sock.sendmsg(views[:512])
+                    while sent and views:
+                        n = views[0].nbytes
+                        if sent >= n:
+                            sent -= n
+                            views.pop(0)
+                        else:
+                            views[0] = views[0][sent:]
+                            sent = 0
+            except OSError as exc:
+                raise ConnectionClosedError(f"connection to the scheduler lost: {exc}") from exc
+
+    def send(self, messages: list[Any]) -> None:
+        if messages:
+            self.write(self.conn.send(messages))
+
+    def _read(self) -> list[Any]:
+        buf = self.conn.get_buffer()
+        try:
+            n = self.sock.recv_into(buf)
+        except OSError as exc:
+            raise ConnectionClosedError(f"connection to the scheduler lost: {exc}") from exc
+        if n == 0:
+            raise ConnectionClosedError("the scheduler closed the connection")
+        self.conn.buffer_updated(n)
+        return self.conn.receive()
+
+    def receive(self, timeout: float | None = None) -> list[Any]:
+        """Messages received; blocks until at least one arrives or `timeout` passes."""
+        if self._inbox:
+            out, self._inbox = self._inbox, []
+            return out
+        self.sock.settimeout(timeout)
+        try:
+            return self._read()
+        except ConnectionClosedError as exc:
+            if isinstance(exc.__cause__, TimeoutError):
+                return []
+            raise
+        finally:
+            self.sock.settimeout(None)
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass

@@ -1,0 +1,198 @@
+"""The worker agent: registers the node's resources and supervises executor subprocesses.
+
+It is not on the per-task path: executors talk to the scheduler directly. The agent starts
+them, replaces any that die (a crashing task kills its executor, never the agent), kills them
+when told (cancel, timeout), and sends heartbeats. It exits when the scheduler goes away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+from qsrv._resources import SCALE, normalize
+from qsrv.errors import ConfigError, ConnectionClosedError
+from qsrv.protocol import (
+    Connection,
+    Heartbeat,
+    KillExecutor,
+    RegisterWorker,
+    SpawnExecutor,
+    WorkerAccepted,
+)
+from qsrv.transport import FramedProtocol, parse_address
+from qsrv.worker import _detect
+
+log = logging.getLogger("qsrv.worker")
+
+
+@dataclass
+class WorkerConfig:
+    address: str
+    token: str
+    cpus: float | None = None
+    gpus: int | None = None
+    memory: int | str | None = None
+    resources: dict[str, float] = field(default_factory=dict)
+    name: str = ""
+    heartbeat_interval: float = 1.0
+    executors: int | None = None  # executors started up front; default: one per whole CPU
+
+    def capacity(self) -> tuple[dict[str, int], list[str]]:
+        """Normalised totals and the GPU device ids this node offers."""
+        detected_gpus = _detect.gpu_ids()
+        if self.gpus is None:
+            gpu_ids = detected_gpus
+        else:
+            if self.gpus < 0:
+                raise ConfigError(f"--gpus must be >= 0, got {self.gpus}")
+            gpu_ids = (detected_gpus[: self.gpus] if len(detected_gpus) >= self.gpus
+                       else [str(i) for i in range(self.gpus)])
+            if self.gpus > len(detected_gpus):
+                log.warning("--gpus %d given but %d NVIDIA GPU(s) detected; tasks will be "
+                            "placed as if they existed", self.gpus, len(detected_gpus))
+        cpus = self.cpus if self.cpus is not None else _detect.cpu_count()
+        memory = self.memory if self.memory is not None else _detect.memory_bytes()
+        for reserved in ("cpu", "gpu", "memory", "mem"):
+            if reserved in self.resources:
+                raise ConfigError(f"give {reserved!r} with its own option, not in --resources")
+        totals = normalize({"cpu": cpus, "memory": memory, **self.resources})
+        return totals, gpu_ids
+
+
+class WorkerAgent:
+    def __init__(self, config: WorkerConfig) -> None:
+        self.config = config
+        self.totals, self.gpu_ids = config.capacity()
+        self.worker_id = 0
+        self.children: dict[int, asyncio.subprocess.Process] = {}
+        self.proto: FramedProtocol | None = None
+        self._closed = asyncio.Event()
+        self._registered = asyncio.Event()
+        self._stopping = False
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    async def run(self) -> None:
+        """Join the cluster and supervise executors until the scheduler goes away."""
+        loop = asyncio.get_running_loop()
+        host, port = parse_address(self.config.address)
+        conn = Connection(server=False, token=self.config.token, role="worker")
+        try:
+            _, proto = await loop.create_connection(
+                lambda: FramedProtocol(conn, on_messages=self._on_messages,
+                                       on_close=self._on_close, on_open=self._on_open),
+                host, port)
+        except OSError as exc:
+            raise ConnectionClosedError(
+                f"cannot reach the scheduler at {self.config.address}: {exc}") from exc
+        self.proto = proto
+        heartbeat = asyncio.ensure_future(self._heartbeat())
+        try:
+            await self._closed.wait()
+        finally:
+            heartbeat.cancel()
+            await self.stop()
+
+    async def wait_registered(self) -> int:
+        await self._registered.wait()
+        return self.worker_id
+
+    async def stop(self) -> None:
+        self._stopping = True
+        for proc in list(self.children.values()):
+            _kill(proc.pid)
+        for proc in list(self.children.values()):
+            try:
+                await asyncio.wait_for(proc.wait(), 5)
+            except TimeoutError:
+                pass
+        if self.proto is not None:
+            self.proto.close("")
+        self._closed.set()
+
+    # ---- scheduler messages ------------------------------------------------------------------
+    def _on_open(self, proto: FramedProtocol) -> None:
+        name = self.config.name or f"{socket.gethostname()}:{os.getpid()}"
+        proto.send(RegisterWorker(name, self.totals, self.gpu_ids, os.getpid(),
+                                  {"host": socket.gethostname(), "python": sys.version.split()[0]}))
+
+    def _on_messages(self, proto: FramedProtocol, messages: list[Any]) -> None:
+        for msg in messages:
+            if isinstance(msg, WorkerAccepted):
+                self.worker_id = msg.worker_id
+                count = self.config.executors
+                if count is None:
+                    count = max(1, self.totals.get("cpu", 0) // SCALE)
+                for _ in range(count):
+                    self._spawn()
+                self._registered.set()
+                log.info("registered as worker %d; %d executors", msg.worker_id, count)
+            elif isinstance(msg, SpawnExecutor):
+                for _ in range(msg.count):
+                    self._spawn()
+            elif isinstance(msg, KillExecutor):
+                if msg.pid in self.children:
+                    log.info("killing executor %d: %s", msg.pid, msg.reason)
+                    _kill(msg.pid)
+
+    def _on_close(self, proto: FramedProtocol, reason: str) -> None:
+        if not self._stopping:
+            log.warning("scheduler connection closed (%s); stopping", reason)
+        self._closed.set()
+
+    # ---- executors ---------------------------------------------------------------------------
+    def _spawn(self) -> None:
+        task = asyncio.ensure_future(self._supervise())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _supervise(self) -> None:
+        if self._stopping:
+            return
+        env = dict(os.environ, QSRV_TOKEN=self.config.token, QSRV_WORKER_ID=str(self.worker_id))
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "qsrv.worker._executor", self.config.address,
+            str(self.worker_id), env=env, start_new_session=True)
+        self.children[proc.pid] = proc
+        started = asyncio.get_running_loop().time()
+        code = await proc.wait()
+        del self.children[proc.pid]
+        if self._stopping:
+            return
+        if code != 0:
+            log.warning("executor %d exited with %s; starting a new one", proc.pid,
+                        _describe_exit(code))
+        if asyncio.get_running_loop().time() - started < 1.0:
+            await asyncio.sleep(1.0)  # do not spin on an executor that dies at start
+        self._spawn()
+
+    async def _heartbeat(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.config.heartbeat_interval)
+            if self.proto is not None and self.worker_id:
+                self.proto.send(Heartbeat(loop.time()))
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)  # the executor and anything its task started
+    except ProcessLookupError:
+        pass
+    except PermissionError:  # pragma: no cover
+        os.kill(pid, signal.SIGKILL)
+
+
+def _describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            return f"signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"signal {-code}"
+    return f"code {code}"

@@ -1,0 +1,199 @@
+"""An executor subprocess: runs one task at a time, talking straight to the scheduler.
+
+Started by its worker agent (`python -m qsrv.worker._executor ADDRESS WORKER_ID`, token in
+QSRV_TOKEN). Blocking IO on purpose: the only work here is one task, and a task that waits on
+other tasks' results pumps the same socket itself (telling the scheduler it is blocked, so its
+CPU share can run the tasks it waits on). It exits when the scheduler connection goes away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import os
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+from qsrv.client import _context
+from qsrv.client._core import ClientCore
+from qsrv.codec import dumps, loads
+from qsrv.errors import ConnectionClosedError
+from qsrv.protocol import (
+    OK,
+    TASK_ERROR,
+    FunctionDef,
+    ObjectValue,
+    RegisterExecutor,
+    RunTask,
+    TaskBlocked,
+    TaskDone,
+    TaskUnblocked,
+)
+from qsrv.transport import SyncConnection
+
+
+@dataclass(frozen=True)
+class RuntimeContext:
+    """Where the current task runs; `qsrv.runtime_context()` returns it inside a task."""
+
+    task_id: str
+    worker_id: int
+    node: str
+    pid: int
+    gpu_ids: tuple[str, ...]
+    resources: dict[str, float]
+
+
+class Executor:
+    def __init__(self, address: str, token: str, worker_id: int) -> None:
+        self.worker_id = worker_id
+        self.sc = SyncConnection(address, token, "executor")
+        self.core = ClientCore(self.sc.client_no, flush_soon=lambda: None, block=self.block)
+        _context.core = self.core
+        self.functions: dict[bytes, Any] = {}
+        self.payloads: dict[bytes, bytes] = {}
+        self.deps: dict[int, ObjectValue] = {}
+        self.current: RunTask | None = None
+        self._reader = threading.Lock()
+        self._blockers = 0
+        self._blockers_lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.sc.send([RegisterExecutor(worker_id, os.getpid())])
+
+    # ---- main loop ---------------------------------------------------------------------------
+    def run_forever(self) -> None:
+        try:
+            while True:
+                with self._reader:
+                    messages = self.sc.receive()
+                self._dispatch(messages)
+        except ConnectionClosedError:
+            return
+
+    def _dispatch(self, messages: list[Any]) -> None:
+        for msg in messages:
+            kind = type(msg)
+            if kind is ObjectValue:
+                self.deps[msg.object_id] = msg
+                self.core.on_value(msg)
+            elif kind is FunctionDef:
+                self.payloads[msg.fn_id] = msg.payload
+            elif kind is RunTask:
+                self._run(msg)
+
+    def _function(self, fn_id: bytes) -> Any:
+        fn = self.functions.get(fn_id)
+        if fn is None:
+            fn = self.functions[fn_id] = loads(self.payloads.pop(fn_id))
+        return fn
+
+    def _resolve(self, oid: int) -> Any:
+        value = self.deps[oid]
+        return loads(value.data, value.bufs)
+
+    def _run(self, msg: RunTask) -> None:
+        self.current = msg
+        os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(msg.gpu_ids)
+        retryable = False
+        retry_types = None
+        try:
+            fn = self._function(msg.fn_id)
+            args, kwargs, retry_types = loads(msg.args, msg.bufs, self._resolve)
+            result = fn(*args, **kwargs)
+            if inspect.isawaitable(result):
+                result = self._event_loop().run_until_complete(result)
+            status = OK
+            data, bufs, refs = dumps(result)
+        except Exception as exc:
+            status = TASK_ERROR
+            retryable = msg.retry_exceptions and (
+                retry_types is None or isinstance(exc, retry_types))
+            data, bufs, refs = _dump_error(exc)
+        finally:
+            self.deps.clear()
+            self.current = None
+        out = self.core.take_outbox()
+        out.append(TaskDone(msg.task_id, status, data, bufs, refs, retryable))
+        self.sc.send(out)
+
+    def _event_loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+        return self._loop
+
+    # ---- waiting inside a task ---------------------------------------------------------------
+    def block(self, done: threading.Event, timeout: float | None) -> bool:
+        """Wait for `done` while pumping the connection (values arrive through it)."""
+        self.sc.send(self.core.take_outbox())
+        if done.is_set():
+            return True
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self._blocking(+1)
+        try:
+            while not done.is_set():
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                step = 0.05 if remaining is None else min(0.05, remaining)
+                if self._reader.acquire(timeout=step):
+                    try:
+                        if not done.is_set():
+                            self._dispatch(self.sc.receive(timeout=step))
+                    finally:
+                        self._reader.release()
+                self.sc.send(self.core.take_outbox())
+            return True
+        finally:
+            self._blocking(-1)
+
+    def _blocking(self, delta: int) -> None:
+        task = self.current
+        with self._blockers_lock:
+            before = self._blockers
+            self._blockers += delta
+            after = self._blockers
+        if task is None:
+            return
+        if before == 0 and after == 1:
+            self.sc.send([TaskBlocked(task.task_id)])
+        elif before == 1 and after == 0:
+            self.sc.send([TaskUnblocked(task.task_id)])
+
+    def context(self) -> RuntimeContext:
+        msg = self.current
+        if msg is None:
+            raise RuntimeError("runtime_context() is only available inside a task")
+        return RuntimeContext(
+            task_id=f"{msg.task_id:016x}", worker_id=self.worker_id,
+            node=os.uname().nodename, pid=os.getpid(), gpu_ids=tuple(msg.gpu_ids),
+            resources={k: v / (1 if k == "memory" else 10_000) for k, v in msg.resources.items()},
+        )
+
+
+def _dump_error(exc: Exception) -> tuple[bytes, tuple[memoryview, ...], list[int]]:
+    tb = "".join(traceback.format_exception(exc))
+    message = f"{type(exc).__name__}: {exc}"
+    try:
+        return dumps((exc, tb, message))
+    except Exception:  # the exception itself cannot be pickled: keep its text
+        return dumps((None, tb, message))
+
+
+def main() -> None:
+    address, worker_id = sys.argv[1], int(sys.argv[2])
+    token = os.environ.pop("QSRV_TOKEN", "")
+    try:
+        executor = Executor(address, token, worker_id)
+    except ConnectionClosedError as exc:
+        print(f"qsrv executor: {exc}", file=sys.stderr)
+        sys.exit(1)
+    _context.executor = executor
+    executor.run_forever()
+
+
+if __name__ == "__main__":
+    main()
