@@ -4,7 +4,7 @@ Each handler parses the request, calls one service method and renders its answer
 rule lives here. Invariants:
 
 - Every route but ``PUBLIC_PATHS`` is authenticated by the middleware before its handler runs
-  (``Authorization: Bearer TOKEN``); handlers read the user from ``request[USER]``.
+  (``Authorization: Bearer TOKEN``); handlers read the user with ``_user(request)``.
 - Every error leaves as JSON ``{"error": kind, "message": text}`` with the status of its
   ``GatewayError`` class (``_errors``), which the client maps back to the same class.
 - Bodies are bounded before they are read: uploads by ``max_archive_bytes`` (checked on the
@@ -22,6 +22,7 @@ import binascii
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
@@ -37,10 +38,12 @@ from qsrv.gateway._openapi import openapi_spec
 from qsrv.gateway._runtime import dumps
 from qsrv.gateway._service import GatewayService
 
-__all__ = ["PUBLIC_PATHS", "SERVICE", "USER", "build_app"]
+__all__ = ["PUBLIC_PATHS", "SERVICE", "build_app"]
 
 SERVICE = web.AppKey("service", GatewayService)
-USER = "qsrv.user"
+# The authenticated user of the request being handled; set by the middleware in the request's
+# own task, so every handler (and nothing else) sees its request's user.
+_CURRENT_USER: ContextVar[User] = ContextVar("qsrv_gateway_user")
 PUBLIC_PATHS = frozenset({"/health", "/openapi.json"})
 MAX_WAIT_S = 60.0
 _CHUNK = 1 << 16
@@ -85,7 +88,11 @@ def _authenticate(request: web.Request) -> User:
 @web.middleware
 async def _auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.path not in PUBLIC_PATHS:
-        request[USER] = _authenticate(request)
+        reset = _CURRENT_USER.set(_authenticate(request))
+        try:
+            return await handler(request)
+        finally:
+            _CURRENT_USER.reset(reset)
     return await handler(request)
 
 
@@ -119,8 +126,7 @@ def _service(request: web.Request) -> GatewayService:
 
 
 def _user(request: web.Request) -> User:
-    user: User = request[USER]
-    return user
+    return _CURRENT_USER.get()
 
 
 def _int_query(request: web.Request, name: str, default: int) -> int:
