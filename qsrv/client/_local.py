@@ -58,10 +58,9 @@ class LocalCluster:
                     f"the local {name} exited with code {proc.returncode} while starting")
 
     def stop(self) -> None:
-        for proc in (self.worker, self.scheduler):
+        for proc in (self.worker, self.scheduler):  # the worker first: it stops its executors
             if proc.poll() is None:
                 proc.terminate()
-        for proc in (self.worker, self.scheduler):
             try:
                 proc.wait(10)
             except subprocess.TimeoutExpired:

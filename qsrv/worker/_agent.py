@@ -92,6 +92,8 @@ class WorkerAgent:
             raise ConnectionClosedError(
                 f"cannot reach the scheduler at {self.config.address}: {exc}") from exc
         self.proto = proto
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._closed.set)
         heartbeat = asyncio.ensure_future(self._heartbeat())
         try:
             await self._closed.wait()

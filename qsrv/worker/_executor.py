@@ -104,7 +104,7 @@ class Executor:
             fn = self._function(msg.fn_id)
             args, kwargs, retry_types = loads(msg.args, msg.bufs, self._resolve)
             result = fn(*args, **kwargs)
-            if inspect.isawaitable(result):
+            if inspect.iscoroutine(result):  # not isawaitable: an ObjectRef is awaitable
                 result = self._event_loop().run_until_complete(result)
             status = OK
             data, bufs, refs = dumps(result)

@@ -1,0 +1,283 @@
+"""The task API against a real embedded local cluster (scheduler, worker agent, executors)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import Any
+
+import numpy as np
+import pytest
+
+import qsrv
+from qsrv.errors import (
+    ConfigError,
+    GetTimeoutError,
+    InfeasibleTaskError,
+    TaskCancelledError,
+    TaskError,
+    TaskTimeoutError,
+    WorkerDiedError,
+)
+
+pytestmark = pytest.mark.usefixtures("local_cluster")
+
+
+@qsrv.distribute_task
+def square(x: int) -> int:
+    return x * x
+
+
+@qsrv.distribute_task(target={"cpu": 1})
+def total(*xs: Any, **named: Any) -> Any:
+    def flat(v: Any) -> float:
+        if isinstance(v, list | tuple):
+            return sum(flat(i) for i in v)
+        if isinstance(v, dict):
+            return sum(flat(i) for i in v.values())
+        return float(v)
+
+    return flat(list(xs)) + flat(named)
+
+
+@qsrv.distribute_task
+def sleep(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+@qsrv.distribute_task
+def fail(message: str) -> None:
+    raise ValueError(message)
+
+
+def test_call_returns_ref_at_once_and_get_collects() -> None:
+    start = time.perf_counter()
+    ref = sleep(0.5)
+    assert time.perf_counter() - start < 0.4  # the call does not wait for the task
+    assert isinstance(ref, qsrv.ObjectRef)
+    assert qsrv.get(ref) == 0.5
+    assert qsrv.get([square(i) for i in range(20)]) == [i * i for i in range(20)]
+
+
+def test_put_get_values_and_large_arrays() -> None:
+    for value in [None, 1, "text", {"a": [1, 2]}, b"\x00" * 10]:
+        assert qsrv.get(qsrv.put(value)) == value
+    big = np.arange(2**20, dtype=np.complex128)  # 16 MiB: travels out-of-band
+    ref = qsrv.put(big)
+    assert np.array_equal(qsrv.get(ref), big)
+
+    @qsrv.distribute_task
+    def norm(v: np.ndarray) -> float:
+        return float(np.linalg.norm(v))
+
+    assert qsrv.get(norm(ref)) == pytest.approx(float(np.linalg.norm(big)))
+
+
+def test_refs_in_arguments_are_resolved_also_inside_lists_and_dicts() -> None:
+    a, b = qsrv.put(1), square(2)
+    assert qsrv.get(total(a, b)) == 5
+    assert qsrv.get(total([a, b], {"x": a})) == 6
+    assert qsrv.get(total(values={"k": [b, b]})) == 8
+
+
+def test_refs_inside_put_values_stay_refs_and_keep_objects_alive() -> None:
+    inner = square(3)
+    outer = qsrv.put({"ref": inner})
+    inner_id = inner.id
+    del inner
+    got = qsrv.get(outer)
+    assert isinstance(got["ref"], qsrv.ObjectRef) and got["ref"].id == inner_id
+    assert qsrv.get(got["ref"]) == 9
+
+
+def test_task_returning_a_ref() -> None:
+    @qsrv.distribute_task
+    def make() -> qsrv.ObjectRef:
+        return square(5)
+
+    inner = qsrv.get(make())
+    assert isinstance(inner, qsrv.ObjectRef)
+    assert qsrv.get(inner) == 25
+
+
+def test_remote_exception_keeps_type_and_traceback() -> None:
+    ref = fail("bad input")
+    with pytest.raises(ValueError, match="bad input") as info:
+        qsrv.get(ref)
+    err = info.value
+    assert isinstance(err, TaskError) and isinstance(err, qsrv.QsrvError)
+    assert "in fail" in err.remote_traceback and "raise ValueError" in err.remote_traceback
+    assert "Remote traceback" in str(err)
+
+
+def test_unpicklable_exception_still_reported() -> None:
+    @qsrv.distribute_task
+    def weird() -> None:
+        class Local(Exception):
+            def __reduce__(self) -> Any:
+                raise TypeError("cannot pickle me")
+
+        raise Local("odd")
+
+    with pytest.raises(TaskError, match="odd"):
+        qsrv.get(weird())
+
+
+def test_async_def_tasks_and_await_get() -> None:
+    @qsrv.distribute_task
+    async def slow_double(x: int) -> int:
+        await asyncio.sleep(0.01)
+        return 2 * x
+
+    async def main() -> list[int]:
+        one = await slow_double(4)  # an ObjectRef is awaitable
+        many = await qsrv.get([slow_double(i) for i in range(5)])
+        return [one, *many]
+
+    assert asyncio.run(main()) == [8, 0, 2, 4, 6, 8]
+
+
+def test_await_get_under_uvloop() -> None:
+    import uvloop
+
+    async def main() -> Any:
+        ready, pending = await qsrv.wait([square(2), sleep(5)], num_returns=1, timeout=3)
+        return await qsrv.get(ready), len(pending)
+
+    assert uvloop.run(main()) == ([4], 1)
+
+
+def test_nested_tasks_do_not_deadlock() -> None:
+    @qsrv.distribute_task
+    def fib(n: int) -> int:
+        if n < 2:
+            return n
+        return sum(qsrv.get([fib(n - 1), fib(n - 2)]))
+
+    # depth 5 with only 2 CPUs: every level blocks in get and lends its CPU
+    assert qsrv.get(fib(6), timeout=60) == 8
+
+
+def test_wait_returns_same_refs_in_order() -> None:
+    fast, slow = square(1), sleep(3)
+    ready, pending = qsrv.wait([slow, fast], num_returns=1, timeout=10)
+    assert ready == [fast] and pending == [slow]
+    assert ready[0] is fast and pending[0] is slow
+    ready, pending = qsrv.wait([slow], num_returns=1, timeout=0.1)
+    assert ready == [] and pending == [slow]
+    with pytest.raises(ConfigError):
+        qsrv.wait([fast], num_returns=2)
+
+
+def test_get_timeout_is_distinct_from_task_errors() -> None:
+    ref = sleep(1.0)
+    with pytest.raises(GetTimeoutError) as info:
+        qsrv.get(ref, timeout=0.1)
+    assert isinstance(info.value, TimeoutError) and isinstance(info.value, qsrv.QsrvError)
+    assert not isinstance(info.value, TaskError)
+    assert qsrv.get(ref, timeout=10) == 1.0  # the task itself went on
+
+
+def test_cancel_queued_and_running_tasks() -> None:
+    running = [sleep(30) for _ in range(2)]  # both CPUs busy
+    queued = sleep(30)
+    time.sleep(0.5)
+    qsrv.cancel(queued)
+    for ref in running:
+        qsrv.cancel(ref)
+    for ref in [queued, *running]:
+        with pytest.raises(TaskCancelledError):
+            qsrv.get(ref, timeout=10)
+    # the killed executors are replaced and the CPUs free again
+    assert qsrv.get([square(3), square(4)], timeout=20) == [9, 16]
+
+
+def test_task_timeout_and_infeasible_timeout() -> None:
+    with pytest.raises(TaskTimeoutError):
+        qsrv.get(sleep.options(timeout=0.5)(30), timeout=20)
+    with pytest.raises(InfeasibleTaskError, match="gpu"):
+        qsrv.get(square.options(target={"gpu": 4}, timeout=0.5)(1), timeout=20)
+
+
+def test_infeasible_task_is_shown_by_status_not_hung() -> None:
+    ref = square.options(target={"qpu": 1})(1)
+    deadline = time.monotonic() + 5
+    while qsrv.status()["tasks"]["infeasible"] == 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    reason = qsrv.status()["infeasible"][0]["reason"]
+    assert "qpu" in reason
+    qsrv.cancel(ref)
+
+
+def test_executor_crash_fails_task_and_agent_survives(tmp_path: Any) -> None:
+    @qsrv.distribute_task(max_retries=0)
+    def crash() -> None:
+        os._exit(3)
+
+    with pytest.raises(WorkerDiedError, match="died"):
+        qsrv.get(crash(), timeout=30)
+
+    marker = tmp_path / "crashed-once"
+
+    @qsrv.distribute_task(max_retries=1)
+    def crash_once(path: str) -> str:
+        if not os.path.exists(path):
+            open(path, "w").close()
+            os._exit(1)
+        return "second try"
+
+    assert qsrv.get(crash_once(str(marker)), timeout=30) == "second try"
+
+
+def test_retry_exceptions() -> None:
+    @qsrv.distribute_task(retry_exceptions=[KeyError], max_retries=2)
+    def flaky(path: str) -> int:
+        count = int(open(path).read()) if os.path.exists(path) else 0
+        open(path, "w").write(str(count + 1))
+        if count < 2:
+            raise KeyError("not yet")
+        return count
+
+    path = f"/tmp/qsrv-flaky-{os.getpid()}-{time.time_ns()}"
+    try:
+        assert qsrv.get(flaky(path), timeout=30) == 2
+    finally:
+        os.unlink(path)
+
+
+def test_options_and_runtime_context() -> None:
+    @qsrv.distribute_task(target={"cpu": 1, "custom": 0.5, "memory": "1MB"})
+    def where() -> Any:
+        ctx = qsrv.runtime_context()
+        return ctx.worker_id, ctx.resources, os.environ["CUDA_VISIBLE_DEVICES"]
+
+    worker_id, resources, cuda = qsrv.get(where())
+    assert worker_id >= 1 and cuda == ""
+    assert resources == {"cpu": 1.0, "custom": 0.5, "memory": 1_000_000}
+    _, resources, _ = qsrv.get(where.options(target={"cpu": 0.5})())
+    assert resources == {"cpu": 0.5}
+
+
+def test_malformed_targets_fail_at_decoration() -> None:
+    for target in [{"cpu": -1}, {"cpu": "two"}, {"memory": "8 parsecs"}, {"gpu": float("nan")}]:
+        with pytest.raises(ConfigError):
+            qsrv.distribute_task(target=target)(square)
+    with pytest.raises(ConfigError, match="unknown task option"):
+        qsrv.distribute_task(retries=3)(square)
+    with pytest.raises(TypeError):
+        qsrv.get(42)
+
+
+def test_dropped_refs_free_objects() -> None:
+    refs = [qsrv.put(i) for i in range(200)]
+    assert qsrv.get(refs[-1]) == 199
+    during = qsrv.status()["objects"]  # puts are sent before the status request
+    assert during >= 200
+    del refs
+    deadline = time.monotonic() + 5
+    while qsrv.status()["objects"] > during - 200:
+        assert time.monotonic() < deadline, "dropped refs were not freed"
+        time.sleep(0.05)
