@@ -1,0 +1,106 @@
+"""Restarting the gateway: finished jobs survive, running ones never stay RUNNING."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from conftest import GATE_CLIENT, Gate, ThreadedGateway, pid_exists_env, process_alive
+
+from qsrv.errors import ConfigError
+from qsrv.gateway import (
+    Client,
+    GatewayConfig,
+    GatewayServer,
+    JobFailedError,
+    JobStatus,
+    Program,
+    start_gateway_process,
+)
+from qsrv.gateway._service import RESTART_ERROR
+
+
+def test_restart_keeps_finished_jobs_and_fails_running_ones(
+        make_gateway: Callable[..., ThreadedGateway], alice_token: str,
+        make_program: Callable[..., Program], gate: Gate) -> None:
+    first = make_gateway(max_jobs_per_user=1)
+    alice = Client(first.url, alice_token)
+    done = alice.run(make_program("done", "from qsrv.gateway import save_result\n"
+                                          "print('finished output')\nsave_result({'v': 1})"))
+    assert done.result(timeout=30) == {"v": 1}
+    running = alice.run(make_program("running", GATE_CLIENT + f"""
+print("running output")
+gate({gate.port})
+"""))
+    conn = gate.accept()
+    assert conn.recv(100) == b"started\n"
+    queued = alice.run(make_program("queued", "from qsrv.gateway import save_result\n"
+                                              "save_result('ran after restart')"))
+    assert queued.status() is JobStatus.QUEUED
+    first.stop()  # graceful: running jobs are ended, queued ones stay queued
+    assert conn.recv(1) == b""  # the running job's process is gone
+
+    second = make_gateway(max_jobs_per_user=1)
+    alice = Client(second.url, alice_token)
+    assert alice.job(done.job_id).result(timeout=30) == {"v": 1}
+    assert "finished output" in alice.job(done.job_id).logs()
+    with pytest.raises(JobFailedError, match="gateway stopped"):
+        alice.job(running.job_id).result(timeout=30)
+    assert "running output" in alice.job(running.job_id).logs()
+    assert alice.job(queued.job_id).result(timeout=30) == "ran after restart"
+    assert alice.jobs().total == 3
+
+
+def test_gateway_crash_leaves_no_job_running(data_dir: Path, alice_token: str,
+                                             make_program: Callable[..., Program],
+                                             gate: Gate) -> None:
+    proc, url = start_gateway_process(None, None, data_dir, extra_args=("--stop-grace", "1"))
+    try:
+        assert url.startswith("http://127.0.0.1:")
+        alice = Client(url, alice_token)
+        job = alice.run(make_program("orphan", GATE_CLIENT + f"""
+import os
+gate({gate.port}, str(os.getpid()).encode())
+"""))
+        conn = gate.accept()
+        job_pid = int(conn.recv(100).strip())
+        assert pid_exists_env(job_pid, job.job_id)
+        os.kill(proc.pid, signal.SIGKILL)  # a crash: no chance to clean up
+        proc.wait()
+        assert process_alive(job_pid)  # the job outlived its gateway (own session)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+    proc, url = start_gateway_process(None, None, data_dir)
+    try:
+        alice = Client(url, alice_token)
+        again = alice.job(job.job_id)
+        assert again.status() is JobStatus.FAILED
+        assert again.info["error"] == RESTART_ERROR
+        assert conn.recv(1) == b""  # the restarted gateway killed the orphaned process
+        assert not process_alive(job_pid)
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=30) == 0
+
+
+def test_one_gateway_per_data_dir(gateway: ThreadedGateway, data_dir: Path) -> None:
+    import asyncio
+
+    async def second() -> None:
+        await GatewayServer(GatewayConfig(data_dir=data_dir, port=0)).start()
+
+    with pytest.raises(ConfigError, match="another gateway"):
+        asyncio.run(second())
+
+
+def test_start_gateway_process_reports_a_failed_start(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(ConfigError, match="exited with code"):
+        start_gateway_process(None, None, blocker / "data")
