@@ -98,6 +98,7 @@ class TaskError(QsrvError):
         super().__init__(message)
         self.remote_traceback = remote_traceback
         self.cause = cause
+        self._message = message
 
     def __str__(self) -> str:
         text = super().__str__()

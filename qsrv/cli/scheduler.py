@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import sys
 from typing import Any
@@ -38,10 +39,8 @@ def run(args: argparse.Namespace) -> int:
                              heartbeat_timeout=args.heartbeat_timeout,
                              handshake_timeout=args.handshake_timeout)
     install_uvloop()
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve(server, args.exit_with_parent, show_token=token is None))
-    except KeyboardInterrupt:
-        pass
     return 0
 
 
@@ -55,11 +54,12 @@ async def _serve(server: SchedulerServer, parent: int, *, show_token: bool) -> N
         print(f"join with: qsrv worker --address {address}  (QSRV_TOKEN set to the token)",
               flush=True)
     sys.stdout.flush()
-    if parent:
-        asyncio.ensure_future(_exit_with(parent))
+    watcher = asyncio.ensure_future(_exit_with(parent)) if parent else None
     try:
         await server.serve_forever()
     finally:
+        if watcher is not None:
+            watcher.cancel()
         await server.close()
 
 

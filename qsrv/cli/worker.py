@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 from typing import Any
 
 from qsrv._resources import parse_resource_list
@@ -46,8 +47,6 @@ def run(args: argparse.Namespace) -> int:
     async def main() -> None:
         await WorkerAgent(config).run()
 
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(main())
-    except KeyboardInterrupt:
-        pass
     return 0

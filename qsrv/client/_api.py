@@ -150,7 +150,7 @@ def _task_options(fn: Callable[..., Any], options: dict[str, Any]) -> tuple[Task
         if not all(isinstance(t, type) and issubclass(t, BaseException) for t in types):
             raise ConfigError("retry_exceptions must be a bool or a list of exception types")
         retry_flag, retry_types = bool(types), tuple(types)
-    name = options.get("name") or getattr(fn, "__qualname__", repr(fn))
+    name = str(options.get("name") or getattr(fn, "__qualname__", repr(fn)))
     return TaskOptions(name, resources, max_retries, timeout, retry_flag), retry_types
 
 

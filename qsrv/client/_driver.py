@@ -29,12 +29,14 @@ def new_loop() -> asyncio.AbstractEventLoop:
     try:
         import uvloop
 
-        return uvloop.new_event_loop()  # type: ignore[no-any-return]
+        return uvloop.new_event_loop()
     except ImportError:  # pragma: no cover - Windows
         return asyncio.new_event_loop()
 
 
 class Driver:
+    core: ClientCore
+
     def __init__(self, address: str, token: str, *, connect_timeout: float = 10.0) -> None:
         self.address = address
         self.loop = new_loop()

@@ -1,12 +1,12 @@
-"""ObjectRef: a handle to a value in the cluster, counted so the value is freed with its last ref."""
+"""ObjectRef: a handle to a value in the cluster, counted so it is freed with its last ref."""
 
 from __future__ import annotations
 
 from collections.abc import Generator
 from typing import Any
 
-from qsrv.codec import current_resolver, note_ref
 from qsrv.client import _context
+from qsrv.codec import current_resolver, note_ref
 
 
 class ObjectRef:

@@ -31,7 +31,8 @@ def dumps(value: Any) -> tuple[bytes, tuple[memoryview, ...], list[int]]:
         return False
 
     outer = getattr(_local, "refs", None)
-    _local.refs = refs = []
+    refs: list[int] = []
+    _local.refs = refs
     try:
         data = cloudpickle.dumps(value, protocol=5, buffer_callback=keep)
     finally:

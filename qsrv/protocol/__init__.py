@@ -1,7 +1,14 @@
 """The wire protocol, sans-IO: framing, typed messages, handshake. No sockets, no asyncio."""
 
 from qsrv.protocol._connection import PROTOCOL_VERSION, ROLES, Connection, State
-from qsrv.protocol._framing import HANDSHAKE_LIMITS, Buffer, FrameDecoder, Limits, encode_frame
+from qsrv.protocol._framing import (
+    DEFAULT_LIMITS,
+    HANDSHAKE_LIMITS,
+    Buffer,
+    FrameDecoder,
+    Limits,
+    encode_frame,
+)
 from qsrv.protocol._messages import (
     OK,
     SYSTEM_ERROR,
@@ -39,7 +46,8 @@ from qsrv.protocol._messages import (
 )
 
 __all__ = [
-    "HANDSHAKE_LIMITS", "OK", "PROTOCOL_VERSION", "ROLES", "SYSTEM_ERROR", "TASK_ERROR",
+    "DEFAULT_LIMITS", "HANDSHAKE_LIMITS", "OK", "PROTOCOL_VERSION", "ROLES", "SYSTEM_ERROR",
+    "TASK_ERROR",
     "Auth", "Buffer", "Bufs", "Cancel", "Challenge", "Connection", "FrameDecoder",
     "FunctionDef", "Heartbeat", "Hello", "KillExecutor", "Limits", "Message", "Notice",
     "ObjectValue", "PutObject", "RefUpdate", "RegisterExecutor", "RegisterFunction",

@@ -4,14 +4,17 @@ Handshake (mutual challenge-response; the token never crosses the wire)::
 
     client                                   server
       Hello(version, role, nonce_c)     ->
-                                        <-   Challenge(version, nonce_s, HMAC(t, "s"|nonce_c|nonce_s))
-      Auth(HMAC(t, "c"|nonce_s|nonce_c)) ->
+                                        <-   Challenge(version, nonce_s, proof_s)
+      Auth(proof_c)                     ->
                                         <-   Welcome(client_no, info)  or  Reject(reason)
+
+    proof_s = HMAC-SHA256(token, "s" | nonce_c | nonce_s)
+    proof_c = HMAC-SHA256(token, "c" | nonce_s | nonce_c)
 
 State table (anything else received is a RemoteProtocolError):
 
     side    state        receives     -> state
-    client  HELLO_SENT   Challenge    -> AUTH_SENT   (server proof checked)
+    client  HELLO_SENT   Challenge    -> AUTH_SENT   (the server's proof checked)
     client  AUTH_SENT    Welcome      -> OPEN
     client  any          Reject       -> CLOSED      (AuthenticationError)
     server  WAIT_HELLO   Hello        -> WAIT_AUTH   (version and role checked)
@@ -31,7 +34,13 @@ import secrets
 from typing import Any
 
 from qsrv.errors import AuthenticationError, LocalProtocolError, RemoteProtocolError
-from qsrv.protocol._framing import HANDSHAKE_LIMITS, Buffer, FrameDecoder, Limits
+from qsrv.protocol._framing import (
+    DEFAULT_LIMITS,
+    HANDSHAKE_LIMITS,
+    Buffer,
+    FrameDecoder,
+    Limits,
+)
 from qsrv.protocol._messages import (
     Auth,
     Challenge,
@@ -64,7 +73,8 @@ class Connection:
     """Sans-IO connection: bytes in via `get_buffer`/`buffer_updated` (or `receive_data`),
     messages out via `receive()`; messages in via `send()`, bytes out as returned pieces."""
 
-    def __init__(self, *, server: bool, token: str, role: str = "", limits: Limits = Limits()):
+    def __init__(self, *, server: bool, token: str, role: str = "",
+                 limits: Limits = DEFAULT_LIMITS) -> None:
         if not server and role not in ROLES:
             raise LocalProtocolError(f"unknown role {role!r}")
         self.server = server
@@ -103,6 +113,9 @@ class Connection:
         out, self._outgoing = self._outgoing, []
         return out
 
+    def is_open(self) -> bool:
+        return self.state is State.OPEN
+
     @property
     def authenticated(self) -> bool:
         return self.state in (State.ACCEPTING, State.OPEN)
@@ -132,7 +145,7 @@ class Connection:
                 continue
             for i, msg in enumerate(messages):
                 self._handshake(msg)
-                if self.state is State.OPEN:  # messages batched after Welcome
+                if self.is_open():  # messages batched after Welcome
                     out.extend(messages[i + 1 :])
                     break
         return out

@@ -37,6 +37,7 @@ class Limits:
     max_frame: int = 8 * 2**30
 
 
+DEFAULT_LIMITS = Limits()
 # Before the handshake completes a peer may send only tiny frames.
 HANDSHAKE_LIMITS = Limits(max_header=4096, max_buffers=0, max_buffer=0, max_frame=4096)
 
@@ -57,7 +58,7 @@ class FrameDecoder:
     asyncio BufferedProtocol pair); then collect complete frames with `frames()`.
     """
 
-    def __init__(self, limits: Limits = Limits()) -> None:
+    def __init__(self, limits: Limits = DEFAULT_LIMITS) -> None:
         self.limits = limits
         self._ring = bytearray(_RECV_CHUNK)
         self._start = 0  # first unparsed byte in _ring

@@ -83,6 +83,7 @@ _VALIDATORS: dict[str, Callable[[Any], bool]] = {
 }
 
 
+@typing.dataclass_transform(frozen_default=True)
 def message(tag: int) -> Callable[[type[_M]], type[_M]]:
     """Register a frozen slotted dataclass as the message with this tag."""
 

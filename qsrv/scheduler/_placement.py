@@ -43,8 +43,20 @@ class Executor:
 class Worker:
     """A worker agent: its capacity, what is free, and its executors."""
 
-    __slots__ = ("conn", "executors", "gpu_free", "id", "idle", "info", "last_seen", "name",
-                 "pid", "spawning", "total", "free")
+    __slots__ = (
+        "conn",
+        "executors",
+        "free",
+        "gpu_free",
+        "id",
+        "idle",
+        "info",
+        "last_seen",
+        "name",
+        "pid",
+        "spawning",
+        "total",
+    )
 
     def __init__(self, wid: int, conn: int, name: str, total: dict[str, int],
                  gpu_ids: list[str], pid: int, info: dict[str, Any], now: float) -> None:

@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from qsrv.errors import ConfigError
-from qsrv.protocol import Connection, Limits
+from qsrv.protocol import DEFAULT_LIMITS, Connection, Limits
 from qsrv.scheduler._state import (
     Close,
     Connected,
@@ -46,7 +46,7 @@ def new_token() -> str:
 
 class SchedulerServer:
     def __init__(self, host: str = "127.0.0.1", port: int = 7420, token: str | None = None, *,
-                 limits: Limits = Limits(), heartbeat_timeout: float = 5.0,
+                 limits: Limits = DEFAULT_LIMITS, heartbeat_timeout: float = 5.0,
                  handshake_timeout: float = 10.0, tick_interval: float = 0.25) -> None:
         if not token and not is_loopback(host):
             raise ConfigError(

@@ -107,9 +107,27 @@ PENDING, READY, RUNNING, FINISHED = 0, 1, 2, 3
 
 
 class Task:
-    __slots__ = ("args", "bufs", "deadline", "deps", "dependents", "executor", "fn_id",
-                 "gpu_ids", "holders", "id", "max_retries", "name", "owner", "retry_exc",
-                 "shape", "state", "subscribers", "waiting", "blocked")
+    __slots__ = (
+        "args",
+        "blocked",
+        "bufs",
+        "deadline",
+        "dependents",
+        "deps",
+        "executor",
+        "fn_id",
+        "gpu_ids",
+        "holders",
+        "id",
+        "max_retries",
+        "name",
+        "owner",
+        "retry_exc",
+        "shape",
+        "state",
+        "subscribers",
+        "waiting",
+    )
 
     def __init__(self, msg: SubmitTask, owner: int, shape: Shape) -> None:
         self.id = msg.task_id
@@ -156,7 +174,7 @@ class Client:
 
 
 def system_error(kind: str, message: str) -> bytes:
-    return msgpack.packb([kind, message])
+    return bytes(msgpack.packb([kind, message]))
 
 
 class ProtocolViolation(Exception):
@@ -255,7 +273,7 @@ class SchedulerState:
                     "lost", f"argument object {dep:#x} no longer exists"), (), [], 0)
                 continue
             obj.holders += 1
-            if type(obj) is Task:
+            if isinstance(obj, Task):
                 task.waiting += 1
                 if obj.dependents is None:
                     obj.dependents = []
@@ -297,7 +315,7 @@ class SchedulerState:
                 self._send(conn, ObjectValue(oid, SYSTEM_ERROR, system_error(
                     "lost", f"object {oid:#x} no longer exists (all its refs were dropped)"),
                     (), []))
-            elif type(obj) is Obj:
+            elif isinstance(obj, Obj):
                 self._send(conn, ObjectValue(oid, obj.status, obj.data, obj.bufs, obj.refs))
             else:
                 if obj.subscribers is None:

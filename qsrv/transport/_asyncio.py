@@ -8,6 +8,7 @@ error closes this connection only, with the reason logged.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -35,7 +36,7 @@ class FramedProtocol(asyncio.BufferedProtocol):
         self.on_accept = on_accept
         self.on_open = on_open
         self.handshake_timeout = handshake_timeout
-        self.transport: asyncio.Transport | None = None
+        self.transport: Any = None  # asyncio or uvloop transport
         self.peer = "?"
         self.id = 0  # set by the owner
         self._pending: list[Any] = []
@@ -48,20 +49,18 @@ class FramedProtocol(asyncio.BufferedProtocol):
 
     # -- asyncio callbacks ---------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
+        self.transport = transport
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         sock = transport.get_extra_info("socket")
         if sock is not None:
             import socket
 
-            try:
+            with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
-                pass
         self._deadline = self._loop.call_later(self.handshake_timeout, self._handshake_expired)
         if not self.conn.server:
-            transport.writelines(self.conn.initiate())
+            self.transport.writelines(self.conn.initiate())
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self.conn.get_buffer(sizehint)

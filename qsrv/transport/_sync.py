@@ -5,12 +5,13 @@ One thread reads at a time; sends are serialised by a lock and use sendmsg (scat
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 from typing import Any
 
 from qsrv.errors import ConfigError, ConnectionClosedError
-from qsrv.protocol import Buffer, Connection, Limits, State
+from qsrv.protocol import DEFAULT_LIMITS, Buffer, Connection, Limits, State
 
 
 def parse_address(address: str) -> tuple[str, int]:
@@ -22,7 +23,7 @@ def parse_address(address: str) -> tuple[str, int]:
 
 class SyncConnection:
     def __init__(self, address: str, token: str, role: str, *, timeout: float = 10.0,
-                 limits: Limits = Limits()) -> None:
+                 limits: Limits = DEFAULT_LIMITS) -> None:
         host, port = parse_address(address)
         try:
             self.sock = socket.create_connection((host, port), timeout=timeout)
@@ -96,7 +97,5 @@ class SyncConnection:
             self.sock.settimeout(None)
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             self.sock.close()
-        except OSError:
-            pass

@@ -8,6 +8,7 @@ when told (cancel, timeout), and sends heartbeats. It exits when the scheduler g
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -110,10 +111,8 @@ class WorkerAgent:
         for proc in list(self.children.values()):
             _kill(proc.pid)
         for proc in list(self.children.values()):
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(proc.wait(), 5)
-            except TimeoutError:
-                pass
         if self.proto is not None:
             self.proto.close("")
         self._closed.set()
@@ -138,10 +137,9 @@ class WorkerAgent:
             elif isinstance(msg, SpawnExecutor):
                 for _ in range(msg.count):
                     self._spawn()
-            elif isinstance(msg, KillExecutor):
-                if msg.pid in self.children:
-                    log.info("killing executor %d: %s", msg.pid, msg.reason)
-                    _kill(msg.pid)
+            elif isinstance(msg, KillExecutor) and msg.pid in self.children:
+                log.info("killing executor %d: %s", msg.pid, msg.reason)
+                _kill(msg.pid)
 
     def _on_close(self, proto: FramedProtocol, reason: str) -> None:
         if not self._stopping:

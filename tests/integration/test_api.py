@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import pathlib
 import time
 from typing import Any
 
@@ -235,8 +236,9 @@ def test_executor_crash_fails_task_and_agent_survives(tmp_path: Any) -> None:
 def test_retry_exceptions() -> None:
     @qsrv.distribute_task(retry_exceptions=[KeyError], max_retries=2)
     def flaky(path: str) -> int:
-        count = int(open(path).read()) if os.path.exists(path) else 0
-        open(path, "w").write(str(count + 1))
+        marker = pathlib.Path(path)
+        count = int(marker.read_text()) if marker.exists() else 0
+        marker.write_text(str(count + 1))
         if count < 2:
             raise KeyError("not yet")
         return count

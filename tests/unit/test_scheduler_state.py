@@ -148,9 +148,9 @@ def test_capacity_is_held_while_running_and_returned(h: Harness) -> None:
 
 
 def test_placement_with_mixed_resources(h: Harness) -> None:
-    w_cpu, cpu_execs = h.worker(cpus=4)
-    w_gpu, gpu_execs = h.worker(cpus=2, gpus=1)
-    w_qpu, qpu_execs = h.worker(cpus=1, qpu=1)
+    _w_cpu, cpu_execs = h.worker(cpus=4)
+    _w_gpu, gpu_execs = h.worker(cpus=2, gpus=1)
+    _w_qpu, qpu_execs = h.worker(cpus=1, qpu=1)
     d = h.driver()
     where = {}
     gpu_ids = {}
@@ -198,14 +198,14 @@ def test_infeasible_target_warns_and_stays_pending(h: Harness) -> None:
     assert status["tasks"]["infeasible"] == 1
     assert status["infeasible"][0]["count"] == 1
     # a bigger worker joining makes it run
-    _, execs = h.worker(cpus=64, executors=1)
+    _, _execs = h.worker(cpus=64, executors=1)
     assert h.s.objects[tid].state == 2  # RUNNING
 
 
 def test_infeasible_task_with_timeout_fails_clearly(h: Harness) -> None:
     h.worker(cpus=2)
     d = h.driver()
-    tid, _ = h.submit(d, {"gpu": 1}, timeout=3.0)
+    _tid, _ = h.submit(d, {"gpu": 1}, timeout=3.0)
     assert values(h.s.handle(Tick(102.0))) == []
     (v,) = values(h.s.handle(Tick(103.5)), d)
     assert error_kind(v) == "infeasible"
@@ -215,7 +215,7 @@ def test_infeasible_task_with_timeout_fails_clearly(h: Harness) -> None:
 def test_running_task_timeout_kills_executor(h: Harness) -> None:
     wid, (ex,) = h.worker(cpus=1)
     d = h.driver()
-    tid, _ = h.submit(d, timeout=1.0)
+    _tid, _ = h.submit(d, timeout=1.0)
     out = h.s.handle(Tick(101.5))
     kills = [a.msg for a in out if isinstance(a, Send) and isinstance(a.msg, KillExecutor)]
     assert kills and kills[0].pid == 1000 + ex
@@ -355,7 +355,7 @@ def test_cancel_queued_and_running(h: Harness) -> None:
 
 
 def test_owner_disconnect_cancels_its_tasks(h: Harness) -> None:
-    wid, _ = h.worker(cpus=1)
+    _wid, _ = h.worker(cpus=1)
     d = h.driver()
     h.submit(d)
     h.submit(d)
