@@ -155,10 +155,10 @@ def run(repeat: int, rounds: int, settle: float) -> tuple[list[Row], dict[str, s
 
 def _simd() -> str:
     try:
-        from qsrv.codec import _statevec_native
+        from qsrv.codec import _native
     except ImportError:
         return "native not built"
-    return "yes" if _statevec_native.SIMD else "no (C table code)"
+    return "yes" if _native.SIMD else "no (native codec not used)"
 
 
 def _add_ratios(rows: list[Row]) -> None:

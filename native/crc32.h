@@ -20,7 +20,8 @@ void qs_crc32_init(void);
 /* 1 when the carry-less-multiply (PCLMULQDQ) kernels can run on this CPU, else 0. */
 int qs_crc32_have_simd(void);
 
-/* The CRC of `len` bytes at `buf`, continuing `crc`. `simd` = 0 forces the portable table code. */
+/* The CRC of `len` bytes at `buf`, continuing `crc`. `simd` = 0 forces the bytewise table code
+ * (slow: for tests and for CPUs without PCLMULQDQ). */
 uint32_t qs_crc32(uint32_t crc, const uint8_t *buf, size_t len, int simd);
 
 /* Copies `len` bytes from `src` to `dst` (which must not overlap) and returns their CRC,

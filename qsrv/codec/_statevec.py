@@ -7,7 +7,8 @@ by ``encode``/``decode``, and are copied into shared memory by ``copy_into``, wh
 checksum in the same pass.
 
 The implementation is chosen at import: the C extension ``qsrv.codec._native`` when it was
-built, else the pure-Python kernels. ``QSRV_PURE_PYTHON=1`` (any value but "" and "0") forces
+built and the CPU has PCLMULQDQ (x86-64 since ~2010), else the pure-Python kernels
+(``NATIVE_IMPORT_ERROR`` says why). ``QSRV_PURE_PYTHON=1`` (any value but "" and "0") forces
 the pure-Python one. ``IMPLEMENTATION`` says which is active. Both give identical bytes and
 checksums (CRC-32 with zlib's polynomial, i.e. ``zlib.crc32``).
 
@@ -51,7 +52,7 @@ __all__ = [
 
 
 def codec(implementation: Literal["native", "python"]) -> Codec:
-    """The codec over one implementation, whatever is selected; ImportError if not built."""
+    """The codec over one implementation, whatever is selected; ImportError if not usable."""
     if implementation == "python":
         return Codec(_statevec_fallback)
     if implementation == "native":
@@ -66,7 +67,7 @@ def _select() -> tuple[Codec, str | None]:
         return codec("python"), None
     try:
         return codec("native"), None
-    except ImportError as exc:  # not built, or built for another interpreter
+    except ImportError as exc:  # not built, built for another interpreter, or no PCLMULQDQ
         return codec("python"), str(exc)
 
 

@@ -1,7 +1,8 @@
 """Native kernels of the state-vector codec: the C extension ``qsrv.codec._native``.
 
-Importing this module raises ImportError when the extension was not built; ``_statevec``
-then falls back to ``_statevec_fallback``.
+Importing this module raises ImportError when the extension was not built, or when this CPU
+lacks PCLMULQDQ: the extension's portable code is slower than ``zlib.crc32``, so the C code is
+used only where it wins. ``_statevec`` then falls back to ``_statevec_fallback``.
 """
 
 from __future__ import annotations
@@ -10,10 +11,14 @@ from typing import Final
 
 from qsrv.codec import _native
 
-__all__ = ["IMPLEMENTATION", "SIMD", "checksum", "copy_checksum"]
+__all__ = ["IMPLEMENTATION", "checksum", "copy_checksum"]
 
 IMPLEMENTATION: Final = "native"
-SIMD: Final = _native.SIMD  # the PCLMULQDQ kernels run on this CPU (else C table code)
+if not _native.SIMD:
+    raise ImportError(
+        "qsrv.codec._native: no PCLMULQDQ on this CPU; the pure-Python codec (zlib.crc32) "
+        "is faster than the extension's portable code"
+    )
 
 
 def checksum(data: memoryview, threads: int) -> int:

@@ -15,24 +15,34 @@ import pytest
 from qsrv.codec._statevec import codec as make_codec
 
 PROBE = "from qsrv.codec import _statevec as s; print(s.IMPLEMENTATION, s.NATIVE_IMPORT_ERROR)"
+SIMD_PROBE = "from qsrv.codec import _native; print(_native.SIMD)"
 
 
-def selected(pure_python: str | None) -> str:
+def run_python(code: str, pure_python: str | None = None) -> str:
     env = {k: v for k, v in os.environ.items() if k != "QSRV_PURE_PYTHON"}
     if pure_python is not None:
         env["QSRV_PURE_PYTHON"] = pure_python
     out = subprocess.run(
-        [sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, check=True
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     )
     return out.stdout.strip()
+
+
+def selected(pure_python: str | None) -> str:
+    return run_python(PROBE, pure_python)
 
 
 @pytest.mark.parametrize("value", [None, "", "0"])
 def test_native_is_selected_whenever_it_is_built(
     value: str | None, built_files: list[Path]
 ) -> None:
-    # Fails when a compiled _native file exists but does not load (wrong ABI, bad symbol).
-    expected = "native None" if built_files else "python"
+    if not built_files:
+        assert selected(value).startswith("python ")
+        return
+    # Built: it must load (raises CalledProcessError for a wrong ABI or a missing symbol)...
+    has_pclmul = run_python(SIMD_PROBE) == "True"
+    # ...and be selected, unless the CPU lacks PCLMULQDQ (then the fallback is faster).
+    expected = "native None" if has_pclmul else "python qsrv.codec._native: no PCLMULQDQ"
     assert selected(value).startswith(expected), (built_files, selected(value))
 
 
