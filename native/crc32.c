@@ -31,7 +31,8 @@ static uint32_t crc_bytes(uint32_t reg, const uint8_t *buf, size_t len)
 
 /* ---------- x86: PCLMULQDQ folding ---------- */
 
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+/* -DQS_NO_SIMD builds the portable code only (what other CPUs get). */
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__)) && !defined(QS_NO_SIMD)
 #define QS_X86 1
 #include <immintrin.h>
 
