@@ -150,6 +150,9 @@ class ClientCore:
             raise ConnectionClosedError(f"the cluster connection is closed: {self.closed}")
 
     # ---- transport side ---------------------------------------------------------------------
+    def has_outgoing(self) -> bool:
+        return bool(self._outbox or self.dropped or self._adds)
+
     def take_outbox(self) -> list[Message]:
         """Messages to send now, oldest first (ref updates last)."""
         with self.lock:

@@ -6,6 +6,7 @@ One thread reads at a time; sends are serialised by a lock and use sendmsg (scat
 from __future__ import annotations
 
 import contextlib
+import select
 import socket
 import threading
 from typing import Any
@@ -40,6 +41,8 @@ class SyncConnection:
             if replies:
                 self.write(replies)
         self.sock.settimeout(None)
+        self._poll = select.poll()
+        self._poll.register(self.sock, select.POLLIN)
 
     @property
     def client_no(self) -> int:
@@ -82,20 +85,17 @@ class SyncConnection:
         return self.conn.receive()
 
     def receive(self, timeout: float | None = None) -> list[Any]:
-        """Messages received; blocks until at least one arrives or `timeout` passes."""
+        """Messages received; blocks until some arrive or `timeout` passes (then [] or the
+        messages of a partial read). The socket stays blocking: writers are unaffected."""
         if self._inbox:
             out, self._inbox = self._inbox, []
             return out
-        self.sock.settimeout(timeout)
-        try:
-            return self._read()
-        except ConnectionClosedError as exc:
-            if isinstance(exc.__cause__, TimeoutError):
-                return []
-            raise
-        finally:
-            self.sock.settimeout(None)
+        if timeout is not None and not self._poll.poll(max(0.0, timeout) * 1000):
+            return []
+        return self._read()
 
     def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes a thread blocked in recv
         with contextlib.suppress(OSError):
             self.sock.close()
