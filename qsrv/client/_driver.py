@@ -98,11 +98,10 @@ class Driver:
                 if core.dropped:
                     self.flush_soon()
         except ConnectionClosedError as exc:
-            if self._closing:
-                exc = ConnectionClosedError("qsrv.shutdown() was called")
-            core.on_closed(exc)
+            error = ConnectionClosedError("qsrv.shutdown() was called") if self._closing else exc
+            core.on_closed(error)
             for fut in list(self._replies.values()):
-                fut.set_exception(exc)
+                fut.set_exception(error)
             self._replies.clear()
 
     # ---- waiting (user threads) --------------------------------------------------------------

@@ -104,6 +104,7 @@ class Log:
 
 # ---- records -----------------------------------------------------------------------------
 PENDING, READY, RUNNING, FINISHED = 0, 1, 2, 3
+_NO_DEPS: list[int] = []  # shared by every task without arguments to wait for; never mutated
 
 
 class Task:
@@ -129,17 +130,18 @@ class Task:
         "waiting",
     )
 
-    def __init__(self, msg: SubmitTask, owner: int, shape: Shape) -> None:
+    def __init__(self, msg: SubmitTask, owner: int, shape: Shape, fn_id: bytes,
+                 name: str) -> None:
         self.id = msg.task_id
         self.owner = owner
-        self.fn_id = msg.fn_id
+        self.fn_id = fn_id  # shared with every task of the function
         self.args = msg.args
         self.bufs = msg.bufs
-        self.deps = msg.deps
+        self.deps = msg.deps or _NO_DEPS
         self.shape = shape
         self.max_retries = msg.max_retries
         self.retry_exc = msg.retry_exceptions
-        self.name = msg.name
+        self.name = name  # shared with every task of the same name
         self.deadline = 0.0
         self.state = PENDING
         self.waiting = 0  # arguments not yet computed
@@ -192,6 +194,8 @@ class SchedulerState:
         self.executors: dict[int, Executor] = {}  # by conn
         self.objects: dict[int, Task | Obj] = {}
         self.functions: dict[bytes, bytes] = {}
+        self._fn_keys: dict[bytes, bytes] = {}  # interned function ids
+        self._names: dict[str, str] = {}  # interned task names
         self.shapes: dict[tuple[tuple[str, int], ...], Shape] = {}
         self.active: dict[tuple[tuple[str, int], ...], Shape] = {}  # shapes with queued tasks
         self.deadlines: list[tuple[float, int]] = []
@@ -246,11 +250,13 @@ class SchedulerState:
     def _on_register_function(self, conn: int, msg: RegisterFunction) -> None:
         self._client(conn)
         self.functions.setdefault(msg.fn_id, msg.payload)
+        self._fn_keys.setdefault(msg.fn_id, msg.fn_id)
 
     def _on_submit(self, conn: int, msg: SubmitTask) -> None:
         client = self._client(conn)
         self._own_id(client, msg.task_id)
-        if msg.fn_id not in self.functions:
+        fn_id = self._fn_keys.get(msg.fn_id)
+        if fn_id is None:
             raise ProtocolViolation("task refers to a function that was never registered")
         if any(type(v) is not int or v < 0 for v in msg.resources.values()):
             raise ProtocolViolation("resource amounts must be non-negative integers")
@@ -259,7 +265,11 @@ class SchedulerState:
         if shape is None:
             shape = self.shapes[key] = Shape(dict(msg.resources))
             shape.feasible = any(w.could_ever_fit(shape) for w in self.workers.values())
-        task = Task(msg, conn, shape)
+        name = self._names.get(msg.name)
+        if name is None:
+            name = msg.name if len(self._names) > 100_000 else self._names.setdefault(msg.name,
+                                                                                      msg.name)
+        task = Task(msg, conn, shape, fn_id, name)
         self.objects[task.id] = task
         client.holds.add(task.id)
         if msg.timeout > 0:
@@ -595,7 +605,7 @@ class SchedulerState:
                 self._enqueue(dependent)
         for dep in task.deps:
             self._unhold(dep)
-        task.args, task.bufs, task.deps, task.dependents = b"", (), [], None
+        task.args, task.bufs, task.deps, task.dependents = b"", (), _NO_DEPS, None
         if obj.holders <= 0:
             self._free(task.id)
 
