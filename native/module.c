@@ -4,8 +4,8 @@
  *   copy_crc32(dst, src, threads=1, simd=True) -> int
  *   SIMD: bool    (the PCLMULQDQ kernels are available on this CPU)
  *
- * Both functions split the buffer into `threads` ranges of whole pages, run one range per
- * thread with the GIL released, and combine the per-range CRCs, so the result is the same as
+ * Both functions split the buffer into up to `threads` (at most MAX_THREADS) ranges of whole
+ * pages, each at least MIN_RANGE long, run one range per thread with the GIL released, and combine the per-range CRCs, so the result is the same as
  * zlib.crc32 over the whole buffer. Argument checking beyond what C needs for memory safety
  * (positive threads, sizes, overlap) is done here too, because this module can be called
  * directly; the friendlier messages live in the Python layer.
@@ -49,11 +49,13 @@ static uint32_t run_parallel(uint8_t *dst, const uint8_t *src, size_t len, int t
     pthread_t tids[MAX_THREADS];
     int started[MAX_THREADS];
     size_t most = len / MIN_RANGE;
-    int n = threads;
+    int n = threads < MAX_THREADS ? threads : MAX_THREADS; /* jobs[] has MAX_THREADS slots */
 
     if ((size_t)n > most)
         n = most ? (int)most : 1;
-    size_t range = (len / (size_t)n + PAGE - 1) / PAGE * PAGE; /* whole pages per thread */
+    /* ceil(len / n) rounded up to whole pages, so that n * range >= len: the ranges cover
+     * every byte. */
+    size_t range = ((len + (size_t)n - 1) / (size_t)n + PAGE - 1) / PAGE * PAGE;
     int used = 0;
     for (size_t off = 0; used < n && off < len; used++, off += range) {
         size_t this_len = len - off < range ? len - off : range;

@@ -23,6 +23,17 @@ def random_bytes(n: int, seed: int = 0) -> bytes:
     return np.random.default_rng(seed).integers(0, 256, n, dtype=np.uint8).tobytes()
 
 
+@pytest.mark.parametrize(
+    ("nbytes", "threads"), [((3 << 20) + 1, 3), ((2 << 20) + 1, 2), ((4 << 20) - 1, 4)]
+)
+def test_thread_ranges_cover_every_byte(codec: Codec, nbytes: int, threads: int) -> None:
+    data = random_bytes(nbytes, seed=nbytes)
+    dst = bytearray(nbytes)
+    assert codec.copy_into(dst, data, threads=threads) == zlib.crc32(data)
+    assert dst == data
+    assert codec.checksum(data, threads=threads) == zlib.crc32(data)
+
+
 @pytest.mark.parametrize("threads", [None, 1, 2, 3, 7])
 def test_checksum_matches_zlib(codec: Codec, threads: int | None) -> None:
     data = random_bytes(BIG)

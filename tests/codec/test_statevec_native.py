@@ -69,6 +69,19 @@ def test_c_kernels_match_zlib_on_every_small_length(native: ModuleType, simd: bo
             assert dst[:n] == chunk and dst[n] == 0
 
 
+@pytest.mark.parametrize(
+    ("nbytes", "threads"),
+    [((3 << 20) + 1, 3), ((2 << 20) + 1, 2), (3 << 20, 3), ((4 << 20) - 1, 4), (8 << 20, 3)],
+)
+def test_c_ranges_cover_every_byte(native: ModuleType, nbytes: int, threads: int) -> None:
+    # Lengths just past a multiple of the range size: the last byte must be copied and summed.
+    data = np.random.default_rng(nbytes).integers(0, 256, nbytes, dtype=np.uint8)
+    dst = np.zeros_like(data)
+    assert native.copy_crc32(dst, data, threads=threads) == zlib.crc32(data.tobytes())
+    assert dst[-1] == data[-1] and np.array_equal(dst, data)
+    assert native.crc32(data, threads=threads) == zlib.crc32(data.tobytes())
+
+
 @pytest.mark.parametrize("simd", [True, False])
 def test_c_threads_split_and_combine(native: ModuleType, simd: bool) -> None:
     data = np.random.default_rng(4).integers(0, 256, (5 << 20) + 13, dtype=np.uint8)
