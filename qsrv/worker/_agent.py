@@ -63,7 +63,8 @@ class WorkerConfig:
         for reserved in ("cpu", "gpu", "memory", "mem"):
             if reserved in self.resources:
                 raise ConfigError(f"give {reserved!r} with its own option, not in --resources")
-        totals = normalize({"cpu": cpus, "memory": memory, **self.resources})
+        totals = normalize({"cpu": cpus, "memory": memory, "gpu": len(gpu_ids),
+                            **self.resources})
         return totals, gpu_ids
 
 
