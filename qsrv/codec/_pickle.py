@@ -1,7 +1,9 @@
 """User values to bytes and back: cloudpickle protocol 5, large buffers out-of-band.
 
 `dumps` also reports every ObjectRef found inside the value, so the scheduler can keep those
-objects alive while the value exists. `loads` rebuilds refs through a hook: plain loading makes
+objects alive while the value exists. A large pickle (a big `bytes` or list is pickled in-band)
+leaves the message header too: `data` is then empty and the pickle is the first buffer — frame
+headers stay small whatever the value. `loads` rebuilds refs through a hook: plain loading makes
 new ObjectRefs, while loading task arguments replaces each ref by its value.
 """
 
@@ -15,6 +17,7 @@ from typing import Any
 import cloudpickle
 
 OOB_MIN = 4096  # buffers at least this large travel out-of-band, never copied into the pickle
+INLINE_MAX = 256 * 1024  # a pickle larger than this travels as a buffer, not in the header
 
 _local = threading.local()
 
@@ -37,6 +40,8 @@ def dumps(value: Any) -> tuple[bytes, tuple[memoryview, ...], list[int]]:
         data = cloudpickle.dumps(value, protocol=5, buffer_callback=keep)
     finally:
         _local.refs = outer
+    if len(data) > INLINE_MAX:
+        return b"", (memoryview(data), *buffers), refs
     return data, tuple(buffers), refs
 
 
@@ -50,6 +55,8 @@ def note_ref(oid: int) -> None:
 def loads(data: bytes, buffers: tuple[Any, ...] = (),
           resolve: Callable[[int], Any] | None = None) -> Any:
     """Unpickle; with `resolve`, every ObjectRef inside is replaced by resolve(id)."""
+    if not data and buffers:  # the pickle itself travelled out-of-band
+        data, buffers = buffers[0], buffers[1:]
     outer = getattr(_local, "resolve", None)
     _local.resolve = resolve
     try:

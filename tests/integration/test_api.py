@@ -76,6 +76,17 @@ def test_put_get_values_and_large_arrays() -> None:
     assert qsrv.get(norm(ref)) == pytest.approx(float(np.linalg.norm(big)))
 
 
+def test_large_in_band_values_travel_out_of_band() -> None:
+    @qsrv.distribute_task
+    def blob(n: int) -> bytes:
+        return b"q" * n
+
+    size = 96 * 2**20  # beyond the 64 MiB frame-header limit if it travelled in the header
+    data = qsrv.get(blob(size), timeout=60)
+    assert len(data) == size and data[:1] == b"q"
+    assert qsrv.get(qsrv.put(list(range(300_000))))[-1] == 299_999
+
+
 def test_refs_in_arguments_are_resolved_also_inside_lists_and_dicts() -> None:
     a, b = qsrv.put(1), square(2)
     assert qsrv.get(total(a, b)) == 5
