@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from typing import Any
 
 from qsrv.cli._common import add_cluster_options, cluster_of
+from qsrv.errors import GetTimeoutError
 from qsrv.protocol import StatusReply, StatusRequest
 from qsrv.transport import SyncConnection
 
@@ -23,14 +25,16 @@ def register(sub: Any) -> None:
 
 def fetch_status(address: str, token: str, timeout: float = 10.0) -> dict[str, Any]:
     conn = SyncConnection(address, token, "driver", timeout=timeout)
+    deadline = time.monotonic() + timeout
     try:
         conn.send([StatusRequest(1)])
-        while True:
-            for msg in conn.receive(timeout):
+        while (left := deadline - time.monotonic()) > 0:
+            for msg in conn.receive(left):
                 if isinstance(msg, StatusReply):
                     return msg.status
     finally:
         conn.close()
+    raise GetTimeoutError(f"the scheduler at {address} sent no status within {timeout:g} s")
 
 
 def render(status: dict[str, Any]) -> str:

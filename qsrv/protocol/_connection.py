@@ -53,6 +53,7 @@ from qsrv.protocol._messages import (
 
 PROTOCOL_VERSION = 1
 ROLES = frozenset({"driver", "worker", "executor"})
+_HANDSHAKE_TAGS = frozenset(cls.TAG for cls in (Hello, Challenge, Auth, Welcome, Reject))
 
 
 class State(enum.Enum):
@@ -82,6 +83,7 @@ class Connection:
         self._token = token.encode()
         self._limits = limits
         self._decoder = FrameDecoder(HANDSHAKE_LIMITS)
+        self._decoder.one_at_a_time = True
         self._nonce = secrets.token_bytes(32)
         self._peer_nonce = b""
         self.state = State.WAIT_HELLO if server else State.HELLO_SENT
@@ -101,7 +103,7 @@ class Connection:
             raise LocalProtocolError(f"welcome() in state {self.state.value}")
         self.state = State.OPEN
         self.client_no = client_no
-        self._decoder.limits = self._limits
+        self._open_decoder()
         return encode_frame_of([Welcome(client_no, info)])
 
     def reject(self, reason: str) -> list[Buffer]:
@@ -138,17 +140,28 @@ class Connection:
         `welcome()` or `reject()`.
         """
         out: list[Any] = []
-        for header, buffers in self._decoder.frames():
-            messages = decode_frame(header, buffers)
-            if self.state is State.OPEN:
-                out.extend(messages)
-                continue
+        decoder = self._decoder
+        # Handshake: one frame at a time, each judged by the limits and state it arrives in;
+        # only a client that has checked the server's proof decodes non-handshake messages
+        # (the server may batch them behind Welcome).
+        while self.state is not State.OPEN:
+            frame = decoder.next_frame()
+            if frame is None:
+                return out
+            trusted = not self.server and self.state is State.AUTH_SENT
+            messages = decode_frame(*frame, allowed=None if trusted else _HANDSHAKE_TAGS)
             for i, msg in enumerate(messages):
                 self._handshake(msg)
                 if self.is_open():  # messages batched after Welcome
                     out.extend(messages[i + 1 :])
                     break
+        for header, buffers in decoder.frames():
+            out.extend(decode_frame(header, buffers))
         return out
+
+    def _open_decoder(self) -> None:
+        self._decoder.limits = self._limits
+        self._decoder.one_at_a_time = False
 
     def _handshake(self, msg: Any) -> None:
         state = self.state
@@ -186,7 +199,7 @@ class Connection:
             self.state = State.AUTH_SENT
         elif state is State.AUTH_SENT and isinstance(msg, Welcome):
             self.client_no, self.info = msg.client_no, msg.info
-            self._decoder.limits = self._limits
+            self._open_decoder()
             self.state = State.OPEN
         else:
             raise RemoteProtocolError(

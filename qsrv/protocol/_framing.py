@@ -71,6 +71,9 @@ class FrameDecoder:
         self._direct: bytearray | None = None
         self._direct_filled = 0
         self._ready: list[tuple[bytes, list[Buffer]]] = []
+        # While set, at most one complete frame is parsed ahead of `next_frame()`, so each
+        # frame's sizes are judged by the limits in force when it is asked for (handshake).
+        self.one_at_a_time = False
 
     # -- input -------------------------------------------------------------------------------
     def get_buffer(self, sizehint: int = -1) -> memoryview:
@@ -111,8 +114,17 @@ class FrameDecoder:
             view = view[n:]
             self.buffer_updated(n)
 
+    def next_frame(self) -> tuple[bytes, list[Buffer]] | None:
+        """The oldest complete frame not yet handed out, or None; parses only when needed, so
+        the limits in force now apply to bytes not yet judged."""
+        if not self._ready and self._direct is None:
+            self._parse()
+        return self._ready.pop(0) if self._ready else None
+
     def frames(self) -> list[tuple[bytes, list[Buffer]]]:
-        """Complete frames received so far, oldest first."""
+        """Complete frames received so far, oldest first (at most one if `one_at_a_time`)."""
+        if self._direct is None:
+            self._parse()  # bytes left unparsed while `one_at_a_time` was set
         ready, self._ready = self._ready, []
         return ready
 
@@ -127,6 +139,8 @@ class FrameDecoder:
     def _parse(self) -> None:
         ring = self._ring
         while True:
+            if self.one_at_a_time and self._ready:
+                return
             avail = self._end - self._start
             if self._lens is None:
                 if avail < _PREFIX.size:

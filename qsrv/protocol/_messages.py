@@ -14,6 +14,7 @@ Invariants:
 from __future__ import annotations
 
 import dataclasses
+import reprlib
 import typing
 from collections.abc import Callable, Iterable
 from operator import attrgetter
@@ -61,6 +62,10 @@ def _is_str_list(v: Any) -> bool:
     return type(v) is list and all(type(x) is str for x in v)
 
 
+def _is_int_dict(v: Any) -> bool:
+    return type(v) is dict and all(type(k) is str and type(x) is int for k, x in v.items())
+
+
 def _is_num_dict(v: Any) -> bool:
     return type(v) is dict and all(
         type(k) is str and type(x) in (int, float) for k, x in v.items()
@@ -76,7 +81,7 @@ _VALIDATORS: dict[str, Callable[[Any], bool]] = {
     "list[int]": _is_int_list,
     "list[str]": _is_str_list,
     "list[Any]": lambda v: type(v) is list,
-    "dict[str, int]": _is_num_dict,
+    "dict[str, int]": _is_int_dict,
     "dict[str, float]": _is_num_dict,
     "dict[str, Any]": lambda v: type(v) is dict and all(type(k) is str for k in v),
     "Bufs": lambda v: type(v) is int and v >= 0,  # on the wire: the count
@@ -125,8 +130,10 @@ def encode_frame_of(messages: Iterable[Any]) -> list[Buffer]:
     return encode_frame(header, buffers)
 
 
-def decode_frame(header: Buffer, buffers: list[Buffer]) -> list[Any]:
-    """The messages of one frame; RemoteProtocolError for anything malformed."""
+def decode_frame(header: Buffer, buffers: list[Buffer],
+                 allowed: typing.Container[int] | None = None) -> list[Any]:
+    """The messages of one frame; RemoteProtocolError for anything malformed, or for a message
+    whose tag is not in `allowed` (checked before the message is built)."""
     try:
         items = msgpack.unpackb(header, raw=False, use_list=True, strict_map_key=True)
     except Exception as exc:  # msgpack raises several unrelated types
@@ -141,6 +148,8 @@ def decode_frame(header: Buffer, buffers: list[Buffer]) -> list[Any]:
         entry = _REGISTRY.get(item[0])
         if entry is None:
             raise RemoteProtocolError(f"unknown message tag {item[0]}")
+        if allowed is not None and item[0] not in allowed:
+            raise RemoteProtocolError(f"{entry[0].__name__} is not allowed during the handshake")
         cls, validators, bufs_at = entry
         values = item[1:]
         if len(values) != len(validators):
@@ -149,7 +158,9 @@ def decode_frame(header: Buffer, buffers: list[Buffer]) -> list[Any]:
             )
         for value, valid in zip(values, validators, strict=True):
             if not valid(value):
-                raise RemoteProtocolError(f"{cls.__name__}: field of the wrong type: {value!r:.80}")
+                raise RemoteProtocolError(
+                    f"{cls.__name__}: field of the wrong type: {reprlib.repr(value)}"
+                )
         if bufs_at >= 0:
             count = values[bufs_at]
             if next_buf + count > len(buffers):

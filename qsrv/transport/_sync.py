@@ -34,12 +34,16 @@ class SyncConnection:
         self.conn = Connection(server=False, token=token, role=role, limits=limits)
         self._send_lock = threading.Lock()
         self._inbox: list[Any] = []
-        self.write(self.conn.initiate())
-        while self.conn.state is not State.OPEN:
-            self._inbox.extend(self._read())
-            replies = self.conn.data_to_send()
-            if replies:
-                self.write(replies)
+        try:
+            self.write(self.conn.initiate())
+            while self.conn.state is not State.OPEN:
+                self._inbox.extend(self._read())
+                replies = self.conn.data_to_send()
+                if replies:
+                    self.write(replies)
+        except BaseException:
+            self.sock.close()
+            raise
         self.sock.settimeout(None)
         self._poll = select.poll()
         self._poll.register(self.sock, select.POLLIN)
@@ -90,9 +94,13 @@ class SyncConnection:
         if self._inbox:
             out, self._inbox = self._inbox, []
             return out
-        if timeout is not None and not self._poll.poll(max(0.0, timeout) * 1000):
-            return []
-        return self._read()
+        if timeout is not None:
+            if not self._poll.poll(max(0.0, timeout) * 1000):
+                return []
+            return self._read()
+        while not (messages := self._read()):
+            pass
+        return messages
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
