@@ -6,6 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
+from qsrv.cli._common import setup_logging
 from qsrv.gateway import ArchiveLimits, GatewayConfig, default_data_dir, run_gateway
 
 
@@ -18,7 +19,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         help="the cluster jobs join (default: $QSRV_ADDRESS; none: each job "
                              "starts its own local cluster)")
     parser.add_argument("--cluster-token", default=None,
-                        help="the cluster's token (default: $QSRV_TOKEN)")
+                        help="the cluster's token (default: $QSRV_TOKEN); prefer the "
+                             "variable, command lines are visible to other users")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to bind (default: %(default)s)")
     parser.add_argument("--port", type=int, default=7421, help="port (default: %(default)s)")
@@ -32,10 +34,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         help="output kept per job (default: %(default)s)")
     parser.add_argument("--stop-grace", type=float, default=5.0,
                         help="seconds between SIGTERM and SIGKILL when stopping a job")
+    parser.add_argument("--log-level", default="warning", help="debug, info, warning (default)")
     parser.set_defaults(func=_main)
 
 
 def _main(args: argparse.Namespace) -> int:
+    setup_logging(args.log_level)
     max_archive = int(args.max_archive_mb * (1 << 20))
     config = GatewayConfig(
         data_dir=args.data_dir or default_data_dir(),

@@ -31,7 +31,7 @@ from typing import Literal
 from qsrv.gateway._archive import ArchiveLimits, unpack_archive
 from qsrv.gateway._runtime import ARGUMENTS_PATH_ENV, JOB_ID_ENV, RESULT_PATH_ENV
 
-__all__ = ["JobOutcome", "JobRunner", "JobSpec", "LogBuffer", "RunnerConfig", "kill_orphan"]
+__all__ = ["JobOutcome", "JobRunner", "JobSpec", "LogBuffer", "RunnerConfig", "kill_orphans"]
 
 _STDERR_TAIL = 16 << 10
 _READ_CHUNK = 1 << 16
@@ -313,17 +313,41 @@ async def _wait_group_gone(pgid: int) -> None:
         await asyncio.sleep(_GROUP_POLL_S)
 
 
-def kill_orphan(job_id: str, pid: int) -> bool:
-    """Kill the process group of a job a previous gateway started, if it still runs.
+def kill_orphans(job_ids: set[str]) -> dict[str, int]:
+    """Kill every process left by these jobs of a previous gateway; count them per job.
 
-    The pid is trusted only if that process's environment names the job (Linux /proc), so a
-    reused pid is never killed. Returns whether a group was signalled.
+    Processes are found by the ``QSRV_JOB_ID`` in their environment (Linux /proc), not by a
+    recorded pid: a gateway can die between starting a job and recording its pid, and a
+    recorded pid may since belong to someone else. Each one's process group is killed, so
+    children that have not set their own session go too.
     """
-    try:
-        environ = Path(f"/proc/{pid}/environ").read_bytes()
-    except OSError:
-        return False
-    if f"{JOB_ID_ENV}={job_id}".encode() not in environ.split(b"\0"):
-        return False
-    _killpg(pid, signal.SIGKILL)
-    return True
+    killed: dict[str, int] = {}
+    if not job_ids:
+        return killed
+    wanted = {f"{JOB_ID_ENV}={job_id}".encode(): job_id for job_id in job_ids}
+    own_group = os.getpgrp()
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return killed
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        for item in environ.split(b"\0"):
+            job_id = wanted.get(item)
+            if job_id is None:
+                continue
+            pid = int(entry.name)
+            with contextlib.suppress(ProcessLookupError):
+                group = os.getpgid(pid)
+                if group != own_group:  # never our own group, whatever the environment says
+                    _killpg(group, signal.SIGKILL)
+            if pid != os.getpid():
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+            killed[job_id] = killed.get(job_id, 0) + 1
+            break
+    return killed

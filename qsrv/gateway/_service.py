@@ -52,7 +52,7 @@ from qsrv.gateway._models import (
     ProgramVersion,
     User,
 )
-from qsrv.gateway._runner import JobOutcome, JobRunner, JobSpec, RunnerConfig, kill_orphan
+from qsrv.gateway._runner import JobOutcome, JobRunner, JobSpec, RunnerConfig, kill_orphans
 from qsrv.gateway._store import Store
 from qsrv.gateway._users import db_path, hash_token
 
@@ -151,9 +151,12 @@ class GatewayService:
 
     def _recover(self) -> None:
         now = time.time()
-        for job in self.store.jobs_with_status(JobStatus.RUNNING, JobStatus.STOPPING):
-            if job.pid is not None and kill_orphan(job.job_id, job.pid):
-                _log.warning("killed the leftover process group of job %s", job.job_id)
+        left = self.store.jobs_with_status(JobStatus.RUNNING, JobStatus.STOPPING)
+        killed = kill_orphans({job.job_id for job in left})
+        for job in left:
+            if job.job_id in killed:
+                _log.warning("killed %d leftover processes of job %s", killed[job.job_id],
+                             job.job_id)
             if job.status is JobStatus.STOPPING:
                 self._set_status(job, JobStatus.STOPPED, finished_at=now)
             else:

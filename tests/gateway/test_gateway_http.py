@@ -229,3 +229,47 @@ def test_openapi_describes_every_route(gateway: ThreadedGateway) -> None:
     refs = json.dumps(spec)
     for name in spec["components"]["schemas"]:
         assert f"#/components/schemas/{name}" in refs
+
+
+def test_upload_with_a_bad_token_is_refused_before_the_body(
+        gateway: ThreadedGateway, make_program: Callable[..., Program]) -> None:
+    with pytest.raises(UnauthorizedError):
+        Client(gateway.url, "qsrv_wrong").upload(make_program("p", "print(1)"))
+
+
+def test_client_configuration(gateway: ThreadedGateway, alice_token: str,
+                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from qsrv.errors import ConfigError
+    from qsrv.gateway import GatewayUnavailableError
+
+    with pytest.raises(ConfigError, match="QSRV_GATEWAY"):
+        Client()
+    monkeypatch.setenv("QSRV_GATEWAY", gateway.url.removeprefix("http://"))
+    with pytest.raises(ConfigError, match="QSRV_GATEWAY_TOKEN"):
+        Client()
+    monkeypatch.setenv("QSRV_GATEWAY_TOKEN", alice_token)
+    assert Client().jobs().total == 0
+    closed = socket_port_without_listener()
+    with pytest.raises(GatewayUnavailableError, match="cannot reach"):
+        Client(f"http://127.0.0.1:{closed}", alice_token).jobs()
+
+
+def socket_port_without_listener() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def test_public_names() -> None:
+    import qsrv.gateway as gateway_pkg
+
+    for name in gateway_pkg.__all__:
+        assert getattr(gateway_pkg, name).__module__.startswith("qsrv.gateway._"), name
+    assert set(gateway_pkg.__all__) == set(gateway_pkg._WHERE)
+    assert {"Client", "Program", "Job", "get_arguments", "save_result"} <= set(
+        gateway_pkg.__all__)
+    with pytest.raises(AttributeError):
+        gateway_pkg.not_a_name  # noqa: B018

@@ -104,3 +104,26 @@ def test_start_gateway_process_reports_a_failed_start(tmp_path: Path) -> None:
     blocker.write_text("not a directory")
     with pytest.raises(ConfigError, match="exited with code"):
         start_gateway_process(None, None, blocker / "data")
+
+
+def test_output_of_running_jobs_reaches_the_database(
+        gateway: ThreadedGateway, alice: Client, make_program: Callable[..., Program],
+        gate: Gate) -> None:
+    """What a crash would lose is at most ``log_flush_interval_s`` of output."""
+    import time
+
+    job = alice.run(make_program("flushed", GATE_CLIENT + f"""
+print("progress 1 of 2")
+gate({gate.port})
+"""))
+    conn = gate.accept()
+
+    async def stored_logs() -> bytes:
+        return gateway.server.service.store.job_logs(job.job_id)
+
+    deadline = time.monotonic() + 10
+    while b"progress 1 of 2" not in gateway.call(stored_logs()):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    conn.sendall(b"g")
+    assert job.wait(timeout=30) is JobStatus.SUCCEEDED
