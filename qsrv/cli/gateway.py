@@ -35,6 +35,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--stop-grace", type=float, default=5.0,
                         help="seconds between SIGTERM and SIGKILL when stopping a job")
     parser.add_argument("--log-level", default="warning", help="debug, info, warning (default)")
+    parser.add_argument("--exit-with-parent", type=int, default=0, help=argparse.SUPPRESS)
     parser.set_defaults(func=_main)
 
 
@@ -53,4 +54,4 @@ def _main(args: argparse.Namespace) -> int:
         archive_limits=ArchiveLimits(max_archive_bytes=max_archive,
                                      max_unpacked_bytes=max(4 * max_archive, 256 << 20)),
     )
-    return run_gateway(config)
+    return run_gateway(config, exit_with_parent=args.exit_with_parent)

@@ -214,29 +214,20 @@ async def _upload_program(request: web.Request) -> web.Response:
     limit = service.config.archive_limits.max_archive_bytes
     if not request.content_type.startswith("multipart/"):
         raise InvalidRequestError("upload a program as multipart/form-data")
-    metadata: dict[str, Any] | None = None
-    archive: bytes | None = None
+    parts: dict[str, bytes] = {}
     reader = await request.multipart()
     while (part := await reader.next()) is not None:
         if not isinstance(part, BodyPartReader):
             raise InvalidRequestError("nested multipart is not supported")
-        if part.name == "metadata":
-            raw = await part.read(decode=False)
-            if len(raw) > _MULTIPART_SLACK:
-                raise PayloadTooLargeError("program metadata too large")
-            try:
-                metadata = json.loads(raw)
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                raise InvalidRequestError("metadata must be JSON") from None
-        elif part.name == "archive":
-            data = bytearray()
-            while chunk := await part.read_chunk(_CHUNK):
-                data += chunk
-                if len(data) > limit:
-                    raise PayloadTooLargeError(f"archive over the limit of {limit} bytes")
-            archive = bytes(data)
-        else:
-            raise InvalidRequestError(f"unexpected form field {part.name!r}")
+        name = part.name or ""
+        if name not in ("metadata", "archive") or name in parts:
+            raise InvalidRequestError(f"unexpected or repeated form field {name!r}")
+        parts[name] = await _read_part(part, limit if name == "archive" else _MULTIPART_SLACK)
+    try:
+        metadata = json.loads(parts["metadata"]) if "metadata" in parts else None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise InvalidRequestError("metadata must be JSON") from None
+    archive = parts.get("archive")
     if not isinstance(metadata, dict) or archive is None:
         raise InvalidRequestError("the upload needs a 'metadata' JSON part and an 'archive'")
     env_vars = metadata.get("env_vars") or {}
@@ -251,6 +242,15 @@ async def _upload_program(request: web.Request) -> web.Response:
         description=str(metadata.get("description", "")),
     )
     return web.json_response(program.to_json(), status=201)
+
+
+async def _read_part(part: BodyPartReader, limit: int) -> bytes:
+    data = bytearray()
+    while chunk := await part.read_chunk(_CHUNK):
+        data += chunk
+        if len(data) > limit:
+            raise PayloadTooLargeError(f"form field {part.name!r} over its limit of {limit} bytes")
+    return bytes(data)
 
 
 async def _list_programs(request: web.Request) -> web.Response:

@@ -28,6 +28,7 @@ from qsrv.gateway._service import GatewayConfig, GatewayService
 __all__ = ["READY_PREFIX", "GatewayServer", "run_gateway", "start_gateway_process"]
 
 READY_PREFIX = "qsrv gateway listening on "
+_PARENT_POLL_S = 1.0
 
 
 class GatewayServer:
@@ -75,8 +76,12 @@ class GatewayServer:
         await self.close()
 
 
-def run_gateway(config: GatewayConfig) -> int:
-    """Serve in the foreground until SIGINT or SIGTERM; print the ready line first."""
+def run_gateway(config: GatewayConfig, exit_with_parent: int = 0) -> int:
+    """Serve in the foreground until SIGINT or SIGTERM; print the ready line first.
+
+    With ``exit_with_parent`` (a pid), also stop once that process is no longer the parent
+    (it died): a local cluster's gateway does not outlive the driver that started it.
+    """
 
     async def serve() -> None:
         server = GatewayServer(config)
@@ -85,14 +90,24 @@ def run_gateway(config: GatewayConfig) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        watcher = (asyncio.create_task(_watch_parent(exit_with_parent, stop))
+                   if exit_with_parent else None)
         print(f"{READY_PREFIX}{url}", flush=True)
         try:
             await stop.wait()
         finally:
+            if watcher is not None:
+                watcher.cancel()
             await server.close()
 
     asyncio.run(serve())
     return 0
+
+
+async def _watch_parent(parent: int, stop: asyncio.Event) -> None:
+    while os.getppid() == parent:
+        await asyncio.sleep(_PARENT_POLL_S)
+    stop.set()
 
 
 def start_gateway_process(
@@ -103,15 +118,20 @@ def start_gateway_process(
     port: int = 0,
     *,
     startup_timeout: float = 30.0,
+    exit_with_parent: bool = True,
     extra_args: tuple[str, ...] = (),
 ) -> tuple[subprocess.Popen[bytes], str]:
     """Start ``qsrv gateway`` as a child process; return it and its URL once it serves.
 
     The cluster token reaches the child through its environment, never its command line. Stop
-    it with ``proc.terminate(); proc.wait()``: it ends its running jobs before exiting.
+    it with ``proc.terminate(); proc.wait()``: it ends its running jobs before exiting. With
+    ``exit_with_parent`` it also stops by itself, within a second, if this process dies.
+    The child writes nothing more on its stdout after the ready line; its log goes to stderr.
     """
     cmd = [sys.executable, "-m", "qsrv", "gateway", "--data-dir", str(Path(data_dir)),
            "--host", host, "--port", str(port), *extra_args]
+    if exit_with_parent:
+        cmd += ["--exit-with-parent", str(os.getpid())]
     env = dict(os.environ)
     env.pop("QSRV_ADDRESS", None)
     env.pop("QSRV_TOKEN", None)

@@ -127,3 +127,22 @@ gate({gate.port})
         time.sleep(0.05)
     conn.sendall(b"g")
     assert job.wait(timeout=30) is JobStatus.SUCCEEDED
+
+
+def test_gateway_process_exits_with_its_parent(data_dir: Path) -> None:
+    import subprocess
+    import sys
+
+    parent = (
+        "import os, sys\n"
+        "from qsrv.gateway import start_gateway_process\n"
+        "proc, url = start_gateway_process(None, None, sys.argv[1])\n"
+        "print(proc.pid, url, flush=True)\n"
+        "os._exit(0)  # dies without stopping its gateway\n"
+    )
+    # The gateway inherits the stderr pipe, so run() returns only once the gateway is gone too.
+    done = subprocess.run([sys.executable, "-c", parent, str(data_dir)], capture_output=True,
+                          text=True, timeout=60)
+    gateway_pid, url = done.stdout.split()
+    assert url.startswith("http://127.0.0.1:")
+    assert not process_alive(int(gateway_pid))
