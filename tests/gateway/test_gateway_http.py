@@ -182,11 +182,11 @@ def test_bad_requests(gateway: ThreadedGateway, alice_token: str, alice: Client,
     assert raw("GET", url + "/v1/nowhere", alice_token)[0] == 404
     assert raw("POST", url + "/v1/programs", alice_token, json={})[0] == 400
     form = aiohttp.FormData()
-    form.add_field("metadata", "x" * 200_000)
+    form.add_field("metadata", "x" * 200_000, content_type="application/json")
     assert raw("POST", url + "/v1/programs", alice_token, data=form)[0] == 413
     form = aiohttp.FormData()
-    form.add_field("metadata", "{}")
-    form.add_field("metadata", "{}")
+    form.add_field("metadata", "{}", content_type="application/json")
+    form.add_field("metadata", "{}", content_type="application/json")
     status, body = raw("POST", url + "/v1/programs", alice_token, data=form)
     assert status == 400 and "repeated" in body["message"]
     # JSON arguments (for curl and other front doors) reach get_arguments as a dict.
