@@ -23,10 +23,10 @@ import os
 import shutil
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from qsrv.gateway._archive import ArchiveLimits, unpack_archive
 from qsrv.gateway._runtime import ARGUMENTS_PATH_ENV, JOB_ID_ENV, RESULT_PATH_ENV
@@ -128,9 +128,19 @@ class JobRunner:
     def running(self) -> list[str]:
         return list(self._live)
 
-    async def run(self, spec: JobSpec, on_started: Callable[[int], None]) -> JobOutcome:
-        """Run the job to its end; ``on_started(pid)`` is called once its process exists."""
+    def run(self, spec: JobSpec,
+            on_started: Callable[[int], None]) -> Coroutine[Any, Any, JobOutcome]:
+        """The coroutine that runs the job to its end; await it at once (in a task).
+
+        The job is registered before this returns, so ``stop`` reaches it from this moment on,
+        even before the coroutine first runs. ``on_started(pid)`` is called once its process
+        exists.
+        """
         live = self._live[spec.job_id] = _Live(self.config.max_log_bytes)
+        return self._run_to_end(spec, live, on_started)
+
+    async def _run_to_end(self, spec: JobSpec, live: _Live,
+                          on_started: Callable[[int], None]) -> JobOutcome:
         job_dir = self.config.root / spec.job_id
         try:
             return await self._run(spec, live, job_dir, on_started)

@@ -29,7 +29,7 @@ import time
 import traceback
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -309,14 +309,15 @@ class GatewayService:
         spec = JobSpec(job.job_id, program.entrypoint, program.archive, program.env_vars,
                        self.store.job_arguments(job.job_id))
         job = self._set_status(job, JobStatus.RUNNING, started_at=time.time())
-        task = asyncio.create_task(self._supervise(job, spec), name=f"qsrv-job-{job.job_id}")
+        # Registered with the runner now, so a stop() before the task first runs reaches it.
+        running = self.runner.run(spec, lambda pid: self.store.set_job_fields(job.job_id, pid=pid))
+        task = asyncio.create_task(self._supervise(job, running), name=f"qsrv-job-{job.job_id}")
         self._tasks[job.job_id] = (job.user_id, task)
 
-    async def _supervise(self, job: JobRecord, spec: JobSpec) -> None:
+    async def _supervise(self, job: JobRecord,
+                         running: Coroutine[Any, Any, JobOutcome]) -> None:
         try:
-            outcome = await self.runner.run(
-                spec, lambda pid: self.store.set_job_fields(job.job_id, pid=pid)
-            )
+            outcome = await running
         except Exception:
             _log.exception("supervising job %s failed", job.job_id)
             outcome = JobOutcome("failed", None, "the gateway failed to supervise the job:\n"

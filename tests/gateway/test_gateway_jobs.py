@@ -326,3 +326,28 @@ def test_runtime_outside_a_job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     import pickle
 
     assert pickle.loads(target.read_bytes()) == [1, 2]
+
+
+def test_stop_right_after_start_is_not_lost(data_dir: Path,
+                                           make_program: Callable[..., Program]) -> None:
+    """A stop that comes before the job's supervising task first runs still stops it."""
+    from qsrv.gateway._archive import pack_directory
+    from qsrv.gateway._runtime import dumps
+
+    token = add_user(data_dir, "erin")[1]
+    program = make_program("instant", "from qsrv.gateway import save_result\n"
+                                      "save_result('ran')")
+
+    async def scenario() -> None:
+        async with GatewayServer(GatewayConfig(data_dir=data_dir, port=0)) as server:
+            service = server.service
+            user = service.authenticate(token)
+            service.upload_program(user, title="instant", entrypoint="main.py",
+                                   archive=pack_directory(program.working_dir))
+            job = service.submit_job(user, "instant", dumps({}))
+            assert job.status is JobStatus.RUNNING  # dispatched at once, task not yet run
+            stopped = await service.stop(user, job.job_id, timeout=30)
+            assert stopped.status is JobStatus.STOPPED
+            assert stopped.exit_code is None  # no process was ever started
+
+    asyncio.run(scenario())
