@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
+import logging
 import os
 import selectors
 import signal
@@ -28,6 +30,7 @@ from qsrv.gateway._service import GatewayConfig, GatewayService
 __all__ = ["READY_PREFIX", "GatewayServer", "run_gateway", "start_gateway_process"]
 
 READY_PREFIX = "qsrv gateway listening on "
+_log = logging.getLogger("qsrv.gateway")
 _PARENT_POLL_S = 1.0
 
 
@@ -57,6 +60,9 @@ class GatewayServer:
                                      shutdown_timeout=1.0)
         await self._runner.setup()
         await web.SockSite(self._runner, sock).start()
+        if not ipaddress.ip_address(host).is_loopback:
+            _log.warning("the gateway listens on %s: tokens travel in clear over plain HTTP, "
+                         "put a TLS proxy in front of it", host)
         shown = f"[{host}]" if ":" in host else host
         self.url = f"http://{shown}:{port}"
         return self.url
