@@ -10,6 +10,8 @@
     print(qsrv.get(refs))                    # or: await qsrv.get(refs)
 """
 
+from typing import TYPE_CHECKING, Any
+
 from qsrv.client import (
     ObjectRef,
     RemoteFunction,
@@ -36,14 +38,32 @@ from qsrv.errors import (
     WorkerDiedError,
 )
 
+if TYPE_CHECKING:
+    from qsrv.gateway import Client, Job, Program, get_arguments, save_result
+
 __version__ = "0.1.0"
 
+# The programs-and-jobs layer loads on first use: `import qsrv` stays light for tasks.
+_GATEWAY_NAMES = frozenset({"Client", "Job", "Program", "get_arguments", "save_result"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _GATEWAY_NAMES:
+        import qsrv.gateway
+
+        return getattr(qsrv.gateway, name)
+    raise AttributeError(f"module 'qsrv' has no attribute {name!r}")
+
+
 __all__ = [
+    "Client",
     "ConfigError",
     "GetTimeoutError",
     "InfeasibleTaskError",
+    "Job",
     "ObjectLostError",
     "ObjectRef",
+    "Program",
     "QsrvError",
     "RemoteFunction",
     "TaskCancelledError",
@@ -54,10 +74,12 @@ __all__ = [
     "cancel",
     "distribute_task",
     "get",
+    "get_arguments",
     "init",
     "is_initialized",
     "put",
     "runtime_context",
+    "save_result",
     "shutdown",
     "status",
     "wait",

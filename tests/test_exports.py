@@ -6,6 +6,7 @@ import qsrv
 import qsrv.errors
 
 PUBLIC = {
+    "Client", "Job", "Program", "get_arguments", "save_result",
     "ConfigError", "GetTimeoutError", "InfeasibleTaskError", "ObjectLostError", "ObjectRef",
     "QsrvError", "RemoteFunction", "TaskCancelledError", "TaskError", "TaskTimeoutError",
     "WorkerDiedError", "__version__", "cancel", "distribute_task", "get", "init",

@@ -31,12 +31,16 @@ _cluster: Any = None  # the LocalCluster this process started, if any
 def init(address: str | None = None, token: str | None = None, *,
          num_cpus: float | None = None, num_gpus: int | None = None,
          memory: int | str | None = None, resources: dict[str, float] | None = None,
+         gateway: bool = False, data_dir: str | None = None,
          connect_timeout: float = 60.0) -> dict[str, Any]:
     """Connect this process to a cluster; returns ``{"address": ..., "local": bool}``.
 
     With no address (and no ``QSRV_ADDRESS``) an embedded local cluster is started: a scheduler
     and one worker agent with this machine's cores, memory and GPUs (or ``num_cpus``,
-    ``num_gpus``, ``memory``, ``resources``), stopped by `shutdown()` or at exit.
+    ``num_gpus``, ``memory``, ``resources``), stopped by `shutdown()` or at exit. With
+    ``gateway=True`` it also starts the programs-and-jobs gateway (state under ``data_dir``,
+    default ``~/.qsrv``) and sets ``QSRV_GATEWAY``/``QSRV_GATEWAY_TOKEN`` so that
+    ``qsrv.Client()`` reaches it; the result then has ``gateway`` and ``gateway_token``.
     """
     global _driver, _cluster
     from qsrv.client._driver import Driver
@@ -54,11 +58,12 @@ def init(address: str | None = None, token: str | None = None, *,
             if token:
                 raise ConfigError("a token was given without an address to join")
             _cluster = LocalCluster(num_cpus=num_cpus, num_gpus=num_gpus, memory=memory,
-                                    resources=resources)
+                                    resources=resources, gateway=gateway, data_dir=data_dir)
             address, token = _cluster.address, _cluster.token
-        elif any(v is not None for v in (num_cpus, num_gpus, memory, resources)):
-            raise ConfigError("num_cpus/num_gpus/memory/resources describe a local cluster; "
-                              "they cannot be given with an address to join")
+        elif any(v is not None for v in (num_cpus, num_gpus, memory, resources, data_dir)) \
+                or gateway:
+            raise ConfigError("num_cpus/num_gpus/memory/resources/gateway describe a local "
+                              "cluster; they cannot be given with an address to join")
         assert address is not None
         try:
             _driver = Driver(address, token, connect_timeout=connect_timeout)
@@ -68,7 +73,12 @@ def init(address: str | None = None, token: str | None = None, *,
         except BaseException:
             _teardown()
             raise
-        return {"address": address, "local": local}
+        info: dict[str, Any] = {"address": address, "local": local}
+        if local and _cluster.gateway_url:
+            info.update(gateway=_cluster.gateway_url, gateway_token=_cluster.gateway_token)
+            os.environ["QSRV_GATEWAY"] = _cluster.gateway_url
+            os.environ["QSRV_GATEWAY_TOKEN"] = _cluster.gateway_token
+        return info
 
 
 def _wait_for_worker(timeout: float) -> None:

@@ -21,13 +21,14 @@ _START_TIMEOUT = 60.0
 class LocalCluster:
     def __init__(self, *, num_cpus: float | None = None, num_gpus: int | None = None,
                  memory: int | str | None = None, resources: dict[str, float] | None = None,
-                 extra_env: dict[str, str] | None = None) -> None:
+                 gateway: bool = False, data_dir: str | None = None) -> None:
         self.token = new_token()
         self.address = ""
-        env = dict(os.environ, QSRV_TOKEN=self.token, **(extra_env or {}))
-        # Executors must import what the driver imports (functions pickled by reference).
-        paths = [p for p in sys.path if p] + [os.getcwd()]
-        env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+        env = dict(os.environ, QSRV_TOKEN=self.token)
+        # Executors must import what the driver imports (functions pickled by reference):
+        # the driver's own path entries, not the interpreter's (those the children have).
+        own = [p for p in sys.path if p and os.path.isdir(p) and not _is_interpreter_path(p)]
+        env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys([*own, os.getcwd()]))
         env.pop("QSRV_ADDRESS", None)
         self._env = env
         self.scheduler = subprocess.Popen(
@@ -50,6 +51,22 @@ class LocalCluster:
         except BaseException:
             self.scheduler.kill()
             raise
+        self.gateway: subprocess.Popen[bytes] | None = None
+        self.gateway_url = self.gateway_token = ""
+        if gateway:
+            self._start_gateway(data_dir)
+
+    def _start_gateway(self, data_dir: str | None) -> None:
+        from qsrv.gateway import default_data_dir, ensure_local_user, start_gateway_process
+
+        try:
+            directory = data_dir or str(default_data_dir())
+            self.gateway_token = ensure_local_user(directory)
+            self.gateway, self.gateway_url = start_gateway_process(
+                self.address, self.token, directory)
+        except BaseException:
+            self.stop()
+            raise
 
     def check_alive(self) -> None:
         for name, proc in (("scheduler", self.scheduler), ("worker", self.worker)):
@@ -58,7 +75,9 @@ class LocalCluster:
                     f"the local {name} exited with code {proc.returncode} while starting")
 
     def stop(self) -> None:
-        for proc in (self.worker, self.scheduler):  # the worker first: it stops its executors
+        gateway: subprocess.Popen[bytes] | None = getattr(self, "gateway", None)
+        procs: list[subprocess.Popen[Any]] = [gateway] if gateway is not None else []
+        for proc in [*procs, self.worker, self.scheduler]:  # the worker stops its executors
             if proc.poll() is None:
                 proc.terminate()
             try:
@@ -68,6 +87,13 @@ class LocalCluster:
                 proc.wait()
         if self.scheduler.stdout is not None:
             self.scheduler.stdout.close()
+
+
+def _is_interpreter_path(path: str) -> bool:
+    real = os.path.realpath(path)
+    prefixes = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
+    return any(real == p or real.startswith(p + os.sep) for p in prefixes) and (
+        "site-packages" in real or "lib" + os.sep + "python" in real)
 
 
 def _read_address(proc: subprocess.Popen[Any]) -> str:

@@ -294,3 +294,33 @@ def test_dropped_refs_free_objects() -> None:
     while qsrv.status()["objects"] > during - 200:
         assert time.monotonic() < deadline, "dropped refs were not freed"
         time.sleep(0.05)
+
+
+def test_local_cluster_can_start_the_gateway(tmp_path: pathlib.Path) -> None:
+    """A second local cluster in a child process, with its gateway; a program runs as a job."""
+    script = tmp_path / "with_gateway.py"
+    program = tmp_path / "program"
+    program.mkdir()
+    (program / "main.py").write_text(
+        "import qsrv\n"
+        "qsrv.init()\n"
+        "@qsrv.distribute_task\n"
+        "def double(x):\n    return 2 * x\n"
+        "args = qsrv.get_arguments()\n"
+        "qsrv.save_result(qsrv.get([double(x) for x in args['xs']]))\n")
+    script.write_text(
+        "import qsrv, sys\n"
+        f"info = qsrv.init(num_cpus=1, gateway=True, data_dir={str(tmp_path / 'data')!r})\n"
+        "client = qsrv.Client()\n"
+        f"job = client.run(qsrv.Program(title='double', entrypoint='main.py', "
+        f"working_dir={str(program)!r}), {{'xs': [1, 2, 3]}})\n"
+        "print('result', job.result(timeout=60), job.status())\n"
+        "qsrv.shutdown()\n")
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QSRV_")}
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         timeout=120, env=env)
+    assert out.returncode == 0, out.stderr
+    assert "result [2, 4, 6] SUCCEEDED" in out.stdout
