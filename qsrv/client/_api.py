@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import functools
 import os
+import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -164,6 +166,20 @@ def _task_options(fn: Callable[..., Any], options: dict[str, Any]) -> tuple[Task
     return TaskOptions(name, resources, max_retries, timeout, retry_flag), retry_types
 
 
+def _ship_local_module_by_value(fn: Callable[..., Any]) -> None:
+    """A function from a module under the working directory (a script's helper module, a job's
+    sandbox) travels by value: workers elsewhere cannot import it. Installed packages travel
+    by reference, as cloudpickle does by default."""
+    module = sys.modules.get(getattr(fn, "__module__", "") or "")
+    path = getattr(module, "__file__", None)
+    if module is None or path is None or module.__name__ in ("__main__", "builtins"):
+        return
+    cwd = os.path.realpath(os.getcwd())
+    if os.path.realpath(path).startswith(cwd + os.sep) and "site-packages" not in path:
+        with contextlib.suppress(ValueError):  # already registered
+            cloudpickle.register_pickle_by_value(module)
+
+
 class RemoteFunction(Generic[P, R]):
     """A function that runs as a task: calling it returns an ObjectRef at once."""
 
@@ -179,6 +195,7 @@ class RemoteFunction(Generic[P, R]):
 
     def _function(self) -> tuple[bytes, bytes]:
         if self._pickled is None:
+            _ship_local_module_by_value(self._fn)
             payload = cloudpickle.dumps(self._fn, protocol=5)
             self._pickled = (function_id(payload), payload)
         return self._pickled

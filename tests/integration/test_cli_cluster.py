@@ -164,6 +164,23 @@ def test_worker_that_goes_away_gives_its_tasks_back(cluster: Cluster) -> None:
     assert _names(cluster)[worker] == "spare-2"
 
 
+def test_task_from_a_helper_module_in_the_working_directory(
+        cluster: Cluster, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The workers cannot import a module that lives only beside the driver: it travels by
+    value (as for a program's helper modules in a gateway job)."""
+    (tmp_path / "helper_mod_xyz.py").write_text(
+        "import qsrv\n"
+        "OFFSET = 40\n"
+        "@qsrv.distribute_task\n"
+        "def shifted(x):\n    return x + OFFSET\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import importlib
+
+    helper = importlib.import_module("helper_mod_xyz")
+    assert qsrv.get(helper.shifted(2), timeout=30) == 42
+
+
 def test_wrong_token_is_refused(cluster: Cluster) -> None:
     from qsrv.transport import SyncConnection
 
