@@ -8,7 +8,8 @@ The tree::
     ├── ProtocolError               the wire broke its rules
     │   ├── LocalProtocolError      we were asked to send something invalid
     │   └── RemoteProtocolError     the peer sent a malformed or oversize frame
-    │       └── AuthenticationError the peer failed the token challenge or spoke another version
+    │       ├── AuthenticationError the peer failed the token challenge or spoke another version
+    │       └── ChecksumError       a state vector's bytes do not match its header's checksum
     ├── ConnectionClosedError       the connection went away (ConnectionError too)
     ├── GetTimeoutError             get()/wait() ran out of time (TimeoutError too)
     ├── TaskError                   the task's own code raised; also an instance of the cause's type
@@ -43,6 +44,7 @@ from typing import Any
 __all__ = [
     "ArchiveError",
     "AuthenticationError",
+    "ChecksumError",
     "ConfigError",
     "ConflictError",
     "ConnectionClosedError",
@@ -98,6 +100,10 @@ class RemoteProtocolError(ProtocolError):
 
 class AuthenticationError(RemoteProtocolError):
     """The peer did not prove the cluster token, or speaks another protocol version."""
+
+
+class ChecksumError(RemoteProtocolError):
+    """The raw bytes of a state vector do not match the checksum in its header."""
 
 
 class ConnectionClosedError(QsrvError, ConnectionError):

@@ -32,7 +32,7 @@ from typing import Any, Final, Literal, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from qsrv.errors import RemoteProtocolError
+from qsrv.errors import ChecksumError, RemoteProtocolError
 
 __all__ = [
     "HEADER_MAX_SIZE",
@@ -62,10 +62,6 @@ _ORDERS: Final[tuple[Literal["C"], Literal["F"]]] = ("C", "F")
 _AUTO_BYTES_PER_THREAD: Final = 8 << 20
 _AUTO_MAX_THREADS: Final = 8
 _MAX_THREADS: Final = 64
-
-
-class ChecksumError(RemoteProtocolError):
-    """The raw bytes of a state vector do not match the checksum in its header."""
 
 
 @dataclass(frozen=True, slots=True)
