@@ -667,12 +667,20 @@ def main() -> None:
     ap.add_argument("--tput", type=int, help="tasks for throughput (default 20000, quick 5000)")
     ap.add_argument("--mem", type=int, help="queued tasks for memory (default 100000)")
     ap.add_argument("--mem-budget", type=float, help="seconds allowed to submit them (60)")
+    ap.add_argument("--from-json", metavar="PATH",
+                    help="print (and with --write-md, paste) the table of a saved run; no run")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--counts", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         child_main(args.child, json.loads(args.counts), args.out)
+        return
+    if args.from_json:
+        table = render(json.loads(Path(args.from_json).read_text()))
+        print(table)
+        if args.write_md:
+            write_md(table)
         return
 
     counts: dict[str, Any] = dict(QUICK if args.quick else FULL)
