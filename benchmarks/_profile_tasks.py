@@ -1,7 +1,7 @@
 """Where qsrv's time goes on the throughput workload: py-spy on every process of the cluster.
 
-    pip install py-spy                                  # a dev tool, not a project dependency
-    python benchmarks/_profile_tasks.py [--seconds 20] [--rate 200] [--keep DIR] [--write-md]
+    pip install py-spy                  # a dev tool, not a project dependency
+    python benchmarks/_profile_tasks.py --gil --workload tput,rt [--seconds 20] [--write-md]
 
 Starts a local cluster (``qsrv.init(num_cpus=2)``), warms it up, then attaches
 ``py-spy record --nonblocking --threads --format raw`` to the driver (this process), the
@@ -31,6 +31,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -94,7 +95,7 @@ def parse(raw: str) -> tuple[collections.Counter[str], dict[str, collections.Cou
 def summarise(label: str, raw: str, expected: float, top: int) -> str:
     lines, selfc, incl, totals = parse(raw)
     total = sum(totals.values())
-    out = [f"### {label}", ""]
+    out = [f"**{label}**", ""]
     if not total:
         return "\n".join([*out, "(no samples: idle, or py-spy could not attach)", ""])
     busy = ", ".join(f"{t} {n / expected:.0%}" for t, n in
@@ -154,15 +155,73 @@ def cpu_table(procs: dict[str, int], before: dict[str, dict[str, tuple[float, fl
     return "\n".join(rows)
 
 
+def profile(workload: str, args: argparse.Namespace, pyspy: str, procs: dict[str, int],
+            fn: Any, outdir: Path) -> str:
+    import qsrv
+
+    load_start = loadavg()
+    spies = {}
+    for label, pid in procs.items():
+        path = outdir / f"{workload}_{label.replace(' ', '_')}.txt"
+        spies[label] = (path, subprocess.Popen(
+            [pyspy, "record", "--pid", str(pid), "--rate", str(args.rate), "--duration",
+             str(int(args.seconds)), "--format", "raw", "--threads", "--nonblocking",
+             "--output", str(path), *(["--gil"] if args.gil else [])],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
+    time.sleep(1.0)  # let every profiler attach
+    rates = []
+    t_end = time.perf_counter() + args.seconds - 1.5
+    cpu0 = {label: thread_cpu(pid) for label, pid in procs.items()}
+    t_start = time.perf_counter()
+    done = 0
+    while time.perf_counter() < t_end:
+        t0 = time.perf_counter()
+        if workload == "tput":
+            qsrv.get([fn() for _ in range(args.tasks)])
+        else:
+            for _ in range(200):
+                qsrv.get(fn())
+        n = args.tasks if workload == "tput" else 200
+        done += n
+        rates.append(n / (time.perf_counter() - t0))
+    t_work = time.perf_counter() - t_start
+    cpu1 = {label: thread_cpu(pid) for label, pid in procs.items()}
+    errors = []
+    for label, (_, spy) in spies.items():
+        _, err = spy.communicate(timeout=args.seconds + 30)
+        if spy.returncode:
+            errors.append(f"{label}: {err.decode(errors='replace')[-300:]}")
+    expected = args.rate * args.seconds
+    what = (f"{len(rates)} rounds of {args.tasks:,} no-op tasks (submit all, then gather)"
+            if workload == "tput" else
+            f"{done:,} round trips (one no-op task submitted and awaited at a time)")
+    rtxt = (f"{min(rates, default=0):,.0f}-{max(rates, default=0):,.0f} tasks/s"
+            if workload == "tput" else
+            f"{1e6 / statistics.median(rates) if rates else 0:,.0f} µs per round trip")
+    title = "Throughput workload" if workload == "tput" else "Round-trip workload"
+    header = [
+        f"#### {title}", "",
+        f"Profiled {time.strftime('%Y-%m-%d')}: py-spy {args.rate} Hz"
+        f"{' --gil' if args.gil else ''} for {args.seconds:g} s on every process while the "
+        f"driver ran {what} ({rtxt} under the profilers); load average "
+        f"{load_start} at start, {loadavg()} at end.", ""]
+    body = ["CPU time from /proc/PID/task/TID/stat over the profiled rounds (the ground truth "
+            "for how busy each process is; py-spy's shares below say where inside it):", "",
+            cpu_table(procs, cpu0, cpu1, done, t_work), ""]
+    body += [summarise(f"{label} (pid {procs[label]})", path.read_text() if path.exists()
+                       else "", expected, args.top) for label, (path, _) in spies.items()]
+    return "\n".join(header + body + [f"py-spy errors: {e}" for e in errors])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--rate", type=int, default=200)
     ap.add_argument("--tasks", type=int, default=20_000)
     ap.add_argument("--top", type=int, default=12)
-    ap.add_argument("--workload", choices=("tput", "rt"), default="tput",
-                    help="tput: --tasks submitted at once then gathered (default); "
-                         "rt: one task submitted and awaited, repeatedly")
+    ap.add_argument("--workload", default="tput",
+                    help="comma-separated, run in turn: tput: --tasks submitted at once then "
+                         "gathered (default); rt: one task submitted and awaited, repeatedly")
     ap.add_argument("--gil", action="store_true",
                     help="sample only the thread holding the GIL (py-spy --gil)")
     ap.add_argument("--keep", help="directory to keep the raw py-spy output in")
@@ -188,57 +247,10 @@ def main() -> None:
             procs[f"executor {sum(k.startswith('executor') for k in procs) + 1}"] = pid
     outdir = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="qsrv_profile_"))
     outdir.mkdir(parents=True, exist_ok=True)
-    load_start = loadavg()
-    spies = {}
-    for label, pid in procs.items():
-        path = outdir / (label.replace(" ", "_") + ".txt")
-        spies[label] = (path, subprocess.Popen(
-            [pyspy, "record", "--pid", str(pid), "--rate", str(args.rate), "--duration",
-             str(int(args.seconds)), "--format", "raw", "--threads", "--nonblocking",
-             "--output", str(path), *(["--gil"] if args.gil else [])],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
-    time.sleep(1.0)  # let every profiler attach
-    rates = []
-    t_end = time.perf_counter() + args.seconds - 1.5
-    cpu0 = {label: thread_cpu(pid) for label, pid in procs.items()}
-    t_start = time.perf_counter()
-    done = 0
-    while time.perf_counter() < t_end:
-        t0 = time.perf_counter()
-        if args.workload == "tput":
-            qsrv.get([fn() for _ in range(args.tasks)])
-        else:
-            for _ in range(200):
-                qsrv.get(fn())
-        n = args.tasks if args.workload == "tput" else 200
-        done += n
-        rates.append(n / (time.perf_counter() - t0))
-    t_work = time.perf_counter() - t_start
-    cpu1 = {label: thread_cpu(pid) for label, pid in procs.items()}
-    errors = []
-    for label, (_, spy) in spies.items():
-        _, err = spy.communicate(timeout=args.seconds + 30)
-        if spy.returncode:
-            errors.append(f"{label}: {err.decode(errors='replace')[-300:]}")
+    texts = [profile(workload, args, pyspy, procs, fn, outdir)
+             for workload in args.workload.split(",")]
     qsrv.shutdown()
-    expected = args.rate * args.seconds
-    what = (f"{len(rates)} rounds of {args.tasks:,} no-op tasks (submit all, then gather)"
-            if args.workload == "tput" else
-            f"{done:,} round trips (one no-op task submitted and awaited at a time)")
-    rtxt = (f"{min(rates, default=0):,.0f}-{max(rates, default=0):,.0f} tasks/s"
-            if args.workload == "tput" else
-            f"{1e6 / statistics.median(rates) if rates else 0:,.0f} µs per round trip")
-    header = [
-        f"Profiled {time.strftime('%Y-%m-%d')}: py-spy {args.rate} Hz"
-        f"{' --gil' if args.gil else ''} for {args.seconds:g} s on every process while the "
-        f"driver ran {what} ({rtxt} under the profilers); load average "
-        f"{load_start} at start, {loadavg()} at end.", ""]
-    body = ["CPU time from /proc/PID/task/TID/stat over the profiled rounds (the ground truth "
-            "for how busy each process is; py-spy's shares below say where inside it):", "",
-            cpu_table(procs, cpu0, cpu1, done, t_work), ""]
-    body += [summarise(f"{label} (pid {procs[label]})", path.read_text() if path.exists()
-                      else "", expected, args.top) for label, (path, _) in spies.items()]
-    text = "\n".join(header + body + ([f"py-spy errors: {e}" for e in errors]))
+    text = "\n".join(texts)
     print(text)
     print(f"\nraw py-spy output in {outdir}")
     if args.write_md:
