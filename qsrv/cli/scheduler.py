@@ -10,7 +10,9 @@ import sys
 from typing import Any
 
 from qsrv.cli._common import setup_logging
+from qsrv.errors import ConfigError
 from qsrv.scheduler import SchedulerServer, install_uvloop
+from qsrv.transport import server_context
 
 
 def register(sub: Any) -> None:
@@ -27,6 +29,12 @@ def register(sub: Any) -> None:
                    help="seconds without a heartbeat before a worker is removed (default 5)")
     p.add_argument("--handshake-timeout", type=float, default=10.0,
                    help="seconds a new connection has to authenticate (default 10)")
+    p.add_argument("--tls-cert", default=None, help="serve TLS with this certificate (PEM)")
+    p.add_argument("--tls-key", default=None, help="the certificate's private key (PEM)")
+    p.add_argument("--tls-ca", default=None,
+                   help="also require client certificates signed by this CA")
+    p.add_argument("--max-pending", type=int, default=128,
+                   help="connections allowed to wait for authentication at once (default 128)")
     p.add_argument("--log-level", default="warning", help="debug, info, warning (default)")
     p.add_argument("--exit-with-parent", type=int, default=0, help=argparse.SUPPRESS)
     p.set_defaults(func=run)
@@ -35,9 +43,15 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     setup_logging(args.log_level)
     token = args.token if args.token is not None else os.environ.get("QSRV_TOKEN") or None
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise ConfigError("--tls-cert and --tls-key go together")
+    if args.tls_ca and not args.tls_cert:
+        raise ConfigError("--tls-ca (client certificates) needs --tls-cert and --tls-key")
+    tls = server_context(args.tls_cert, args.tls_key, args.tls_ca) if args.tls_cert else None
     server = SchedulerServer(args.host, args.port, token,
                              heartbeat_timeout=args.heartbeat_timeout,
-                             handshake_timeout=args.handshake_timeout)
+                             handshake_timeout=args.handshake_timeout,
+                             max_pending=args.max_pending, ssl=tls)
     install_uvloop()
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve(server, args.exit_with_parent, show_token=token is None))

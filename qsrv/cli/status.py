@@ -7,7 +7,12 @@ import json
 import time
 from typing import Any
 
-from qsrv.cli._common import add_cluster_options, cluster_of
+from qsrv.cli._common import (
+    add_client_tls_options,
+    add_cluster_options,
+    apply_client_tls,
+    cluster_of,
+)
 from qsrv.errors import GetTimeoutError
 from qsrv.protocol import StatusReply, StatusRequest
 from qsrv.transport import SyncConnection
@@ -19,6 +24,7 @@ def register(sub: Any) -> None:
         description="Show each worker's total and free resources and executors, and the "
                     "numbers of running, queued, waiting and infeasible tasks.")
     add_cluster_options(p)
+    add_client_tls_options(p)
     p.add_argument("--json", action="store_true", help="print the raw status as JSON")
     p.set_defaults(func=run)
 
@@ -55,6 +61,7 @@ def render(status: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    apply_client_tls(args)
     address, token = cluster_of(args)
     status = fetch_status(address, token)
     print(json.dumps(status, indent=2) if args.json else render(status))

@@ -8,7 +8,13 @@ import contextlib
 from typing import Any
 
 from qsrv._resources import parse_resource_list
-from qsrv.cli._common import add_cluster_options, cluster_of, setup_logging
+from qsrv.cli._common import (
+    add_client_tls_options,
+    add_cluster_options,
+    apply_client_tls,
+    cluster_of,
+    setup_logging,
+)
 from qsrv.scheduler import install_uvloop
 from qsrv.worker import WorkerAgent, WorkerConfig
 
@@ -19,6 +25,7 @@ def register(sub: Any) -> None:
         description="Join a cluster as a worker agent offering this node's resources. "
                     "Undetected amounts default to what the machine has.")
     add_cluster_options(p)
+    add_client_tls_options(p)
     p.add_argument("--cpus", type=float, default=None, help="CPUs to offer (default: all cores)")
     p.add_argument("--gpus", type=int, default=None,
                    help="GPUs to offer (default: the NVIDIA GPUs detected)")
@@ -37,6 +44,7 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     setup_logging(args.log_level)
+    apply_client_tls(args)
     address, token = cluster_of(args)
     config = WorkerConfig(address=address, token=token, cpus=args.cpus, gpus=args.gpus,
                           memory=args.memory, resources=parse_resource_list(args.resources),

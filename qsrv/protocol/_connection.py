@@ -149,14 +149,16 @@ class Connection:
             if frame is None:
                 return out
             trusted = not self.server and self.state is State.AUTH_SENT
-            messages = decode_frame(*frame, allowed=None if trusted else _HANDSHAKE_TAGS)
+            messages = decode_frame(*frame, allowed=None if trusted else _HANDSHAKE_TAGS,
+                                    max_messages=decoder.limits.max_messages)
             for i, msg in enumerate(messages):
                 self._handshake(msg)
                 if self.is_open():  # messages batched after Welcome
                     out.extend(messages[i + 1 :])
                     break
+        limit = decoder.limits.max_messages
         for header, buffers in decoder.frames():
-            out.extend(decode_frame(header, buffers))
+            out.extend(decode_frame(header, buffers, max_messages=limit))
         return out
 
     def _open_decoder(self) -> None:

@@ -35,11 +35,13 @@ class Limits:
     max_buffers: int = 4096
     max_buffer: int = 4 * 2**30
     max_frame: int = 8 * 2**30
+    max_messages: int = 262_144  # messages in one frame
 
 
 DEFAULT_LIMITS = Limits()
 # Before the handshake completes a peer may send only tiny frames.
-HANDSHAKE_LIMITS = Limits(max_header=4096, max_buffers=0, max_buffer=0, max_frame=4096)
+HANDSHAKE_LIMITS = Limits(max_header=4096, max_buffers=0, max_buffer=0, max_frame=4096,
+                          max_messages=4)
 
 
 def encode_frame(header: bytes, buffers: list[Buffer] | tuple[Buffer, ...] = ()) -> list[Buffer]:

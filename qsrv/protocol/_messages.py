@@ -131,7 +131,8 @@ def encode_frame_of(messages: Iterable[Any]) -> list[Buffer]:
 
 
 def decode_frame(header: Buffer, buffers: list[Buffer],
-                 allowed: typing.Container[int] | None = None) -> list[Any]:
+                 allowed: typing.Container[int] | None = None,
+                 max_messages: int = 262_144) -> list[Any]:
     """The messages of one frame; RemoteProtocolError for anything malformed, or for a message
     whose tag is not in `allowed` (checked before the message is built)."""
     try:
@@ -140,6 +141,9 @@ def decode_frame(header: Buffer, buffers: list[Buffer],
         raise RemoteProtocolError(f"malformed frame header: {exc}") from None
     if type(items) is not list:
         raise RemoteProtocolError("frame header is not a list of messages")
+    if len(items) > max_messages:
+        raise RemoteProtocolError(
+            f"frame of {len(items)} messages exceeds the limit of {max_messages}")
     out: list[Any] = []
     next_buf = 0
     for item in items:

@@ -47,7 +47,8 @@ def new_token() -> str:
 class SchedulerServer:
     def __init__(self, host: str = "127.0.0.1", port: int = 7420, token: str | None = None, *,
                  limits: Limits = DEFAULT_LIMITS, heartbeat_timeout: float = 5.0,
-                 handshake_timeout: float = 10.0, tick_interval: float = 0.25) -> None:
+                 handshake_timeout: float = 10.0, tick_interval: float = 0.25,
+                 max_pending: int = 128, ssl: Any = None) -> None:
         if not token and not is_loopback(host):
             raise ConfigError(
                 f"refusing to listen on {host} without a token: anyone who reaches the port "
@@ -58,6 +59,9 @@ class SchedulerServer:
         self.token = token or new_token()
         self.limits = limits
         self.handshake_timeout = handshake_timeout
+        self.max_pending = max_pending  # connections not yet authenticated, at most
+        self.ssl = ssl
+        self._pending = 0
         self.tick_interval = tick_interval
         self.state = SchedulerState(heartbeat_timeout=heartbeat_timeout)
         self.protocols: dict[int, FramedProtocol] = {}
@@ -74,7 +78,7 @@ class SchedulerServer:
         loop = asyncio.get_running_loop()
         self.state.handle(Tick(time.monotonic()))
         self._server = await loop.create_server(self._protocol, self.host, self.port,
-                                                reuse_address=True, backlog=1024)
+                                                reuse_address=True, backlog=1024, ssl=self.ssl)
         sock = self._server.sockets[0]
         self.port = sock.getsockname()[1]
         if sock.family == socket.AF_INET6:
@@ -100,11 +104,19 @@ class SchedulerServer:
     # ---- connections --------------------------------------------------------------------------
     def _protocol(self) -> FramedProtocol:
         conn = Connection(server=True, token=self.token, limits=self.limits)
-        return FramedProtocol(conn, on_messages=self._on_messages, on_close=self._on_close,
-                              on_accept=self._on_accept,
-                              handshake_timeout=self.handshake_timeout)
+        proto = FramedProtocol(conn, on_messages=self._on_messages, on_close=self._on_close,
+                               on_accept=self._on_accept,
+                               handshake_timeout=self.handshake_timeout)
+        self._pending += 1
+        proto.pending = True
+        if self._pending > self.max_pending:
+            proto.refuse = (f"more than {self.max_pending} connections waiting to authenticate; "
+                            "refused")
+        return proto
 
     def _on_accept(self, proto: FramedProtocol) -> None:
+        self._pending -= 1
+        proto.pending = False
         conn_id = next(self._conn_ids)
         client_no = next(self._client_nos)
         proto.id = conn_id
@@ -123,6 +135,9 @@ class SchedulerServer:
                 break
 
     def _on_close(self, proto: FramedProtocol, reason: str) -> None:
+        if proto.pending:
+            self._pending -= 1
+            proto.pending = False
         if proto.id and self.protocols.pop(proto.id, None) is not None:
             self._apply(self.state.handle(Disconnected(proto.id, reason)))
 

@@ -2,5 +2,7 @@
 
 from qsrv.transport._asyncio import FramedProtocol
 from qsrv.transport._sync import SyncConnection, parse_address
+from qsrv.transport._tls import client_context, server_context
 
-__all__ = ["FramedProtocol", "SyncConnection", "parse_address"]
+__all__ = ["FramedProtocol", "SyncConnection", "client_context", "parse_address",
+           "server_context"]

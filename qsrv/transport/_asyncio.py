@@ -45,11 +45,16 @@ class FramedProtocol(asyncio.BufferedProtocol):
         self._close_reason = ""
         self._deadline: asyncio.TimerHandle | None = None
         self.error: ProtocolError | None = None  # what made us close, if the peer broke rules
+        self.pending = False  # a server's connection not yet authenticated (owner's count)
+        self.refuse = ""  # set by the owner: close at once with this reason
         self._loop = asyncio.get_event_loop()
 
     # -- asyncio callbacks ---------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
+        if self.refuse:
+            self.close(self.refuse)
+            return
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         sock = transport.get_extra_info("socket")

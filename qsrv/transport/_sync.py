@@ -8,11 +8,13 @@ from __future__ import annotations
 import contextlib
 import select
 import socket
+import ssl
 import threading
 from typing import Any
 
-from qsrv.errors import ConfigError, ConnectionClosedError
+from qsrv.errors import AuthenticationError, ConfigError, ConnectionClosedError
 from qsrv.protocol import DEFAULT_LIMITS, Buffer, Connection, Limits, State
+from qsrv.transport._tls import client_context
 
 
 def parse_address(address: str) -> tuple[str, int]:
@@ -24,13 +26,19 @@ def parse_address(address: str) -> tuple[str, int]:
 
 class SyncConnection:
     def __init__(self, address: str, token: str, role: str, *, timeout: float = 10.0,
-                 limits: Limits = DEFAULT_LIMITS) -> None:
+                 limits: Limits = DEFAULT_LIMITS, tls: ssl.SSLContext | None = None) -> None:
+        """Connect and authenticate. TLS comes from `tls`, else from QSRV_TLS_* if set."""
         host, port = parse_address(address)
+        tls = tls or client_context()
         try:
-            self.sock = socket.create_connection((host, port), timeout=timeout)
+            sock = socket.create_connection((host, port), timeout=timeout)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.sock = tls.wrap_socket(sock, server_hostname=host) if tls else sock
+        except ssl.SSLError as exc:
+            raise AuthenticationError(f"TLS with the scheduler at {address} failed: {exc}") from exc
         except OSError as exc:
             raise ConnectionClosedError(f"cannot reach the scheduler at {address}: {exc}") from exc
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.tls = tls is not None
         self.conn = Connection(server=False, token=token, role=role, limits=limits)
         self._send_lock = threading.Lock()
         self._inbox: list[Any] = []
@@ -60,6 +68,10 @@ class SyncConnection:
         with self._send_lock:
             views = [memoryview(p).cast("B") for p in pieces]
             try:
+                if self.tls:  # TLS sockets have no sendmsg: one record stream per piece
+                    for view in views:
+                        self.sock.sendall(view)
+                    return
                 while views:
                     sent = self.sock.sendmsg(views[:512])
                     while sent and views:
@@ -95,7 +107,8 @@ class SyncConnection:
             out, self._inbox = self._inbox, []
             return out
         if timeout is not None:
-            if not self._poll.poll(max(0.0, timeout) * 1000):
+            pending = isinstance(self.sock, ssl.SSLSocket) and self.sock.pending()  # not polled
+            if not pending and not self._poll.poll(max(0.0, timeout) * 1000):
                 return []
             return self._read()
         while not (messages := self._read()):

@@ -27,7 +27,7 @@ from qsrv.protocol import (
     SpawnExecutor,
     WorkerAccepted,
 )
-from qsrv.transport import FramedProtocol, parse_address
+from qsrv.transport import FramedProtocol, client_context, parse_address
 from qsrv.worker import _detect
 
 log = logging.getLogger("qsrv.worker")
@@ -85,11 +85,12 @@ class WorkerAgent:
         loop = asyncio.get_running_loop()
         host, port = parse_address(self.config.address)
         conn = Connection(server=False, token=self.config.token, role="worker")
+        tls = client_context()
         try:
             _, proto = await loop.create_connection(
                 lambda: FramedProtocol(conn, on_messages=self._on_messages,
                                        on_close=self._on_close, on_open=self._on_open),
-                host, port)
+                host, port, ssl=tls, server_hostname=host if tls else None)
         except OSError as exc:
             raise ConnectionClosedError(
                 f"cannot reach the scheduler at {self.config.address}: {exc}") from exc
