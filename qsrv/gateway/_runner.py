@@ -13,13 +13,22 @@ its pid. Invariants:
   ``max_log_bytes``: it keeps the head and the tail, and says how much it dropped between them.
   The last ``_STDERR_TAIL`` bytes of stderr are kept apart: they are the error of a failed job.
 - The runner holds no database: it returns a ``JobOutcome`` and the service stores it.
+- Every job gets both runtimes' environment: qsrv's (``QSRV_JOB_*``: pickled arguments and
+  result) and Quantum Serverless's (``ARGUMENTS_PATH``/``RESULTS_PATH`` JSON files,
+  ``DATA_PATH``, and ``ENV_JOB_GATEWAY_HOST``/``_TOKEN``/``ENV_JOB_ID_GATEWAY`` for calling
+  back), so programs written for either run unchanged. JSON arguments (``arguments_format ==
+  "json"``) are also handed to qsrv's ``get_arguments`` as the pickle of their plain JSON value;
+  pickled arguments cannot be turned into JSON without unpickling them, so such jobs have no
+  ``ARGUMENTS_PATH``. Whichever result file the job wrote last is its result, with its format.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
+import pickle
 import shutil
 import signal
 import sys
@@ -32,6 +41,19 @@ from qsrv.gateway._archive import ArchiveLimits, unpack_archive
 from qsrv.gateway._runtime import ARGUMENTS_PATH_ENV, JOB_ID_ENV, RESULT_PATH_ENV
 
 __all__ = ["JobOutcome", "JobRunner", "JobSpec", "LogBuffer", "RunnerConfig", "kill_orphans"]
+
+# The Quantum Serverless runtime's environment (qiskit_serverless.core.constants).
+UPSTREAM_ARGUMENTS_PATH = "ARGUMENTS_PATH"
+UPSTREAM_RESULTS_PATH = "RESULTS_PATH"
+UPSTREAM_DATA_PATH = "DATA_PATH"
+UPSTREAM_GATEWAY_HOST = "ENV_JOB_GATEWAY_HOST"
+UPSTREAM_GATEWAY_TOKEN = "ENV_JOB_GATEWAY_TOKEN"
+UPSTREAM_JOB_ID = "ENV_JOB_ID_GATEWAY"
+ARGUMENTS_FORMAT_ENV = "QSRV_JOB_ARGUMENTS_FORMAT"
+_UPSTREAM_ENV = frozenset({
+    UPSTREAM_ARGUMENTS_PATH, UPSTREAM_RESULTS_PATH, UPSTREAM_DATA_PATH, UPSTREAM_GATEWAY_HOST,
+    UPSTREAM_GATEWAY_TOKEN, UPSTREAM_JOB_ID, "ENV_JOB_GATEWAY_INSTANCE", "ENV_JOB_ARGUMENTS",
+})
 
 _STDERR_TAIL = 16 << 10
 _READ_CHUNK = 1 << 16
@@ -58,6 +80,9 @@ class JobSpec:
     archive: bytes
     env_vars: dict[str, str]
     arguments: bytes
+    arguments_format: str = "pickle"  # or "json": UTF-8 JSON text
+    token: str = ""  # the job's own gateway token, for calling back
+    data_path: Path | None = None  # the user's files of this program
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +94,7 @@ class JobOutcome:
     error: str | None
     result: bytes | None
     logs: bytes
+    result_format: str | None = None  # "pickle" or "json" when there is a result
 
 
 class LogBuffer:
@@ -119,6 +145,8 @@ class JobRunner:
     def __init__(self, config: RunnerConfig) -> None:
         self.config = config
         self._live: dict[str, _Live] = {}
+        # Where a job reaches this gateway (ENV_JOB_GATEWAY_HOST); set by the service once known.
+        self.gateway_url: str | None = None
 
     def live_logs(self, job_id: str) -> LogBuffer | None:
         """The job's output so far, while ``run`` is supervising it."""
@@ -160,6 +188,8 @@ class JobRunner:
         result_path = job_dir / "result.pkl"
         try:
             await asyncio.to_thread(self._prepare, spec, job_dir, work, arguments_path)
+            if spec.data_path is not None:
+                await asyncio.to_thread(spec.data_path.mkdir, 0o700, True, True)
         except Exception as exc:  # any failure to build the sandbox fails this job only
             return JobOutcome("failed", None, f"could not prepare the job's sandbox: {exc}",
                               None, b"")
@@ -191,19 +221,27 @@ class JobRunner:
             pumps.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await pumps
-        return self._outcome(live, returncode, result_path)
+        return self._outcome(live, returncode, result_path, job_dir / "results.json")
 
     def _prepare(self, spec: JobSpec, job_dir: Path, work: Path, arguments_path: Path) -> None:
         if job_dir.exists():  # left from a gateway that died mid-job
             shutil.rmtree(job_dir)
         job_dir.mkdir(parents=True)
         unpack_archive(spec.archive, work, self.config.archive_limits)
-        arguments_path.write_bytes(spec.arguments)
+        if spec.arguments_format == "json":
+            (job_dir / "arguments.json").write_bytes(spec.arguments)
+            # Plain JSON values only (the service checked it parses): nothing is unpickled.
+            plain = json.loads(spec.arguments)
+            arguments_path.write_bytes(pickle.dumps(plain, protocol=5))
+        else:
+            arguments_path.write_bytes(spec.arguments)
 
     def _environment(self, spec: JobSpec, arguments_path: Path,
                      result_path: Path) -> dict[str, str]:
-        # The gateway's own QSRV_* settings (its token above all) do not leak into jobs.
-        env = {k: v for k, v in os.environ.items() if not k.startswith("QSRV_")}
+        # The gateway's own QSRV_* settings (its token above all) do not leak into jobs, nor
+        # job variables of a job the gateway itself might run in.
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith("QSRV_") and k not in _UPSTREAM_ENV}
         env.update(spec.env_vars)
         if self.config.cluster_address:
             env["QSRV_ADDRESS"] = self.config.cluster_address
@@ -212,27 +250,44 @@ class JobRunner:
         env[JOB_ID_ENV] = spec.job_id
         env[ARGUMENTS_PATH_ENV] = str(arguments_path)
         env[RESULT_PATH_ENV] = str(result_path)
+        env[ARGUMENTS_FORMAT_ENV] = spec.arguments_format
+        job_dir = result_path.parent
+        if spec.arguments_format == "json":
+            env[UPSTREAM_ARGUMENTS_PATH] = str(job_dir / "arguments.json")
+        env[UPSTREAM_RESULTS_PATH] = str(job_dir / "results.json")
+        if spec.data_path is not None:
+            env[UPSTREAM_DATA_PATH] = str(spec.data_path)
+        env[UPSTREAM_JOB_ID] = spec.job_id
+        if spec.token:
+            env[UPSTREAM_GATEWAY_TOKEN] = spec.token
+        if self.gateway_url:
+            env[UPSTREAM_GATEWAY_HOST] = self.gateway_url
         env["PYTHONUNBUFFERED"] = "1"
         return env
 
-    def _outcome(self, live: _Live, returncode: int, result_path: Path) -> JobOutcome:
+    def _outcome(self, live: _Live, returncode: int, result_path: Path,
+                 json_result_path: Path) -> JobOutcome:
         logs = live.logs.getvalue()
         if live.stop_requested:
             return JobOutcome("stopped", returncode, None, None, logs)
         if returncode != 0:
             return JobOutcome("failed", returncode, _failure_text(live.stderr_tail, returncode),
                               None, logs)
-        try:
-            size = result_path.stat().st_size
-        except FileNotFoundError:
+        written = []
+        for path, fmt in ((result_path, "pickle"), (json_result_path, "json")):
+            with contextlib.suppress(FileNotFoundError):
+                st = path.stat()
+                written.append((st.st_mtime_ns, fmt, path, st.st_size))
+        if not written:
             return JobOutcome("succeeded", 0, None, None, logs)
+        _, fmt, path, size = max(written)  # the one saved last
         if size > self.config.max_result_bytes:
             return JobOutcome(
                 "failed", 0,
                 f"the saved result is {size} bytes, over the limit of "
                 f"{self.config.max_result_bytes}", None, logs,
             )
-        return JobOutcome("succeeded", 0, None, result_path.read_bytes(), logs)
+        return JobOutcome("succeeded", 0, None, path.read_bytes(), logs, fmt)
 
     def stop(self, job_id: str) -> bool:
         """Begin stopping a job ``run`` supervises; False when it supervises no such job.

@@ -13,7 +13,11 @@
   queued and run. No job is left RUNNING forever.
 - At most ``max_jobs_per_user`` jobs of a user run at once; the rest wait QUEUED, oldest first.
 - The service never unpickles arguments or results: they are bytes from the client to the job
-  and from the job to the client.
+  and from the job to the client. They are a pickle (qsrv's client) or JSON text (the Quantum
+  Serverless door, ``_upstream_http``); a JSON result asked for as a pickle is pickled from its
+  plain JSON value, never the other way round.
+- A running job holds a token of its own (only its hash is stored), valid for calling back about
+  that job only while it is RUNNING or STOPPING, and cleared when it ends.
 - All methods run on the gateway's event loop thread.
 """
 
@@ -23,8 +27,10 @@ import asyncio
 import contextlib
 import fcntl
 import hashlib
+import json
 import logging
 import os
+import pickle
 import time
 import traceback
 import uuid
@@ -52,9 +58,11 @@ from qsrv.gateway._models import (
     ProgramVersion,
     User,
 )
+from qsrv.gateway._passwords import MAX_LENGTH, dummy_hash, verify_password
 from qsrv.gateway._runner import JobOutcome, JobRunner, JobSpec, RunnerConfig, kill_orphans
-from qsrv.gateway._store import Store
-from qsrv.gateway._users import db_path, hash_token
+from qsrv.gateway._store import FORMATS, Store
+from qsrv.gateway._upstream_files import UserFiles
+from qsrv.gateway._users import db_path, hash_token, issue_token, new_token
 
 __all__ = ["GatewayConfig", "GatewayService"]
 
@@ -109,6 +117,22 @@ class GatewayService:
         self._terminal: dict[str, asyncio.Event] = {}  # set when the job becomes terminal
         self._flusher: asyncio.Task[None] | None = None
         self._closing = False
+        self.files = UserFiles(config.data_dir / "files", config.archive_limits.max_archive_bytes)
+        if config.port:
+            host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(config.host,
+                                                                            config.host)
+            self.gateway_url = f"http://[{host}]:{config.port}" if ":" in host \
+                else f"http://{host}:{config.port}"
+
+    @property
+    def gateway_url(self) -> str | None:
+        """Where jobs reach this gateway; known from the config, or from the first request when
+        the port was chosen by the system (``port=0``)."""
+        return self.runner.gateway_url
+
+    @gateway_url.setter
+    def gateway_url(self, url: str) -> None:
+        self.runner.gateway_url = url
 
     @property
     def store(self) -> Store:
@@ -172,6 +196,25 @@ class GatewayService:
             raise UnauthorizedError("unknown token")
         return user
 
+    def authenticate_job(self, token: str | None, job_id: str) -> JobRecord:
+        """The job ``job_id`` if ``token`` is its own token or its owner's; for the calls a job
+        makes about itself (sub-status, error events)."""
+        job = self.store.job_for_token(hash_token(token)) if token else None
+        if job is not None and job.job_id == job_id:
+            if job.status not in (JobStatus.RUNNING, JobStatus.STOPPING):
+                raise UnauthorizedError(f"job {job_id} has ended; its token is no longer valid")
+            return job
+        return self.job(self.authenticate(token), job_id)
+
+    async def login(self, name: str, password: str) -> str:
+        """A new token for the user if the password is theirs (UnauthorizedError otherwise)."""
+        found = self.store.password_hash(name) if name and len(password) <= MAX_LENGTH else None
+        stored = found[1] if found is not None else dummy_hash()
+        valid = await asyncio.to_thread(verify_password, password, stored)
+        if found is None or not valid:
+            raise UnauthorizedError("unknown user name or wrong password")
+        return issue_token(self.store, found[0])
+
     # -- programs ------------------------------------------------------------------------------
 
     def upload_program(
@@ -203,20 +246,32 @@ class GatewayService:
     # -- jobs ----------------------------------------------------------------------------------
 
     def submit_job(self, user: User, title: str, arguments: bytes,
-                   version: int | None = None) -> JobRecord:
-        """Queue a run of the program (its latest version unless ``version``) with pickled
-        ``arguments``; it starts as soon as the user is under the concurrency limit."""
+                   version: int | None = None, *, arguments_format: str = "pickle",
+                   ) -> JobRecord:
+        """Queue a run of the program (its latest version unless ``version``) with
+        ``arguments`` (a pickle, or JSON text of an object with ``arguments_format="json"``);
+        it starts as soon as the user is under the concurrency limit."""
         if len(arguments) > self.config.max_arguments_bytes:
             raise PayloadTooLargeError(
                 f"arguments are {len(arguments)} bytes, over the limit of "
                 f"{self.config.max_arguments_bytes}"
             )
+        if arguments_format not in FORMATS:
+            raise InvalidRequestError(f"unknown arguments format {arguments_format!r}")
+        if arguments_format == "json":
+            try:
+                plain = json.loads(arguments)
+            except (ValueError, RecursionError):
+                raise InvalidRequestError("arguments must be JSON text") from None
+            if not isinstance(plain, dict):
+                raise InvalidRequestError("arguments must be a JSON object")
         program = self.store.program_version(user.user_id, title, version)
         if program is None:
             which = f"{title!r}" if version is None else f"{title!r} version {version}"
             raise NotFoundError(f"no program {which}")
         job = self.store.create_job(
-            uuid.uuid4().hex, user.user_id, program.program_id, arguments, time.time()
+            uuid.uuid4().hex, user.user_id, program.program_id, arguments, time.time(),
+            arguments_format,
         )
         self._dispatch()
         return self.store.job(job.job_id) or job
@@ -229,12 +284,13 @@ class GatewayService:
 
     def jobs(self, user: User, *, limit: int = 10, offset: int = 0,
              statuses: Sequence[JobStatus] = (), created_after: float | None = None,
-             ) -> tuple[list[JobRecord], int]:
-        """A page of the user's jobs, newest first, and the count of all that match."""
+             title: str | None = None) -> tuple[list[JobRecord], int]:
+        """A page of the user's jobs (of program ``title`` if given), newest first, and the
+        count of all that match."""
         if not 0 < limit <= 1000 or offset < 0:
             raise InvalidRequestError("limit must be in 1..1000 and offset >= 0")
         return self.store.list_jobs(user.user_id, limit=limit, offset=offset,
-                                    statuses=statuses, created_after=created_after)
+                                    statuses=statuses, created_after=created_after, title=title)
 
     def logs(self, user: User, job_id: str) -> bytes:
         """The job's output so far (all of it, up to the cap, once it has ended)."""
@@ -247,7 +303,40 @@ class GatewayService:
         job = self.job(user, job_id)
         if job.status is not JobStatus.SUCCEEDED:
             raise ConflictError(f"job {job_id} is {job.status}, it has no result")
-        return self.store.job_result(job_id)
+        result = self.store.job_result(job_id)
+        if result is not None and self.store.job_formats(job_id)[1] == "json":
+            try:
+                return pickle.dumps(json.loads(result), protocol=5)
+            except (ValueError, RecursionError):
+                raise ConflictError(f"job {job_id} saved a result that is not JSON") from None
+        return result
+
+    def result_json(self, user: User, job_id: str) -> str | None:
+        """The JSON text of a SUCCEEDED job's result, None when it saved none. A result saved
+        as a pickle (qsrv's ``save_result``) is a ConflictError: it is never unpickled here."""
+        job = self.job(user, job_id)
+        if job.status is not JobStatus.SUCCEEDED:
+            raise ConflictError(f"job {job_id} is {job.status}, it has no result")
+        result = self.store.job_result(job_id)
+        if result is None:
+            return None
+        if self.store.job_formats(job_id)[1] != "json":
+            raise ConflictError(
+                f"job {job_id} saved its result with qsrv's save_result (a pickle), which only "
+                "qsrv's client reads; save it as JSON (qiskit_serverless.save_result) to read it "
+                "here"
+            )
+        return result.decode("utf-8", "replace")
+
+    def set_sub_status(self, job: JobRecord, sub_status: str) -> None:
+        """Record what a RUNNING job says it is doing (a Quantum Serverless sub-status)."""
+        if job.status is not JobStatus.RUNNING:
+            raise ConflictError(f"job {job.job_id} is {job.status}, not RUNNING")
+        self.store.set_job_fields(job.job_id, sub_status=sub_status)
+
+    def add_event(self, job: JobRecord, kind: str, data: dict[str, Any]) -> None:
+        """Record an event a job reported about itself (e.g. ``error``)."""
+        self.store.add_job_event(job.job_id, kind, data, time.time())
 
     def events(self, user: User, job_id: str, after: int = 0) -> list[JobEvent]:
         self.job(user, job_id)
@@ -285,6 +374,10 @@ class GatewayService:
     def _set_status(self, job: JobRecord, status: JobStatus, **fields: Any) -> JobRecord:
         if status not in TRANSITIONS[job.status]:
             raise ConflictError(f"job {job.job_id} cannot go from {job.status} to {status}")
+        if status in TERMINAL:  # the job's own token dies with it; a sub-status only lives
+            fields.setdefault("token_hash", None)  # while RUNNING
+        if status is not JobStatus.RUNNING:
+            fields.setdefault("sub_status", None)
         event = {k: fields[k] for k in ("exit_code",) if k in fields}
         updated = self.store.set_job_status(job.job_id, status, time.time(), event, **fields)
         if status in TERMINAL:
@@ -306,13 +399,23 @@ class GatewayService:
 
     def _start(self, job: JobRecord) -> None:
         program = self.store.program_by_id(job.program_id, with_archive=True)
+        token = new_token()
         spec = JobSpec(job.job_id, program.entrypoint, program.archive, program.env_vars,
-                       self.store.job_arguments(job.job_id))
-        job = self._set_status(job, JobStatus.RUNNING, started_at=time.time())
+                       self.store.job_arguments(job.job_id),
+                       self.store.job_formats(job.job_id)[0], token,
+                       self._data_path(job.user_id, program.title))
+        job = self._set_status(job, JobStatus.RUNNING, started_at=time.time(),
+                               token_hash=hash_token(token))
         # Registered with the runner now, so a stop() before the task first runs reaches it.
         running = self.runner.run(spec, lambda pid: self.store.set_job_fields(job.job_id, pid=pid))
         task = asyncio.create_task(self._supervise(job, running), name=f"qsrv-job-{job.job_id}")
         self._tasks[job.job_id] = (job.user_id, task)
+
+    def _data_path(self, user_id: int, title: str) -> Path | None:
+        try:
+            return self.files.folder(user_id, title)
+        except InvalidRequestError:  # a title that cannot name a folder ("..", too long)
+            return None
 
     async def _supervise(self, job: JobRecord,
                          running: Coroutine[Any, Any, JobOutcome]) -> None:
@@ -334,7 +437,8 @@ class GatewayService:
         common: dict[str, Any] = {"finished_at": time.time(), "exit_code": outcome.exit_code,
                                   "logs": outcome.logs}
         if outcome.kind == "succeeded":
-            self._set_status(job, JobStatus.SUCCEEDED, result=outcome.result, **common)
+            self._set_status(job, JobStatus.SUCCEEDED, result=outcome.result,
+                             result_format=outcome.result_format, **common)
         elif outcome.kind == "failed":
             self._set_status(job, JobStatus.FAILED, error=outcome.error, **common)
         elif job.status is JobStatus.STOPPING:

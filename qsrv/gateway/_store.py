@@ -27,7 +27,7 @@ from qsrv.errors import ConfigError
 from qsrv.gateway._errors import ConflictError
 from qsrv.gateway._models import JobEvent, JobRecord, JobStatus, ProgramVersion, User
 
-__all__ = ["MIGRATIONS", "Store"]
+__all__ = ["FORMATS", "MIGRATIONS", "Store"]
 
 # Each entry moves the schema up one version. Append only; never edit a released entry.
 MIGRATIONS: tuple[str, ...] = (
@@ -84,6 +84,20 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX job_events_by_job ON job_events (job_id, event_id);
     """,
+    # 2: the upstream-compatible door (``_upstream_http``). Arguments and results are either a
+    # pickle (qsrv's own client) or JSON text (the Quantum Serverless client); a running job
+    # holds a token of its own (its hash) for calling back; users may log in with a password.
+    """
+    ALTER TABLE jobs ADD COLUMN arguments_format TEXT NOT NULL DEFAULT 'pickle';
+    ALTER TABLE jobs ADD COLUMN result_format TEXT;
+    ALTER TABLE jobs ADD COLUMN token_hash TEXT;
+    CREATE UNIQUE INDEX jobs_by_token ON jobs (token_hash) WHERE token_hash IS NOT NULL;
+    CREATE TABLE passwords (
+        user_id        INTEGER PRIMARY KEY REFERENCES users(user_id) ON DELETE CASCADE,
+        password_hash  TEXT NOT NULL,
+        updated_at     REAL NOT NULL
+    );
+    """,
 )
 
 _PROGRAM_COLUMNS = (
@@ -97,8 +111,11 @@ _JOB_SELECT = (
 )
 # Columns set_job_status may write besides status; anything else is a programming error.
 _JOB_FIELDS = frozenset(
-    {"sub_status", "started_at", "finished_at", "exit_code", "error", "pid", "result", "logs"}
+    {"sub_status", "started_at", "finished_at", "exit_code", "error", "pid", "result", "logs",
+     "result_format", "token_hash"}
 )
+# How a job's arguments and result are encoded (``jobs.arguments_format``/``result_format``).
+FORMATS = frozenset({"pickle", "json"})
 
 
 class Store:
@@ -194,6 +211,22 @@ class Store:
         ).fetchone()
         return User(*row) if row else None
 
+    def set_password_hash(self, user_id: int, password_hash: str, updated_at: float) -> None:
+        self._conn.execute(
+            "INSERT INTO passwords (user_id, password_hash, updated_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (user_id) DO UPDATE SET password_hash = excluded.password_hash, "
+            "updated_at = excluded.updated_at",
+            (user_id, password_hash, updated_at),
+        )
+
+    def password_hash(self, name: str) -> tuple[User, str] | None:
+        """The user called ``name`` and their stored password hash, None if either is missing."""
+        row = self._conn.execute(
+            "SELECT u.user_id, u.name, u.created_at, p.password_hash FROM users u "
+            "JOIN passwords p ON p.user_id = u.user_id WHERE u.name = ?", (name,)
+        ).fetchone()
+        return (User(*row[:3]), str(row[3])) if row else None
+
     # -- programs ------------------------------------------------------------------------------
 
     def add_program_version(
@@ -262,12 +295,15 @@ class Store:
     # -- jobs ----------------------------------------------------------------------------------
 
     def create_job(self, job_id: str, user_id: int, program_id: int, arguments: bytes,
-                   created_at: float) -> JobRecord:
+                   created_at: float, arguments_format: str = "pickle") -> JobRecord:
+        if arguments_format not in FORMATS:
+            raise ValueError(f"unknown arguments format {arguments_format!r}")
         with self._transaction() as conn:
             conn.execute(
-                "INSERT INTO jobs (job_id, user_id, program_id, status, arguments, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (job_id, user_id, program_id, JobStatus.QUEUED.value, arguments, created_at),
+                "INSERT INTO jobs (job_id, user_id, program_id, status, arguments, created_at, "
+                "arguments_format) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (job_id, user_id, program_id, JobStatus.QUEUED.value, arguments, created_at,
+                 arguments_format),
             )
             _add_event(conn, job_id, "status", {"status": JobStatus.QUEUED.value}, created_at)
         job = self.job(job_id)
@@ -286,17 +322,37 @@ class Store:
         row = self._conn.execute("SELECT result FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
         return None if row is None or row[0] is None else bytes(row[0])
 
+    def job_formats(self, job_id: str) -> tuple[str, str | None]:
+        """``(arguments_format, result_format)``; the latter None while there is no result."""
+        row = self._conn.execute(
+            "SELECT arguments_format, result_format FROM jobs WHERE job_id = ?", (job_id,)
+        ).fetchone()
+        if row is None:
+            raise LookupError(f"no job {job_id!r}")
+        return str(row[0]), (None if row[1] is None else str(row[1]))
+
+    def job_for_token(self, token_hash: str) -> JobRecord | None:
+        """The job whose own token (see migration 2) hashes to ``token_hash``."""
+        row = self._conn.execute(
+            f"{_JOB_SELECT} WHERE j.token_hash = ?", (token_hash,)
+        ).fetchone()
+        return _job(row) if row else None
+
     def job_logs(self, job_id: str) -> bytes:
         row = self._conn.execute("SELECT logs FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
         return b"" if row is None else bytes(row[0])
 
     def list_jobs(
         self, user_id: int, *, limit: int, offset: int, statuses: Sequence[JobStatus] = (),
-        created_after: float | None = None,
+        created_after: float | None = None, title: str | None = None,
     ) -> tuple[list[JobRecord], int]:
-        """A page of the user's jobs, newest first, and the number of all that match."""
+        """A page of the user's jobs (of program ``title`` if given), newest first, and the
+        number of all that match."""
         where = ["j.user_id = ?"]
         params: list[Any] = [user_id]
+        if title is not None:
+            where.append("p.title = ?")
+            params.append(title)
         if statuses:
             where.append(f"j.status IN ({', '.join('?' for _ in statuses)})")
             params.extend(s.value for s in statuses)
@@ -305,7 +361,8 @@ class Store:
             params.append(created_after)
         clause = " WHERE " + " AND ".join(where)
         (total,) = self._conn.execute(
-            f"SELECT COUNT(*) FROM jobs j{clause}", params
+            f"SELECT COUNT(*) FROM jobs j JOIN programs p ON p.program_id = j.program_id{clause}",
+            params,
         ).fetchone()
         rows = self._conn.execute(
             f"{_JOB_SELECT}{clause} ORDER BY j.created_at DESC, j.rowid DESC LIMIT ? OFFSET ?",
@@ -349,6 +406,12 @@ class Store:
             raise TypeError(f"not job columns: {sorted(unknown)}")
         sets = ", ".join(f"{name} = ?" for name in fields)
         self._conn.execute(f"UPDATE jobs SET {sets} WHERE job_id = ?", [*fields.values(), job_id])
+
+    def add_job_event(self, job_id: str, kind: str, data: dict[str, Any], at: float) -> None:
+        """Record an event that is not a status change (e.g. an error a job reported)."""
+        if kind == "status":
+            raise ValueError("status events are written by set_job_status only")
+        _add_event(self._conn, job_id, kind, data, at)
 
     def job_events(self, job_id: str, after: int = 0) -> list[JobEvent]:
         rows = self._conn.execute(

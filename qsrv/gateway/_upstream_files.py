@@ -1,0 +1,97 @@
+"""Users' files: what the Quantum Serverless client uploads, lists, downloads and deletes.
+
+Files live on disk, one folder per user and program title:
+``<data_dir>/files/<user_id>/<title>/<name>``. The same folder is the ``DATA_PATH`` of every
+job of that program (``_runner``), so a job reads the files its user uploaded and what it
+writes there can be downloaded afterwards. Invariants:
+
+- A file name is one path component: no ``/``, ``\\``, NUL, ``.`` or ``..``, at most
+  ``NAME_MAX`` bytes; a title is checked the same way. Nothing outside the user's own folders is
+  ever named, so isolation between users is the folder layout itself.
+- An upload is written to a temporary file in the same folder and renamed into place, so a
+  reader never sees half a file, and it is bounded by ``max_bytes`` while it streams.
+- Only regular files are listed or served; a symbolic link a job left there is ignored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from qsrv.gateway._errors import InvalidRequestError, NotFoundError, PayloadTooLargeError
+
+__all__ = ["NAME_MAX", "UserFiles", "check_name"]
+
+NAME_MAX = 255
+
+
+def check_name(name: str, what: str = "file name") -> str:
+    """``name`` if it is a safe single path component; InvalidRequestError otherwise."""
+    if (not name or name in (".", "..") or len(name.encode()) > NAME_MAX
+            or any(c in name for c in "/\\\x00") or not name.isprintable()):
+        raise InvalidRequestError(f"bad {what} {name!r}")
+    return name
+
+
+class UserFiles:
+    """The files of every user, under ``root``."""
+
+    def __init__(self, root: Path, max_bytes: int) -> None:
+        self.root = root
+        self.max_bytes = max_bytes
+
+    def folder(self, user_id: int, title: str, *, create: bool = False) -> Path:
+        path = self.root / str(int(user_id)) / check_name(title, "function title")
+        if create:
+            path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return path
+
+    def list(self, user_id: int, title: str) -> list[str]:
+        folder = self.folder(user_id, title)
+        try:
+            entries = list(os.scandir(folder))
+        except FileNotFoundError:
+            return []
+        return sorted(e.name for e in entries
+                      if e.is_file(follow_symlinks=False) and not e.name.startswith(".upload-"))
+
+    def path(self, user_id: int, title: str, name: str) -> Path:
+        """The path of an existing regular file; NotFoundError otherwise."""
+        path = self.folder(user_id, title) / check_name(name)
+        try:
+            mode = path.lstat().st_mode
+        except FileNotFoundError:
+            raise NotFoundError(f"no file {name!r} for {title!r}") from None
+        if not stat.S_ISREG(mode):
+            raise NotFoundError(f"no file {name!r} for {title!r}")
+        return path
+
+    async def save(self, user_id: int, title: str, name: str,
+                   chunks: AsyncIterator[bytes]) -> int:
+        """Write the streamed content as ``name`` (replacing it); return its size."""
+        check_name(name)
+        folder = self.folder(user_id, title, create=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".upload-")
+        size = 0
+        try:
+            with os.fdopen(fd, "wb") as out:
+                async for chunk in chunks:
+                    size += len(chunk)
+                    if size > self.max_bytes:
+                        raise PayloadTooLargeError(
+                            f"file {name!r} is over the limit of {self.max_bytes} bytes"
+                        )
+                    out.write(chunk)
+            os.replace(tmp, folder / name)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        return size
+
+    def delete(self, user_id: int, title: str, name: str) -> None:
+        self.path(user_id, title, name).unlink()
