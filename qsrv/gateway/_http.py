@@ -4,15 +4,17 @@ Each handler parses the request, calls one service method and renders its answer
 rule lives here. Invariants:
 
 - Every route but ``PUBLIC_PATHS`` is authenticated by the middleware before its handler runs
-  (``Authorization: Bearer TOKEN``); handlers read the user with ``_user(request)``.
+  (``Authorization: Bearer TOKEN``); handlers read the user with ``_user(request)``. The
+  Quantum Serverless door (``_upstream_http``, mounted here under ``UPSTREAM_PREFIXES``)
+  authenticates its own routes and renders its own errors, as its client expects.
 - Every error leaves as JSON ``{"error": kind, "message": text}`` with the status of its
   ``GatewayError`` class (``_errors``), which the client maps back to the same class.
 - Bodies are bounded before they are read: uploads by ``max_archive_bytes`` (checked on the
   ``Expect: 100-continue`` handshake and again while streaming), JSON by
   ``max_arguments_bytes``.
 - Arguments travel as base64 of their pickle (``arguments``) or as plain JSON
-  (``arguments_json``, pickled here as a dict); results come back as the pickled bytes
-  (``application/octet-stream``), 204 when the job saved none.
+  (``arguments_json``, stored as JSON text, so programs of either runtime read them); results
+  come back as the pickled bytes (``application/octet-stream``), 204 when the job saved none.
 """
 
 from __future__ import annotations
@@ -35,8 +37,8 @@ from qsrv.gateway._errors import (
 )
 from qsrv.gateway._models import JobStatus, User
 from qsrv.gateway._openapi import openapi_spec
-from qsrv.gateway._runtime import dumps
 from qsrv.gateway._service import GatewayService
+from qsrv.gateway._upstream_http import UPSTREAM_PREFIXES, add_upstream_routes, note_gateway_url
 
 __all__ = ["PUBLIC_PATHS", "SERVICE", "build_app"]
 
@@ -87,7 +89,8 @@ def _authenticate(request: web.Request) -> User:
 
 @web.middleware
 async def _auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.path not in PUBLIC_PATHS:
+    note_gateway_url(request, request.app[SERVICE])
+    if request.path not in PUBLIC_PATHS and not request.path.startswith(UPSTREAM_PREFIXES):
         reset = _CURRENT_USER.set(_authenticate(request))
         try:
             return await handler(request)
@@ -115,6 +118,7 @@ def build_app(service: GatewayService) -> web.Application:
     app.router.add_get("/v1/jobs/{job_id}/result", _job_result)
     app.router.add_get("/v1/jobs/{job_id}/events", _job_events)
     app.router.add_post("/v1/jobs/{job_id}/stop", _stop_job)
+    add_upstream_routes(app, service)
     return app
 
 
@@ -269,6 +273,7 @@ async def _submit_job(request: web.Request) -> web.Response:
     version = body.get("version")
     if not isinstance(title, str) or not (version is None or isinstance(version, int)):
         raise InvalidRequestError("'program' must be a title and 'version' an integer or null")
+    arguments_format = "pickle"
     if "arguments" in body:
         try:
             arguments = base64.b64decode(str(body["arguments"]), validate=True)
@@ -278,8 +283,9 @@ async def _submit_job(request: web.Request) -> web.Response:
         plain = body.get("arguments_json") or {}
         if not isinstance(plain, dict):
             raise InvalidRequestError("'arguments_json' must be an object")
-        arguments = dumps(plain)
-    job = _service(request).submit_job(_user(request), title, arguments, version)
+        arguments, arguments_format = json.dumps(plain).encode(), "json"
+    job = _service(request).submit_job(_user(request), title, arguments, version,
+                                       arguments_format=arguments_format)
     return web.json_response(job.to_json(), status=201)
 
 

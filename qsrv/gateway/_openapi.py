@@ -1,12 +1,15 @@
 """The OpenAPI 3 description of the gateway's HTTP API, served at ``/openapi.json``.
 
-Hand-written next to the routes (``_http.build_app``); a test checks that every route is
-described here and every path here is a route.
+Hand-written next to the routes (``_http.build_app``); the Quantum Serverless door describes
+its own (``_upstream_http.openapi_paths``). A test checks that every route is described here
+and every path here is a route.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from qsrv.gateway._upstream_http import openapi_paths
 
 __all__ = ["openapi_spec"]
 
@@ -187,6 +190,7 @@ def openapi_spec() -> dict[str, Any]:
             "parameters": [_JOB_ID, _TIMEOUT],
             "responses": {"200": job, **_errors(401, 404)}}},
     }
+    paths.update(openapi_paths())
     return {
         "openapi": "3.0.3",
         "info": {"title": "qsrv gateway", "version": "1",
