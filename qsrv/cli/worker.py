@@ -38,6 +38,9 @@ def register(sub: Any) -> None:
                    help="executor processes started up front (default: one per whole CPU)")
     p.add_argument("--heartbeat-interval", type=float, default=1.0,
                    help="seconds between heartbeats (default 1)")
+    p.add_argument("--reconnect-timeout", type=float, default=60.0,
+                   help="seconds to keep trying to reach the scheduler, at start or after "
+                        "losing it (default 60; 0: exit when it goes away)")
     p.add_argument("--log-level", default="warning", help="debug, info, warning (default)")
     p.set_defaults(func=run)
 
@@ -49,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     config = WorkerConfig(address=address, token=token, cpus=args.cpus, gpus=args.gpus,
                           memory=args.memory, resources=parse_resource_list(args.resources),
                           name=args.name, heartbeat_interval=args.heartbeat_interval,
-                          executors=args.executors)
+                          executors=args.executors, reconnect_timeout=args.reconnect_timeout)
     install_uvloop()
 
     async def main() -> None:

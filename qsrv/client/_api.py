@@ -19,7 +19,7 @@ from qsrv import _resources
 from qsrv.client import _context
 from qsrv.client._core import ClientCore, TaskOptions, function_id
 from qsrv.client._ref import ObjectRef
-from qsrv.errors import ConfigError, GetTimeoutError, NotConnectedError
+from qsrv.errors import ConfigError, ConnectionClosedError, GetTimeoutError, NotConnectedError
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -125,13 +125,45 @@ def _core() -> ClientCore:
         core = _context.core
         if core is None:  # pragma: no cover
             raise NotConnectedError("qsrv.init() did not connect")
+    elif core.closed is not None and _driver is not None and _cluster is None:
+        core = _reconnect()
     return core
+
+
+def _reconnect(timeout: float = 30.0) -> ClientCore:
+    """The scheduler went away: join it again (with back-off) for new work. Refs from before
+    stay what they were: their values are gone (ObjectLostError on get)."""
+    global _driver
+    from qsrv.client._driver import Driver
+
+    with _lock:
+        if _context.core is not None and _context.core.closed is None:
+            return _context.core  # another thread reconnected meanwhile
+        old = _driver
+        old.close()
+        deadline = time.monotonic() + timeout
+        delay = 0.1
+        while True:
+            try:
+                _driver = Driver(old.address, old.token)
+            except ConnectionClosedError:
+                if time.monotonic() + delay > deadline:
+                    raise ConnectionClosedError(
+                        f"lost the scheduler at {old.address} and could not reconnect within "
+                        f"{timeout:g} s") from None
+                time.sleep(delay)
+                delay = min(2 * delay, 2.0)
+                continue
+            core: ClientCore = _driver.core
+            _context.core = core
+            return core
 
 
 def cluster_status() -> dict[str, Any]:
     """Workers (total/free resources, executors) and task counts, as `qsrv status` shows."""
     if _driver is None:
         raise NotConnectedError("qsrv.status() needs a driver connection: call qsrv.init()")
+    _core()  # reconnects if the scheduler was lost
     status: dict[str, Any] = _driver.status()
     return status
 

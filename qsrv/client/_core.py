@@ -206,6 +206,9 @@ class ClientCore:
                 if oid in self.values:
                     ready.append(oid)
                     continue
+                if oid not in self.counts:  # a ref made before a reconnect: adopt it
+                    self.counts[oid] = 1
+                    self._adds.append(oid)
                 self.waiters.setdefault(oid, []).append(cb)
                 if oid not in self.expect:
                     self.expect.add(oid)

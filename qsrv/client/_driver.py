@@ -32,6 +32,7 @@ class Driver:
 
     def __init__(self, address: str, token: str, *, connect_timeout: float = 10.0) -> None:
         self.address = address
+        self.token = token
         self.sc = SyncConnection(address, token, "driver", timeout=connect_timeout)
         self.core = ClientCore(self.sc.client_no, self._wake_flusher, self._block)
         self._send_lock = threading.Lock()

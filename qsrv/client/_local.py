@@ -38,7 +38,7 @@ class LocalCluster:
         try:
             self.address = _read_address(self.scheduler)
             args = [sys.executable, "-m", "qsrv", "worker", "--address", self.address,
-                    "--name", "local"]
+                    "--name", "local", "--reconnect-timeout", "0"]
             if num_cpus is not None:
                 args += ["--cpus", str(num_cpus)]
             if num_gpus is not None:

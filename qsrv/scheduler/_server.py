@@ -66,7 +66,8 @@ class SchedulerServer:
         self.state = SchedulerState(heartbeat_timeout=heartbeat_timeout)
         self.protocols: dict[int, FramedProtocol] = {}
         self._conn_ids = itertools.count(1)
-        self._client_nos = itertools.count(1)
+        # A random start keeps ids minted before a restart from colliding with new ones.
+        self._client_nos = itertools.count(secrets.randbelow(2**22) + 1)
         self._server: asyncio.AbstractServer | None = None
         self._ticker: asyncio.Task[None] | None = None
 

@@ -354,7 +354,7 @@ class SchedulerState:
 
     def _on_status(self, conn: int, msg: StatusRequest) -> None:
         self._client(conn)
-        self._send(conn, StatusReply(msg.req_id, self.status()))
+        self._send(conn, StatusReply(msg.req_id, self.status(asker=conn)))
 
     # ---- worker agents ---------------------------------------------------------------------
     def _on_register_worker(self, conn: int, msg: RegisterWorker) -> None:
@@ -637,7 +637,8 @@ class SchedulerState:
                         stack.append(inner)
 
     # ---- introspection -----------------------------------------------------------------------
-    def status(self) -> dict[str, Any]:
+    def status(self, asker: int = 0) -> dict[str, Any]:
+        """Workers, task counts, infeasible targets; `clients` counts drivers but the asker."""
         counts = {"waiting": 0, "queued": 0, "running": 0, "infeasible": 0}
         infeasible: dict[tuple[tuple[str, int], ...], int] = {}
         for obj in self.objects.values():
@@ -662,7 +663,8 @@ class SchedulerState:
                 for k, n in infeasible.items()
             ],
             "objects": sum(1 for o in self.objects.values() if type(o) is Obj),
-            "clients": sum(1 for c in self.clients.values() if c.role == "driver"),
+            "clients": sum(1 for c in self.clients.values()
+                           if c.role == "driver" and c.conn != asker),
         }
 
     _handlers: dict[type, Any] = {

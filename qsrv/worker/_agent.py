@@ -44,6 +44,7 @@ class WorkerConfig:
     name: str = ""
     heartbeat_interval: float = 1.0
     executors: int | None = None  # executors started up front; default: one per whole CPU
+    reconnect_timeout: float = 60.0  # keep trying to reach a lost scheduler this long; 0: exit
 
     def capacity(self) -> tuple[dict[str, int], list[str]]:
         """Normalised totals and the GPU device ids this node offers."""
@@ -77,11 +78,40 @@ class WorkerAgent:
         self.proto: FramedProtocol | None = None
         self._closed = asyncio.Event()
         self._registered = asyncio.Event()
-        self._stopping = False
+        self._stopping = False  # this session is ending: do not replace executors
+        self._exiting = False  # the agent is ending: do not reconnect
         self._tasks: set[asyncio.Task[Any]] = set()
 
     async def run(self) -> None:
-        """Join the cluster and supervise executors until the scheduler goes away."""
+        """Join the cluster and supervise executors. When the scheduler goes away, stop the
+        executors and reconnect with back-off for up to `reconnect_timeout` seconds."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._exit_requested)
+        delay = 0.1
+        lost_at = loop.time()
+        while not self._exiting:
+            try:
+                await self._session()
+            except ConnectionClosedError as exc:
+                if loop.time() - lost_at >= self.config.reconnect_timeout:
+                    raise
+                log.warning("%s; retrying in %.1f s", exc, delay)
+            else:
+                if self._exiting or self.config.reconnect_timeout <= 0:
+                    return
+                lost_at, delay = loop.time(), 0.1
+                log.warning("lost the scheduler; reconnecting for up to %g s",
+                            self.config.reconnect_timeout)
+            await asyncio.sleep(delay)
+            delay = min(2 * delay, 5.0)
+
+    def _exit_requested(self) -> None:
+        self._exiting = True
+        self._closed.set()
+
+    async def _session(self) -> None:
+        """One connection to the scheduler, until it closes; executors end with it."""
         loop = asyncio.get_running_loop()
         host, port = parse_address(self.config.address)
         conn = Connection(server=False, token=self.config.token, role="worker")
@@ -95,8 +125,8 @@ class WorkerAgent:
             raise ConnectionClosedError(
                 f"cannot reach the scheduler at {self.config.address}: {exc}") from exc
         self.proto = proto
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self._closed.set)
+        self._closed.clear()
+        self._stopping = False
         heartbeat = asyncio.ensure_future(self._heartbeat())
         try:
             await self._closed.wait()

@@ -3,7 +3,6 @@ different resources (one declaring a GPU it does not have), joined by this test 
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -18,62 +17,7 @@ import pytest
 import qsrv
 from qsrv.errors import AuthenticationError
 
-TOKEN = "test-cluster-token"
-
-
-def _qsrv(*args: str, env: dict[str, str] | None = None, **kw: Any) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "qsrv", *args], text=True,
-                            env=env or _env(), **kw)
-
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ, QSRV_TOKEN=TOKEN)
-    env.pop("QSRV_ADDRESS", None)
-    return env
-
-
-def _status(address: str, *extra: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "qsrv", "status", "--address", address,
-                           *extra], env=_env(), capture_output=True, text=True, timeout=30)
-
-
-def _wait_for(predicate: Any, timeout: float = 30.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
-
-
-class Cluster:
-    def __init__(self) -> None:
-        self.scheduler = _qsrv("scheduler", "--port", "0", "--heartbeat-timeout", "3",
-                               stdout=subprocess.PIPE)
-        assert self.scheduler.stdout is not None
-        line = self.scheduler.stdout.readline()
-        assert line.startswith("qsrv scheduler listening on "), line
-        self.address = line.split()[-1]
-        self.workers: dict[str, subprocess.Popen[str]] = {}
-
-    def worker(self, name: str, *args: str) -> None:
-        self.workers[name] = _qsrv("worker", "--address", self.address, "--name", name, *args)
-
-    def status(self) -> dict[str, Any]:
-        out = _status(self.address, "--json")
-        assert out.returncode == 0, out.stderr
-        return json.loads(out.stdout)  # type: ignore[no-any-return]
-
-    def ready(self, names: set[str]) -> bool:
-        workers = self.status()["workers"]
-        return {w["name"] for w in workers if w["executors"] > 0} >= names
-
-    def stop(self) -> None:
-        for proc in [*self.workers.values(), self.scheduler]:
-            if proc.poll() is None:
-                proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+from ._cluster import TOKEN, Cluster, cli_env, cli_status, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +28,7 @@ def cluster() -> Iterator[Cluster]:
         c.worker("plain", "--cpus", "2")
         c.worker("gpu", "--cpus", "1", "--gpus", "1")
         c.worker("qpu", "--cpus", "1", "--resources", "qpu=1,aer=1", "--memory", "2GB")
-        _wait_for(lambda: c.ready({"plain", "gpu", "qpu"}), what="three workers")
+        wait_for(lambda: c.ready({"plain", "gpu", "qpu"}), what="three workers")
         qsrv.init(address=c.address, token=TOKEN)
         yield c
     finally:
@@ -107,7 +51,7 @@ def test_status_shows_workers_and_resources(cluster: Cluster) -> None:
     assert workers["gpu"]["total"]["gpu"] == 1.0 and workers["gpu"]["gpu_ids"] == ["0"]
     assert workers["qpu"]["total"]["qpu"] == 1.0 and workers["qpu"]["total"]["aer"] == 1.0
     assert workers["qpu"]["total"]["memory"] == "1.9 GiB"  # 2 GB
-    text = _status(cluster.address).stdout
+    text = cli_status(cluster.address).stdout
     assert "3 worker(s)" in text and "qpu=1.0" in text
 
 
@@ -122,11 +66,11 @@ def test_gpu_tasks_land_only_on_the_gpu_worker(cluster: Cluster) -> None:
 
 def test_infeasible_task_is_reported_by_status(cluster: Cluster) -> None:
     ref = where.options(target={"cpu": 8})()
-    _wait_for(lambda: cluster.status()["tasks"]["infeasible"] == 1, what="infeasible count")
-    text = _status(cluster.address).stdout
+    wait_for(lambda: cluster.status()["tasks"]["infeasible"] == 1, what="infeasible count")
+    text = cli_status(cluster.address).stdout
     assert "infeasible=1" in text and "'cpu': 8.0" in text and "largest offered" in text
     qsrv.cancel(ref)
-    _wait_for(lambda: cluster.status()["tasks"]["infeasible"] == 0, what="cancel")
+    wait_for(lambda: cluster.status()["tasks"]["infeasible"] == 0, what="cancel")
 
 
 def test_thousand_tasks_with_mixed_targets(cluster: Cluster) -> None:
@@ -147,7 +91,7 @@ def test_thousand_tasks_with_mixed_targets(cluster: Cluster) -> None:
 
 def test_worker_that_goes_away_gives_its_tasks_back(cluster: Cluster) -> None:
     cluster.worker("spare-1", "--cpus", "1", "--resources", "spare=1")
-    _wait_for(lambda: cluster.ready({"spare-1"}), what="spare-1")
+    wait_for(lambda: cluster.ready({"spare-1"}), what="spare-1")
 
     @qsrv.distribute_task(target={"spare": 1}, max_retries=2)
     def on_spare(seconds: float) -> str:
@@ -155,9 +99,9 @@ def test_worker_that_goes_away_gives_its_tasks_back(cluster: Cluster) -> None:
         return str(qsrv.runtime_context().worker_id)
 
     ref = on_spare(4.0)
-    _wait_for(lambda: cluster.status()["tasks"]["running"] >= 1, what="task to start")
+    wait_for(lambda: cluster.status()["tasks"]["running"] >= 1, what="task to start")
     cluster.workers["spare-1"].send_signal(signal.SIGKILL)  # no goodbye: connection loss
-    _wait_for(lambda: "spare-1" not in {w["name"] for w in cluster.status()["workers"]},
+    wait_for(lambda: "spare-1" not in {w["name"] for w in cluster.status()["workers"]},
               timeout=15, what="worker removal")
     cluster.worker("spare-2", "--cpus", "1", "--resources", "spare=1")
     worker = qsrv.get(ref, timeout=60)
@@ -186,12 +130,12 @@ def test_wrong_token_is_refused(cluster: Cluster) -> None:
 
     with pytest.raises(AuthenticationError):
         SyncConnection(cluster.address, "not-the-token", "driver")
-    out = _status(cluster.address, "--token", "not-the-token")
+    out = cli_status(cluster.address, "--token", "not-the-token")
     assert out.returncode == 1 and "token" in out.stderr
 
 
 def test_binding_beyond_loopback_needs_a_token() -> None:
-    env = _env()
+    env = cli_env()
     env.pop("QSRV_TOKEN")
     out = subprocess.run([sys.executable, "-m", "qsrv", "scheduler", "--host", "0.0.0.0",
                           "--port", "0"], env=env, capture_output=True, text=True, timeout=30)
