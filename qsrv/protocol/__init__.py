@@ -38,6 +38,7 @@ from qsrv.protocol._messages import (
     Subscribe,
     TaskBlocked,
     TaskDone,
+    TaskReturned,
     TaskUnblocked,
     Welcome,
     WorkerAccepted,
@@ -52,6 +53,7 @@ __all__ = [
     "FunctionDef", "Heartbeat", "Hello", "KillExecutor", "Limits", "Message", "Notice",
     "ObjectValue", "PutObject", "RefUpdate", "RegisterExecutor", "RegisterFunction",
     "RegisterWorker", "Reject", "RunTask", "SpawnExecutor", "State", "StatusReply",
-    "StatusRequest", "SubmitTask", "Subscribe", "TaskBlocked", "TaskDone", "TaskUnblocked",
+    "StatusRequest", "SubmitTask", "Subscribe", "TaskBlocked", "TaskDone", "TaskReturned",
+    "TaskUnblocked",
     "Welcome", "WorkerAccepted", "decode_frame", "encode_frame", "encode_frame_of",
 ]

@@ -344,6 +344,7 @@ class TaskDone(Message):
     bufs: Bufs
     refs: list[int]
     retryable: bool  # an application error the task asked to retry
+    elapsed: float  # seconds the task's function ran
 
 
 @message(44)
@@ -354,3 +355,10 @@ class TaskBlocked(Message):
 @message(45)
 class TaskUnblocked(Message):
     task_id: int
+
+
+@message(46)
+class TaskReturned(Message):
+    """Tasks queued on an executor that it gives back unstarted (its running task blocked)."""
+
+    task_ids: list[int]

@@ -30,13 +30,16 @@ class Shape:
 class Executor:
     """An executor subprocess of a worker; runs one task at a time."""
 
-    __slots__ = ("conn", "fns", "pid", "task", "worker")
+    __slots__ = ("conn", "fns", "pid", "queue", "task", "worker")
 
     def __init__(self, conn: int, worker: Worker, pid: int) -> None:
         self.conn = conn
         self.worker = worker
         self.pid = pid
-        self.task: Any = None
+        self.task: Any = None  # the task it runs (holding the shape's capacity)
+        # Tasks sent ahead, in the order the executor will run them; the running task's
+        # capacity passes to the next. Cancelled ones stay as placeholders (results dropped).
+        self.queue: deque[Any] = deque()
         self.fns: set[bytes] = set()  # functions this executor already has
 
 

@@ -8,6 +8,9 @@ Invariants:
   absent once freed. `holders` counts: each client holding a ref (once per client), each task
   waiting to use it as an argument, and each object containing it. At zero an `Obj` is freed.
 - A task holds its shape's resources on its worker exactly while it is RUNNING and not blocked.
+- An executor runs its `task`, then its `queue` in order (tasks sent ahead, only short ones of
+  the same shape): the running task's capacity passes to the next, and is released when the
+  queue is empty. The scheduler's view of that order is the executor's own.
 - Task payloads and values are opaque bytes: never unpickled here.
 - Queues may hold tasks that were cancelled or timed out meanwhile; they are skipped when popped.
 """
@@ -15,6 +18,7 @@ Invariants:
 from __future__ import annotations
 
 import heapq
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +48,7 @@ from qsrv.protocol import (
     Subscribe,
     TaskBlocked,
     TaskDone,
+    TaskReturned,
     TaskUnblocked,
     WorkerAccepted,
 )
@@ -103,7 +108,7 @@ class Log:
 
 
 # ---- records -----------------------------------------------------------------------------
-PENDING, READY, RUNNING, FINISHED = 0, 1, 2, 3
+PENDING, READY, RUNNING, FINISHED, ASSIGNED = 0, 1, 2, 3, 4  # ASSIGNED: queued on an executor
 _NO_DEPS: list[int] = []  # shared by every task without arguments to wait for; never mutated
 
 
@@ -184,8 +189,14 @@ class ProtocolViolation(Exception):
 
 
 class SchedulerState:
-    def __init__(self, *, heartbeat_timeout: float = 5.0, max_executors_per_cpu: int = 4) -> None:
+    def __init__(self, *, heartbeat_timeout: float = 5.0, max_executors_per_cpu: int = 4,
+                 prefetch: int = 2, prefetch_below: float = 0.01) -> None:
         self.heartbeat_timeout = heartbeat_timeout
+        # Send up to `prefetch` tasks ahead to a busy executor when its function's tasks take
+        # under `prefetch_below` seconds: no scheduler round trip between short tasks.
+        self.prefetch = prefetch
+        self.prefetch_below = prefetch_below
+        self._fn_time: dict[bytes, float] = {}  # recent run time per function (moving average)
         self.max_executors_per_cpu = max_executors_per_cpu
         self.now = 0.0
         self.clients: dict[int, Client] = {}
@@ -345,7 +356,7 @@ class SchedulerState:
     def _abort(self, task: Task, kind: str, message: str) -> None:
         """Finish an unfinished task with a system error; a running one loses its executor
         (Aer runs cannot be interrupted: the process is killed, its resources return now)."""
-        ex = task.executor
+        ex = task.executor if task.state == RUNNING else None  # ASSIGNED: stays a placeholder
         self._finish(task, SYSTEM_ERROR, system_error(kind, message), (), [])
         if ex is not None:
             self._send(ex.worker.conn, KillExecutor(ex.pid, f"task {task.id:#x}: {kind}"))
@@ -418,8 +429,20 @@ class SchedulerState:
         if ex is None:
             return
         task: Task = ex.task
-        self._free_executor(ex, task)
-        ex.worker.idle.append(ex)
+        old = self._fn_time.get(task.fn_id)
+        self._fn_time[task.fn_id] = msg.elapsed if old is None else 0.8 * old + 0.2 * msg.elapsed
+        if ex.queue:  # the executor goes on with the next task it holds, on the same capacity
+            nxt: Task = ex.queue.popleft()
+            ex.task, nxt.gpu_ids = nxt, task.gpu_ids
+            if nxt.state == ASSIGNED:
+                nxt.state = RUNNING
+            task.executor = None
+        else:
+            self._free_executor(ex, task)
+            ex.worker.idle.append(ex)
+        if task.state != RUNNING:  # cancelled or timed out meanwhile: the value is discarded
+            self._dispatch()
+            return
         if msg.status == TASK_ERROR and msg.retryable and task.max_retries > 0:
             task.max_retries -= 1
             self._enqueue(task)
@@ -436,6 +459,25 @@ class SchedulerState:
             task.blocked = True
             ex.worker.release({k: v for k, v in task.shape.need.items() if k != "gpu"}, None)
             self._dispatch()
+
+    def _on_returned(self, conn: int, msg: TaskReturned) -> None:
+        ex = self.executors.get(conn)
+        if ex is None:
+            return
+        returned = set(msg.task_ids)
+        back = [t for t in ex.queue if t.id in returned]
+        ex.queue = deque(t for t in ex.queue if t.id not in returned)
+        self._requeue_front(back)
+        self._dispatch()
+
+    def _requeue_front(self, tasks: list[Task]) -> None:
+        """Tasks given back unstarted go to the front of their queues, order kept."""
+        for task in reversed(tasks):
+            task.executor = None
+            if task.state == ASSIGNED:
+                task.state = READY
+                task.shape.queue.appendleft(task)
+                self.active[task.shape.key] = task.shape
 
     def _on_unblocked(self, conn: int, msg: TaskUnblocked) -> None:
         ex = self._executor_of(conn, msg.task_id)
@@ -461,6 +503,8 @@ class SchedulerState:
         worker.executors.pop(ex.conn, None)
         if ex in worker.idle:
             worker.idle.remove(ex)
+        self._requeue_front(list(ex.queue))  # never started: no retry used
+        ex.queue.clear()
         task: Task | None = ex.task
         if task is None:
             return
@@ -551,7 +595,9 @@ class SchedulerState:
                 if worker is None:
                     if short is not None:
                         self._need_executor(short)
-                    break
+                    if not self._send_ahead(task, workers):
+                        break
+                    continue
                 queue.popleft()
                 self._run(task, worker)
             if not queue:
@@ -563,12 +609,35 @@ class SchedulerState:
             worker.spawning = 1
             self._send(worker.conn, SpawnExecutor(1))
 
+    def _send_ahead(self, task: Task, workers: list[Worker]) -> bool:
+        """Queue a short task behind a running one of the same shape; False if none fits."""
+        if not self.prefetch or self._fn_time.get(task.fn_id, 1e9) >= self.prefetch_below:
+            return False
+        best: Executor | None = None
+        for w in workers:
+            for ex in w.executors.values():
+                running = ex.task
+                if (running is not None and running.shape is task.shape and not running.blocked
+                        and len(ex.queue) < self.prefetch
+                        and (best is None or len(ex.queue) < len(best.queue))):
+                    best = ex
+        if best is None:
+            return False
+        task.shape.queue.popleft()
+        task.state, task.executor = ASSIGNED, best
+        best.queue.append(task)
+        self._send_task(best, task, best.task.gpu_ids)
+        return True
+
     def _run(self, task: Task, worker: Worker) -> None:
         ex = worker.idle.pop()
         gpu_ids = worker.pick_gpus(task.shape.gpu) if task.shape.gpu else None
         worker.acquire(task.shape.need, gpu_ids)
         task.state, task.executor, task.gpu_ids = RUNNING, ex, gpu_ids
         ex.task = task
+        self._send_task(ex, task, gpu_ids)
+
+    def _send_task(self, ex: Executor, task: Task, gpu_ids: list[str] | None) -> None:
         conn = ex.conn
         if task.fn_id not in ex.fns:
             ex.fns.add(task.fn_id)
@@ -651,7 +720,7 @@ class SchedulerState:
             elif obj.state == READY and not obj.shape.feasible:
                 counts["infeasible"] += 1
                 infeasible[obj.shape.key] = infeasible.get(obj.shape.key, 0) + 1
-            elif obj.state == READY:
+            elif obj.state in (READY, ASSIGNED):
                 counts["queued"] += 1
         workers = list(self.workers.values())
         return {
@@ -681,4 +750,5 @@ class SchedulerState:
         TaskDone: _on_task_done,
         TaskBlocked: _on_blocked,
         TaskUnblocked: _on_unblocked,
+        TaskReturned: _on_returned,
     }

@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 import traceback
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +32,7 @@ from qsrv.protocol import (
     RunTask,
     TaskBlocked,
     TaskDone,
+    TaskReturned,
     TaskUnblocked,
 )
 from qsrv.transport import SyncConnection
@@ -58,10 +60,12 @@ class Executor:
         self.payloads: dict[bytes, bytes] = {}
         self.deps: dict[int, ObjectValue] = {}
         self.current: RunTask | None = None
+        self.pending: deque[RunTask] = deque()  # tasks sent ahead, run in order
         self._reader = threading.Lock()
         self._blockers = 0
         self._blockers_lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._gpus_set = True  # CUDA_VISIBLE_DEVICES must be written before the first task
         self.sc.send([RegisterExecutor(worker_id, os.getpid())])
 
     # ---- main loop ---------------------------------------------------------------------------
@@ -71,6 +75,8 @@ class Executor:
                 with self._reader:
                     messages = self.sc.receive()
                 self._dispatch(messages)
+                while self.pending:
+                    self._run(self.pending.popleft())
         except ConnectionClosedError:
             return
 
@@ -83,7 +89,10 @@ class Executor:
             elif kind is FunctionDef:
                 self.payloads[msg.fn_id] = msg.payload
             elif kind is RunTask:
-                self._run(msg)
+                if self._blockers:  # the running task waits on others: give it back
+                    self.sc.send([TaskReturned([msg.task_id])])
+                else:
+                    self.pending.append(msg)
 
     def _function(self, fn_id: bytes) -> Any:
         fn = self.functions.get(fn_id)
@@ -97,9 +106,12 @@ class Executor:
 
     def _run(self, msg: RunTask) -> None:
         self.current = msg
-        os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(msg.gpu_ids)
+        if msg.gpu_ids or self._gpus_set:  # set only when it changes the environment
+            os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(msg.gpu_ids)
+            self._gpus_set = bool(msg.gpu_ids)
         retryable = False
         retry_types = None
+        start = time.perf_counter()
         try:
             fn = self._function(msg.fn_id)
             args, kwargs, retry_types = loads(msg.args, msg.bufs, self._resolve)
@@ -114,10 +126,14 @@ class Executor:
                 retry_types is None or isinstance(exc, retry_types))
             data, bufs, refs = _dump_error(exc)
         finally:
-            self.deps.clear()
+            elapsed = time.perf_counter() - start
             self.current = None
+            still_needed = {d for queued in self.pending for d in queued.deps}
+            for dep in msg.deps:
+                if dep not in still_needed:
+                    self.deps.pop(dep, None)
         out = self.core.take_outbox()
-        out.append(TaskDone(msg.task_id, status, data, bufs, refs, retryable))
+        out.append(TaskDone(msg.task_id, status, data, bufs, refs, retryable, elapsed))
         self.sc.send(out)
 
     def _event_loop(self) -> asyncio.AbstractEventLoop:
@@ -159,7 +175,11 @@ class Executor:
         if task is None:
             return
         if before == 0 and after == 1:
-            self.sc.send([TaskBlocked(task.task_id)])
+            # tasks sent ahead would wait behind this one, maybe for themselves: give them back
+            returned = [queued.task_id for queued in self.pending]
+            self.pending.clear()
+            self.sc.send([TaskBlocked(task.task_id)]
+                         + ([TaskReturned(returned)] if returned else []))
         elif before == 1 and after == 0:
             self.sc.send([TaskUnblocked(task.task_id)])
 

@@ -31,6 +31,7 @@ from qsrv.protocol import (
     Subscribe,
     TaskBlocked,
     TaskDone,
+    TaskReturned,
     TaskUnblocked,
 )
 from qsrv.scheduler._state import (
@@ -128,7 +129,7 @@ def test_task_runs_and_result_goes_to_owner(h: Harness) -> None:
     assert runs(out) == [(ex, tid)]
     # the executor gets the function once, then the task
     assert isinstance(out[0].msg, FunctionDef)
-    done = h.send(ex, TaskDone(tid, OK, b"result", (), [], False))
+    done = h.send(ex, TaskDone(tid, OK, b"result", (), [], False, 0.0))
     (v,) = values(done, d)
     assert (v.object_id, v.status, v.data) == (tid, OK, b"result")
     # second task on the same executor: no second FunctionDef
@@ -143,7 +144,7 @@ def test_capacity_is_held_while_running_and_returned(h: Harness) -> None:
     started = [runs(h.submit(d)[1]) for _ in range(3)]
     assert [len(r) for r in started] == [1, 1, 0]  # two CPUs: the third waits
     ex, tid = started[0][0]
-    out = h.send(ex, TaskDone(tid, OK, b"", (), [], False))
+    out = h.send(ex, TaskDone(tid, OK, b"", (), [], False, 0.0))
     assert len(runs(out)) == 1  # the freed CPU runs the queued task
 
 
@@ -232,7 +233,7 @@ def test_dependencies_wait_then_run_with_values(h: Harness) -> None:
     ((ex, _),) = runs(out_a)
     b, out_b = h.submit(d, deps=[a])
     assert runs(out_b) == []  # waits for a
-    out = h.send(ex, TaskDone(a, OK, b"A", (), [], False))
+    out = h.send(ex, TaskDone(a, OK, b"A", (), [], False, 0.0))
     sent = [x.msg for x in out if isinstance(x, Send) and x.conn == ex]
     # the dependency's value precedes the task that uses it
     assert isinstance(sent[0], ObjectValue) and sent[0].object_id == a
@@ -245,7 +246,7 @@ def test_failed_dependency_fails_dependents_with_same_error(h: Harness) -> None:
     a, out_a = h.submit(d)
     ((ex, _),) = runs(out_a)
     b, _ = h.submit(d, deps=[a])
-    out = h.send(ex, TaskDone(a, TASK_ERROR, b"boom", (), [], False))
+    out = h.send(ex, TaskDone(a, TASK_ERROR, b"boom", (), [], False, 0.0))
     got = {v.object_id: v for v in values(out, d)}
     assert got[b].status == TASK_ERROR and got[b].data == b"boom"
 
@@ -282,7 +283,7 @@ def test_subscribe_to_someone_elses_object(h: Harness) -> None:
     other = h.driver()
     h.send(other, RefUpdate([tid], []))
     assert h.send(other, Subscribe([tid])) == []
-    out = h.send(ex, TaskDone(tid, OK, b"x", (), [], False))
+    out = h.send(ex, TaskDone(tid, OK, b"x", (), [], False, 0.0))
     assert {a.conn for a in out if isinstance(a, Send) and isinstance(a.msg, ObjectValue)} \
         == {d, other}
     # a freed object is reported lost
@@ -296,7 +297,7 @@ def test_dropped_result_is_freed_on_completion(h: Harness) -> None:
     tid, out = h.submit(d)
     ((ex, _),) = runs(out)
     h.send(d, RefUpdate([], [tid]))
-    out = h.send(ex, TaskDone(tid, OK, b"x", (), [], False))
+    out = h.send(ex, TaskDone(tid, OK, b"x", (), [], False, 0.0))
     assert values(out) == [] and tid not in h.s.objects
 
 
@@ -318,9 +319,9 @@ def test_application_errors_retried_only_when_asked(h: Harness) -> None:
     _, (ex,) = h.worker(cpus=1)
     d = h.driver()
     tid, _ = h.submit(d, retries=2, retry_exc=True)
-    out = h.send(ex, TaskDone(tid, TASK_ERROR, b"e", (), [], True))
+    out = h.send(ex, TaskDone(tid, TASK_ERROR, b"e", (), [], True, 0.0))
     assert runs(out) == [(ex, tid)]
-    out = h.send(ex, TaskDone(tid, TASK_ERROR, b"e", (), [], False))
+    out = h.send(ex, TaskDone(tid, TASK_ERROR, b"e", (), [], False, 0.0))
     assert values(out, d)[0].status == TASK_ERROR
 
 
@@ -351,7 +352,7 @@ def test_cancel_queued_and_running(h: Harness) -> None:
     assert error_kind(values(out, d)[0]) == "cancelled"
     assert h.s.workers[wid].free["cpu"] == SCALE
     # a late report from the killed executor is ignored, not an error
-    assert h.send(ex, TaskDone(running, OK, b"", (), [], False)) == []
+    assert h.send(ex, TaskDone(running, OK, b"", (), [], False, 0.0)) == []
 
 
 def test_owner_disconnect_cancels_its_tasks(h: Harness) -> None:
@@ -378,8 +379,8 @@ def test_blocked_task_lends_its_cpu_and_more_executors_are_requested(h: Harness)
     assert h.s.workers[wid].free["cpu"] == 0  # the child holds the CPU the parent lent
     h.send(ex, TaskUnblocked(parent))
     assert h.s.workers[wid].free["cpu"] == -SCALE  # briefly oversubscribed, never lost
-    h.send(ex2, TaskDone(child, OK, b"", (), [], False))
-    h.send(ex, TaskDone(parent, OK, b"", (), [], False))
+    h.send(ex2, TaskDone(child, OK, b"", (), [], False, 0.0))
+    h.send(ex, TaskDone(parent, OK, b"", (), [], False, 0.0))
     assert h.s.workers[wid].free["cpu"] == SCALE
 
 
@@ -391,7 +392,7 @@ def test_protocol_violations_close_the_connection(h: Harness) -> None:
     assert any(isinstance(a, Close) and a.conn == d for a in out)
     # a driver pretending to be an executor
     d2 = h.driver()
-    out = h.send(d2, TaskDone(1, OK, b"", (), [], False))
+    out = h.send(d2, TaskDone(1, OK, b"", (), [], False, 0.0))
     assert any(isinstance(a, Close) and a.conn == d2 for a in out)
     # a task for a function never registered
     d3 = h.connect("driver")
@@ -401,3 +402,80 @@ def test_protocol_violations_close_the_connection(h: Harness) -> None:
     # the others are unaffected
     reply = h.send(other, StatusRequest(1))[0].msg.status
     assert reply["clients"] == 0  # the asker is not counted; the violators are gone
+
+
+# ---- tasks sent ahead to busy executors (pipelining) ----------------------------------------
+def _learn_fast(h: Harness, d: int, ex: int, elapsed: float = 0.001) -> None:
+    """Run one task so the scheduler knows how long the function takes."""
+    tid, _ = h.submit(d)
+    h.send(ex, TaskDone(tid, OK, b"", (), [], False, elapsed))
+
+
+def test_short_tasks_are_sent_ahead_and_capacity_passes_on(h: Harness) -> None:
+    wid, (ex,) = h.worker(cpus=1)
+    d = h.driver()
+    _learn_fast(h, d, ex)
+    first, out = h.submit(d)
+    second, out2 = h.submit(d)
+    third, out3 = h.submit(d)
+    fourth, out4 = h.submit(d)
+    assert runs(out) == [(ex, first)]
+    assert runs(out2) == [(ex, second)] and runs(out3) == [(ex, third)]  # sent ahead
+    assert runs(out4) == []  # at most two ahead
+    assert h.s.workers[wid].free["cpu"] == 0  # one CPU held, not three
+    done = h.send(ex, TaskDone(first, OK, b"1", (), [], False, 0.001))
+    assert runs(done) == [(ex, fourth)]  # the freed place in the queue is refilled
+    assert h.s.objects[second].state == 2  # RUNNING now, on the same capacity
+    for tid in (second, third, fourth):
+        h.send(ex, TaskDone(tid, OK, b"", (), [], False, 0.001))
+    assert h.s.workers[wid].free["cpu"] == SCALE
+
+
+def test_slow_functions_are_not_sent_ahead(h: Harness) -> None:
+    _, (ex,) = h.worker(cpus=1)
+    d = h.driver()
+    _learn_fast(h, d, ex, elapsed=0.5)
+    h.submit(d)
+    _, out = h.submit(d)
+    assert runs(out) == []  # waits in the scheduler, where any executor can take it
+
+
+def test_cancelled_task_sent_ahead_stays_a_placeholder(h: Harness) -> None:
+    wid, (ex,) = h.worker(cpus=1)
+    d = h.driver()
+    _learn_fast(h, d, ex)
+    first, _ = h.submit(d)
+    ahead, _ = h.submit(d)
+    out = h.send(d, Cancel(ahead))
+    assert error_kind(values(out, d)[0]) == "cancelled"
+    assert not any(isinstance(a, Send) and isinstance(a.msg, KillExecutor) for a in out)
+    h.send(ex, TaskDone(first, OK, b"", (), [], False, 0.001))
+    late = h.send(ex, TaskDone(ahead, OK, b"late", (), [], False, 0.001))
+    assert values(late) == []  # the executor ran it anyway; its value is dropped
+    assert h.s.workers[wid].free["cpu"] == SCALE
+
+
+def test_blocked_task_gets_its_queue_back_to_the_scheduler(h: Harness) -> None:
+    _wid, (ex,) = h.worker(cpus=1)
+    d = h.driver()
+    _learn_fast(h, d, ex)
+    parent, _ = h.submit(d)
+    ahead, _ = h.submit(d)
+    h.send(ex, TaskBlocked(parent))
+    out = h.send(ex, TaskReturned([ahead]))
+    assert h.s.objects[ahead].state in (1, 2)  # READY again, or running elsewhere
+    assert ahead not in [t.id for t in h.s.executors[ex].queue]
+    assert not any(conn == ex for conn, _ in runs(out))  # not back onto the blocked one
+
+
+def test_executor_death_requeues_tasks_sent_ahead_without_a_retry(h: Harness) -> None:
+    wid, (ex,) = h.worker(cpus=1)
+    d = h.driver()
+    _learn_fast(h, d, ex)
+    first, _ = h.submit(d, retries=1)
+    ahead, _ = h.submit(d, retries=0)
+    h.s.handle(Disconnected(ex, "killed"))
+    ex2 = h.executor(wid)
+    assert h.s.objects[first].max_retries == 0  # it was running: one retry used
+    assert h.s.objects[ahead].state in (2, 4)  # never started: queued again, no error
+    assert h.s.executors[ex2].task is not None
