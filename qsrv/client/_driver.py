@@ -25,6 +25,7 @@ from qsrv.transport import SyncConnection
 log = logging.getLogger("qsrv")
 _IDLE_FLUSH_INTERVAL = 0.1  # how often dropped refs are sent when nothing else happens
 _PROGRESS_AFTER = 10.0
+_BURST = 200e-6  # submissions closer together than this are batched by the flusher
 
 
 class Driver:
@@ -34,7 +35,8 @@ class Driver:
         self.address = address
         self.token = token
         self.sc = SyncConnection(address, token, "driver", timeout=connect_timeout)
-        self.core = ClientCore(self.sc.client_no, self._wake_flusher, self._block)
+        self.core = ClientCore(self.sc.client_no, self._queued, self._block)
+        self._last_queued = 0.0
         self._send_lock = threading.Lock()
         self._flush_wanted = threading.Event()
         self._replies: dict[int, Future[dict[str, Any]]] = {}
@@ -48,8 +50,15 @@ class Driver:
         self._flusher.start()
 
     # ---- sending (any thread) ----------------------------------------------------------------
-    def _wake_flusher(self) -> None:
-        if not self._flush_wanted.is_set():
+    def _queued(self) -> None:
+        """Something was queued. A lone submission goes out now, from this thread; one in a
+        burst (queued within _BURST of the previous) is left to the flusher, which batches."""
+        now = time.perf_counter()
+        lone = now - self._last_queued > _BURST
+        self._last_queued = now
+        if lone:
+            self.flush_soon()
+        elif not self._flush_wanted.is_set():
             self._flush_wanted.set()
 
     def _flush_forever(self) -> None:
