@@ -39,6 +39,7 @@ from qsrv.errors import (
 )
 
 if TYPE_CHECKING:
+    from qsrv.compat.quantum_serverless import GatewayProvider, QuantumServerless
     from qsrv.gateway import Client, Job, Program, get_arguments, save_result
 
 __version__ = "0.1.0"
@@ -47,17 +48,25 @@ __version__ = "0.1.0"
 _GATEWAY_NAMES = frozenset({"Client", "Job", "Program", "get_arguments", "save_result"})
 
 
+_COMPAT_NAMES = frozenset({"GatewayProvider", "QuantumServerless"})
+
+
 def __getattr__(name: str) -> Any:
     if name in _GATEWAY_NAMES:
         import qsrv.gateway
 
         return getattr(qsrv.gateway, name)
+    if name in _COMPAT_NAMES:
+        import qsrv.compat.quantum_serverless as compat
+
+        return getattr(compat, name)
     raise AttributeError(f"module 'qsrv' has no attribute {name!r}")
 
 
 __all__ = [
     "Client",
     "ConfigError",
+    "GatewayProvider",
     "GetTimeoutError",
     "InfeasibleTaskError",
     "Job",
@@ -65,6 +74,7 @@ __all__ = [
     "ObjectRef",
     "Program",
     "QsrvError",
+    "QuantumServerless",
     "RemoteFunction",
     "TaskCancelledError",
     "TaskError",

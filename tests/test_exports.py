@@ -6,7 +6,8 @@ import qsrv
 import qsrv.errors
 
 PUBLIC = {
-    "Client", "Job", "Program", "get_arguments", "save_result",
+    "Client", "Job", "Program", "get_arguments", "save_result", "GatewayProvider",
+    "QuantumServerless",
     "ConfigError", "GetTimeoutError", "InfeasibleTaskError", "ObjectLostError", "ObjectRef",
     "QsrvError", "RemoteFunction", "TaskCancelledError", "TaskError", "TaskTimeoutError",
     "WorkerDiedError", "__version__", "cancel", "distribute_task", "get", "init",

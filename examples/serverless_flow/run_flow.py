@@ -39,7 +39,7 @@ def local_deployment() -> Iterator[tuple[str, str]]:
         try:
             assert scheduler.stdout is not None
             address = scheduler.stdout.readline().split()[-1]  # "... listening on HOST:PORT"
-            procs.append(subprocess.Popen(
+            procs.insert(0, subprocess.Popen(
                 [sys.executable, "-m", "qsrv", "worker", "--address", address, "--cpus", "2"],
                 env=env))
             data_dir = Path(tmp) / "gateway"

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import getpass
+import sys
 from pathlib import Path
 
+from qsrv.errors import ConfigError
 from qsrv.gateway import add_user, default_data_dir, list_users
 from qsrv.gateway._cli import print_table
 from qsrv.gateway._models import isoformat
+from qsrv.gateway._passwords import set_password
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -18,7 +22,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add.set_defaults(func=_add)
     lst = sub.add_parser("list", help="list users")
     lst.set_defaults(func=_list)
-    for p in (add, lst):
+    passwd = sub.add_parser("passwd", help="set a user's password (for username/password "
+                                           "logins of Quantum Serverless clients)")
+    passwd.add_argument("name")
+    passwd.add_argument("--password-stdin", action="store_true",
+                        help="read the password from standard input instead of prompting")
+    passwd.set_defaults(func=_passwd)
+    for p in (add, lst, passwd):
         p.add_argument("--data-dir", type=Path, default=None,
                        help="the gateway's data directory (default: ~/.qsrv)")
 
@@ -27,6 +37,18 @@ def _add(args: argparse.Namespace) -> int:
     user, token = add_user(args.data_dir or default_data_dir(), args.name)
     print(f"created user {user.name}; its token (shown only now):")
     print(token)
+    return 0
+
+
+def _passwd(args: argparse.Namespace) -> int:
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = getpass.getpass(f"new password for {args.name}: ")
+        if getpass.getpass("again: ") != password:
+            raise ConfigError("the two passwords differ; nothing changed")
+    set_password(args.data_dir or default_data_dir(), args.name, password)
+    print(f"password of {args.name} set")
     return 0
 
 

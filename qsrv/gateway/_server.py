@@ -65,6 +65,7 @@ class GatewayServer:
                          "put a TLS proxy in front of it", host)
         shown = f"[{host}]" if ":" in host else host
         self.url = f"http://{shown}:{port}"
+        self.service.gateway_url = self.url  # jobs call back here, even before any request
         return self.url
 
     async def close(self) -> None:
