@@ -324,3 +324,45 @@ def test_local_cluster_can_start_the_gateway(tmp_path: pathlib.Path) -> None:
                          timeout=120, env=env)
     assert out.returncode == 0, out.stderr
     assert "result [2, 4, 6] SUCCEEDED" in out.stdout
+
+
+def test_stopping_a_running_job_cancels_its_tasks(tmp_path: pathlib.Path) -> None:
+    """The job's process tree is killed, and the tasks it submitted stop with it."""
+    program = tmp_path / "program"
+    program.mkdir()
+    (program / "main.py").write_text(
+        "import time, qsrv\n"
+        "qsrv.init()\n"
+        "@qsrv.distribute_task\n"
+        "def nap(s):\n    time.sleep(s)\n"
+        "refs = [nap(120) for _ in range(2)]\n"
+        "print('submitted', flush=True)\n"
+        "qsrv.get(refs)\n")
+    script = tmp_path / "stop_job.py"
+    script.write_text(
+        "import time, qsrv\n"
+        f"qsrv.init(num_cpus=2, gateway=True, data_dir={str(tmp_path / 'data')!r})\n"
+        "client = qsrv.Client()\n"
+        f"job = client.run(qsrv.Program(title='naps', entrypoint='main.py', "
+        f"working_dir={str(program)!r}), {{}})\n"
+        "deadline = time.monotonic() + 60\n"
+        "while qsrv.status()['tasks']['running'] < 2:\n"
+        "    assert time.monotonic() < deadline, 'tasks never started'\n"
+        "    time.sleep(0.05)\n"
+        "print('logs', job.logs().strip())\n"
+        "print('stopped', job.stop(timeout=30))\n"
+        "while qsrv.status()['tasks']['running'] > 0:\n"
+        "    assert time.monotonic() < deadline, 'tasks still running after stop'\n"
+        "    time.sleep(0.05)\n"
+        "print('tasks after stop', qsrv.status()['tasks'])\n"
+        "qsrv.shutdown()\n")
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QSRV_")}
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         timeout=120, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "logs submitted" in out.stdout
+    assert "stopped STOPPED" in out.stdout
+    assert "'running': 0" in out.stdout and "'queued': 0" in out.stdout
