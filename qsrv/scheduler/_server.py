@@ -21,7 +21,7 @@ from qsrv.scheduler._state import (
     Connected,
     Disconnected,
     Log,
-    Received,
+    ReceivedBatch,
     SchedulerState,
     Send,
     Tick,
@@ -126,14 +126,7 @@ class SchedulerServer:
         self._apply(self.state.handle(Connected(conn_id, proto.conn.role, client_no)))
 
     def _on_messages(self, proto: FramedProtocol, messages: list[Any]) -> None:
-        handle = self.state.handle
-        conn = proto.id
-        for msg in messages:
-            actions = handle(Received(conn, msg))
-            if actions:
-                self._apply(actions)
-            if proto.closed:
-                break
+        self._apply(self.state.handle(ReceivedBatch(proto.id, messages)))
 
     def _on_close(self, proto: FramedProtocol, reason: str) -> None:
         if proto.pending:

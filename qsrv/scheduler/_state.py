@@ -24,7 +24,7 @@ from typing import Any
 
 import msgpack
 
-from qsrv._resources import display
+from qsrv._resources import SCALE, display
 from qsrv.protocol import (
     OK,
     SYSTEM_ERROR,
@@ -75,6 +75,14 @@ class Connected:
 class Received:
     conn: int
     msg: Any
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedBatch:
+    """Several messages from one connection (one frame): placement runs once, after all."""
+
+    conn: int
+    msgs: list[Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,19 +220,24 @@ class SchedulerState:
         self.deadlines: list[tuple[float, int]] = []
         self._next_worker = 1
         self._out: list[Any] = []
+        self._batching = False
+        self._dispatch_wanted = False
 
     # ---- entry point -------------------------------------------------------------------------
     def handle(self, event: Any) -> list[Any]:
         """Apply one event; return the actions to carry out, in order."""
         if type(event) is Received:
-            handler = self._handlers.get(type(event.msg))
-            if handler is None:
-                self._violation(event.conn, f"{type(event.msg).__name__} is not accepted here")
-            else:
-                try:
-                    handler(self, event.conn, event.msg)
-                except ProtocolViolation as exc:
-                    self._violation(event.conn, str(exc))
+            self._receive(event.conn, event.msg)
+        elif type(event) is ReceivedBatch:
+            self._batching = True
+            try:
+                for msg in event.msgs:
+                    if not self._receive(event.conn, msg):
+                        break  # the connection was closed: ignore the rest of its frame
+            finally:
+                self._batching = False
+            if self._dispatch_wanted:
+                self._dispatch()
         elif type(event) is Tick:
             self._tick(event.now)
         elif type(event) is Connected:
@@ -233,6 +246,19 @@ class SchedulerState:
             self._disconnected(event.conn, event.reason)
         out, self._out = self._out, []
         return out
+
+    def _receive(self, conn: int, msg: Any) -> bool:
+        """Handle one message; False if it broke the rules (the connection is being closed)."""
+        handler = self._handlers.get(type(msg))
+        if handler is None:
+            self._violation(conn, f"{type(msg).__name__} is not accepted here")
+            return False
+        try:
+            handler(self, conn, msg)
+        except ProtocolViolation as exc:
+            self._violation(conn, str(exc))
+            return False
+        return True
 
     def _send(self, conn: int, msg: Any) -> None:
         self._out.append(Send(conn, msg))
@@ -579,6 +605,10 @@ class SchedulerState:
                 shape.warned = False
 
     def _dispatch(self) -> None:
+        if self._batching:  # once, after the whole batch
+            self._dispatch_wanted = True
+            return
+        self._dispatch_wanted = False
         if not self.active:
             return
         workers = list(self.workers.values())
@@ -604,7 +634,7 @@ class SchedulerState:
                 del self.active[key]
 
     def _need_executor(self, worker: Worker) -> None:
-        cap = max(1, worker.total.get("cpu", 0) // 10_000) * self.max_executors_per_cpu + 8
+        cap = max(1, worker.total.get("cpu", 0) // SCALE) * self.max_executors_per_cpu + 8
         if worker.spawning == 0 and len(worker.executors) < cap:
             worker.spawning = 1
             self._send(worker.conn, SpawnExecutor(1))

@@ -41,6 +41,7 @@ from qsrv.scheduler._state import (
     Disconnected,
     Log,
     Received,
+    ReceivedBatch,
     SchedulerState,
     Send,
     Tick,
@@ -479,3 +480,19 @@ def test_executor_death_requeues_tasks_sent_ahead_without_a_retry(h: Harness) ->
     assert h.s.objects[first].max_retries == 0  # it was running: one retry used
     assert h.s.objects[ahead].state in (2, 4)  # never started: queued again, no error
     assert h.s.executors[ex2].task is not None
+
+
+def test_a_batch_is_placed_once_and_a_violation_drops_the_rest_of_its_frame(h: Harness) -> None:
+    _, _execs = h.worker(cpus=2)
+    d = h.driver()
+    ids = [h.oid(d) for _ in range(3)]
+    msgs = [SubmitTask(i, b"f" * 16, b"", (), [], {"cpu": SCALE}, 0, 0.0, False, "t")
+            for i in ids]
+    out = h.s.handle(ReceivedBatch(d, msgs))
+    assert sorted(t for _, t in runs(out)) == ids[:2]  # two CPUs; the third waits
+    bad = h.driver()
+    out = h.s.handle(ReceivedBatch(bad, [Cancel(1), RefUpdate([1], []), TaskDone(1, OK, b"", (),
+                                                                                  [], False, 0.0),
+                                         StatusRequest(9)]))
+    assert any(isinstance(a, Close) and a.conn == bad for a in out)
+    assert not any(isinstance(a, Send) and a.conn == bad for a in out)  # no reply after it
