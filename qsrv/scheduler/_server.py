@@ -16,16 +16,16 @@ from typing import Any
 
 from qsrv.errors import ConfigError
 from qsrv.protocol import DEFAULT_LIMITS, Connection, Limits
-from qsrv.scheduler._state import (
+from qsrv.scheduler._events import (
     Close,
     Connected,
     Disconnected,
     Log,
     ReceivedBatch,
-    SchedulerState,
     Send,
     Tick,
 )
+from qsrv.scheduler._state import SchedulerState
 from qsrv.transport import FramedProtocol
 
 log = logging.getLogger("qsrv.scheduler")

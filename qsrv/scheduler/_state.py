@@ -1,7 +1,8 @@
 """The scheduler's decisions: a pure state machine. Events in, actions out; no IO, no clock.
 
-`SchedulerState.handle(event)` is the only way state changes. Events: Connected, Received,
-Disconnected, Tick. Actions: Send, Close, Log. The IO layer (server.py) carries them.
+`SchedulerState.handle(event)` is the only way state changes. Events (see _events.py):
+Connected, Received, ReceivedBatch, Disconnected, Tick. Actions: Send, Close, Log. The IO layer
+(_server.py) carries them.
 
 Invariants:
 - `objects[id]` is a `Task` while the value is being computed, an `Obj` once it exists, and
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
-from dataclasses import dataclass
 from typing import Any
 
 import msgpack
@@ -52,6 +52,16 @@ from qsrv.protocol import (
     TaskUnblocked,
     WorkerAccepted,
 )
+from qsrv.scheduler._events import (
+    Close,
+    Connected,
+    Disconnected,
+    Log,
+    Received,
+    ReceivedBatch,
+    Send,
+    Tick,
+)
 from qsrv.scheduler._placement import (
     Executor,
     Shape,
@@ -61,58 +71,6 @@ from qsrv.scheduler._placement import (
 )
 
 ID_BITS = 40  # ids minted by a client: (client_no << ID_BITS) | n
-
-
-# ---- events ------------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class Connected:
-    conn: int
-    role: str  # "driver", "worker" or "executor"
-    client_no: int
-
-
-@dataclass(frozen=True, slots=True)
-class Received:
-    conn: int
-    msg: Any
-
-
-@dataclass(frozen=True, slots=True)
-class ReceivedBatch:
-    """Several messages from one connection (one frame): placement runs once, after all."""
-
-    conn: int
-    msgs: list[Any]
-
-
-@dataclass(frozen=True, slots=True)
-class Disconnected:
-    conn: int
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class Tick:
-    now: float
-
-
-# ---- actions -----------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class Send:
-    conn: int
-    msg: Any
-
-
-@dataclass(frozen=True, slots=True)
-class Close:
-    conn: int
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class Log:
-    level: str  # "info", "warning", "error"
-    text: str
 
 
 # ---- records -----------------------------------------------------------------------------

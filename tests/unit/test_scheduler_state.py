@@ -34,18 +34,17 @@ from qsrv.protocol import (
     TaskReturned,
     TaskUnblocked,
 )
-from qsrv.scheduler._state import (
-    ID_BITS,
+from qsrv.scheduler._events import (
     Close,
     Connected,
     Disconnected,
     Log,
     Received,
     ReceivedBatch,
-    SchedulerState,
     Send,
     Tick,
 )
+from qsrv.scheduler._state import ID_BITS, SchedulerState
 
 
 class Harness:

@@ -1,0 +1,58 @@
+"""What the scheduler's state machine takes in (events) and gives out (actions)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+# ---- events ------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Connected:
+    conn: int
+    role: str  # "driver", "worker" or "executor"
+    client_no: int
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    conn: int
+    msg: Any
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedBatch:
+    """Several messages from one connection (one frame): placement runs once, after all."""
+
+    conn: int
+    msgs: list[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Disconnected:
+    conn: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    now: float
+
+
+# ---- actions -----------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Send:
+    conn: int
+    msg: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    conn: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Log:
+    level: str  # "info", "warning", "error"
+    text: str
