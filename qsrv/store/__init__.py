@@ -10,5 +10,21 @@
 
 from qsrv.store._client import StoreClient
 from qsrv.store._store import Location, ObjectStore
+from qsrv.store._transfer import (
+    ObjectReceived,
+    TransferFailed,
+    TransferReceiver,
+    TransferSender,
+    encode_request,
+)
 
-__all__ = ["Location", "ObjectStore", "StoreClient"]
+__all__ = [
+    "Location",
+    "ObjectReceived",
+    "ObjectStore",
+    "StoreClient",
+    "TransferFailed",
+    "TransferReceiver",
+    "TransferSender",
+    "encode_request",
+]

@@ -18,6 +18,7 @@ with coalescing, every offset and size a multiple of ``ALIGNMENT``.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import mmap
 import os
 import re
@@ -215,13 +216,11 @@ class Arena:
         """Unmap (and, for the owner, unlink). Views still held elsewhere keep the mapping
         alive until they are dropped; the file name is gone at once either way."""
         if self.owner:
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.path)
-            except FileNotFoundError:
-                pass
-        self.buf.release()
-        try:
+        # Someone may still hold a view (an array over an object): then the mapping goes
+        # when the last view is collected.
+        with contextlib.suppress(BufferError):
+            self.buf.release()
             self._mmap.close()
-        except BufferError:  # someone still holds a view: unmapped when it is collected
-            pass
 

@@ -26,6 +26,7 @@ Invariants:
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import os
 import secrets
@@ -283,10 +284,8 @@ class ObjectStore:
     def _drop(self, object_id: int, entry: _Entry) -> None:
         del self._entries[object_id]
         if entry.state is _State.SPILLED:
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 os.unlink(self._spill_path(object_id))
-            except FileNotFoundError:
-                pass
         else:
             self._alloc.free(entry.offset)
 
@@ -338,10 +337,8 @@ class ObjectStore:
             with open(path, "wb") as f:
                 f.write(body)
         except OSError as exc:
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
-            except FileNotFoundError:
-                pass
             raise ObjectStoreFullError(
                 f"object store {self.name}: cannot spill object {object_id:#x} "
                 f"({entry.size} bytes) to {self.spill_dir}: {exc}") from exc
