@@ -42,6 +42,7 @@ from qsrv.protocol._messages import (
     TaskUnblocked,
     Welcome,
     WorkerAccepted,
+    WorkerInfo,
     decode_frame,
     encode_frame_of,
 )
@@ -55,5 +56,5 @@ __all__ = [
     "RegisterWorker", "Reject", "RunTask", "SpawnExecutor", "State", "StatusReply",
     "StatusRequest", "SubmitTask", "Subscribe", "TaskBlocked", "TaskDone", "TaskReturned",
     "TaskUnblocked",
-    "Welcome", "WorkerAccepted", "decode_frame", "encode_frame", "encode_frame_of",
+    "Welcome", "WorkerAccepted", "WorkerInfo", "decode_frame", "encode_frame", "encode_frame_of",
 ]

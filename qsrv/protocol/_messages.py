@@ -311,6 +311,13 @@ class KillExecutor(Message):
     reason: str
 
 
+@message(35)
+class WorkerInfo(Message):
+    """What a worker learned about itself after registering (e.g. what it can simulate)."""
+
+    info: dict[str, Any]
+
+
 # ---- executor <-> scheduler -----------------------------------------------------------------
 @message(40)
 class RegisterExecutor(Message):

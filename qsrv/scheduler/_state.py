@@ -51,6 +51,7 @@ from qsrv.protocol import (
     TaskReturned,
     TaskUnblocked,
     WorkerAccepted,
+    WorkerInfo,
 )
 from qsrv.scheduler._events import (
     Close,
@@ -368,6 +369,12 @@ class SchedulerState:
         self._log("info", f"worker {wid} ({msg.name}) joined with {display(worker.total)}")
         self._refresh_feasibility()
         self._dispatch()
+
+    def _on_worker_info(self, conn: int, msg: WorkerInfo) -> None:
+        worker = self.worker_by_conn.get(conn)
+        if worker is None:
+            raise ProtocolViolation("worker info from a connection that is not a worker")
+        worker.info = {**worker.info, **msg.info}
 
     def _on_heartbeat(self, conn: int, msg: Heartbeat) -> None:
         worker = self.worker_by_conn.get(conn)
@@ -734,6 +741,7 @@ class SchedulerState:
         StatusRequest: _on_status,
         RegisterWorker: _on_register_worker,
         Heartbeat: _on_heartbeat,
+        WorkerInfo: _on_worker_info,
         RegisterExecutor: _on_register_executor,
         TaskDone: _on_task_done,
         TaskBlocked: _on_blocked,

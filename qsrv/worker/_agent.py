@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import logging
 import os
 import signal
@@ -26,6 +27,7 @@ from qsrv.protocol import (
     RegisterWorker,
     SpawnExecutor,
     WorkerAccepted,
+    WorkerInfo,
 )
 from qsrv.transport import FramedProtocol, client_context, parse_address
 from qsrv.worker import _detect
@@ -166,12 +168,35 @@ class WorkerAgent:
                     self._spawn()
                 self._registered.set()
                 log.info("registered as worker %d; %d executors", msg.worker_id, count)
+                self._probe(proto)
             elif isinstance(msg, SpawnExecutor):
                 for _ in range(msg.count):
                     self._spawn()
             elif isinstance(msg, KillExecutor) and msg.pid in self.children:
                 log.info("killing executor %d: %s", msg.pid, msg.reason)
                 _kill(msg.pid)
+
+    def _probe(self, proto: FramedProtocol) -> None:
+        """Learn what this node can simulate (slow: imports the simulator) off the event loop,
+        then tell the scheduler; registration does not wait for it."""
+        memory = self.totals.get("memory", 0)
+
+        def probe() -> dict[str, Any]:
+            try:
+                quantum = importlib.import_module("qsrv.quantum")
+                probe_capabilities = quantum.probe_capabilities
+            except (ImportError, AttributeError):  # no quantum layer (or no simulator) here
+                return {}
+            return {"quantum": probe_capabilities(memory, list(self.gpu_ids))}
+
+        async def run() -> None:
+            info = await asyncio.get_running_loop().run_in_executor(None, probe)
+            if info and not proto.closed:
+                proto.send(WorkerInfo(info))
+
+        task = asyncio.ensure_future(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _on_close(self, proto: FramedProtocol, reason: str) -> None:
         if not self._stopping:

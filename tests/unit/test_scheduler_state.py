@@ -33,6 +33,7 @@ from qsrv.protocol import (
     TaskDone,
     TaskReturned,
     TaskUnblocked,
+    WorkerInfo,
 )
 from qsrv.scheduler._events import (
     Close,
@@ -495,3 +496,13 @@ def test_a_batch_is_placed_once_and_a_violation_drops_the_rest_of_its_frame(h: H
                                          StatusRequest(9)]))
     assert any(isinstance(a, Close) and a.conn == bad for a in out)
     assert not any(isinstance(a, Send) and a.conn == bad for a in out)  # no reply after it
+
+
+def test_worker_info_learned_later_shows_in_status(h: Harness) -> None:
+    wid, _ = h.worker(cpus=1)
+    h.send(h.worker_conn[wid], WorkerInfo({"quantum": {"methods": ["statevector"]}}))
+    (worker,) = h.s.status()["workers"]
+    assert worker["info"]["quantum"] == {"methods": ["statevector"]}
+    d = h.driver()
+    out = h.send(d, WorkerInfo({"x": 1}))  # only a worker may describe itself
+    assert any(isinstance(a, Close) and a.conn == d for a in out)
