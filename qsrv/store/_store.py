@@ -141,6 +141,12 @@ class ObjectStore:
         self._entries[object_id] = entry
         return self._arena.buf[offset:offset + size]
 
+    def reserve(self, object_id: int, size: int, *, holder: Holder | None = None) -> Location:
+        """``create`` for a producer in another process: the Location it fills through a
+        writable ``StoreClient`` before the owner seals it."""
+        self.create(object_id, size, holder=holder).release()
+        return self._location(object_id, self._entries[object_id])
+
     def seal(self, object_id: int, header: bytes | None = None, *,
              checksum: int | None = None) -> Location:
         """Publish a created object; it is immutable from now on. ``header`` replaces the
