@@ -233,11 +233,10 @@ class ObjectStore:
 
     # -- status and shutdown ------------------------------------------------------------
 
-    def stats(self) -> dict[str, int | str]:
+    def stats(self) -> dict[str, int]:
         """Figures for ``qsrv status``: bytes, counts, and cumulative evictions/spills."""
         states = Counter(e.state for e in self._entries.values())
         return {
-            "name": self.name,
             "capacity": self.capacity,
             "used": self._alloc.used,
             "largest_free": self._alloc.largest_free(),

@@ -34,7 +34,7 @@ def test_put_statevector_builds_header_with_fused_checksum(make_store: MakeStore
     assert np.array_equal(out, arr) and not out.flags.writeable
     assert store.checksum(1) == zlib.crc32(arr.tobytes())
     with pytest.raises(TypeError):
-        body[0] = 1  # type: ignore[index]
+        body[0] = 1
 
 
 def test_put_bytes_needs_header_and_roundtrips(make_store: MakeStore) -> None:

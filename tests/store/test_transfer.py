@@ -84,7 +84,7 @@ def test_corrupted_transfer_is_detected_and_dropped(make_store: MakeStore) -> No
         if i == 4:  # BEGIN, chunk header, chunk, chunk header, *second chunk*
             bad = bytearray(buf)
             bad[1000] ^= 0x01
-            return bad
+            return bytes(bad)
         return buf
 
     events = _pull(node_a, node_b, [1], corrupt=flip, chunk=1 << 19)
