@@ -33,6 +33,9 @@ def register(sub: Any) -> None:
     p.add_argument("--tls-key", default=None, help="the certificate's private key (PEM)")
     p.add_argument("--tls-ca", default=None,
                    help="also require client certificates signed by this CA")
+    p.add_argument("--unix", default=None, metavar="PATH",
+                   help="also listen on this Unix socket; clients on this machine join with "
+                        "--address unix:PATH")
     p.add_argument("--max-pending", type=int, default=128,
                    help="connections allowed to wait for authentication at once (default 128)")
     p.add_argument("--log-level", default="warning", help="debug, info, warning (default)")
@@ -51,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     server = SchedulerServer(args.host, args.port, token,
                              heartbeat_timeout=args.heartbeat_timeout,
                              handshake_timeout=args.handshake_timeout,
-                             max_pending=args.max_pending, ssl=tls)
+                             max_pending=args.max_pending, ssl=tls, unix=args.unix)
     install_uvloop()
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve(server, args.exit_with_parent, show_token=token is None))

@@ -8,8 +8,10 @@ follows the scheduler).
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from typing import IO, Any
 
 from qsrv.errors import ConnectionClosedError
@@ -31,12 +33,17 @@ class LocalCluster:
         env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys([*own, os.getcwd()]))
         env.pop("QSRV_ADDRESS", None)
         self._env = env
+        # Everything on this machine joins over a private Unix socket (fewer costs per hop than
+        # loopback TCP); the TCP port stays open for what joins from elsewhere.
+        self._socket_dir = tempfile.mkdtemp(prefix="qsrv-")
+        socket_path = os.path.join(self._socket_dir, "scheduler.sock")
         self.scheduler = subprocess.Popen(
             [sys.executable, "-m", "qsrv", "scheduler", "--host", "127.0.0.1", "--port", "0",
-             "--exit-with-parent", str(os.getpid())],
+             "--unix", socket_path, "--exit-with-parent", str(os.getpid())],
             env=env, stdout=subprocess.PIPE, text=True)
         try:
-            self.address = _read_address(self.scheduler)
+            self.tcp_address = _read_address(self.scheduler)
+            self.address = f"unix:{socket_path}"
             args = [sys.executable, "-m", "qsrv", "worker", "--address", self.address,
                     "--name", "local", "--reconnect-timeout", "0"]
             if num_cpus is not None:
@@ -87,6 +94,7 @@ class LocalCluster:
                 proc.wait()
         if self.scheduler.stdout is not None:
             self.scheduler.stdout.close()
+        shutil.rmtree(self._socket_dir, ignore_errors=True)
 
 
 def _is_interpreter_path(path: str) -> bool:

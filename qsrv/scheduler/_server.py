@@ -6,9 +6,11 @@ All decisions live in `SchedulerState`; this module only moves bytes, keeps time
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import itertools
 import logging
+import os
 import secrets
 import socket
 import time
@@ -48,7 +50,7 @@ class SchedulerServer:
     def __init__(self, host: str = "127.0.0.1", port: int = 7420, token: str | None = None, *,
                  limits: Limits = DEFAULT_LIMITS, heartbeat_timeout: float = 5.0,
                  handshake_timeout: float = 10.0, tick_interval: float = 0.25,
-                 max_pending: int = 128, ssl: Any = None) -> None:
+                 max_pending: int = 128, ssl: Any = None, unix: str | None = None) -> None:
         if not token and not is_loopback(host):
             raise ConfigError(
                 f"refusing to listen on {host} without a token: anyone who reaches the port "
@@ -61,6 +63,8 @@ class SchedulerServer:
         self.handshake_timeout = handshake_timeout
         self.max_pending = max_pending  # connections not yet authenticated, at most
         self.ssl = ssl
+        self.unix = unix  # also listen on this Unix socket (same-machine clients, no TCP)
+        self._unix_server: asyncio.AbstractServer | None = None
         self._pending = 0
         self.tick_interval = tick_interval
         self.state = SchedulerState(heartbeat_timeout=heartbeat_timeout)
@@ -80,6 +84,10 @@ class SchedulerServer:
         self.state.handle(Tick(time.monotonic()))
         self._server = await loop.create_server(self._protocol, self.host, self.port,
                                                 reuse_address=True, backlog=1024, ssl=self.ssl)
+        if self.unix:
+            self._unix_server = await loop.create_unix_server(self._protocol, self.unix,
+                                                              backlog=1024)
+            os.chmod(self.unix, 0o600)
         sock = self._server.sockets[0]
         self.port = sock.getsockname()[1]
         if sock.family == socket.AF_INET6:
@@ -95,12 +103,16 @@ class SchedulerServer:
     async def close(self) -> None:
         if self._ticker is not None:
             self._ticker.cancel()
-        if self._server is not None:
-            self._server.close()
+        servers = [s for s in (self._server, self._unix_server) if s is not None]
+        for server in servers:
+            server.close()
         for proto in list(self.protocols.values()):
             proto.close("")
-        if self._server is not None:
-            await self._server.wait_closed()
+        for server in servers:
+            await server.wait_closed()
+        if self.unix:
+            with contextlib.suppress(OSError):
+                os.unlink(self.unix)
 
     # ---- connections --------------------------------------------------------------------------
     def _protocol(self) -> FramedProtocol:

@@ -17,6 +17,11 @@ from qsrv.protocol import DEFAULT_LIMITS, Buffer, Connection, Limits, State
 from qsrv.transport._tls import client_context
 
 
+def unix_path(address: str) -> str | None:
+    """The socket path of a ``unix:/path`` address (the local cluster's), else None."""
+    return address[len("unix:"):] if address.startswith("unix:") else None
+
+
 def parse_address(address: str) -> tuple[str, int]:
     host, sep, port = address.strip().rpartition(":")
     if not sep or not port.isdigit():
@@ -28,11 +33,21 @@ class SyncConnection:
     def __init__(self, address: str, token: str, role: str, *, timeout: float = 10.0,
                  limits: Limits = DEFAULT_LIMITS, tls: ssl.SSLContext | None = None) -> None:
         """Connect and authenticate. TLS comes from `tls`, else from QSRV_TLS_* if set."""
-        host, port = parse_address(address)
-        tls = tls or client_context()
+        path = unix_path(address)
+        tls = None if path else (tls or client_context())  # a local socket needs no TLS
         try:
-            sock = socket.create_connection((host, port), timeout=timeout)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if path:
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                sock.settimeout(timeout)
+                try:
+                    sock.connect(path)
+                except OSError:
+                    sock.close()
+                    raise
+            else:
+                host, port = parse_address(address)
+                sock = socket.create_connection((host, port), timeout=timeout)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self.sock = tls.wrap_socket(sock, server_hostname=host) if tls else sock
         except ssl.SSLError as exc:
             raise AuthenticationError(f"TLS with the scheduler at {address} failed: {exc}") from exc

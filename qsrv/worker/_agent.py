@@ -29,7 +29,7 @@ from qsrv.protocol import (
     WorkerAccepted,
     WorkerInfo,
 )
-from qsrv.transport import FramedProtocol, client_context, parse_address
+from qsrv.transport import FramedProtocol, client_context, parse_address, unix_path
 from qsrv.worker import _detect
 
 log = logging.getLogger("qsrv.worker")
@@ -115,14 +115,21 @@ class WorkerAgent:
     async def _session(self) -> None:
         """One connection to the scheduler, until it closes; executors end with it."""
         loop = asyncio.get_running_loop()
-        host, port = parse_address(self.config.address)
         conn = Connection(server=False, token=self.config.token, role="worker")
-        tls = client_context()
+
+        def factory() -> FramedProtocol:
+            return FramedProtocol(conn, on_messages=self._on_messages, on_close=self._on_close,
+                                  on_open=self._on_open)
+
+        path = unix_path(self.config.address)
         try:
-            _, proto = await loop.create_connection(
-                lambda: FramedProtocol(conn, on_messages=self._on_messages,
-                                       on_close=self._on_close, on_open=self._on_open),
-                host, port, ssl=tls, server_hostname=host if tls else None)
+            if path:
+                _, proto = await loop.create_unix_connection(factory, path)
+            else:
+                host, port = parse_address(self.config.address)
+                tls = client_context()
+                _, proto = await loop.create_connection(
+                    factory, host, port, ssl=tls, server_hostname=host if tls else None)
         except OSError as exc:
             raise ConnectionClosedError(
                 f"cannot reach the scheduler at {self.config.address}: {exc}") from exc

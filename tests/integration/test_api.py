@@ -366,3 +366,14 @@ def test_stopping_a_running_job_cancels_its_tasks(tmp_path: pathlib.Path) -> Non
     assert "logs submitted" in out.stdout
     assert "stopped STOPPED" in out.stdout
     assert "'running': 0" in out.stdout and "'queued': 0" in out.stdout
+
+
+def test_local_cluster_joins_over_a_private_unix_socket(local_cluster: dict[str, Any]) -> None:
+    import stat
+
+    address = str(local_cluster["address"])
+    assert address.startswith("unix:")
+    path = pathlib.Path(address[len("unix:"):])
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert qsrv.get(square(6)) == 36  # executors joined the same way
