@@ -52,12 +52,29 @@ def render(status: dict[str, Any]) -> str:
         gpus = f" gpus={','.join(w['gpu_ids'])}" if w["gpu_ids"] else ""
         lines.append(f"  worker {w['id']} {w['name']}: total {{{total}}} free {{{free}}}"
                      f"{gpus} executors={w['executors']} running={w['running']}")
+        quantum = (w.get("info") or {}).get("quantum")
+        if isinstance(quantum, dict):
+            lines.extend(_quantum_lines(quantum))
     t = status["tasks"]
     lines.append(f"tasks: running={t['running']} queued={t['queued']} "
                  f"waiting={t['waiting']} infeasible={t['infeasible']}")
     for item in status["infeasible"]:
         lines.append(f"  infeasible x{item['count']}: {item['reason']}")
     return "\n".join(lines)
+
+
+def _quantum_lines(quantum: dict[str, Any]) -> list[str]:
+    """A worker's simulators on one line (largest state in qubits, double precision), then
+    its warnings."""
+    if quantum.get("error"):
+        return [f"    quantum: {quantum['error']}"]
+    devices = []
+    for device, methods in quantum.get("max_qubits", {}).items():
+        sizes = ", ".join(f"{m} {p.get('double')}q" for m, p in methods.items())
+        devices.append(f"{device}: {sizes}")
+    head = f"    quantum (aer {quantum.get('aer_version', '?')}, max qubits in double): "
+    return [head + ("; ".join(devices) or "none")] + [
+        f"    WARNING: {text}" for text in quantum.get("warnings", [])]
 
 
 def run(args: argparse.Namespace) -> int:

@@ -148,8 +148,13 @@ def backends(*, probe_timeout: float = 30.0) -> list[dict[str, Any]]:
     the workers offering it) and ``max_qubits_by_worker`` ({worker id: qubits}). Waits up to
     `probe_timeout` s for workers whose capability probe has not reported yet.
     """
+    return describe_backends(cluster_workers(probe_timeout=probe_timeout))
+
+
+def describe_backends(workers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`backends` of these workers (as ``qsrv.status()["workers"]`` lists them)."""
     entries: dict[tuple[str, str, str], dict[str, Any]] = {}
-    for worker in cluster_workers(probe_timeout=probe_timeout):
+    for worker in workers:
         quantum = _quantum(worker)
         if quantum is None:
             continue
