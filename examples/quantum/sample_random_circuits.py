@@ -5,13 +5,14 @@ Each task transpiles one circuit for Aer and samples it; the driver collects the
 
 from __future__ import annotations
 
+from qiskit import QuantumCircuit
 from qiskit.circuit.random import random_circuit
 
 import qsrv
 
 
 @qsrv.distribute_task(target={"cpu": 1})
-def sample(circuit, shots: int, seed: int) -> dict[str, int]:  # type: ignore[no-untyped-def]
+def sample(circuit: QuantumCircuit, shots: int, seed: int) -> dict[str, int]:
     from qiskit import transpile
     from qiskit_aer import AerSimulator
 

@@ -13,7 +13,7 @@ import qsrv
 
 
 @qsrv.distribute_task(target={"cpu": 1})
-def expectation(circuit, observable) -> float:  # type: ignore[no-untyped-def]
+def expectation(circuit: QuantumCircuit, observable: SparsePauliOp) -> float:
     from qiskit_aer.primitives import EstimatorV2
 
     return float(EstimatorV2().run([(circuit, observable)]).result()[0].data.evs)

@@ -7,6 +7,7 @@ the 2 * (number of parameters) shifted energies of every step run in parallel as
 from __future__ import annotations
 
 import numpy as np
+from qiskit import QuantumCircuit
 from qiskit.circuit.library import real_amplitudes
 from qiskit.quantum_info import SparsePauliOp
 
@@ -16,7 +17,7 @@ HAMILTONIAN = SparsePauliOp.from_list([("ZZ", 1.0), ("XI", 0.5), ("IX", 0.5)])
 
 
 @qsrv.distribute_task(target={"cpu": 1})
-def energy(ansatz, hamiltonian, params: np.ndarray) -> float:  # type: ignore[no-untyped-def]
+def energy(ansatz: QuantumCircuit, hamiltonian: SparsePauliOp, params: np.ndarray) -> float:
     from qiskit_aer.primitives import EstimatorV2
 
     return float(EstimatorV2().run([(ansatz, hamiltonian, params)]).result()[0].data.evs)

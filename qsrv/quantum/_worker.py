@@ -151,4 +151,6 @@ def statevector(circuit: Any, initial_state: np.ndarray | None, binds: dict[Any,
     full.compose(body, inplace=True)
     full.save_statevector()
     result = _run(sim, [full], [{}], run_options)
-    return np.ascontiguousarray(np.asarray(result.get_statevector(0)))
+    # Aer simulated in single precision: keep (and ship) it at that precision
+    dtype = np.complex64 if options.get("precision") == "single" else np.complex128
+    return np.ascontiguousarray(np.asarray(result.get_statevector(0)), dtype=dtype)

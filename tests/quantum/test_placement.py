@@ -58,7 +58,7 @@ def test_gpu_work_needs_a_worker_whose_aer_can_use_a_gpu() -> None:
         check_placement([gpu_need], [worker(1, 8 * GiB, gpus=1)])
     check_placement([gpu_need], [worker(1, 8 * GiB, gpus=1),
                                  worker(2, 8 * GiB, gpus=1, gpu_aer=True, gpu_memory=8 * GiB)])
-    with pytest.raises(QuantumPlacementError, match="30 qubits need 16 GiB .*GPU.*holds 8 GiB"):
+    with pytest.raises(QuantumPlacementError, match=r"30 qubits need 16 GiB .*GPU.*holds 8 GiB"):
         check_placement([need_of(30, {"device": "GPU"})],
                         [worker(2, 64 * GiB, gpus=1, gpu_aer=True, gpu_memory=8 * GiB)])
     with pytest.raises(QuantumPlacementError, match="does not run on a GPU"):
