@@ -81,10 +81,17 @@ def _quantum(worker: dict[str, Any]) -> dict[str, Any] | None:
     return quantum if isinstance(quantum, dict) else None
 
 
+#: Workers (address-independent: id and name) that never reported capabilities within a wait;
+#: later calls do not wait for them again.
+_silent: set[tuple[int, str]] = set()
+
+
 def cluster_workers(status_fn: Callable[[], dict[str, Any]] | None = None,
-                    probe_timeout: float = 30.0) -> list[dict[str, Any]]:
+                    probe_timeout: float = 15.0) -> list[dict[str, Any]]:
     """The workers of ``qsrv.status()``, waiting up to `probe_timeout` s for every worker's
-    capability probe (it runs after a worker registers, off its event loop)."""
+    capability probe (it runs after a worker registers, off its event loop). A worker that
+    stays silent (no qsrv.quantum there) is waited for once, then counted as CPU-only with
+    its memory."""
     if status_fn is None:
         import qsrv
 
@@ -92,9 +99,11 @@ def cluster_workers(status_fn: Callable[[], dict[str, Any]] | None = None,
     deadline = time.monotonic() + probe_timeout
     while True:
         workers: list[dict[str, Any]] = list(status_fn()["workers"])
-        if all(_quantum(w) is not None for w in workers) and workers:
+        waiting = [(w["id"], w["name"]) for w in workers if _quantum(w) is None]
+        if workers and not set(waiting) - _silent:
             return workers
         if time.monotonic() >= deadline:
+            _silent.update(waiting)
             return workers
         time.sleep(0.05)
 
@@ -140,7 +149,7 @@ def check_placement(needs: list[Need], workers: list[dict[str, Any]]) -> None:
 
 
 # ---- qsrv.backends() ---------------------------------------------------------------------------
-def backends(*, probe_timeout: float = 30.0) -> list[dict[str, Any]]:
+def backends(*, probe_timeout: float = 15.0) -> list[dict[str, Any]]:
     """The simulators the cluster offers, one entry per (method, device, precision).
 
     Each entry: ``name`` (Aer's, e.g. ``aer_simulator_statevector_gpu``), ``method``,
