@@ -41,6 +41,7 @@ from qsrv.errors import (
 if TYPE_CHECKING:
     from qsrv.compat.quantum_serverless import GatewayProvider, QuantumServerless
     from qsrv.gateway import Client, Job, Program, get_arguments, save_result
+    from qsrv.quantum import backends
 
 __version__ = "0.1.0"
 
@@ -56,6 +57,10 @@ def __getattr__(name: str) -> Any:
         import qsrv.gateway
 
         return getattr(qsrv.gateway, name)
+    if name == "backends":  # loads the simulator's libraries: only on use
+        import qsrv.quantum
+
+        return qsrv.quantum.backends
     if name in _COMPAT_NAMES:
         import qsrv.compat.quantum_serverless as compat
 
@@ -81,6 +86,7 @@ __all__ = [
     "TaskTimeoutError",
     "WorkerDiedError",
     "__version__",
+    "backends",
     "cancel",
     "distribute_task",
     "get",

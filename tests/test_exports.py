@@ -7,7 +7,7 @@ import qsrv.errors
 
 PUBLIC = {
     "Client", "Job", "Program", "get_arguments", "save_result", "GatewayProvider",
-    "QuantumServerless",
+    "QuantumServerless", "backends",
     "ConfigError", "GetTimeoutError", "InfeasibleTaskError", "ObjectLostError", "ObjectRef",
     "QsrvError", "RemoteFunction", "TaskCancelledError", "TaskError", "TaskTimeoutError",
     "WorkerDiedError", "__version__", "cancel", "distribute_task", "get", "init",
