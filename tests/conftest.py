@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import cloudpickle
 import pytest
@@ -14,6 +18,26 @@ def _pickle_test_functions_by_value(request: pytest.FixtureRequest) -> None:
     module = request.module
     if module.__name__ not in cloudpickle.list_registry_pickle_by_value():
         cloudpickle.register_pickle_by_value(module)
+
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+@pytest.fixture
+def run_example() -> Callable[[str], str]:
+    """Run ``examples/<path>`` as a user would (its own process, its own directory, no
+    cluster address inherited) and return what it printed; it must exit 0."""
+
+    def run(path: str) -> str:
+        script = EXAMPLES / path
+        env = dict(os.environ)
+        env.pop("QSRV_ADDRESS", None)
+        out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                             timeout=120, env=env, cwd=script.parent)
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    return run
 
 
 @pytest.fixture(scope="module")

@@ -2,41 +2,27 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "quantum"
+from collections.abc import Callable
 
 
-def run_example(name: str) -> str:
-    env = dict(os.environ)
-    env.pop("QSRV_ADDRESS", None)
-    out = subprocess.run([sys.executable, str(EXAMPLES / name)], capture_output=True,
-                         text=True, timeout=120, env=env, cwd=EXAMPLES)
-    assert out.returncode == 0, out.stderr
-    return out.stdout
-
-
-def test_sample_random_circuits() -> None:
-    out = run_example("sample_random_circuits.py")
+def test_sample_random_circuits(run_example: Callable[[str], str]) -> None:
+    out = run_example("quantum/sample_random_circuits.py")
     assert "sampled 12 circuits; shots per circuit: [500]" in out
 
 
-def test_shared_observable() -> None:
-    out = run_example("shared_observable.py")
+def test_shared_observable(run_example: Callable[[str], str]) -> None:
+    out = run_example("quantum/shared_observable.py")
     assert "<sum ZZ>: [3.0, 1.5," in out
     assert "matches exact: True" in out
 
 
-def test_vqe() -> None:
-    out = run_example("vqe.py")
+def test_vqe(run_example: Callable[[str], str]) -> None:
+    out = run_example("quantum/vqe.py")
     assert "exact ground -1.4142" in out
     assert "converged: True" in out
 
 
-def test_drop_in_primitives() -> None:
-    out = run_example("drop_in_primitives.py")
+def test_drop_in_primitives(run_example: Callable[[str], str]) -> None:
+    out = run_example("quantum/drop_in_primitives.py")
     assert "sampler identical to Aer's: True" in out
     assert "estimator identical to Aer's: True" in out
