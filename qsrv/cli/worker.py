@@ -41,6 +41,15 @@ def register(sub: Any) -> None:
     p.add_argument("--reconnect-timeout", type=float, default=60.0,
                    help="seconds to keep trying to reach the scheduler, at start or after "
                         "losing it (default 60; 0: exit when it goes away)")
+    p.add_argument("--object-store-memory", default=None,
+                   help="capacity of this node's shared-memory object store, e.g. 8GB "
+                        "(default: 30%% of --memory, at most what /dev/shm holds); pages are "
+                        "reserved as the store fills and kept")
+    p.add_argument("--spill-dir", default=None,
+                   help="where a full store spills objects (default: the temp directory)")
+    p.add_argument("--store-host", default="127.0.0.1",
+                   help="address other nodes pull this node's objects from (default loopback; "
+                        "give this node's address on a multi-node cluster)")
     p.add_argument("--log-level", default="warning", help="debug, info, warning (default)")
     p.set_defaults(func=run)
 
@@ -52,7 +61,9 @@ def run(args: argparse.Namespace) -> int:
     config = WorkerConfig(address=address, token=token, cpus=args.cpus, gpus=args.gpus,
                           memory=args.memory, resources=parse_resource_list(args.resources),
                           name=args.name, heartbeat_interval=args.heartbeat_interval,
-                          executors=args.executors, reconnect_timeout=args.reconnect_timeout)
+                          executors=args.executors, reconnect_timeout=args.reconnect_timeout,
+                          object_store_memory=args.object_store_memory,
+                          spill_dir=args.spill_dir, store_host=args.store_host)
     install_uvloop()
 
     async def main() -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -27,11 +28,14 @@ from qsrv.codec import dumps, loads
 from qsrv.errors import (
     SYSTEM_ERRORS,
     ConnectionClosedError,
+    ObjectLostError,
+    ObjectStoreFullError,
     QsrvError,
     TaskError,
 )
 from qsrv.protocol import (
     OK,
+    STORED,
     TASK_ERROR,
     Cancel,
     Message,
@@ -42,8 +46,13 @@ from qsrv.protocol import (
     SubmitTask,
     Subscribe,
 )
+from qsrv.store._node import MIN_STORED, NodeStore
 
 ID_BITS = 40
+
+
+def _size(data: bytes, bufs: tuple[Any, ...]) -> int:
+    return len(data) + sum(memoryview(b).nbytes for b in bufs)
 
 
 class TaskOptions:
@@ -97,6 +106,9 @@ class ClientCore:
         self._outbox: list[Message] = []
         self._functions: set[bytes] = set()
         self.closed: BaseException | None = None
+        self.store: NodeStore | None = None
+        self.find_store: Callable[[], NodeStore | None] | None = None
+        self._store_retry = 0.0
 
     # ---- creating refs ----------------------------------------------------------------------
     def _mint(self) -> int:
@@ -106,6 +118,12 @@ class ClientCore:
     def submit(self, fn_id: bytes, fn_payload: Callable[[], bytes], args: tuple[Any, ...],
                kwargs: dict[str, Any], opts: TaskOptions, retry_types: Any = None) -> ObjectRef:
         data, bufs, refs = dumps((args, kwargs, retry_types))
+        held = None
+        if _size(data, bufs) >= MIN_STORED and self._node_store() is not None:
+            # Large arguments go to the node's store like a put; the task gets a ref to them
+            # (the executor resolves a ref at the top of its arguments to its value).
+            held = self._put_encoded(data, bufs, refs)
+            data, bufs, refs = dumps(held)
         with self.lock:
             self._check_open()
             if fn_id not in self._functions:
@@ -121,15 +139,58 @@ class ClientCore:
         return ObjectRef(oid)
 
     def put(self, value: Any) -> ObjectRef:
-        data, bufs, refs = dumps(value)
+        return self._put_encoded(*dumps(value))
+
+    def _put_encoded(self, data: bytes, bufs: tuple[Any, ...], refs: list[int]) -> ObjectRef:
         with self.lock:
             self._check_open()
             oid = self._mint()
+        status, data, bufs = self.encode(oid, data, bufs)
+        with self.lock:
             self.counts[oid] = 1
-            self.values[oid] = ObjectValue(oid, OK, data, bufs, refs)
-            self._outbox.append(PutObject(oid, data, bufs, refs))
+            self.values[oid] = ObjectValue(oid, status, data, bufs, refs)
+            self._outbox.append(PutObject(oid, data, bufs, refs, status))
         self.flush_soon()
         return ObjectRef(oid)
+
+    # ---- the node's store -------------------------------------------------------------------
+    def _node_store(self) -> NodeStore | None:
+        store = self.store
+        if store is not None and store.closed:
+            store = self.store = None
+        if store is None and self.find_store is not None:
+            now = time.monotonic()
+            if now >= self._store_retry:
+                self._store_retry = now + 5.0  # no store here: look again in a while
+                store = self.store = self.find_store()
+        return store
+
+    def encode(self, oid: int, data: bytes, bufs: tuple[Any, ...]
+               ) -> tuple[int, bytes, tuple[Any, ...]]:
+        """(status, data, bufs) to send for value ``oid``: a large one goes to the node's
+        store and travels as its location (STORED), a small one inline (OK)."""
+        if _size(data, bufs) < MIN_STORED:
+            return OK, data, bufs
+        store = self._node_store()
+        if store is None:
+            return OK, data, bufs
+        try:
+            return STORED, store.put(oid, data, bufs), ()
+        except ObjectStoreFullError:
+            raise
+        except QsrvError:  # the agent went away: this value travels inline
+            return OK, data, bufs
+
+    def load(self, msg: ObjectValue) -> Any:
+        """The value carried by an OK or STORED message (mapped from the store, no copy)."""
+        if msg.status != STORED:
+            return loads(msg.data, msg.bufs)
+        store = self._node_store()
+        if store is None:
+            raise ObjectLostError(
+                f"object {msg.object_id:#x} is in a worker's store, and this process has no "
+                "worker agent on its node to map it through")
+        return loads(*store.load(msg.object_id, msg.data))
 
     def track(self, oid: int) -> ObjectRef:
         """A ref that arrived inside a value."""
@@ -240,6 +301,6 @@ class ClientCore:
             if closed is not None:
                 raise ConnectionClosedError(f"the cluster connection is closed: {closed}")
             raise QsrvError(f"object {oid:#x} is not available here")
-        if msg.status != OK:
+        if msg.status != OK and msg.status != STORED:
             raise_error(msg)
-        return loads(msg.data, msg.bufs)
+        return self.load(msg)

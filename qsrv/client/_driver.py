@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import sys
 import threading
 import time
@@ -18,8 +19,10 @@ from concurrent.futures import Future
 from typing import Any
 
 from qsrv.client._core import ClientCore
-from qsrv.errors import ConnectionClosedError, GetTimeoutError
+from qsrv.errors import ConnectionClosedError, GetTimeoutError, QsrvError
 from qsrv.protocol import Notice, ObjectValue, StatusReply, StatusRequest
+from qsrv.store._node import NodeStore
+from qsrv.store._service import node_key
 from qsrv.transport import SyncConnection
 
 log = logging.getLogger("qsrv")
@@ -36,6 +39,7 @@ class Driver:
         self.token = token
         self.sc = SyncConnection(address, token, "driver", timeout=connect_timeout)
         self.core = ClientCore(self.sc.client_no, self._queued, self._block)
+        self.core.find_store = self._find_store
         self._last_queued = 0.0
         self._send_lock = threading.Lock()
         self._flush_wanted = threading.Event()
@@ -138,7 +142,27 @@ class Driver:
         finally:
             self._replies.pop(req_id, None)
 
+    def _find_store(self) -> NodeStore | None:
+        """The store of a worker agent on this node, if there is one this user can reach:
+        large values then move through shared memory, never through the scheduler."""
+        here = node_key()
+        try:
+            workers = self.status()["workers"]
+        except (GetTimeoutError, ConnectionClosedError):
+            return None
+        for worker in workers:
+            store = (worker.get("info") or {}).get("store") or {}
+            if store.get("node") == here and os.path.exists(store.get("socket", "")):
+                try:
+                    return NodeStore(store["socket"], self.token)
+                except (QsrvError, OSError) as exc:
+                    log.warning("cannot use the object store of worker %s: %s",
+                                worker.get("id"), exc)
+        return None
+
     def close(self) -> None:
+        if self.core.store is not None:
+            self.core.store.close()
         self.flush_soon()
         self._closing = True
         self._flush_wanted.set()

@@ -52,7 +52,7 @@ from qsrv.protocol._messages import (
 )
 
 PROTOCOL_VERSION = 1
-ROLES = frozenset({"driver", "worker", "executor"})
+ROLES = frozenset({"driver", "worker", "executor", "store", "transfer"})
 _HANDSHAKE_TAGS = frozenset(cls.TAG for cls in (Hello, Challenge, Auth, Welcome, Reject))
 
 

@@ -29,6 +29,7 @@ from qsrv.protocol._framing import Buffer, encode_frame
 OK = 0  # data: pickled value
 TASK_ERROR = 1  # data: pickled (exception or None, traceback text, message)
 SYSTEM_ERROR = 2  # data: msgpack [kind, message]; kind is a key of errors.SYSTEM_ERRORS
+STORED = 3  # data: msgpack [worker_id, size, transfer address]: the value is in that node's store
 
 Bufs = tuple[Buffer, ...]
 _M = TypeVar("_M")
@@ -235,6 +236,7 @@ class PutObject(Message):
     data: bytes
     bufs: Bufs
     refs: list[int]  # refs contained in the value
+    status: int = OK  # OK (the value is here) or STORED (data says which node's store has it)
 
 
 @message(13)
@@ -318,6 +320,27 @@ class WorkerInfo(Message):
     info: dict[str, Any]
 
 
+@message(36)
+class HoldObjects(Message):
+    """The directory now lists these objects on the agent's node: keep them."""
+
+    ids: list[int]
+
+
+@message(37)
+class FreeObjects(Message):
+    """No ref to these objects is left: free the node's copies."""
+
+    ids: list[int]
+
+
+@message(38)
+class ObjectsCopied(Message):
+    """Agent -> scheduler: the node pulled copies of these objects (evictable caches)."""
+
+    ids: list[int]
+
+
 # ---- executor <-> scheduler -----------------------------------------------------------------
 @message(40)
 class RegisterExecutor(Message):
@@ -369,3 +392,52 @@ class TaskReturned(Message):
     """Tasks queued on an executor that it gives back unstarted (its running task blocked)."""
 
     task_ids: list[int]
+
+
+# ---- node store service: executors and same-node drivers <-> their worker agent ---------------
+@message(50)
+class StoreCreate(Message):
+    """Reserve ``size`` bytes for a new object; the reply's location is written in place."""
+
+    req: int
+    object_id: int
+    size: int
+
+
+@message(51)
+class StoreSeal(Message):
+    """The object is written: publish it (immutable from now on)."""
+
+    req: int
+    object_id: int
+    header: bytes
+
+
+@message(52)
+class StorePin(Message):
+    """Map an object (pulled from the node named in ``source``, a STORED value's data, if it
+    is not here) and keep it in place until unpinned."""
+
+    req: int
+    object_id: int
+    source: bytes
+
+
+@message(53)
+class StoreUnpin(Message):
+    object_ids: list[int]
+
+
+@message(54)
+class StoreReply(Message):
+    req: int
+    offset: int
+    size: int
+    header: bytes
+
+
+@message(55)
+class StoreFailed(Message):
+    req: int
+    kind: str  # a key of errors.SYSTEM_ERRORS, or "full"
+    message: str

@@ -130,8 +130,10 @@ class Worker:
         }
 
 
-def choose_worker(shape: Shape, workers: list[Worker]) -> tuple[Worker | None, Worker | None]:
-    """(worker with an idle executor where the shape fits now, least loaded first;
+def choose_worker(shape: Shape, workers: list[Worker], prefer: int = 0
+                  ) -> tuple[Worker | None, Worker | None]:
+    """(worker with an idle executor where the shape fits now: worker ``prefer`` (the one
+    holding the task's largest arguments) if it qualifies, else the least loaded;
     else a worker where it fits but no executor is idle — one that needs another executor)."""
     best: Worker | None = None
     best_load = 2.0
@@ -140,6 +142,8 @@ def choose_worker(shape: Shape, workers: list[Worker]) -> tuple[Worker | None, W
         if not w.fits_now(shape):
             continue
         if w.idle:
+            if w.id == prefer:
+                return w, None
             load = w.load()
             if load < best_load:
                 best, best_load = w, load

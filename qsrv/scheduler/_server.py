@@ -130,6 +130,12 @@ class SchedulerServer:
     def _on_accept(self, proto: FramedProtocol) -> None:
         self._pending -= 1
         proto.pending = False
+        if proto.conn.role not in ("driver", "worker", "executor"):
+            assert proto.transport is not None
+            proto.transport.writelines(proto.conn.reject(
+                f"role {proto.conn.role!r} belongs to a worker agent's store, not the scheduler"))
+            proto.close(f"refused a {proto.conn.role!r} peer")
+            return
         conn_id = next(self._conn_ids)
         client_no = next(self._client_nos)
         proto.id = conn_id

@@ -27,13 +27,17 @@ import msgpack
 from qsrv._resources import SCALE, display
 from qsrv.protocol import (
     OK,
+    STORED,
     SYSTEM_ERROR,
     TASK_ERROR,
     Cancel,
+    FreeObjects,
     FunctionDef,
     Heartbeat,
+    HoldObjects,
     KillExecutor,
     Notice,
+    ObjectsCopied,
     ObjectValue,
     PutObject,
     RefUpdate,
@@ -126,15 +130,32 @@ class Task:
 
 
 class Obj:
-    __slots__ = ("bufs", "data", "holders", "refs", "status")
+    """A value that exists: inline (``data``/``bufs``), or STORED in the store of worker
+    ``node`` (``data`` says where; ``copies`` lists other nodes that pulled it)."""
+
+    __slots__ = ("bufs", "copies", "data", "holders", "node", "refs", "size", "status")
 
     def __init__(self, status: int, data: bytes, bufs: tuple[Any, ...], refs: list[int],
-                 holders: int) -> None:
+                 holders: int, node: int = 0, size: int = 0) -> None:
         self.status = status
         self.data = data
         self.bufs = bufs
         self.refs = refs
         self.holders = holders
+        self.node = node
+        self.size = size
+        self.copies: list[int] | None = None
+
+
+def stored_at(data: bytes) -> tuple[int, int] | None:
+    """(worker id, size) from a STORED value's location, None if malformed."""
+    try:
+        wid, size, address = msgpack.unpackb(data)
+    except Exception:
+        return None
+    if type(wid) is not int or type(size) is not int or type(address) is not str:
+        return None
+    return wid, size
 
 
 class Client:
@@ -284,7 +305,7 @@ class SchedulerState:
                 if obj.dependents is None:
                     obj.dependents = []
                 obj.dependents.append(task)
-            elif obj.status != OK:
+            elif obj.status != OK and obj.status != STORED:
                 failed = obj
         if failed is not None:
             self._finish(task, failed.status, failed.data, failed.bufs, [])
@@ -295,9 +316,31 @@ class SchedulerState:
     def _on_put(self, conn: int, msg: PutObject) -> None:
         client = self._client(conn)
         self._own_id(client, msg.object_id)
-        self.objects[msg.object_id] = Obj(OK, msg.data, msg.bufs, msg.refs, 1)
+        if msg.status == OK:
+            obj = Obj(OK, msg.data, msg.bufs, msg.refs, 1)
+        elif msg.status == STORED:
+            obj = self._stored(msg.object_id, msg.data, msg.refs, 1, None)
+        else:
+            raise ProtocolViolation(f"put of an object with status {msg.status}")
+        self.objects[msg.object_id] = obj
         client.holds.add(msg.object_id)
         self._hold_contained(msg.refs)
+
+    def _stored(self, oid: int, data: bytes, refs: list[int], holders: int,
+                worker: Worker | None) -> Obj:
+        """The directory entry of a value in a node's store (``worker`` if the scheduler knows
+        it, else the node the location names); the node is told to keep it."""
+        where = stored_at(data)
+        if where is None:
+            raise ProtocolViolation("malformed stored-object location")
+        if worker is None:
+            worker = self.workers.get(where[0])
+        if worker is None:
+            return Obj(SYSTEM_ERROR, system_error(
+                "lost", f"object {oid:#x} was stored on worker {where[0]}, which is gone"),
+                (), refs, holders)
+        self._send(worker.conn, HoldObjects([oid]))
+        return Obj(STORED, data, (), refs, holders, worker.id, where[1])
 
     def _on_refs(self, conn: int, msg: RefUpdate) -> None:
         client = self._client(conn)
@@ -376,6 +419,20 @@ class SchedulerState:
             raise ProtocolViolation("worker info from a connection that is not a worker")
         worker.info = {**worker.info, **msg.info}
 
+    def _on_copied(self, conn: int, msg: ObjectsCopied) -> None:
+        worker = self.worker_by_conn.get(conn)
+        if worker is None:
+            raise ProtocolViolation("object copies reported by a connection that is not a worker")
+        for oid in msg.ids:
+            obj = self.objects.get(oid)
+            if type(obj) is Obj and obj.node and obj.node != worker.id:
+                if obj.copies is None:
+                    obj.copies = []
+                if worker.id not in obj.copies:
+                    obj.copies.append(worker.id)
+            else:  # freed meanwhile: the copy goes too
+                self._send(conn, FreeObjects([oid]))
+
     def _on_heartbeat(self, conn: int, msg: Heartbeat) -> None:
         worker = self.worker_by_conn.get(conn)
         if worker is None:
@@ -386,6 +443,14 @@ class SchedulerState:
         self.workers.pop(worker.id, None)
         self.worker_by_conn.pop(worker.conn, None)
         self._log("warning", f"worker {worker.id} ({worker.name}) removed: {reason}")
+        lost = system_error("lost", f"the object was in the store of worker {worker.id} "
+                                    f"({worker.name}), which was removed: {reason}")
+        for obj in self.objects.values():
+            if type(obj) is Obj and obj.status == STORED:
+                if obj.node == worker.id:
+                    obj.status, obj.data, obj.node = SYSTEM_ERROR, lost, 0
+                elif obj.copies and worker.id in obj.copies:
+                    obj.copies.remove(worker.id)
         for ex in list(worker.executors.values()):
             self._out.append(Close(ex.conn, f"worker {worker.id} removed"))
             self._executor_gone(ex, f"its worker {worker.id} ({worker.name}) was removed: {reason}")
@@ -432,13 +497,16 @@ class SchedulerState:
             self._free_executor(ex, task)
             ex.worker.idle.append(ex)
         if task.state != RUNNING:  # cancelled or timed out meanwhile: the value is discarded
+            if msg.status == STORED:
+                self._send(ex.worker.conn, HoldObjects([task.id]))
+                self._send(ex.worker.conn, FreeObjects([task.id]))
             self._dispatch()
             return
         if msg.status == TASK_ERROR and msg.retryable and task.max_retries > 0:
             task.max_retries -= 1
             self._enqueue(task)
         else:
-            self._finish(task, msg.status, msg.data, msg.bufs, msg.refs)
+            self._finish(task, msg.status, msg.data, msg.bufs, msg.refs, ex.worker)
         self._dispatch()
 
     def _on_blocked(self, conn: int, msg: TaskBlocked) -> None:
@@ -586,7 +654,7 @@ class SchedulerState:
                     continue
                 if not shape.feasible:
                     break
-                worker, short = choose_worker(shape, workers)
+                worker, short = choose_worker(shape, workers, self._holder_of_args(task))
                 if worker is None:
                     if short is not None:
                         self._need_executor(short)
@@ -597,6 +665,18 @@ class SchedulerState:
                 self._run(task, worker)
             if not queue:
                 del self.active[key]
+
+    def _holder_of_args(self, task: Task) -> int:
+        """The worker whose store holds most bytes of the task's stored arguments (0: none)."""
+        if not task.deps:
+            return 0
+        held: dict[int, int] = {}
+        for dep in task.deps:
+            obj = self.objects.get(dep)
+            if type(obj) is Obj and obj.node:
+                for wid in (obj.node, *(obj.copies or ())):
+                    held[wid] = held.get(wid, 0) + obj.size
+        return max(held, key=held.__getitem__) if held else 0
 
     def _need_executor(self, worker: Worker) -> None:
         cap = max(1, worker.total.get("cpu", 0) // SCALE) * self.max_executors_per_cpu + 8
@@ -646,10 +726,14 @@ class SchedulerState:
 
     # ---- values ------------------------------------------------------------------------------
     def _finish(self, task: Task, status: int, data: bytes, bufs: tuple[Any, ...],
-                refs: list[int]) -> None:
+                refs: list[int], worker: Worker | None = None) -> None:
         """The task's value exists now (or its error): store it, tell who waits, release args."""
         task.state = FINISHED
-        obj = Obj(status, data, bufs, refs, task.holders)
+        if status == STORED:
+            obj = self._stored(task.id, data, refs, task.holders, worker)
+            status, data = obj.status, obj.data
+        else:
+            obj = Obj(status, data, bufs, refs, task.holders)
         self.objects[task.id] = obj
         self._hold_contained(refs)
         owner = self.clients.get(task.owner)
@@ -661,7 +745,7 @@ class SchedulerState:
         for dependent in task.dependents or ():
             if dependent.state != PENDING:
                 continue
-            if status != OK:
+            if status != OK and status != STORED:
                 self._finish(dependent, status, data, bufs, [])
                 continue
             dependent.waiting -= 1
@@ -690,9 +774,15 @@ class SchedulerState:
     def _free(self, oid: int) -> None:
         stack = [oid]
         while stack:
-            obj = self.objects.pop(stack.pop(), None)
+            oid = stack.pop()
+            obj = self.objects.pop(oid, None)
             if type(obj) is not Obj:
                 continue
+            if obj.node:  # its node(s) free the shared memory
+                for wid in (obj.node, *(obj.copies or ())):
+                    worker = self.workers.get(wid)
+                    if worker is not None:
+                        self._send(worker.conn, FreeObjects([oid]))
             for inner in obj.refs:
                 child = self.objects.get(inner)
                 if child is not None:
@@ -742,6 +832,7 @@ class SchedulerState:
         RegisterWorker: _on_register_worker,
         Heartbeat: _on_heartbeat,
         WorkerInfo: _on_worker_info,
+        ObjectsCopied: _on_copied,
         RegisterExecutor: _on_register_executor,
         TaskDone: _on_task_done,
         TaskBlocked: _on_blocked,

@@ -147,40 +147,66 @@ class Arena:
     writable).
     """
 
-    __slots__ = ("_mmap", "buf", "capacity", "name", "owner", "path")
+    __slots__ = ("_fd", "_mmap", "buf", "capacity", "name", "owner", "path", "reserved")
 
     def __init__(self, name: str, path: str, mapping: mmap.mmap, owner: bool) -> None:
         self.name = name
         self.path = path
         self.owner = owner
         self.capacity = len(mapping)
+        self.reserved = self.capacity  # bytes from 0 backed by reserved, touched pages
+        self._fd = -1  # the owner's file, kept open while it grows the reservation
         self._mmap = mapping
         self.buf: memoryview = memoryview(mapping)  # read-only exactly when mapped ACCESS_READ
 
     @classmethod
     def create(cls, name: str, capacity: int, *, directory: str | None = None,
-               touch: bool = True, threads: int | None = None) -> Arena:
+               touch: bool = True, threads: int | None = None, grow: bool = False) -> Arena:
         """Create arena ``name`` of ``capacity`` bytes (rounded up to ALIGNMENT).
 
         Raises FileExistsError if the name is taken, OSError (ENOSPC) if /dev/shm cannot hold
         it. With ``touch`` every page is written once, in ``threads`` parallel threads.
+        With ``grow`` nothing is reserved yet: ``ensure(end)`` reserves and touches the pages
+        below ``end`` on first use, and they stay (a node's store costs memory as it is used,
+        never more than its capacity, and never pays for a fresh page twice).
         """
         capacity = _round_up(max(capacity, ALIGNMENT))
         path = arena_path(name, directory)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             try:
-                os.posix_fallocate(fd, 0, capacity)  # reserve now: no SIGBUS on a full tmpfs
+                if grow:
+                    os.ftruncate(fd, capacity)
+                else:
+                    os.posix_fallocate(fd, 0, capacity)  # no SIGBUS on a full tmpfs later
             except OSError:
                 os.unlink(path)
                 raise
             mapping = mmap.mmap(fd, capacity, access=mmap.ACCESS_WRITE)
-        finally:
+        except BaseException:
             os.close(fd)
+            raise
         arena = cls(name, path, mapping, owner=True)
-        if touch:
-            arena.touch(threads=threads)
+        if grow:
+            arena._fd, arena.reserved = fd, 0
+        else:
+            os.close(fd)
+            if touch:
+                arena.touch(threads=threads)
         return arena
+
+    def ensure(self, end: int) -> None:
+        """Reserve and touch the pages below ``end`` (a no-op below the high-water mark).
+        OSError (ENOSPC) when /dev/shm cannot hold them: nothing was written, no SIGBUS."""
+        if end <= self.reserved:
+            return
+        start = self.reserved // mmap.PAGESIZE * mmap.PAGESIZE
+        # Reserve ahead in 64 MiB steps so small objects do not call fallocate each time.
+        stop = min(self.capacity, -(-max(end, start + _TOUCH_CHUNK) // _TOUCH_CHUNK)
+                   * _TOUCH_CHUNK)
+        os.posix_fallocate(self._fd, start, stop - start)
+        self._touch_range(start, stop)
+        self.reserved = stop
 
     @classmethod
     def attach(cls, name: str, *, directory: str | None = None,
@@ -200,17 +226,23 @@ class Arena:
 
     def touch(self, *, threads: int | None = None) -> None:
         """Write every page once (zeros), in parallel threads; numpy releases the GIL."""
+        self._touch_range(0, self.capacity, threads)
+
+    def _touch_range(self, begin: int, end: int, threads: int | None = None) -> None:
         arr = np.frombuffer(self.buf, dtype=np.uint8)
         if threads is None:
             threads = min(8, len(os.sched_getaffinity(0)))
-        step = min(_TOUCH_CHUNK, max(mmap.PAGESIZE, -(-self.capacity // max(threads, 1))))
+        step = min(_TOUCH_CHUNK, max(mmap.PAGESIZE, -(-(end - begin) // max(threads, 1))))
         step = -(-step // mmap.PAGESIZE) * mmap.PAGESIZE
 
         def fill(start: int) -> None:
-            arr[start:start + step] = 0
+            arr[start:min(end, start + step)] = 0
 
+        if end - begin <= step:
+            fill(begin)
+            return
         with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-            list(pool.map(fill, range(0, self.capacity, step)))
+            list(pool.map(fill, range(begin, end, step)))
 
     def close(self) -> None:
         """Unmap (and, for the owner, unlink). Views still held elsewhere keep the mapping
@@ -218,6 +250,9 @@ class Arena:
         if self.owner:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.path)
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
         # Someone may still hold a view (an array over an object): then the mapping goes
         # when the last view is collected.
         with contextlib.suppress(BufferError):

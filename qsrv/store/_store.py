@@ -41,7 +41,8 @@ from qsrv.store._arena import Allocator, Arena
 
 __all__ = ["Location", "ObjectStore"]
 
-Holder = str | int  # a client, a task, a containing object: whatever the runtime names
+# A client, a task, a containing object, a process: whatever the runtime names.
+Holder = str | int | tuple[str, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,11 +81,12 @@ class ObjectStore:
 
     def __init__(self, capacity: int, spill_dir: str | os.PathLike[str], *,
                  name: str | None = None, directory: str | None = None,
-                 touch: bool = True) -> None:
+                 touch: bool = True, grow: bool = False) -> None:
         self.name = name or f"{os.getpid()}-{secrets.token_hex(4)}"
         self.spill_dir = os.fspath(spill_dir)
         os.makedirs(self.spill_dir, exist_ok=True)
-        self._arena = Arena.create(self.name, capacity, directory=directory, touch=touch)
+        self._arena = Arena.create(self.name, capacity, directory=directory, touch=touch,
+                                   grow=grow)
         self._alloc = Allocator(self._arena.capacity)
         # Insertion order is recency: move_to_end on every use, evict from the front.
         self._entries: OrderedDict[int, _Entry] = OrderedDict()
@@ -217,6 +219,36 @@ class ObjectStore:
             else:
                 self._drop(object_id, entry)
 
+    def discard(self, object_id: int) -> bool:
+        """Drop an unreferenced copy (a cache), at once or at its last unpin; True if it was
+        one. A referenced object is left alone."""
+        entry = self._entries.get(object_id)
+        if entry is None or entry.refs or entry.state is _State.CREATED:
+            return False
+        if entry.pins:
+            entry.doomed = True
+        else:
+            self._drop(object_id, entry)
+        return True
+
+    def holds(self, object_id: int, holder: Holder) -> bool:
+        entry = self._entries.get(object_id)
+        return entry is not None and entry.refs[holder] > 0
+
+    def release_holder(self, holder: Holder) -> int:
+        """Drop every reference ``holder`` has (a process that died, a directory that was
+        lost); returns how many objects it held."""
+        held = [oid for oid, e in self._entries.items() if e.refs.get(holder)]
+        for oid in held:
+            entry = self._entries[oid]
+            del entry.refs[holder]
+            if not entry.refs:
+                if entry.pins:
+                    entry.doomed = True
+                else:
+                    self._drop(oid, entry)
+        return len(held)
+
     def pin(self, object_id: int) -> Location:
         """Keep the object where it is (restoring it if spilled) while a reader maps it."""
         entry = self._sealed(object_id)
@@ -238,6 +270,7 @@ class ObjectStore:
         states = Counter(e.state for e in self._entries.values())
         return {
             "capacity": self.capacity,
+            "reserved": self._arena.reserved,
             "used": self._alloc.used,
             "largest_free": self._alloc.largest_free(),
             "objects": len(self._entries),
@@ -295,8 +328,9 @@ class ObjectStore:
             self._alloc.free(entry.offset)
 
     def _make_room(self, size: int, what: str, keep: int | None = None) -> int:
-        """Allocate ``size`` bytes, evicting then spilling others (never ``keep``)."""
-        offset = self._alloc.allocate(size)
+        """Allocate ``size`` bytes (backed by reserved pages), evicting then spilling others
+        (never ``keep``)."""
+        offset = self._allocate(size, what)
         if offset is not None:
             return offset
         block = Allocator.block_size(size)
@@ -316,10 +350,24 @@ class ObjectStore:
                 else:
                     self._evictions += 1
                     self._drop(oid, entry)
-                offset = self._alloc.allocate(size)
+                offset = self._allocate(size, what)
                 if offset is not None:
                     return offset
         raise ObjectStoreFullError(self._full_message(what, size))
+
+    def _allocate(self, size: int, what: str) -> int | None:
+        offset = self._alloc.allocate(size)
+        if offset is None:
+            return None
+        try:
+            self._arena.ensure(offset + Allocator.block_size(size))
+        except OSError as exc:
+            self._alloc.free(offset)
+            raise ObjectStoreFullError(
+                f"object store {self.name}: no shared memory left for {what} of {size} "
+                f"bytes ({exc}); /dev/shm is smaller than the store's capacity "
+                f"{self.capacity}: give --object-store-memory at most what it holds") from exc
+        return offset
 
     def _full_message(self, what: str, size: int) -> str:
         pinned = [(oid, e.size) for oid, e in self._entries.items() if e.pins]

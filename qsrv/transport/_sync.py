@@ -59,14 +59,48 @@ class SyncConnection:
         self._inbox: list[Any] = []
         try:
             self.write(self.conn.initiate())
-            while self.conn.state is not State.OPEN:
-                self._inbox.extend(self._read())
-                replies = self.conn.data_to_send()
-                if replies:
-                    self.write(replies)
+            self._handshake()
         except BaseException:
             self.sock.close()
             raise
+        self._ready()
+
+    @classmethod
+    def accept(cls, sock: socket.socket, token: str, info: dict[str, Any], *,
+               roles: frozenset[str], client_no: int = 1, timeout: float = 10.0,
+               limits: Limits = DEFAULT_LIMITS) -> SyncConnection:
+        """The server side over an accepted socket: run the challenge, admit a peer whose role
+        is in ``roles``. Raises ProtocolError/ConnectionClosedError (the socket is closed)."""
+        self = cls.__new__(cls)
+        self.sock, self.tls = sock, False
+        self.conn = Connection(server=True, token=token, limits=limits)
+        self._send_lock = threading.Lock()
+        self._inbox = []
+        try:
+            sock.settimeout(timeout)
+            self._handshake(until=State.ACCEPTING)
+            if self.conn.role not in roles:
+                self.write(self.conn.reject(f"role {self.conn.role!r} is not served here"))
+                raise AuthenticationError(f"refused a {self.conn.role!r} peer")
+            self.write(self.conn.welcome(client_no, info))
+        except BaseException:
+            with contextlib.suppress(OSError):
+                sock.close()
+            raise
+        self._ready()
+        return self
+
+    def _handshake(self, until: State = State.OPEN) -> None:
+        while self.conn.state is not until:
+            try:
+                self._inbox.extend(self._read())
+            finally:  # a rejection goes out even when the peer failed
+                replies = self.conn.data_to_send()
+                if replies:
+                    with contextlib.suppress(ConnectionClosedError):
+                        self.write(replies)
+
+    def _ready(self) -> None:
         self.sock.settimeout(None)
         self._poll = select.poll()
         self._poll.register(self.sock, select.POLLIN)

@@ -15,24 +15,31 @@ import os
 import signal
 import socket
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from typing import Any
 
-from qsrv._resources import SCALE, normalize
+from qsrv._resources import SCALE, normalize, parse_memory
 from qsrv.errors import ConfigError, ConnectionClosedError
 from qsrv.protocol import (
     Connection,
+    FreeObjects,
     Heartbeat,
+    HoldObjects,
     KillExecutor,
+    ObjectsCopied,
     RegisterWorker,
     SpawnExecutor,
     WorkerAccepted,
     WorkerInfo,
 )
+from qsrv.store import ObjectStore
+from qsrv.store._service import StoreService
 from qsrv.transport import FramedProtocol, client_context, parse_address, unix_path
 from qsrv.worker import _detect
 
 log = logging.getLogger("qsrv.worker")
+STORE_FRACTION = 0.3  # of the node's memory, for its object store unless told otherwise
 
 
 @dataclass
@@ -47,6 +54,30 @@ class WorkerConfig:
     heartbeat_interval: float = 1.0
     executors: int | None = None  # executors started up front; default: one per whole CPU
     reconnect_timeout: float = 60.0  # keep trying to reach a lost scheduler this long; 0: exit
+    object_store_memory: int | str | None = None  # default: STORE_FRACTION of the memory
+    spill_dir: str | None = None  # default: a directory under the system's temp dir
+    store_host: str = "127.0.0.1"  # where other nodes pull this node's objects from
+
+    def store_capacity(self) -> int:
+        """The node store's capacity: as given, else a fraction of the memory offered, and
+        never more than /dev/shm can hold."""
+        if self.object_store_memory is not None:
+            capacity = parse_memory(self.object_store_memory, name="--object-store-memory")
+            if capacity < 1 << 20:
+                raise ConfigError(f"--object-store-memory must be at least 1MiB, got "
+                                  f"{self.object_store_memory!r}")
+        else:
+            memory = (parse_memory(self.memory) if self.memory is not None
+                      else _detect.memory_bytes())
+            capacity = int(memory * STORE_FRACTION)
+        shm = os.statvfs("/dev/shm")
+        room = shm.f_bavail * shm.f_frsize
+        if capacity > room:
+            if self.object_store_memory is not None:
+                log.warning("--object-store-memory %s is more than /dev/shm holds (%d bytes); "
+                            "using %d", self.object_store_memory, room, room)
+            capacity = room
+        return capacity
 
     def capacity(self) -> tuple[dict[str, int], list[str]]:
         """Normalised totals and the GPU device ids this node offers."""
@@ -83,6 +114,14 @@ class WorkerAgent:
         self._stopping = False  # this session is ending: do not replace executors
         self._exiting = False  # the agent is ending: do not reconnect
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._spill = tempfile.TemporaryDirectory(prefix="qsrv-spill-", dir=config.spill_dir)
+        # The arena grows as it is used (pages reserved once, kept warm), up to its capacity.
+        self.store = StoreService(
+            ObjectStore(config.store_capacity(), self._spill.name, grow=True), config.token,
+            host=config.store_host, on_copied=self._copied)
+        self._store_stats: dict[str, int] = {}
+        self._sessions = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def run(self) -> None:
         """Join the cluster and supervise executors. When the scheduler goes away, stop the
@@ -90,6 +129,13 @@ class WorkerAgent:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._exit_requested)
+        try:
+            await self._run(loop)
+        finally:
+            self.store.close()
+            self._spill.cleanup()
+
+    async def _run(self, loop: asyncio.AbstractEventLoop) -> None:
         delay = 0.1
         lost_at = loop.time()
         while not self._exiting:
@@ -134,6 +180,10 @@ class WorkerAgent:
             raise ConnectionClosedError(
                 f"cannot reach the scheduler at {self.config.address}: {exc}") from exc
         self.proto = proto
+        self._loop = loop
+        self._sessions += 1
+        if self._sessions > 1:  # a new scheduler: the old one's directory is gone
+            self.store.forget_directory()
         self._closed.clear()
         self._stopping = False
         heartbeat = asyncio.ensure_future(self._heartbeat())
@@ -162,12 +212,17 @@ class WorkerAgent:
     def _on_open(self, proto: FramedProtocol) -> None:
         name = self.config.name or f"{socket.gethostname()}:{os.getpid()}"
         proto.send(RegisterWorker(name, self.totals, self.gpu_ids, os.getpid(),
-                                  {"host": socket.gethostname(), "python": sys.version.split()[0]}))
+                                  {"host": socket.gethostname(), "python": sys.version.split()[0],
+                                   "store": self.store.info()}))
 
     def _on_messages(self, proto: FramedProtocol, messages: list[Any]) -> None:
         for msg in messages:
-            if isinstance(msg, WorkerAccepted):
-                self.worker_id = msg.worker_id
+            if isinstance(msg, HoldObjects):
+                self.store.hold(msg.ids)
+            elif isinstance(msg, FreeObjects):
+                self.store.free(msg.ids)
+            elif isinstance(msg, WorkerAccepted):
+                self.worker_id = self.store.worker_id = msg.worker_id
                 count = self.config.executors
                 if count is None:
                     count = max(1, self.totals.get("cpu", 0) // SCALE)
@@ -205,6 +260,16 @@ class WorkerAgent:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def _copied(self, oid: int) -> None:
+        """A store thread pulled a copy: tell the scheduler's directory (from the loop)."""
+        def send() -> None:
+            if self.proto is not None and not self.proto.closed:
+                self.proto.send(ObjectsCopied([oid]))
+
+        if self._loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop closed: the agent is ending
+                self._loop.call_soon_threadsafe(send)
+
     def _on_close(self, proto: FramedProtocol, reason: str) -> None:
         if not self._stopping:
             log.warning("scheduler connection closed (%s); stopping", reason)
@@ -219,7 +284,8 @@ class WorkerAgent:
     async def _supervise(self) -> None:
         if self._stopping:
             return
-        env = dict(os.environ, QSRV_TOKEN=self.config.token, QSRV_WORKER_ID=str(self.worker_id))
+        env = dict(os.environ, QSRV_TOKEN=self.config.token, QSRV_WORKER_ID=str(self.worker_id),
+                   QSRV_STORE_SOCKET=self.store.socket_path)
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "qsrv.worker._executor", self.config.address,
             str(self.worker_id), env=env, start_new_session=True)
@@ -242,6 +308,10 @@ class WorkerAgent:
             await asyncio.sleep(self.config.heartbeat_interval)
             if self.proto is not None and self.worker_id:
                 self.proto.send(Heartbeat(loop.time()))
+                stats = self.store.stats()
+                if stats != self._store_stats:  # `qsrv status` shows the store's use
+                    self._store_stats = stats
+                    self.proto.send(WorkerInfo({"store_stats": stats}))
 
 
 def _kill(pid: int) -> None:

@@ -24,7 +24,6 @@ from qsrv.client._core import ClientCore
 from qsrv.codec import dumps, loads
 from qsrv.errors import ConnectionClosedError
 from qsrv.protocol import (
-    OK,
     TASK_ERROR,
     FunctionDef,
     ObjectValue,
@@ -35,6 +34,7 @@ from qsrv.protocol import (
     TaskReturned,
     TaskUnblocked,
 )
+from qsrv.store._node import NodeStore
 from qsrv.transport import SyncConnection
 
 
@@ -55,6 +55,9 @@ class Executor:
         self.worker_id = worker_id
         self.sc = SyncConnection(address, token, "executor")
         self.core = ClientCore(self.sc.client_no, flush_soon=lambda: None, block=self.block)
+        store_socket = os.environ.get("QSRV_STORE_SOCKET")
+        if store_socket:  # large arguments and results go through the node's store
+            self.core.find_store = lambda: NodeStore(store_socket, token)
         _context.core = self.core
         self.functions: dict[bytes, Any] = {}
         self.payloads: dict[bytes, bytes] = {}
@@ -101,8 +104,7 @@ class Executor:
         return fn
 
     def _resolve(self, oid: int) -> Any:
-        value = self.deps[oid]
-        return loads(value.data, value.bufs)
+        return self.core.load(self.deps[oid])
 
     def _run(self, msg: RunTask) -> None:
         self.current = msg
@@ -118,8 +120,8 @@ class Executor:
             result = fn(*args, **kwargs)
             if inspect.iscoroutine(result):  # not isawaitable: an ObjectRef is awaitable
                 result = self._event_loop().run_until_complete(result)
-            status = OK
             data, bufs, refs = dumps(result)
+            status, data, bufs = self.core.encode(msg.task_id, data, bufs)
         except Exception as exc:
             status = TASK_ERROR
             retryable = msg.retry_exceptions and (

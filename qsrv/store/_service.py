@@ -1,0 +1,359 @@
+"""The node's store, served: to the processes of the node, and to other nodes.
+
+Owned by the worker agent; blocking sockets on threads of their own, so a 256 MiB transfer
+never stalls the agent's event loop. Every connection proves the cluster token first.
+
+- **Local service** (a Unix socket in a private directory): executors and same-node drivers
+  (role ``store``) send ``StoreCreate``/``StoreSeal`` to produce an object in place and
+  ``StorePin``/``StoreUnpin`` to map one; replies are ``StoreReply``/``StoreFailed``. What a
+  connection pinned or was still writing is released when it closes.
+- **Transfer service** (TCP): other agents (role ``transfer``) pull objects; after the
+  handshake the connection carries ``TransferSender`` frames (checksummed chunks straight
+  from the arena).
+- **Pulls:** pinning an object that lives on another node pulls it first (a cache copy,
+  evictable; the scheduler is told through ``on_copied``).
+
+Holders of references in the store: ``"dir"`` is the scheduler's directory (``hold`` on
+HoldObjects, ``free`` on FreeObjects); ``("new", conn)`` is the producer until the directory
+confirms the object. A producer that dies before that loses its unconfirmed objects after
+``grace`` seconds (enough for the message it sent to reach the scheduler and come back).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import tempfile
+import threading
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import msgpack
+
+from qsrv.errors import (
+    ConnectionClosedError,
+    ObjectLostError,
+    ObjectStoreFullError,
+    ProtocolError,
+    QsrvError,
+)
+from qsrv.protocol import (
+    StoreCreate,
+    StoreFailed,
+    StorePin,
+    StoreReply,
+    StoreSeal,
+    StoreUnpin,
+)
+from qsrv.store._store import ObjectStore
+from qsrv.store._transfer import (
+    ObjectReceived,
+    TransferFailed,
+    TransferReceiver,
+    TransferSender,
+    encode_request,
+)
+from qsrv.transport import SyncConnection
+
+__all__ = ["StoreService", "describe_location"]
+
+log = logging.getLogger("qsrv.store")
+DIRECTORY = "dir"
+
+
+def describe_location(worker_id: int, size: int, address: str) -> bytes:
+    """The data of a STORED value: which node holds it, how large, where to pull it from."""
+    return bytes(msgpack.packb([worker_id, size, address]))
+
+
+def parse_location(data: bytes) -> tuple[int, int, str]:
+    try:
+        wid, size, address = msgpack.unpackb(data)
+    except Exception:
+        raise ProtocolError("malformed stored-object location") from None
+    if type(wid) is not int or type(size) is not int or type(address) is not str:
+        raise ProtocolError("malformed stored-object location")
+    return wid, size, address
+
+
+class _Locked:
+    """The store behind one lock: every thread of the service goes through it."""
+
+    def __init__(self, store: ObjectStore, lock: threading.Lock) -> None:
+        self._store = store
+        self._lock = lock
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._store, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            with self._lock:
+                return method(*args, **kwargs)
+
+        return call
+
+
+class StoreService:
+    def __init__(self, store: ObjectStore, token: str, *, host: str = "127.0.0.1",
+                 grace: float = 5.0,
+                 on_copied: Callable[[int], None] = lambda oid: None) -> None:
+        self.store = store
+        self.token = token
+        self.worker_id = 0
+        self.grace = grace
+        self.on_copied = on_copied
+        self._lock = threading.Lock()
+        self._locked: Any = _Locked(store, self._lock)
+        self._dir = tempfile.mkdtemp(prefix="qsrv-store-")  # 0700: only this user connects
+        self.socket_path = os.path.join(self._dir, "store.sock")
+        self._local = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._local.bind(self.socket_path)
+        self._local.listen(64)
+        self._tcp = socket.create_server((host, 0))
+        self.address = f"{host}:{self._tcp.getsockname()[1]}"
+        self._unconfirmed: dict[int, int] = {}  # object -> producing connection
+        self._pulls: dict[int, threading.Event] = {}
+        self._peers: dict[str, list[SyncConnection]] = {}
+        self._conns: set[socket.socket] = set()
+        self._next_conn = 0
+        self._closed = False
+        for target in (self._serve_local, self._serve_transfer):
+            threading.Thread(target=target, daemon=True, name=f"qsrv-{target.__name__}").start()
+
+    # ---- the agent's side (any thread) -------------------------------------------------------
+    def hold(self, ids: list[int]) -> None:
+        """The directory lists these objects here now."""
+        with self._lock:
+            for oid in ids:
+                conn = self._unconfirmed.pop(oid, None)
+                if oid not in self.store:
+                    continue
+                self.store.incref(oid, DIRECTORY)
+                if conn is not None and self.store.holds(oid, ("new", conn)):
+                    self.store.decref(oid, ("new", conn))
+
+    def free(self, ids: list[int]) -> None:
+        """No ref is left anywhere: drop this node's copy (primary or cache)."""
+        with self._lock:
+            for oid in ids:
+                if self.store.holds(oid, DIRECTORY):
+                    self.store.decref(oid, DIRECTORY)
+                else:
+                    self.store.discard(oid)
+
+    def forget_directory(self) -> None:
+        """The scheduler was lost (its directory with it): what only it held goes."""
+        with self._lock:
+            n = self.store.release_holder(DIRECTORY)
+        if n:
+            log.warning("dropped %d objects held for the lost scheduler", n)
+
+    def stats(self) -> dict[str, int]:
+        with self._lock:
+            return self.store.stats()
+
+    def info(self) -> dict[str, Any]:
+        """What other processes need to reach the service (sent with the worker's info)."""
+        return {"socket": self.socket_path, "address": self.address, "node": node_key()}
+
+    def close(self) -> None:
+        self._closed = True
+        for sock in (self._local, self._tcp, *list(self._conns)):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            with contextlib.suppress(OSError):
+                sock.close()
+        for pool in self._peers.values():
+            for sc in pool:
+                sc.close()
+        with self._lock:
+            self.store.close()
+        with contextlib.suppress(OSError):
+            os.unlink(self.socket_path)
+            os.rmdir(self._dir)
+
+    # ---- serving -----------------------------------------------------------------------------
+    def _accept_loop(self, listener: socket.socket, handler: Callable[[socket.socket], None]
+                     ) -> None:
+        while not self._closed:
+            try:
+                sock, _ = listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._guarded, args=(handler, sock), daemon=True).start()
+
+    def _guarded(self, handler: Callable[[socket.socket], None], sock: socket.socket) -> None:
+        self._conns.add(sock)
+        try:
+            handler(sock)
+        except (QsrvError, OSError) as exc:
+            if not self._closed:
+                log.info("store connection closed: %s", exc)
+        finally:
+            self._conns.discard(sock)
+            with contextlib.suppress(OSError):
+                sock.close()
+
+    def _serve_local(self) -> None:
+        self._accept_loop(self._local, self._local_conn)
+
+    def _serve_transfer(self) -> None:
+        self._accept_loop(self._tcp, self._transfer_conn)
+
+    def _local_conn(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._next_conn += 1
+            conn = self._next_conn
+        sc = SyncConnection.accept(sock, self.token, {"store": self.store.name},
+                                   roles=frozenset({"store"}), client_no=conn)
+        pins: Counter[int] = Counter()
+        creating: set[int] = set()
+        try:
+            while True:
+                replies = [self._request(conn, msg, pins, creating) for msg in sc.receive()]
+                sc.send([r for r in replies if r is not None])
+        finally:
+            self._release(conn, pins, creating)
+
+    def _request(self, conn: int, msg: Any, pins: Counter[int], creating: set[int]) -> Any:
+        kind = type(msg)
+        if kind is StoreUnpin:
+            for oid in msg.object_ids:
+                if pins[oid] > 0:
+                    pins[oid] -= 1
+                    self._locked.unpin(oid)
+            return None
+        if kind not in (StoreCreate, StoreSeal, StorePin):
+            raise ProtocolError(f"{kind.__name__} is not a store request")
+        try:
+            if kind is StoreCreate:
+                loc = self._locked.reserve(msg.object_id, msg.size, holder=("new", conn))
+                creating.add(msg.object_id)
+                return StoreReply(msg.req, loc.offset, loc.size, b"")
+            if kind is StoreSeal:
+                if msg.object_id not in creating:
+                    raise ValueError(f"object {msg.object_id:#x} is not being written here")
+                with self._lock:
+                    loc = self.store.seal(msg.object_id, msg.header)
+                    creating.discard(msg.object_id)
+                    self._unconfirmed[msg.object_id] = conn
+                where = describe_location(self.worker_id, loc.size, self.address)
+                return StoreReply(msg.req, loc.offset, loc.size, where)
+            loc = self._pin(msg.object_id, msg.source)
+            pins[msg.object_id] += 1
+            return StoreReply(msg.req, loc.offset, loc.size, loc.header)
+        except ObjectStoreFullError as exc:
+            return StoreFailed(msg.req, "full", str(exc))
+        except ObjectLostError as exc:
+            return StoreFailed(msg.req, "lost", str(exc))
+        except (ValueError, QsrvError) as exc:
+            return StoreFailed(msg.req, "error", f"{type(exc).__name__}: {exc}")
+
+    def _release(self, conn: int, pins: Counter[int], creating: set[int]) -> None:
+        with self._lock:
+            for oid, n in pins.items():
+                for _ in range(n):
+                    self.store.unpin(oid)
+            for oid in creating:
+                with contextlib.suppress(ObjectLostError, ValueError):
+                    self.store.abort(oid)
+            mine = [oid for oid, c in self._unconfirmed.items() if c == conn]
+        if mine:
+            timer = threading.Timer(self.grace, self._orphaned, (conn, mine))
+            timer.daemon = True
+            timer.start()
+
+    def _orphaned(self, conn: int, ids: list[int]) -> None:
+        with self._lock:
+            for oid in ids:
+                if self._unconfirmed.get(oid) == conn:
+                    del self._unconfirmed[oid]
+                    if self.store.holds(oid, ("new", conn)):
+                        self.store.decref(oid, ("new", conn))
+
+    def _pin(self, oid: int, source: bytes) -> Any:
+        while True:
+            with self._lock:
+                if oid in self.store:
+                    return self.store.pin(oid)
+                wid, _, address = parse_location(source)
+                if wid == self.worker_id or self._closed:
+                    raise ObjectLostError(f"object {oid:#x} is no longer in this node's store "
+                                          "(freed, or lost with an earlier scheduler)")
+                busy = self._pulls.get(oid)
+                if busy is None:
+                    busy = self._pulls[oid] = threading.Event()
+                    mine = True
+                else:
+                    mine = False
+            if not mine:  # another reader is pulling it: wait, then look again
+                busy.wait()
+                continue
+            try:
+                self._pull(oid, address)
+            finally:
+                with self._lock:
+                    del self._pulls[oid]
+                busy.set()
+            self.on_copied(oid)
+
+    # ---- transfers between nodes -------------------------------------------------------------
+    def _transfer_conn(self, sock: socket.socket) -> None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        SyncConnection.accept(sock, self.token, {}, roles=frozenset({"transfer"}))
+        sender = TransferSender(self._locked)
+        while True:
+            data = sock.recv(1 << 16)
+            if not data:
+                return
+            for oid in sender.receive_data(data):
+                for piece in sender.frames(oid):
+                    sock.sendall(piece)
+
+    def _pull(self, oid: int, address: str) -> None:
+        with self._lock:
+            pool = self._peers.setdefault(address, [])
+            sc = pool.pop() if pool else None
+        if sc is None:
+            try:
+                sc = SyncConnection(address, self.token, "transfer")
+            except ConnectionClosedError as exc:
+                raise ObjectLostError(f"object {oid:#x} is on a node that cannot be reached "
+                                      f"({exc})") from exc
+        receiver = TransferReceiver(self._locked)
+        try:
+            sc.sock.sendall(encode_request(oid))
+            while True:
+                n = sc.sock.recv_into(receiver.get_buffer())
+                if n == 0:
+                    raise ObjectLostError(f"node at {address} closed the transfer of {oid:#x}")
+                for event in receiver.buffer_updated(n):
+                    if isinstance(event, TransferFailed):
+                        with self._lock:
+                            pool.append(sc)
+                        raise event.error
+                    if isinstance(event, ObjectReceived):
+                        with self._lock:
+                            pool.append(sc)
+                        return
+        except OSError as exc:
+            receiver.abort()
+            sc.close()
+            raise ObjectLostError(f"cannot pull object {oid:#x} from {address}: {exc}") from exc
+        except ProtocolError:
+            receiver.abort()
+            sc.close()
+            raise
+
+
+def node_key() -> str:
+    """Names this machine (boot): processes with the same key share /dev/shm."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            boot = f.read().strip()
+    except OSError:
+        boot = ""
+    return f"{socket.gethostname()}/{boot}"
