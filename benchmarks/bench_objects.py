@@ -23,9 +23,11 @@ object store pollute another's. Phases:
        once the cluster answers a later message); then ``get`` of the ref, with what came back
        (read-only? sharing memory with the source?). Dask's put is ``scatter(hash=False)``.
     b. pass by ref: the vector is put (untimed), then ``get(norm_task(ref))`` is timed;
-       overhead = that - ``np.linalg.norm`` of the same vector in the driver.
+       overhead = that - ``np.linalg.norm`` of the same vector in the driver (timed just before
+       the task in every repetition; medians of each).
     c. return: a task makes the vector (``np.full``) and returns it; time until the driver holds
-       it, minus the local ``np.full`` time = return overhead; GB/s = bytes / overhead.
+       it, minus the local ``np.full`` time (timed alike) = return overhead; GB/s = bytes /
+       overhead.
 * ``qsrv-nodes`` / ``ray-nodes`` / Dask's same cluster -- case d, across nodes: two worker
   processes on this machine, each with its own object store; a task pinned to node A makes the
   vector, then a task pinned to node B reads one element of it. transfer = (time of the B task)
@@ -37,7 +39,10 @@ object store pollute another's. Phases:
   task reading what A made) is shown for contrast.
 
 Each case runs once untimed at full size (warm-up: imports, executor start, page faults), then
-``--repeat`` times; the figures are medians. GB/s = 1e9 bytes per second. Timings are reported,
+``--repeat`` times; the figures are medians. After each repetition the vector is released and
+the run pauses 0.5 s, so that no timed section overlaps a system's freeing of the previous one
+(Ray's put takes 200-700 ms instead of ~30 ms while the previous 256 MiB object is still being
+freed). GB/s = 1e9 bytes per second. Timings are reported,
 never asserted: the machine is shared, and the load average is recorded at the start and end.
 qsrv is measured through its public API only (init, put, get, wait, distribute_task, status,
 shutdown), so the benchmark reads the same before and after objects move into per-node
@@ -75,6 +80,7 @@ RESULTS = HERE / "results" / "objects.json"
 WORKERS = 2
 PHASES = ("baseline", "qsrv", "qsrv-nodes", "ray", "ray-nodes", "dask")
 GB = 1e9
+SETTLE_S = 0.5
 
 
 # ---- the task functions (shipped by value from __main__ to every system) -------------------
@@ -110,6 +116,14 @@ def _median_s(fn: Callable[[], object], repeat: int) -> float:
         fn()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
+
+
+def _settle() -> None:
+    """Between repetitions, after the previous vector was released: let every system finish
+    freeing it. (Ray's put takes 200-700 ms instead of ~30 ms while the previous 256 MiB object
+    is still being freed; no timed section may overlap another's clean-up.)"""
+    gc.collect()
+    time.sleep(SETTLE_S)
 
 
 def _flags(value: Any, source: np.ndarray[Any, Any] | None = None) -> dict[str, Any]:
@@ -158,49 +172,59 @@ def case_put(api: Api, arr: np.ndarray[Any, Any], repeat: int) -> dict[str, Any]
             stored.append(t2 - t0)
             gets.append(t3 - t2)
         del value, ref
-        gc.collect()
+        _settle()
     return {"put_call_s": statistics.median(calls), "put_stored_s": statistics.median(stored),
             "get_s": statistics.median(gets), "get_flags": flags}
 
 
-def case_pass_ref(api: Api, arr: np.ndarray[Any, Any], repeat: int,
-                  norm_local_s: float) -> dict[str, Any]:
+def case_pass_ref(api: Api, arr: np.ndarray[Any, Any], repeat: int) -> dict[str, Any]:
+    """Each repetition times the local norm right before the task, so that both see the same
+    conditions; overhead = median(task) - median(local)."""
     expect = float(np.linalg.norm(arr))
-    times = []
+    times, local = [], []
     for i in range(repeat + 1):
         ref = api.put(arr)
         api.roundtrip()  # stored before the clock starts
         t0 = time.perf_counter()
+        np.linalg.norm(arr)
+        t1 = time.perf_counter()
         got = api.get(api.norm(ref))
-        took = time.perf_counter() - t0
+        t2 = time.perf_counter()
         if abs(got - expect) > 1e-9 * max(1.0, expect):
             raise AssertionError(f"norm task returned {got}, expected {expect}")
         if i:
-            times.append(took)
+            local.append(t1 - t0)
+            times.append(t2 - t1)
         del ref
-        gc.collect()
-    total = statistics.median(times)
-    return {"total_s": total, "overhead_s": total - norm_local_s, "norm_local_s": norm_local_s}
+        _settle()
+    total, norm_local = statistics.median(times), statistics.median(local)
+    return {"total_s": total, "overhead_s": total - norm_local, "norm_local_s": norm_local}
 
 
-def case_return(api: Api, n: int, repeat: int, create_local_s: float) -> dict[str, Any]:
-    times = []
+def case_return(api: Api, n: int, repeat: int) -> dict[str, Any]:
+    """As case_pass_ref: the local np.full is timed in every repetition, before the task."""
+    times, local = [], []
     flags: dict[str, Any] = {}
     for i in range(repeat + 1):
         t0 = time.perf_counter()
+        mine = _state(n)
+        t1 = time.perf_counter()
+        del mine
+        t2 = time.perf_counter()
         ref = api.make(n)
         value = api.get(ref)
-        took = time.perf_counter() - t0
+        t3 = time.perf_counter()
         if value.shape != (n,) or value[0] != 1 / np.sqrt(n):
             raise AssertionError("the returned vector is wrong")
         flags = _flags(value)
         if i:
-            times.append(took)
+            local.append(t1 - t0)
+            times.append(t3 - t2)
         del value, ref
-        gc.collect()
-    total = statistics.median(times)
-    return {"total_s": total, "overhead_s": total - create_local_s,
-            "create_local_s": create_local_s, "get_flags": flags}
+        _settle()
+    total, create_local = statistics.median(times), statistics.median(local)
+    return {"total_s": total, "overhead_s": total - create_local,
+            "create_local_s": create_local, "get_flags": flags}
 
 
 @dataclass
@@ -212,8 +236,8 @@ class NodesApi:
 
 
 def case_nodes(api: NodesApi, n: int, repeat: int) -> dict[str, Any]:
-    noop_b = _median_s(lambda: api.noop("b"), 5)
-    noop_a = _median_s(lambda: api.noop("a"), 5)
+    noop_b = _median_s(lambda: api.noop("b"), 21)
+    noop_a = _median_s(lambda: api.noop("a"), 21)
     pid_a, pid_b = api.noop("a"), api.noop("b")
     produce, remote, local = [], [], []
     pids = set()
@@ -232,7 +256,7 @@ def case_nodes(api: NodesApi, n: int, repeat: int) -> dict[str, Any]:
             remote.append(t2 - t1)
             local.append(t3 - t2)
         del ref
-        gc.collect()
+        _settle()
     if pid_a == pid_b or any(a == b for a, b in pids):
         raise AssertionError(f"node A and node B tasks ran in the same process: {pids}")
     return {"produce_s": statistics.median(produce), "consume_b_s": statistics.median(remote),
@@ -304,14 +328,13 @@ def run_qsrv(n: int, repeat: int) -> dict[str, Any]:
         qsrv.get([norm(np.ones(8, dtype=np.complex128)) for _ in range(WORKERS)])
         startup = time.perf_counter() - t0
         arr = _state(n)
-        local = _local(arr, repeat)
         api = Api(put=qsrv.put, get=qsrv.get, roundtrip=lambda: qsrv.get(noop()),
                   norm=norm, make=make)
         return {"setup": f"qsrv.init(num_cpus={WORKERS}): scheduler + 1 worker agent + "
-                         f"{WORKERS} executors", "startup_s": startup, **local,
+                         f"{WORKERS} executors", "startup_s": startup,
                 "put": case_put(api, arr, repeat),
-                "pass_ref": case_pass_ref(api, arr, repeat, local["norm_local_s"]),
-                "return": case_return(api, n, repeat, local["create_local_s"])}
+                "pass_ref": case_pass_ref(api, arr, repeat),
+                "return": case_return(api, n, repeat)}
     finally:
         qsrv.shutdown()
 
@@ -416,14 +439,13 @@ def run_ray(n: int, repeat: int) -> dict[str, Any]:
         ray.get([norm.remote(np.ones(8, dtype=np.complex128)) for _ in range(WORKERS)])
         startup = time.perf_counter() - t0
         arr = _state(n)
-        local = _local(arr, repeat)
         api = Api(put=ray.put, get=ray.get, roundtrip=lambda: ray.get(noop.remote()),
                   norm=norm.remote, make=make.remote)
         return {"setup": f"ray.init(num_cpus={WORKERS}): one raylet, one plasma store",
-                "startup_s": startup, **local,
+                "startup_s": startup,
                 "put": case_put(api, arr, repeat),
-                "pass_ref": case_pass_ref(api, arr, repeat, local["norm_local_s"]),
-                "return": case_return(api, n, repeat, local["create_local_s"])}
+                "pass_ref": case_pass_ref(api, arr, repeat),
+                "return": case_return(api, n, repeat)}
     finally:
         ray.shutdown()
 
@@ -476,23 +498,22 @@ def run_dask(n: int, repeat: int) -> dict[str, Any]:
                               dashboard_address=None)
     client = dd.Client(cluster)
     try:
-        client.gather(client.map(_noop, range(4 * WORKERS), pure=False))
+        client.gather([client.submit(_noop, pure=False) for _ in range(4 * WORKERS)])
         workers = sorted(client.scheduler_info()["workers"])
         client.gather([client.submit(_norm, np.ones(8, dtype=np.complex128), workers=[w],
                                      pure=False) for w in workers])
         startup = time.perf_counter() - t0
         arr = _state(n)
-        local = _local(arr, repeat)
         api = Api(put=lambda x: client.scatter(x, hash=False), get=lambda f: f.result(),
                   roundtrip=lambda: client.submit(_noop, pure=False).result(),
                   norm=lambda f: client.submit(_norm, f, pure=False),
                   make=lambda k: client.submit(_state, k, pure=False))
         out = {"setup": f"LocalCluster(n_workers={WORKERS}, threads_per_worker=1): each worker "
                         "process holds its own data; the nodes case pins workers=[address]",
-               "startup_s": startup, **local,
+               "startup_s": startup,
                "put": case_put(api, arr, repeat),
-               "pass_ref": case_pass_ref(api, arr, repeat, local["norm_local_s"]),
-               "return": case_return(api, n, repeat, local["create_local_s"])}
+               "pass_ref": case_pass_ref(api, arr, repeat),
+               "return": case_return(api, n, repeat)}
         del arr
         pin = {"a": [workers[0]], "b": [workers[1]]}
 
@@ -618,6 +639,8 @@ def _cell(r: dict[str, Any], nbytes: int, section: str, key: str, rate: bool = T
     if part is None:
         return "n/a"
     s = part[key]
+    if s <= 0:
+        return f"{_ms(s)} ms (<= 0: within noise)"
     return f"{_ms(s)} ms ({_gbps(nbytes, s)} GB/s)" if rate else f"{_ms(s)} ms"
 
 
@@ -732,11 +755,13 @@ def ratios(res: dict[str, Any]) -> list[tuple[str, str, str]]:
             _ratio(_get(q, "put", "put_call_s"), _get(r, "put", "put_call_s")), "")]
     if get_q is not None and copy is not None:
         flags = q["put"]["get_flags"]
-        zero = get_q < 0.05 * copy
-        out.append(("qsrv get of a put ref", f"zero-copy ({get_q * 1e6:,.0f} µs)" if zero
-                    else _ratio(get_q, copy) + " of numpy.copy", _get_note(flags)))
+        # Zero-copy: what came back does not own its memory, and took well under a copy.
+        zero = get_q < 0.5 * copy and not flags.get("owndata", True)
+        out.append(("qsrv get of a put ref / numpy.copy fresh pages, time",
+                    f"zero-copy ({get_q * 1e6:,.0f} µs; {_ratio(get_q, copy)})" if zero
+                    else _ratio(get_q, copy), _get_note(flags)))
     else:
-        out.append(("qsrv get of a put ref", "n/a", ""))
+        out.append(("qsrv get of a put ref / numpy.copy fresh pages, time", "n/a", ""))
     get_qr = _get(q, "return", "overhead_s")
     out.append(("qsrv get of a task result (return overhead) / numpy.copy fresh, time",
                 _ratio(get_qr, copy), _get_note(q["return"]["get_flags"]) if "return" in q
