@@ -52,6 +52,9 @@ def render(status: dict[str, Any]) -> str:
         gpus = f" gpus={','.join(w['gpu_ids'])}" if w["gpu_ids"] else ""
         lines.append(f"  worker {w['id']} {w['name']}: total {{{total}}} free {{{free}}}"
                      f"{gpus} executors={w['executors']} running={w['running']}")
+        store = (w.get("info") or {}).get("store_stats")
+        if isinstance(store, dict):
+            lines.append(_store_line(store))
         quantum = (w.get("info") or {}).get("quantum")
         if isinstance(quantum, dict):
             lines.extend(_quantum_lines(quantum))
@@ -61,6 +64,21 @@ def render(status: dict[str, Any]) -> str:
     for item in status["infeasible"]:
         lines.append(f"  infeasible x{item['count']}: {item['reason']}")
     return "\n".join(lines)
+
+
+def _store_line(s: dict[str, Any]) -> str:
+    """A worker's object store: use against capacity, objects, spilling."""
+    def size(n: int) -> str:
+        for unit in ("B", "KiB", "MiB", "GiB"):
+            if n < 1024 or unit == "GiB":
+                return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+            n /= 1024  # type: ignore[assignment]
+        return f"{n} B"  # pragma: no cover
+
+    return (f"    store: {size(s.get('used', 0))} used of {size(s.get('capacity', 0))}, "
+            f"{s.get('objects', 0)} object(s), {s.get('pinned', 0)} pinned, "
+            f"{s.get('spilled', 0)} spilled ({size(s.get('spilled_bytes', 0))}), "
+            f"{s.get('evictions', 0)} evicted")
 
 
 def _quantum_lines(quantum: dict[str, Any]) -> list[str]:

@@ -24,7 +24,13 @@ import msgpack
 import numpy as np
 
 from qsrv.codec import _statevec
-from qsrv.errors import ObjectLostError, ObjectStoreFullError, ProtocolError, QsrvError
+from qsrv.errors import (
+    ChecksumError,
+    ObjectLostError,
+    ObjectStoreFullError,
+    ProtocolError,
+    QsrvError,
+)
 from qsrv.protocol import (
     StoreCreate,
     StoreFailed,
@@ -139,8 +145,8 @@ class NodeStore:
         if len(replies) != 1 or getattr(reply, "req", None) != req:
             raise ProtocolError("the node store answered out of turn")
         if isinstance(reply, StoreFailed):
-            cls = {"full": ObjectStoreFullError, "lost": ObjectLostError}.get(reply.kind,
-                                                                              QsrvError)
+            cls = {"full": ObjectStoreFullError, "lost": ObjectLostError,
+                   "checksum": ChecksumError}.get(reply.kind, QsrvError)
             raise cls(reply.message)
         if not isinstance(reply, StoreReply):
             raise ProtocolError(f"unexpected {type(reply).__name__} from the node store")

@@ -34,6 +34,7 @@ from typing import Any
 import msgpack
 
 from qsrv.errors import (
+    ChecksumError,
     ConnectionClosedError,
     ObjectLostError,
     ObjectStoreFullError,
@@ -249,6 +250,8 @@ class StoreService:
             return StoreFailed(msg.req, "full", str(exc))
         except ObjectLostError as exc:
             return StoreFailed(msg.req, "lost", str(exc))
+        except ChecksumError as exc:
+            return StoreFailed(msg.req, "checksum", str(exc))
         except (ValueError, QsrvError) as exc:
             return StoreFailed(msg.req, "error", f"{type(exc).__name__}: {exc}")
 
