@@ -174,7 +174,8 @@ def case_put(api: Api, arr: np.ndarray[Any, Any], repeat: int) -> dict[str, Any]
         del value, ref
         _settle()
     return {"put_call_s": statistics.median(calls), "put_stored_s": statistics.median(stored),
-            "get_s": statistics.median(gets), "get_flags": flags}
+            "get_s": statistics.median(gets), "get_flags": flags,
+            "samples": {"put_call_s": calls, "put_stored_s": stored, "get_s": gets}}
 
 
 def case_pass_ref(api: Api, arr: np.ndarray[Any, Any], repeat: int) -> dict[str, Any]:
@@ -198,7 +199,8 @@ def case_pass_ref(api: Api, arr: np.ndarray[Any, Any], repeat: int) -> dict[str,
         del ref
         _settle()
     total, norm_local = statistics.median(times), statistics.median(local)
-    return {"total_s": total, "overhead_s": total - norm_local, "norm_local_s": norm_local}
+    return {"total_s": total, "overhead_s": total - norm_local, "norm_local_s": norm_local,
+            "samples": {"total_s": times, "norm_local_s": local}}
 
 
 def case_return(api: Api, n: int, repeat: int) -> dict[str, Any]:
@@ -224,7 +226,8 @@ def case_return(api: Api, n: int, repeat: int) -> dict[str, Any]:
         _settle()
     total, create_local = statistics.median(times), statistics.median(local)
     return {"total_s": total, "overhead_s": total - create_local,
-            "create_local_s": create_local, "get_flags": flags}
+            "create_local_s": create_local, "get_flags": flags,
+            "samples": {"total_s": times, "create_local_s": local}}
 
 
 @dataclass
@@ -262,7 +265,8 @@ def case_nodes(api: NodesApi, n: int, repeat: int) -> dict[str, Any]:
     return {"produce_s": statistics.median(produce), "consume_b_s": statistics.median(remote),
             "consume_a_s": statistics.median(local), "noop_b_s": noop_b, "noop_a_s": noop_a,
             "transfer_s": statistics.median(remote) - noop_b,
-            "pids": {"a": pid_a, "b": pid_b}}
+            "pids": {"a": pid_a, "b": pid_b},
+            "samples": {"produce_s": produce, "consume_b_s": remote, "consume_a_s": local}}
 
 
 # ---- baseline --------------------------------------------------------------------------------
@@ -632,16 +636,21 @@ def _get_note(flags: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
-def _cell(r: dict[str, Any], nbytes: int, section: str, key: str, rate: bool = True) -> str:
+def _cell(r: dict[str, Any], nbytes: int, section: str, key: str, rate: bool = True,
+          ref: tuple[str, str] | None = None) -> str:
+    """`ref`: (label, key) of the local time an overhead was taken against, shown with it."""
     if "error" in r:
         return "n/a (phase failed)"
     part = r.get(section)
     if part is None:
         return "n/a"
     s = part[key]
+    extra = [f"{_gbps(nbytes, s)} GB/s"] if rate and s > 0 else []
     if s <= 0:
-        return f"{_ms(s)} ms (<= 0: within noise)"
-    return f"{_ms(s)} ms ({_gbps(nbytes, s)} GB/s)" if rate else f"{_ms(s)} ms"
+        extra.append("<= 0: within noise")
+    if ref:
+        extra.append(f"{ref[0]} {_ms(part[ref[1]])} ms")
+    return f"{_ms(s)} ms" + (f" ({'; '.join(extra)})" if extra else "")
 
 
 def render(res: dict[str, Any]) -> str:
@@ -688,11 +697,13 @@ def render(res: dict[str, Any]) -> str:
     row("b. pass by ref to a norm task, total",
         lambda a, _: _cell(a, nbytes, "pass_ref", "total_s", rate=False))
     row("b. overhead (total - local norm)",
-        lambda a, _: _cell(a, nbytes, "pass_ref", "overhead_s", rate=False))
+        lambda a, _: _cell(a, nbytes, "pass_ref", "overhead_s", rate=False,
+                           ref=("local norm", "norm_local_s")))
     row("c. task creates + returns the vector, total",
         lambda a, _: _cell(a, nbytes, "return", "total_s", rate=False))
     row("c. return overhead (total - local np.full)",
-        lambda a, _: _cell(a, nbytes, "return", "overhead_s"))
+        lambda a, _: _cell(a, nbytes, "return", "overhead_s",
+                           ref=("local np.full", "create_local_s")))
     row("c. what get returned",
         lambda a, _: "n/a" if "error" in a else _get_note(a["return"]["get_flags"]))
     row("d. across nodes: produce on A (submit -> ready)",
