@@ -547,10 +547,12 @@ def child(phase: str, n: int, repeat: int, out: Path) -> None:
 
 
 # ---- parent ----------------------------------------------------------------------------------
-def run_phase(phase: str, n: int, repeat: int, timeout: float, logdir: Path) -> dict[str, Any]:
-    out = logdir / f"{phase}.json"
-    log = logdir / f"{phase}.log"
-    print(f"  {phase:<12}", end=" ", flush=True)
+def run_phase(phase: str, n: int, repeat: int, timeout: float, logdir: Path,
+              label: str | None = None) -> dict[str, Any]:
+    label = label or phase
+    out = logdir / f"{label}.json"
+    log = logdir / f"{label}.log"
+    print(f"  {label:<12}", end=" ", flush=True)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "RAY_DEDUP_LOGS": "0"}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
     env.pop("QSRV_ADDRESS", None)
@@ -578,6 +580,16 @@ def run_phase(phase: str, n: int, repeat: int, timeout: float, logdir: Path) -> 
     print(f"FAILED after {took:.1f} s ({why}); log tail:\n{tail}", flush=True)
     last = [line for line in tail.splitlines() if line.strip()][-1:] or [why]
     return {"error": f"{why}: {last[0][:200]}", "wall_s": took}
+
+
+LIMIT_KEYS = ("copy_fresh_s", "copy_warm_s", "tcp_s", "norm_local_s", "create_local_s")
+
+
+def limits(phases: dict[str, Any]) -> dict[str, float]:
+    """The machine's figures: the mean of the baseline at the start and at the end."""
+    runs = [phases[k] for k in ("baseline", "baseline_end")
+            if k in phases and "error" not in phases[k]]
+    return {key: statistics.mean(r[key] for r in runs) for key in LIMIT_KEYS} if runs else {}
 
 
 def machine() -> dict[str, Any]:
@@ -669,17 +681,22 @@ def render(res: dict[str, Any]) -> str:
         f"distributed {v['distributed']}; 2^{res['qubits']} complex128 = {nbytes / 2**20:.0f} "
         f"MiB; median of {res['repeat']} after a warm-up; load average at start "
         f"{res['loadavg_start']}, at end {res['loadavg_end']}; total {res['seconds']:.0f} s.",
-        "", "Machine limits (same run):", "",
-        "| measurement | ms | GB/s |", "|---|---:|---:|"]
-    if "error" in base:
-        lines.append(f"| baseline | n/a ({base['error']}) | |")
+        "", "Machine limits, measured in this run at its start and at its end (ratios use "
+        "the mean):", "",
+        "| measurement | start ms | end ms | mean ms | mean GB/s |", "|---|---:|---:|---:|---:|"]
+    end = ph.get("baseline_end", empty)
+    lim = res.get("limits", {})
+    if not lim:
+        lines.append(f"| baseline | n/a ({base.get('error', 'not run')}) | | | |")
     else:
-        for label, key in (("numpy.copy into fresh pages (new array each time)", "copy_fresh_s"),
-                           ("numpy.copyto into warm pages (preallocated)", "copy_warm_s"),
-                           ("loopback TCP, 2 processes, sendall -> recv_into", "tcp_s"),
-                           ("np.linalg.norm, local", "norm_local_s"),
-                           ("np.full (create the vector), local", "create_local_s")):
-            lines.append(f"| {label} | {_ms(base[key])} | {_gbps(nbytes, base[key])} |")
+        for label, key in zip(("numpy.copy into fresh pages (new array each time)",
+                               "numpy.copyto into warm pages (preallocated)",
+                               "loopback TCP, 2 processes, sendall -> recv_into",
+                               "np.linalg.norm, local", "np.full (create the vector), local"),
+                              LIMIT_KEYS, strict=True):
+            cells = [_ms(x[key]) if "error" not in x else "n/a" for x in (base, end)]
+            lines.append(f"| {label} | {' | '.join(cells)} | {_ms(lim[key])} | "
+                         f"{_gbps(nbytes, lim[key])} |")
 
     systems = (("qsrv", q, qn), ("Ray", r, rn), ("Dask", d, d))
     lines += ["", "| case | " + " | ".join(s for s, _, _ in systems) + " |",
@@ -754,8 +771,8 @@ def ratios(res: dict[str, Any]) -> list[tuple[str, str, str]]:
     ph = res["phases"]
     nbytes = res["nbytes"]
     q, r, d = (ph.get(k, {}) for k in ("qsrv", "ray", "dask"))
-    base = ph.get("baseline", {})
-    copy, tcp = _get(base, "copy_fresh_s"), _get(base, "tcp_s")
+    lim = res.get("limits") or limits(ph)
+    copy, tcp = lim.get("copy_fresh_s"), lim.get("tcp_s")
     put_q, put_r = _get(q, "put", "put_stored_s"), _get(r, "put", "put_stored_s")
     get_q = _get(q, "put", "get_s")
     out = [("qsrv put (until stored) / numpy.copy fresh pages, time", _ratio(put_q, copy),
@@ -836,6 +853,10 @@ def main() -> None:
         for phase in PHASES:
             if phase in phases:
                 res["phases"][phase] = run_phase(phase, n, repeat, timeout, Path(tmp))
+        if "baseline" in phases and len(phases) > 1:  # the machine again, after the systems
+            res["phases"]["baseline_end"] = run_phase("baseline", n, repeat, timeout, Path(tmp),
+                                                      label="baseline_end")
+    res["limits"] = limits(res["phases"])
     res["seconds"] = time.perf_counter() - t0
     res["loadavg_end"] = _loadavg()
     res["ratios"] = [{"ratio": a, "value": b, "note": c} for a, b, c in ratios(res)]

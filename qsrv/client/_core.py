@@ -28,7 +28,6 @@ from qsrv.codec import dumps, loads
 from qsrv.errors import (
     SYSTEM_ERRORS,
     ConnectionClosedError,
-    ObjectLostError,
     ObjectStoreFullError,
     QsrvError,
     TaskError,
@@ -46,7 +45,7 @@ from qsrv.protocol import (
     SubmitTask,
     Subscribe,
 )
-from qsrv.store._node import MIN_STORED, NodeStore
+from qsrv.store._node import MIN_STORED, NodeStore, fetch
 
 ID_BITS = 40
 
@@ -108,6 +107,7 @@ class ClientCore:
         self.closed: BaseException | None = None
         self.store: NodeStore | None = None
         self.find_store: Callable[[], NodeStore | None] | None = None
+        self.token = ""  # proves this process to the nodes it pulls objects from
         self._store_retry = 0.0
 
     # ---- creating refs ----------------------------------------------------------------------
@@ -186,10 +186,8 @@ class ClientCore:
         if msg.status != STORED:
             return loads(msg.data, msg.bufs)
         store = self._node_store()
-        if store is None:
-            raise ObjectLostError(
-                f"object {msg.object_id:#x} is in a worker's store, and this process has no "
-                "worker agent on its node to map it through")
+        if store is None:  # no agent on this node: pull it straight from its holder
+            return loads(*fetch(msg.object_id, msg.data, self.token))
         return loads(*store.load(msg.object_id, msg.data))
 
     def track(self, oid: int) -> ObjectRef:

@@ -40,6 +40,7 @@ class Driver:
         self.sc = SyncConnection(address, token, "driver", timeout=connect_timeout)
         self.core = ClientCore(self.sc.client_no, self._queued, self._block)
         self.core.find_store = self._find_store
+        self.core.token = token
         self._last_queued = 0.0
         self._send_lock = threading.Lock()
         self._flush_wanted = threading.Event()

@@ -26,6 +26,7 @@ import numpy as np
 from qsrv.codec import _statevec
 from qsrv.errors import (
     ChecksumError,
+    ConnectionClosedError,
     ObjectLostError,
     ObjectStoreFullError,
     ProtocolError,
@@ -41,9 +42,17 @@ from qsrv.protocol import (
 )
 from qsrv.store._arena import ALIGNMENT
 from qsrv.store._client import StoreClient
+from qsrv.store._service import parse_location
+from qsrv.store._store import Location
+from qsrv.store._transfer import (
+    ObjectReceived,
+    TransferFailed,
+    TransferReceiver,
+    encode_request,
+)
 from qsrv.transport import SyncConnection
 
-__all__ = ["MIN_STORED", "NodeStore", "layout_of", "rebuild"]
+__all__ = ["MIN_STORED", "NodeStore", "fetch", "layout_of", "rebuild"]
 
 # Values whose pickle and buffers together reach this many bytes go to the node's store.
 MIN_STORED: Final = int(os.environ.get("QSRV_STORE_MIN", 64 << 10))
@@ -177,3 +186,52 @@ class NodeStore:
     def close(self) -> None:
         self.closed = True
         self._sc.close()
+
+
+class _PrivateSpace:
+    """The slice of the ObjectStore interface a TransferReceiver writes through, over private
+    memory: for a process with no store on its node."""
+
+    def __init__(self) -> None:
+        self.body: bytearray | None = None
+        self.header = b""
+
+    def create(self, object_id: int, size: int, *, holder: object = None) -> memoryview:
+        self.body = bytearray(size)
+        return memoryview(self.body)
+
+    def seal(self, object_id: int, header: bytes, *, checksum: int | None = None) -> Location:
+        self.header = bytes(header)
+        return Location("", object_id, 0, len(self.body or b""), self.header)
+
+    def abort(self, object_id: int) -> None:
+        self.body = None
+
+
+def fetch(object_id: int, source: bytes, token: str) -> tuple[Any, tuple[Any, ...]]:
+    """(pickle, buffers) of a stored value pulled straight from the node that holds it into
+    this process's memory (one copy): for drivers on a node without a worker agent."""
+    wid, _, address = parse_location(source)
+    space = _PrivateSpace()
+    receiver = TransferReceiver(space)  # type: ignore[arg-type]
+    try:
+        sc = SyncConnection(address, token, "transfer")
+    except ConnectionClosedError as exc:
+        raise ObjectLostError(f"object {object_id:#x} is on worker {wid}, which cannot be "
+                              f"reached at {address}: {exc}") from exc
+    try:
+        sc.sock.sendall(encode_request(object_id))
+        while True:
+            n = sc.sock.recv_into(receiver.get_buffer())
+            if n == 0:
+                raise ObjectLostError(f"worker {wid} closed the transfer of {object_id:#x}")
+            for event in receiver.buffer_updated(n):
+                if isinstance(event, TransferFailed):
+                    raise event.error
+                if isinstance(event, ObjectReceived):
+                    assert space.body is not None
+                    return rebuild(space.header, memoryview(space.body))
+    except OSError as exc:
+        raise ObjectLostError(f"pulling object {object_id:#x} from {address}: {exc}") from exc
+    finally:
+        sc.close()

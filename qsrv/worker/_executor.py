@@ -55,6 +55,7 @@ class Executor:
         self.worker_id = worker_id
         self.sc = SyncConnection(address, token, "executor")
         self.core = ClientCore(self.sc.client_no, flush_soon=lambda: None, block=self.block)
+        self.core.token = token
         store_socket = os.environ.get("QSRV_STORE_SOCKET")
         if store_socket:  # large arguments and results go through the node's store
             self.core.find_store = lambda: NodeStore(store_socket, token)

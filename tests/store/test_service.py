@@ -22,7 +22,7 @@ from qsrv.errors import (
 from qsrv.protocol import Hello
 from qsrv.protocol._messages import encode_frame_of
 from qsrv.store import ObjectStore
-from qsrv.store._node import NodeStore
+from qsrv.store._node import NodeStore, fetch
 from qsrv.store._service import StoreService, describe_location, parse_location
 from qsrv.transport import SyncConnection
 
@@ -201,3 +201,24 @@ def test_lost_objects_and_bad_peers_get_clear_errors(
     with pytest.raises(Exception):  # noqa: B017 - closed by the service
         sc.receive(timeout=5) or sc.receive(timeout=5)
     assert NodeStore(a.socket_path, TOKEN).put(3, b"x" * 100, ()) is not None
+
+
+def test_a_process_without_a_local_store_fetches_into_private_memory(
+        nodes: tuple[StoreService, StoreService]) -> None:
+    a, _ = nodes
+    producer = NodeStore(a.socket_path, TOKEN)
+    vec = np.arange(1 << 16, dtype=np.complex64)
+    where = producer.put(31, *dumps(vec)[:2])
+    a.hold([31])
+    value = loads(*fetch(31, where, TOKEN))
+    assert np.array_equal(value, vec) and not producer.owns(value)
+    wid, size, _ = parse_location(where)
+    proxy = FlipProxy(a.address, at=200_000)
+    try:
+        with pytest.raises(ChecksumError):
+            fetch(31, describe_location(wid, size, proxy.address), TOKEN)
+    finally:
+        proxy.close()
+    with pytest.raises(ObjectLostError, match="cannot be reached"):
+        fetch(31, describe_location(wid, size, "127.0.0.1:1"), TOKEN)
+    assert a.stats()["pinned"] == 0
