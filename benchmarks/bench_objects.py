@@ -609,7 +609,7 @@ def machine() -> dict[str, Any]:
             versions[mod] = "not installed"
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, text=True,
-                              capture_output=True, timeout=10).stdout.strip()
+                              capture_output=True, timeout=10).stdout.strip() or "?"
         dirty = subprocess.run(["git", "status", "--porcelain", "--", "../qsrv"], cwd=HERE,
                                text=True, capture_output=True, timeout=10).stdout.split("\n")
         modified = sorted(line[3:] for line in dirty if line.strip())
@@ -648,11 +648,15 @@ def _get_note(flags: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
+def _why(r: dict[str, Any]) -> str:
+    return "n/a (not run)" if r["error"] == "not run" else "n/a (phase failed)"
+
+
 def _cell(r: dict[str, Any], nbytes: int, section: str, key: str, rate: bool = True,
           ref: tuple[str, str] | None = None) -> str:
     """`ref`: (label, key) of the local time an overhead was taken against, shown with it."""
     if "error" in r:
-        return "n/a (phase failed)"
+        return _why(r)
     part = r.get(section)
     if part is None:
         return "n/a"
@@ -710,7 +714,7 @@ def render(res: dict[str, Any]) -> str:
         lambda a, _: _cell(a, nbytes, "put", "put_stored_s"))
     row("a. get of the put ref", lambda a, _: _cell(a, nbytes, "put", "get_s"))
     row("a. what get returned",
-        lambda a, _: "n/a" if "error" in a else _get_note(a["put"]["get_flags"]))
+        lambda a, _: _why(a) if "error" in a else _get_note(a["put"]["get_flags"]))
     row("b. pass by ref to a norm task, total",
         lambda a, _: _cell(a, nbytes, "pass_ref", "total_s", rate=False))
     row("b. overhead (total - local norm)",
@@ -722,7 +726,7 @@ def render(res: dict[str, Any]) -> str:
         lambda a, _: _cell(a, nbytes, "return", "overhead_s",
                            ref=("local np.full", "create_local_s")))
     row("c. what get returned",
-        lambda a, _: "n/a" if "error" in a else _get_note(a["return"]["get_flags"]))
+        lambda a, _: _why(a) if "error" in a else _get_note(a["return"]["get_flags"]))
     row("d. across nodes: produce on A (submit -> ready)",
         lambda _, b: _cell(b, nbytes, "nodes", "produce_s", rate=False))
     row("d. task on B reads it, total",
@@ -734,7 +738,7 @@ def render(res: dict[str, Any]) -> str:
     row("d. (contrast) task on A reads it, same node",
         lambda _, b: _cell(b, nbytes, "nodes", "consume_a_s", rate=False))
     row("startup (a-c setup; d setup) s",
-        lambda a, b: " ; ".join("failed" if "error" in x else f"{x['startup_s']:.1f}"
+        lambda a, b: " ; ".join(_why(x) if "error" in x else f"{x['startup_s']:.1f}"
                                 for x in ((a, b) if a is not b else (a,))))
     lines.append("")
     for name, a, b in systems:

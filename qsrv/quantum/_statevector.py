@@ -1,8 +1,9 @@
 """State vectors as objects: run a circuit, keep its final state in the cluster, start from one.
 
-The state travels as a numpy array through qsrv's object path (out-of-band buffers). When the
-node's shared-memory store is wired in, the same refs will point into it: nothing here changes
-for callers.
+The state is a numpy array, so a large one (from 13 qubits in double precision) lives in the
+node's shared-memory store: the task that made it writes it there once (native copy with its
+checksum), tasks and drivers on the node map it read-only without a copy, and other nodes pull
+it worker-to-worker, checksum verified.
 """
 
 from __future__ import annotations

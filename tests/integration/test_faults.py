@@ -148,7 +148,7 @@ def test_network_cut_removes_the_worker_and_retries_its_task() -> None:
                                           "res=1")
         wait_for(lambda: cluster.ready({"cut"}), what="worker behind the proxy")
         qsrv.init(address=cluster.address, token=TOKEN)
-        ref = nap.options(target={"res": 1}, max_retries=2)(6.0)  # outlasts starting "ok" under load
+        ref = nap.options(target={"res": 1}, max_retries=2)(6.0)  # outlasts starting "ok"
         wait_for(lambda: cluster.status()["tasks"]["running"] == 1, what="task start")
         cluster.worker("ok", "--cpus", "1", "--resources", "res=1")
         wait_for(lambda: cluster.ready({"ok"}), what="second worker")

@@ -94,3 +94,18 @@ def test_with_initial_state_in_a_users_task() -> None:
     expected = Statevector(ghz(3)).evolve(layer(3, 0.4)).expectation_value(
         __import__("qiskit.quantum_info", fromlist=["Pauli"]).Pauli("ZZZ"))
     assert value == pytest.approx(float(np.real(expected)), abs=1e-9)
+
+
+def test_a_large_state_lives_in_the_node_store_and_starts_the_next_task() -> None:
+    first = statevector(ghz(14))  # 256 KiB: stored in the node's shared memory
+    state = qsrv.get(first)
+    addr = state.__array_interface__["data"][0]
+    with open("/proc/self/maps") as f:
+        spans = [line.split() for line in f]
+    mapping = next(parts for parts in spans
+                   if int(parts[0].split("-")[0], 16) <= addr < int(parts[0].split("-")[1], 16))
+    assert mapping[-1].startswith("/dev/shm/qsrv-") and not state.flags.writeable
+    np.testing.assert_allclose(state, Statevector(ghz(14)).data, atol=1e-12)
+    second = statevector(layer(14, 0.2), initial_state=first)
+    np.testing.assert_allclose(qsrv.get(second),
+                               Statevector(ghz(14)).evolve(layer(14, 0.2)).data, atol=1e-10)
