@@ -16,6 +16,7 @@ The tree::
     ├── TaskCancelledError          cancel() was called on the task
     ├── TaskTimeoutError            the task did not finish within its `timeout`
     ├── InfeasibleTaskError         no worker could ever satisfy the task's target
+    │   └── QuantumPlacementError   no worker can hold the simulation (memory, device, method)
     ├── WorkerDiedError             the task's executor or worker died, retries exhausted
     ├── ObjectLostError             the object's value no longer exists anywhere
     ├── ObjectStoreFullError        the object store has no room, even after eviction
@@ -65,6 +66,7 @@ __all__ = [
     "PayloadTooLargeError",
     "ProtocolError",
     "QsrvError",
+    "QuantumPlacementError",
     "RemoteProtocolError",
     "TaskCancelledError",
     "TaskError",
@@ -184,6 +186,10 @@ class TaskTimeoutError(QsrvError, TimeoutError):
 
 class InfeasibleTaskError(QsrvError):
     """No connected worker could ever satisfy the task's target."""
+
+
+class QuantumPlacementError(InfeasibleTaskError):
+    """No connected worker can ever run this simulation (memory, device or method)."""
 
 
 class WorkerDiedError(QsrvError):

@@ -13,11 +13,12 @@
 - `state_bytes`, `max_qubits`: memory of a simulation, and the qubits that fit.
 """
 
+from qsrv.errors import QuantumPlacementError
 from qsrv.quantum._capabilities import max_qubits, probe_capabilities, state_bytes
 from qsrv.quantum._common import Options
 from qsrv.quantum._estimator import Estimator
 from qsrv.quantum._job import QuantumJob
-from qsrv.quantum._placement import QuantumPlacementError, backends
+from qsrv.quantum._placement import backends
 from qsrv.quantum._sampler import Sampler
 from qsrv.quantum._statevector import statevector, with_initial_state
 

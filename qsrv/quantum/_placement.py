@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from qsrv._resources import parse_memory
-from qsrv.errors import InfeasibleTaskError
+from qsrv.errors import QuantumPlacementError
 from qsrv.quantum._capabilities import (
     DEVICES,
     GPU_METHODS,
@@ -24,10 +24,6 @@ from qsrv.quantum._capabilities import (
     max_qubits,
     state_bytes,
 )
-
-
-class QuantumPlacementError(InfeasibleTaskError):
-    """No connected worker can ever run this simulation (memory, device or method)."""
 
 
 @dataclass(frozen=True, slots=True)
