@@ -195,10 +195,13 @@ def render(results: dict[str, dict[str, Any]], count: int, chunks: list[int]) ->
 def write_section(text: str) -> None:
     readme = HERE / "README.md"
     old = readme.read_text() if readme.exists() else ""
-    if SECTION in old:  # a previous run's section, always the last one: replace it
-        head = old[:old.index(SECTION)]
-    else:
-        head = old + ("\n" if old and not old.endswith("\n") else "") + ("\n" if old else "")
+    if SECTION in old:  # a previous run's section: replace it, keep the sections after it
+        start = old.index(SECTION)
+        after = old.find("\n## ", start + len(SECTION))
+        tail = "\n" + old[after + 1:] if after >= 0 else ""
+        readme.write_text(old[:start] + text + tail)
+        return
+    head = old + ("\n" if old and not old.endswith("\n") else "") + ("\n" if old else "")
     readme.write_text(head + text)
 
 

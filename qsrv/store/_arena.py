@@ -27,7 +27,7 @@ from typing import Final
 
 import numpy as np
 
-__all__ = ["ALIGNMENT", "Allocator", "Arena", "arena_path"]
+__all__ = ["ALIGNMENT", "Allocator", "Arena", "arena_path", "sweep_stale"]
 
 ALIGNMENT: Final = 64  # a cache line; also satisfies every numpy dtype's alignment
 _DEFAULT_DIR: Final = "/dev/shm"
@@ -44,6 +44,32 @@ def arena_path(name: str, directory: str | None = None) -> str:
     if not _NAME_RE.match(name):
         raise ValueError(f"invalid arena name {name!r}: use letters, digits, '_', '.', '-'")
     return os.path.join(directory or _DEFAULT_DIR, f"qsrv-{name}")
+
+
+_OWNED_RE: Final = re.compile(r"^qsrv-(\d+)-[0-9a-f]{8}$")  # default names: owner pid + random
+
+
+def sweep_stale(directory: str | None = None) -> list[str]:
+    """Unlink the arenas of owners that died without closing them (SIGKILL, OOM): their
+    pages would otherwise stay in /dev/shm until reboot. Returns the paths removed."""
+    removed: list[str] = []
+    directory = directory or _DEFAULT_DIR
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(directory):
+            match = _OWNED_RE.match(entry.name)
+            if match is None:
+                continue
+            try:
+                os.kill(int(match.group(1)), 0)
+                continue  # the owner lives
+            except ProcessLookupError:
+                pass
+            except PermissionError:
+                continue  # another user's live process
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(entry.path)
+                removed.append(entry.path)
+    return removed
 
 
 class Allocator:

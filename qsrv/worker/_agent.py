@@ -34,6 +34,7 @@ from qsrv.protocol import (
     WorkerInfo,
 )
 from qsrv.store import ObjectStore
+from qsrv.store._arena import sweep_stale
 from qsrv.store._service import StoreService
 from qsrv.transport import FramedProtocol, client_context, parse_address, unix_path
 from qsrv.worker import _detect
@@ -114,6 +115,8 @@ class WorkerAgent:
         self._stopping = False  # this session is ending: do not replace executors
         self._exiting = False  # the agent is ending: do not reconnect
         self._tasks: set[asyncio.Task[Any]] = set()
+        for path in sweep_stale():
+            log.warning("removed the object store arena %s of an agent that died", path)
         self._spill = tempfile.TemporaryDirectory(prefix="qsrv-spill-", dir=config.spill_dir)
         # The arena grows as it is used (pages reserved once, kept warm), up to its capacity.
         self.store = StoreService(

@@ -4,7 +4,10 @@ on one machine), clients over the real Unix socket, transfers over real TCP."""
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -22,6 +25,7 @@ from qsrv.errors import (
 from qsrv.protocol import Hello
 from qsrv.protocol._messages import encode_frame_of
 from qsrv.store import ObjectStore
+from qsrv.store._arena import sweep_stale
 from qsrv.store._node import NodeStore, fetch
 from qsrv.store._service import StoreService, describe_location, parse_location
 from qsrv.transport import SyncConnection
@@ -222,3 +226,15 @@ def test_a_process_without_a_local_store_fetches_into_private_memory(
     with pytest.raises(ObjectLostError, match="cannot be reached"):
         fetch(31, describe_location(wid, size, "127.0.0.1:1"), TOKEN)
     assert a.stats()["pinned"] == 0
+
+
+def test_arenas_of_dead_owners_are_swept(tmp_path: object) -> None:
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    stale = f"{tmp_path}/qsrv-{int(dead.stdout)}-0123abcd"
+    live = f"{tmp_path}/qsrv-{os.getpid()}-0123abcd"
+    other = f"{tmp_path}/qsrv-named-by-a-test"
+    for path in (stale, live, other):
+        open(path, "wb").close()
+    assert sweep_stale(str(tmp_path)) == [stale]
+    assert os.path.exists(live) and os.path.exists(other) and not os.path.exists(stale)
