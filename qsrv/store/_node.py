@@ -44,12 +44,7 @@ from qsrv.store._arena import ALIGNMENT
 from qsrv.store._client import StoreClient
 from qsrv.store._service import parse_location
 from qsrv.store._store import Location
-from qsrv.store._transfer import (
-    ObjectReceived,
-    TransferFailed,
-    TransferReceiver,
-    encode_request,
-)
+from qsrv.store._transfer import TransferReceiver, pull_over
 from qsrv.transport import SyncConnection
 
 __all__ = ["MIN_STORED", "NodeStore", "fetch", "layout_of", "rebuild"]
@@ -220,18 +215,10 @@ def fetch(object_id: int, source: bytes, token: str) -> tuple[Any, tuple[Any, ..
         raise ObjectLostError(f"object {object_id:#x} is on worker {wid}, which cannot be "
                               f"reached at {address}: {exc}") from exc
     try:
-        sc.sock.sendall(encode_request(object_id))
-        while True:
-            n = sc.sock.recv_into(receiver.get_buffer())
-            if n == 0:
-                raise ObjectLostError(f"worker {wid} closed the transfer of {object_id:#x}")
-            for event in receiver.buffer_updated(n):
-                if isinstance(event, TransferFailed):
-                    raise event.error
-                if isinstance(event, ObjectReceived):
-                    assert space.body is not None
-                    return rebuild(space.header, memoryview(space.body))
+        pull_over(sc.sock, receiver, object_id)
     except OSError as exc:
         raise ObjectLostError(f"pulling object {object_id:#x} from {address}: {exc}") from exc
     finally:
         sc.close()
+    assert space.body is not None
+    return rebuild(space.header, memoryview(space.body))

@@ -50,13 +50,7 @@ from qsrv.protocol import (
     StoreUnpin,
 )
 from qsrv.store._store import ObjectStore
-from qsrv.store._transfer import (
-    ObjectReceived,
-    TransferFailed,
-    TransferReceiver,
-    TransferSender,
-    encode_request,
-)
+from qsrv.store._transfer import TransferReceiver, TransferSender, pull_over
 from qsrv.transport import SyncConnection
 
 __all__ = ["StoreService", "describe_location"]
@@ -328,28 +322,16 @@ class StoreService:
                                       f"({exc})") from exc
         receiver = TransferReceiver(self._locked)
         try:
-            sc.sock.sendall(encode_request(oid))
-            while True:
-                n = sc.sock.recv_into(receiver.get_buffer())
-                if n == 0:
-                    raise ObjectLostError(f"node at {address} closed the transfer of {oid:#x}")
-                for event in receiver.buffer_updated(n):
-                    if isinstance(event, TransferFailed):
-                        with self._lock:
-                            pool.append(sc)
-                        raise event.error
-                    if isinstance(event, ObjectReceived):
-                        with self._lock:
-                            pool.append(sc)
-                        return
-        except OSError as exc:
+            pull_over(sc.sock, receiver, oid)
+        except (OSError, QsrvError) as exc:
             receiver.abort()
             sc.close()
-            raise ObjectLostError(f"cannot pull object {oid:#x} from {address}: {exc}") from exc
-        except ProtocolError:
-            receiver.abort()
-            sc.close()
+            if isinstance(exc, OSError):
+                raise ObjectLostError(f"cannot pull object {oid:#x} from {address}: {exc}"
+                                      ) from exc
             raise
+        with self._lock:
+            pool.append(sc)
 
 
 def node_key() -> str:

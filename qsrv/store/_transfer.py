@@ -28,6 +28,7 @@ raises RemoteProtocolError: the connection is unusable and must be closed.
 
 from __future__ import annotations
 
+import socket
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -51,6 +52,7 @@ __all__ = [
     "TransferReceiver",
     "TransferSender",
     "encode_request",
+    "pull_over",
 ]
 
 _FRAME: Final = struct.Struct("<BQQ")
@@ -275,3 +277,19 @@ class TransferReceiver:
                 f"object {object_id:#x} arrived corrupted: sender's CRC-32 {inc.crc:#010x}, "
                 f"received bytes {actual:#010x}"))]
         return [ObjectReceived(self._store.seal(object_id, inc.header, checksum=actual))]
+
+
+def pull_over(sock: socket.socket, receiver: TransferReceiver, object_id: int) -> Location:
+    """Ask the peer on the blocking ``sock`` for ``object_id``, write it through ``receiver``
+    and return where it was sealed. Raises the transfer's error (ChecksumError,
+    ObjectLostError, ObjectStoreFullError), or ObjectLostError if the peer hung up."""
+    sock.sendall(encode_request(object_id))
+    while True:
+        n = sock.recv_into(receiver.get_buffer())
+        if n == 0:
+            raise ObjectLostError(f"the peer closed the transfer of object {object_id:#x}")
+        for event in receiver.buffer_updated(n):
+            if isinstance(event, TransferFailed):
+                raise event.error
+            if isinstance(event, ObjectReceived):
+                return event.location
