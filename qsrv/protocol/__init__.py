@@ -1,4 +1,5 @@
-"""The wire protocol, sans-IO: framing, typed messages, handshake. No sockets, no asyncio."""
+"""The wire protocol, sans-IO: framing, typed messages, handshake, and the formats of object
+ids and runtime-written values (_objects.py). No sockets, no asyncio."""
 
 from qsrv.protocol._connection import PROTOCOL_VERSION, ROLES, Connection, State
 from qsrv.protocol._framing import (
@@ -56,10 +57,18 @@ from qsrv.protocol._messages import (
     decode_frame,
     encode_frame_of,
 )
+from qsrv.protocol._objects import (
+    ID_BITS,
+    decode_location,
+    decode_system_error,
+    encode_location,
+    encode_system_error,
+)
 
 __all__ = [
     "DEFAULT_LIMITS",
     "HANDSHAKE_LIMITS",
+    "ID_BITS",
     "OK",
     "PROTOCOL_VERSION",
     "ROLES",
@@ -111,6 +120,10 @@ __all__ = [
     "WorkerAccepted",
     "WorkerInfo",
     "decode_frame",
+    "decode_location",
+    "decode_system_error",
     "encode_frame",
     "encode_frame_of",
+    "encode_location",
+    "encode_system_error",
 ]

@@ -39,10 +39,10 @@ from qsrv.protocol import (
     StoreReply,
     StoreSeal,
     StoreUnpin,
+    decode_location,
 )
 from qsrv.store._arena import ALIGNMENT
 from qsrv.store._client import StoreClient
-from qsrv.store._service import parse_location
 from qsrv.store._store import Location
 from qsrv.store._transfer import TransferReceiver, pull_over
 from qsrv.transport import SyncConnection
@@ -206,7 +206,7 @@ class _PrivateSpace:
 def fetch(object_id: int, source: bytes, token: str) -> tuple[Any, tuple[Any, ...]]:
     """(pickle, buffers) of a stored value pulled straight from the node that holds it into
     this process's memory (one copy): for drivers on a node without a worker agent."""
-    wid, _, address = parse_location(source)
+    wid, _, address = decode_location(source)
     space = _PrivateSpace()
     receiver = TransferReceiver(space)  # type: ignore[arg-type]
     try:

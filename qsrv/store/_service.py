@@ -31,8 +31,6 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-import msgpack
-
 from qsrv.errors import (
     ChecksumError,
     ConnectionClosedError,
@@ -48,6 +46,8 @@ from qsrv.protocol import (
     StoreReply,
     StoreSeal,
     StoreUnpin,
+    decode_location,
+    encode_location,
 )
 from qsrv.store._store import ObjectStore
 from qsrv.store._transfer import TransferReceiver, TransferSender, pull_over
@@ -59,19 +59,9 @@ log = logging.getLogger("qsrv.store")
 DIRECTORY = "dir"
 
 
-def describe_location(worker_id: int, size: int, address: str) -> bytes:
-    """The data of a STORED value: which node holds it, how large, where to pull it from."""
-    return bytes(msgpack.packb([worker_id, size, address]))
-
-
-def parse_location(data: bytes) -> tuple[int, int, str]:
-    try:
-        wid, size, address = msgpack.unpackb(data)
-    except Exception:
-        raise ProtocolError("malformed stored-object location") from None
-    if type(wid) is not int or type(size) is not int or type(address) is not str:
-        raise ProtocolError("malformed stored-object location")
-    return wid, size, address
+# The data of a STORED value (a wire contract, defined in qsrv.protocol).
+describe_location = encode_location
+parse_location = decode_location
 
 
 class _Locked:
@@ -235,7 +225,7 @@ class StoreService:
                     loc = self.store.seal(msg.object_id, msg.header)
                     creating.discard(msg.object_id)
                     self._unconfirmed[msg.object_id] = conn
-                where = describe_location(self.worker_id, loc.size, self.address)
+                where = encode_location(self.worker_id, loc.size, self.address)
                 return StoreReply(msg.req, loc.offset, loc.size, where)
             loc = self._pin(msg.object_id, msg.source)
             pins[msg.object_id] += 1
@@ -276,7 +266,7 @@ class StoreService:
             with self._lock:
                 if oid in self.store:
                     return self.store.pin(oid)
-                wid, _, address = parse_location(source)
+                wid, _, address = decode_location(source)
                 if wid == self.worker_id or self._closed:
                     raise ObjectLostError(f"object {oid:#x} is no longer in this node's store "
                                           "(freed, or lost with an earlier scheduler)")
