@@ -145,10 +145,6 @@ class Allocator:
         """(offset, size) of every free block, in address order."""
         return [(off, self._free[off]) for off in self._offsets]
 
-    def allocated_blocks(self) -> list[tuple[int, int]]:
-        """(offset, size) of every allocated block, in address order."""
-        return sorted(self._allocated.items())
-
     def check(self) -> None:
         """Assert the invariants (tests and debugging)."""
         blocks = sorted([(o, s, True) for o, s in self._free.items()]

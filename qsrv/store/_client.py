@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy.typing as npt
 
-from qsrv.codec import _statevec
+from qsrv.codec import statevec
 from qsrv.errors import ObjectLostError
 from qsrv.store._arena import Arena
 from qsrv.store._store import Location
@@ -59,7 +59,7 @@ class StoreClient:
         """The state vector at ``location`` as a numpy array over shared memory (zero copy;
         read-only unless the client is writable). ``verify`` checks the CRC-32 first
         (ChecksumError on mismatch): the owner already checked it when the bytes arrived."""
-        return _statevec.decode(location.header, self.view(location), verify=verify)
+        return statevec.decode(location.header, self.view(location), verify=verify)
 
     def close(self) -> None:
         """Unmap; arrays still alive keep the mapping until they are collected."""

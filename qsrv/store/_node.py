@@ -23,7 +23,7 @@ from typing import Any, Final
 import msgpack
 import numpy as np
 
-from qsrv.codec import _statevec
+from qsrv.codec import statevec as _statevec
 from qsrv.errors import (
     ChecksumError,
     ConnectionClosedError,
@@ -122,11 +122,6 @@ class NodeStore:
         weakref.finalize(base, self._unpin, object_id)
         data, bufs = rebuild(reply.header, base)
         return memoryview(data), tuple(memoryview(b) for b in bufs)
-
-    def owns(self, array: Any) -> bool:
-        """Whether ``array``'s memory lies in this node's arena (for tests and checks)."""
-        arena = np.frombuffer(self._ro.buffer, dtype=np.uint8)
-        return bool(np.shares_memory(arena, np.asarray(array).view(np.uint8).reshape(-1)))
 
     # ---- the connection ------------------------------------------------------------------
     def _call(self, make: Callable[[int], Any]) -> StoreReply:

@@ -34,8 +34,7 @@ from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from qsrv.codec import _statevec
-from qsrv.codec._statevec_format import byte_view
+from qsrv.codec import byte_view, statevec
 from qsrv.errors import ObjectLostError, ObjectStoreFullError
 from qsrv.store._arena import Allocator, Arena
 
@@ -104,22 +103,22 @@ class ObjectStore:
             holder: Holder | None = None) -> Location:
         """Copy ``buffer`` into the arena as object ``object_id`` and seal it.
 
-        A state vector (see ``qsrv.codec._statevec.is_statevector``) is copied by
+        A state vector (see ``qsrv.codec.statevec.is_statevector``) is copied by
         ``copy_into``, GIL released, its checksum computed in the same pass; with ``header``
         None its codec header is built from that checksum. Any other buffer is copied as
         bytes and needs a header. ``holder`` takes the first reference (else it is a cache
         copy, evictable).
         """
-        is_sv = _statevec.is_statevector(buffer)
+        is_sv = statevec.is_statevector(buffer)
         if header is None and not is_sv:
             raise TypeError("a header is required unless buffer is a state vector")
         src = byte_view(buffer)
         dst = self.create(object_id, src.nbytes, holder=holder)
         try:
             if is_sv:
-                crc = _statevec.copy_into(dst, buffer)
+                crc = statevec.copy_into(dst, buffer)
                 if header is None:
-                    header = _statevec.encode_header(buffer, checksum=crc)
+                    header = statevec.encode_header(buffer, checksum=crc)
                 self._entries[object_id].checksum = crc
             else:
                 dst[:] = src
@@ -190,7 +189,7 @@ class ObjectStore:
         """CRC-32 of the body (recorded by ``put``/``seal``, else computed once and kept)."""
         entry = self._sealed(object_id)
         if entry.checksum is None:
-            entry.checksum = _statevec.checksum(
+            entry.checksum = statevec.checksum(
                 self._arena.buf[entry.offset:entry.offset + entry.size])
         return entry.checksum
 

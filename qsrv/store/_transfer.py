@@ -34,7 +34,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Final
 
-from qsrv.codec import _statevec
+from qsrv.codec import statevec
 from qsrv.errors import (
     ChecksumError,
     ObjectLostError,
@@ -269,7 +269,7 @@ class TransferReceiver:
         del self._incoming[object_id]
         if inc.dest is None:
             return []
-        actual = _statevec.checksum(inc.dest)
+        actual = statevec.checksum(inc.dest)
         inc.dest.release()
         if actual != inc.crc:
             self._store.abort(object_id)

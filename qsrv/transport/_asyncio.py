@@ -121,14 +121,6 @@ class FramedProtocol(asyncio.BufferedProtocol):
             self._flush_scheduled = True
             self._loop.call_soon(self.flush)
 
-    def send_many(self, msgs: list[Any]) -> None:
-        if self._closed or not msgs:
-            return
-        self._pending.extend(msgs)
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            self._loop.call_soon(self.flush)
-
     def flush(self) -> None:
         self._flush_scheduled = False
         if not self._pending or self._closed or self.transport is None:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from qsrv._resources import SCALE, normalize, parse_memory
+from qsrv._retry import Backoff
 from qsrv.errors import ConfigError, ConnectionClosedError
 from qsrv.protocol import (
     Connection,
@@ -33,9 +34,7 @@ from qsrv.protocol import (
     WorkerAccepted,
     WorkerInfo,
 )
-from qsrv.store import ObjectStore
-from qsrv.store._arena import sweep_stale
-from qsrv.store._service import StoreService
+from qsrv.store import ObjectStore, StoreService, sweep_stale
 from qsrv.transport import FramedProtocol, client_context, parse_address, unix_path
 from qsrv.worker import _detect
 
@@ -111,7 +110,6 @@ class WorkerAgent:
         self.children: dict[int, asyncio.subprocess.Process] = {}
         self.proto: FramedProtocol | None = None
         self._closed = asyncio.Event()
-        self._registered = asyncio.Event()
         self._stopping = False  # this session is ending: do not replace executors
         self._exiting = False  # the agent is ending: do not reconnect
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -139,23 +137,24 @@ class WorkerAgent:
             self._spill.cleanup()
 
     async def _run(self, loop: asyncio.AbstractEventLoop) -> None:
-        delay = 0.1
-        lost_at = loop.time()
+        # The first connection gets the same `reconnect_timeout` as every later one.
+        backoff = Backoff(0.1, cap=5.0, timeout=self.config.reconnect_timeout, clock=loop.time)
         while not self._exiting:
             try:
                 await self._session()
             except ConnectionClosedError as exc:
-                if loop.time() - lost_at >= self.config.reconnect_timeout:
+                delay = backoff.next_delay()
+                if delay is None:
                     raise
                 log.warning("%s; retrying in %.1f s", exc, delay)
             else:
                 if self._exiting or self.config.reconnect_timeout <= 0:
                     return
-                lost_at, delay = loop.time(), 0.1
+                backoff.reset()
+                delay = backoff.next_delay() or 0.0
                 log.warning("lost the scheduler; reconnecting for up to %g s",
                             self.config.reconnect_timeout)
             await asyncio.sleep(delay)
-            delay = min(2 * delay, 5.0)
 
     def _exit_requested(self) -> None:
         self._exiting = True
@@ -196,10 +195,6 @@ class WorkerAgent:
             heartbeat.cancel()
             await self.stop()
 
-    async def wait_registered(self) -> int:
-        await self._registered.wait()
-        return self.worker_id
-
     async def stop(self) -> None:
         self._stopping = True
         for proc in list(self.children.values()):
@@ -231,7 +226,6 @@ class WorkerAgent:
                     count = max(1, self.totals.get("cpu", 0) // SCALE)
                 for _ in range(count):
                     self._spawn()
-                self._registered.set()
                 log.info("registered as worker %d; %d executors", msg.worker_id, count)
                 self._probe(proto)
             elif isinstance(msg, SpawnExecutor):
