@@ -1,29 +1,35 @@
-"""The machine's own limit for a task round trip: process-to-process ping-pong over loopback TCP.
+"""The machine's own limits, measured in the same run as the systems they are compared with.
 
-Two processes (this one and a child started with ``python _pingpong.py serve``) exchange a
-small message back and forth over one 127.0.0.1 TCP connection with TCP_NODELAY. Two flavours:
+* memcpy: ``numpy.copy`` into a newly allocated array (fresh pages: every page faults) and
+  ``numpy.copyto`` into a preallocated, already-touched one (warm pages).
+* loopback TCP bandwidth: one process ``sendall``s a preallocated, touched buffer; the other
+  ``recv_into``s a preallocated bytearray; timed at the receiver from its go byte to the last
+  byte.
+* loopback round trip: two processes exchange a 64-byte message back and forth (the order of a
+  small task message), with TCP_NODELAY. Flavours:
 
-* ``raw``: blocking sockets, ``sendall``/``recv`` in a tight loop on both sides: the kernel's
-  wake-up cost plus the least Python there can be;
-* ``uvloop``: both ends are asyncio protocols on uvloop (what qsrv's processes run on), so the
-  figure includes one event-loop turn per hop on each side;
-* ``unix``: as ``raw`` but over a Unix domain socket, for comparison (not used by qsrv today);
-* ``relay``: the shape of a task round trip: client -> relay -> echo -> relay -> client, three
-  processes, four hops; the relay is a uvloop process forwarding bytes (as a scheduler would),
-  client and echo use blocking sockets (as the driver and an executor do). This is the floor
-  for a driver -> scheduler -> executor -> scheduler -> driver round trip on this machine.
+  - ``raw``: blocking sockets, ``sendall``/``recv`` in a tight loop on both sides: the kernel's
+    wake-up cost plus the least Python there can be;
+  - ``uvloop``: both ends are asyncio protocols on uvloop (what qsrv's processes run on), so
+    the figure includes one event-loop turn per hop on each side;
+  - ``unix``: as ``raw`` but over a Unix domain socket (what qsrv's local cluster uses);
+  - ``relay``: the shape of a task round trip: client -> relay -> echo -> relay -> client,
+    three processes, four hops; the relay is a uvloop process forwarding bytes (as a scheduler
+    would), client and echo use blocking sockets (as the driver and an executor do). This is
+    the floor for a driver -> scheduler -> executor -> scheduler -> driver round trip.
 
-A qsrv task round trip crosses at least four such hops (driver -> scheduler -> executor ->
-scheduler -> driver), i.e. two ping-pong round trips, so "within 4x the ping-pong" leaves about
-two round trips' worth of Python work.
+  A qsrv task round trip crosses at least four such hops, i.e. two ping-pong round trips, so
+  "within 4x the ping-pong" leaves about two round trips' worth of Python work.
 
-    python benchmarks/_pingpong.py [N]          # prints JSON for both flavours
+    python benchmarks/_machine.py [--pingpong N] [--bytes N]   # prints every limit as JSON
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
+import multiprocessing
 import os
 import socket
 import statistics
@@ -32,10 +38,64 @@ import sys
 import time
 from typing import Any
 
+from _common import median_time, summarize_ns
+
 MSG = 64  # bytes each way: the order of a small task message
 FLAVOURS = ("raw", "uvloop", "relay", "unix")
 
 
+# ---- memcpy ----------------------------------------------------------------------------------
+def memcpy(nbytes: int, repeat: int) -> dict[str, float]:
+    """Median seconds to copy `nbytes` into fresh pages (numpy.copy) and into warm pages
+    (numpy.copyto into a preallocated, touched array)."""
+    import numpy as np
+
+    src = np.full(nbytes // 16, 1 + 1j, dtype=np.complex128)
+    warm = np.empty_like(src)
+    warm[:] = 0  # touched: its pages exist before the clock starts
+    return {"copy_fresh_s": median_time(lambda: np.copy(src), repeat),
+            "copy_warm_s": median_time(lambda: np.copyto(warm, src), repeat)}
+
+
+# ---- loopback TCP bandwidth --------------------------------------------------------------------
+def _tcp_sender(port: int, nbytes: int, rounds: int) -> None:
+    buf = bytearray(b"\x07") * nbytes  # preallocated and touched
+    view = memoryview(buf)
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        for _ in range(rounds):
+            if sock.recv(1) != b"g":
+                return
+            sock.sendall(view)
+
+
+def tcp_bandwidth(nbytes: int, repeat: int) -> float:
+    """Median seconds to move `nbytes` from one process to another over loopback TCP."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        sender = multiprocessing.get_context("fork").Process(
+            target=_tcp_sender, args=(port, nbytes, repeat + 1), daemon=True)
+        sender.start()
+        conn, _ = server.accept()
+    buf = bytearray(nbytes)
+    view = memoryview(buf)
+    times = []
+    with conn:
+        for i in range(repeat + 1):  # the first round is a warm-up (touches the buffer)
+            t0 = time.perf_counter()
+            conn.sendall(b"g")
+            got = 0
+            while got < nbytes:
+                k = conn.recv_into(view[got:])
+                if not k:
+                    raise ConnectionError("the sender went away")
+                got += k
+            if i:
+                times.append(time.perf_counter() - t0)
+    sender.join(10)
+    return statistics.median(times)
+
+
+# ---- loopback round trip: the server side (a child process) ----------------------------------
 def _recv_exact(sock: socket.socket, n: int) -> bytes:
     buf = bytearray()
     while len(buf) < n:
@@ -46,7 +106,6 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes:
     return bytes(buf)
 
 
-# ---- server (child process) ---------------------------------------------------------------
 def _serve_raw(listener: socket.socket) -> None:
     conn, _ = listener.accept()
     if conn.family != socket.AF_UNIX:
@@ -168,6 +227,9 @@ def serve(flavour: str, echo_port: int = 0) -> None:
 
 
 # ---- client (this process) ----------------------------------------------------------------
+
+
+# ---- loopback round trip: the client side (this process) ------------------------------------
 def _client_raw(port: int | str, n: int, warmup: int) -> list[int]:
     if isinstance(port, str):
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -238,16 +300,6 @@ def _client_uvloop(port: int, n: int, warmup: int) -> list[int]:
     return uvloop.run(_client_uvloop_async(port, n, warmup))
 
 
-def summarise(samples_ns: list[int]) -> dict[str, float]:
-    us = sorted(s / 1000 for s in samples_ns)
-    return {
-        "n": len(us),
-        "median_us": statistics.median(us),
-        "p99_us": us[min(len(us) - 1, round(0.99 * (len(us) - 1)))],
-        "mean_us": statistics.fmean(us),
-    }
-
-
 def _start(*args: str) -> tuple[subprocess.Popen[str], Any]:
     proc = subprocess.Popen([sys.executable, __file__, "serve", *args],
                             stdout=subprocess.PIPE, text=True)
@@ -269,7 +321,7 @@ def pingpong(flavour: str, n: int, warmup: int = 1000) -> dict[str, float]:
             server, port = _start(flavour)
             procs.append(server)
         client = _client_uvloop if flavour == "uvloop" else _client_raw
-        result = summarise(client(port, n, warmup))
+        result = summarize_ns(client(port, n, warmup))
     finally:
         for proc in reversed(procs):
             try:
@@ -286,8 +338,16 @@ def main() -> None:
     if len(sys.argv) >= 3 and sys.argv[1] == "serve":
         serve(sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 0)
         return
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 10_000
-    print(json.dumps({f: pingpong(f, n) for f in FLAVOURS}, indent=1))
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--pingpong", type=int, default=10_000, help="round trips per flavour")
+    ap.add_argument("--bytes", type=int, default=1 << 28, help="bytes for memcpy and TCP")
+    ap.add_argument("--repeat", type=int, default=5)
+    args = ap.parse_args()
+    out: dict[str, Any] = {f: pingpong(f, args.pingpong) for f in FLAVOURS}
+    out.update(memcpy(args.bytes, args.repeat))
+    out["tcp_s"] = tcp_bandwidth(args.bytes, args.repeat)
+    out["bytes"] = args.bytes
+    print(json.dumps(out, indent=1))
 
 
 if __name__ == "__main__":
