@@ -33,12 +33,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-from bench_tasks import _TICK, cmdline, descendants, loadavg, noop, thread_names  # noqa: E402
+import _common as c
+import psutil
 
-README = HERE / "README.md"
-BEGIN, END = "<!-- profile_tasks:begin -->", "<!-- profile_tasks:end -->"
+TAG = "profile_tasks"
 FRAME = re.compile(r"^(?P<fn>.*) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
 
 
@@ -119,23 +117,25 @@ def summarise(label: str, raw: str, expected: float, top: int) -> str:
     return "\n".join(out)
 
 
+def noop() -> None:
+    return None
+
+
 def thread_cpu(pid: int) -> dict[str, tuple[float, float]]:
     """(user, system) CPU seconds per thread name of a process (threads of one name summed)."""
     out: dict[str, tuple[float, float]] = {}
-    names = thread_names(pid)
+    names = c.thread_names(pid)
     if pid == os.getpid():  # Python thread names are not the OS's: map them by native id
         names.update({t.native_id: ("main" if t.name == "MainThread" else t.name)
                       for t in threading.enumerate() if t.native_id in names})
-    for tid, name in names.items():
-        try:
-            with open(f"/proc/{pid}/task/{tid}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()
-        u, s = int(fields[11]) / _TICK, int(fields[12]) / _TICK
+    try:
+        threads = psutil.Process(pid).threads()
+    except psutil.Error:
+        return out
+    for t in threads:
+        name = names.get(t.id, str(t.id))
         pu, ps = out.get(name, (0.0, 0.0))
-        out[name] = (pu + u, ps + s)
+        out[name] = (pu + t.user_time, ps + t.system_time)
     return out
 
 
@@ -159,7 +159,7 @@ def profile(workload: str, args: argparse.Namespace, pyspy: str, procs: dict[str
             fn: Any, outdir: Path) -> str:
     import qsrv
 
-    load_start = loadavg()
+    load_start = c.loadavg()
     spies = {}
     for label, pid in procs.items():
         path = outdir / f"{workload}_{label.replace(' ', '_')}.txt"
@@ -204,7 +204,7 @@ def profile(workload: str, args: argparse.Namespace, pyspy: str, procs: dict[str
         f"Profiled {time.strftime('%Y-%m-%d')}: py-spy {args.rate} Hz"
         f"{' --gil' if args.gil else ''} for {args.seconds:g} s on every process while the "
         f"driver ran {what} ({rtxt} under the profilers); load average "
-        f"{load_start} at start, {loadavg()} at end.", ""]
+        f"{load_start} at start, {c.loadavg()} at end.", ""]
     body = ["CPU time from /proc/PID/task/TID/stat over the profiled rounds (the ground truth "
             "for how busy each process is; py-spy's shares below say where inside it):", "",
             cpu_table(procs, cpu0, cpu1, done, t_work), ""]
@@ -237,14 +237,14 @@ def main() -> None:
     fn = qsrv.distribute_task(target={"cpu": 1})(noop)
     qsrv.get([fn() for _ in range(2000)])
     procs = {"driver": os.getpid()}
-    for pid in descendants(os.getpid()):
-        args_ = cmdline(pid)
+    for proc in c.descendants():
+        args_ = c.cmdline(proc)
         if args_[1:4] == ["-m", "qsrv", "scheduler"]:
-            procs["scheduler"] = pid
+            procs["scheduler"] = proc.pid
         elif args_[1:4] == ["-m", "qsrv", "worker"]:
-            procs["worker agent"] = pid
+            procs["worker agent"] = proc.pid
         elif args_[1:3] == ["-m", "qsrv.worker._executor"]:
-            procs[f"executor {sum(k.startswith('executor') for k in procs) + 1}"] = pid
+            procs[f"executor {sum(k.startswith('executor') for k in procs) + 1}"] = proc.pid
     outdir = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="qsrv_profile_"))
     outdir.mkdir(parents=True, exist_ok=True)
     texts = [profile(workload, args, pyspy, procs, fn, outdir)
@@ -254,13 +254,7 @@ def main() -> None:
     print(text)
     print(f"\nraw py-spy output in {outdir}")
     if args.write_md:
-        block = f"{BEGIN}\n{text}\n{END}"
-        md = README.read_text() if README.exists() else ""
-        if BEGIN in md and END in md:
-            md = md[:md.index(BEGIN)] + block + md[md.index(END) + len(END):]
-        else:
-            md += "\n" + block + "\n"
-        README.write_text(md)
+        c.splice_md(text, TAG)
 
 
 if __name__ == "__main__":
