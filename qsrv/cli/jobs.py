@@ -7,9 +7,9 @@ import json
 import sys
 from typing import Any
 
+from qsrv.cli._gateway_common import add_client_options, client_from_args, print_table
 from qsrv.errors import ConfigError
 from qsrv.gateway import JobStatus
-from qsrv.gateway._cli import add_client_options, client_from_args, print_table
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

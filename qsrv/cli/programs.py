@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from qsrv.cli._gateway_common import add_client_options, client_from_args, print_table
 from qsrv.gateway import Program
-from qsrv.gateway._cli import add_client_options, client_from_args, print_table
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -7,11 +7,9 @@ import getpass
 import sys
 from pathlib import Path
 
+from qsrv.cli._gateway_common import print_table
 from qsrv.errors import ConfigError
-from qsrv.gateway import add_user, default_data_dir, list_users
-from qsrv.gateway._cli import print_table
-from qsrv.gateway._models import isoformat
-from qsrv.gateway._passwords import set_password
+from qsrv.gateway import add_user, default_data_dir, isoformat, list_users, set_password
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

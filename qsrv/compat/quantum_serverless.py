@@ -47,17 +47,19 @@ from typing import Any
 import qsrv
 from qsrv.client import RemoteFunction
 from qsrv.errors import ConfigError, GatewayUnavailableError, QsrvError, UnauthorizedError
-from qsrv.gateway._client import GATEWAY_ENV, GATEWAY_TOKEN_ENV, Client
-from qsrv.gateway._client import Job as GatewayJob
-from qsrv.gateway._client import Program as GatewayProgram
-from qsrv.gateway._requirements import missing_requirements
-from qsrv.gateway._runner import (
+from qsrv.gateway import (
     ARGUMENTS_FORMAT_ENV,
+    GATEWAY_ENV,
+    GATEWAY_TOKEN_ENV,
     UPSTREAM_ARGUMENTS_PATH,
     UPSTREAM_RESULTS_PATH,
+    Client,
+    missing_requirements,
 )
-from qsrv.gateway._runtime import get_arguments as _qsrv_get_arguments
-from qsrv.gateway._runtime import save_result as _qsrv_save_result
+from qsrv.gateway import Job as GatewayJob
+from qsrv.gateway import Program as GatewayProgram
+from qsrv.gateway import get_arguments as _qsrv_get_arguments
+from qsrv.gateway import save_result as _qsrv_save_result
 
 __all__ = [
     "BaseProvider",

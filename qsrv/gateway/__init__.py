@@ -3,11 +3,17 @@
 Public names (everything else in this package is private)::
 
     Client, Program, ProgramInfo, Job, JobList, JobStatus     the client
+    GATEWAY_ENV, GATEWAY_TOKEN_ENV                           its default URL and token
     get_arguments, save_result                               inside a job
+    ARGUMENTS_FORMAT_ENV, UPSTREAM_ARGUMENTS_PATH,           a job's environment, as
+    UPSTREAM_RESULTS_PATH                                    Quantum Serverless sees it
+    missing_requirements                                     a program's unmet ``pip`` needs
     GatewayConfig, GatewayServer, GatewayService,            running a gateway
     run_gateway, start_gateway_process
-    add_user, list_users, ensure_local_user, default_data_dir  users and tokens
+    add_user, list_users, ensure_local_user,                 users, tokens, passwords
+    default_data_dir, set_password
     ArchiveLimits
+    isoformat                                                timestamps as every door shows
     GatewayError and subclasses, JobError and subclasses     errors (see _errors)
 
 Names are loaded on first use, so a job that only calls ``get_arguments`` does not import the
@@ -21,7 +27,15 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the same names, eagerly, for type checkers
     from qsrv.gateway._archive import ArchiveLimits
-    from qsrv.gateway._client import Client, Job, JobList, Program, ProgramInfo
+    from qsrv.gateway._client import (
+        GATEWAY_ENV,
+        GATEWAY_TOKEN_ENV,
+        Client,
+        Job,
+        JobList,
+        Program,
+        ProgramInfo,
+    )
     from qsrv.gateway._errors import (
         ArchiveError,
         ConflictError,
@@ -36,8 +50,16 @@ if TYPE_CHECKING:  # the same names, eagerly, for type checkers
         PayloadTooLargeError,
         UnauthorizedError,
     )
-    from qsrv.gateway._models import JobStatus
-    from qsrv.gateway._runtime import get_arguments, save_result
+    from qsrv.gateway._models import JobStatus, isoformat
+    from qsrv.gateway._passwords import set_password
+    from qsrv.gateway._requirements import missing_requirements
+    from qsrv.gateway._runtime import (
+        ARGUMENTS_FORMAT_ENV,
+        UPSTREAM_ARGUMENTS_PATH,
+        UPSTREAM_RESULTS_PATH,
+        get_arguments,
+        save_result,
+    )
     from qsrv.gateway._server import GatewayServer, run_gateway, start_gateway_process
     from qsrv.gateway._service import GatewayConfig, GatewayService
     from qsrv.gateway._users import add_user, default_data_dir, ensure_local_user, list_users
@@ -45,6 +67,8 @@ if TYPE_CHECKING:  # the same names, eagerly, for type checkers
 _WHERE: dict[str, str] = {
     "ArchiveLimits": "_archive",
     "Client": "_client",
+    "GATEWAY_ENV": "_client",
+    "GATEWAY_TOKEN_ENV": "_client",
     "Job": "_client",
     "JobList": "_client",
     "Program": "_client",
@@ -62,6 +86,12 @@ _WHERE: dict[str, str] = {
     "PayloadTooLargeError": "_errors",
     "UnauthorizedError": "_errors",
     "JobStatus": "_models",
+    "isoformat": "_models",
+    "set_password": "_passwords",
+    "missing_requirements": "_requirements",
+    "ARGUMENTS_FORMAT_ENV": "_runtime",
+    "UPSTREAM_ARGUMENTS_PATH": "_runtime",
+    "UPSTREAM_RESULTS_PATH": "_runtime",
     "get_arguments": "_runtime",
     "save_result": "_runtime",
     "GatewayServer": "_server",
@@ -76,6 +106,11 @@ _WHERE: dict[str, str] = {
 }
 
 __all__ = [
+    "ARGUMENTS_FORMAT_ENV",
+    "GATEWAY_ENV",
+    "GATEWAY_TOKEN_ENV",
+    "UPSTREAM_ARGUMENTS_PATH",
+    "UPSTREAM_RESULTS_PATH",
     "ArchiveError",
     "ArchiveLimits",
     "Client",
@@ -102,9 +137,12 @@ __all__ = [
     "default_data_dir",
     "ensure_local_user",
     "get_arguments",
+    "isoformat",
     "list_users",
+    "missing_requirements",
     "run_gateway",
     "save_result",
+    "set_password",
     "start_gateway_process",
 ]
 

@@ -37,19 +37,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import psutil  # type: ignore[import-untyped]
+
+from qsrv._retry import poll_until_async
 from qsrv.gateway._archive import ArchiveLimits, unpack_archive
-from qsrv.gateway._runtime import ARGUMENTS_PATH_ENV, JOB_ID_ENV, RESULT_PATH_ENV
+from qsrv.gateway._runtime import (
+    ARGUMENTS_FORMAT_ENV,
+    ARGUMENTS_PATH_ENV,
+    JOB_ID_ENV,
+    RESULT_PATH_ENV,
+    UPSTREAM_ARGUMENTS_PATH,
+    UPSTREAM_DATA_PATH,
+    UPSTREAM_GATEWAY_HOST,
+    UPSTREAM_GATEWAY_TOKEN,
+    UPSTREAM_JOB_ID,
+    UPSTREAM_RESULTS_PATH,
+)
 
 __all__ = ["JobOutcome", "JobRunner", "JobSpec", "LogBuffer", "RunnerConfig", "kill_orphans"]
 
-# The Quantum Serverless runtime's environment (qiskit_serverless.core.constants).
-UPSTREAM_ARGUMENTS_PATH = "ARGUMENTS_PATH"
-UPSTREAM_RESULTS_PATH = "RESULTS_PATH"
-UPSTREAM_DATA_PATH = "DATA_PATH"
-UPSTREAM_GATEWAY_HOST = "ENV_JOB_GATEWAY_HOST"
-UPSTREAM_GATEWAY_TOKEN = "ENV_JOB_GATEWAY_TOKEN"
-UPSTREAM_JOB_ID = "ENV_JOB_ID_GATEWAY"
-ARGUMENTS_FORMAT_ENV = "QSRV_JOB_ARGUMENTS_FORMAT"
 _UPSTREAM_ENV = frozenset({
     UPSTREAM_ARGUMENTS_PATH, UPSTREAM_RESULTS_PATH, UPSTREAM_DATA_PATH, UPSTREAM_GATEWAY_HOST,
     UPSTREAM_GATEWAY_TOKEN, UPSTREAM_JOB_ID, "ENV_JOB_GATEWAY_INSTANCE", "ENV_JOB_ARGUMENTS",
@@ -346,42 +352,35 @@ def _killpg(pgid: int, sig: int) -> None:
         os.killpg(pgid, sig)
 
 
+_EXITED = frozenset({psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD})
+
+
 def _group_alive(pgid: int) -> bool:
     """Whether any process of the group is still alive (zombies do not count)."""
-    proc = Path("/proc")
-    if not proc.is_dir():
+    for proc in psutil.process_iter():
         try:
-            os.killpg(pgid, 0)
-        except (ProcessLookupError, PermissionError):
-            return False
-        return True
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
+            if os.getpgid(proc.pid) == pgid and proc.status() not in _EXITED:
+                return True
+        except (OSError, psutil.Error):  # gone meanwhile, or not ours to look at
             continue
-        try:
-            stat_line = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # Fields after the parenthesised command: state, ppid, pgrp, ...
-        fields = stat_line[stat_line.rfind(")") + 2:].split()
-        if len(fields) >= 3 and fields[2] == str(pgid) and fields[0] not in ("Z", "X"):
-            return True
     return False
 
 
 async def _wait_group_gone(pgid: int) -> None:
     """Wait until every process of the group has exited, killing stragglers."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + _GROUP_EXIT_TIMEOUT_S
-    while _group_alive(pgid) and loop.time() < deadline:
+    def gone() -> bool:
+        if not _group_alive(pgid):
+            return True
         _killpg(pgid, signal.SIGKILL)
-        await asyncio.sleep(_GROUP_POLL_S)
+        return False
+
+    await poll_until_async(gone, _GROUP_EXIT_TIMEOUT_S, _GROUP_POLL_S)
 
 
 def kill_orphans(job_ids: set[str]) -> dict[str, int]:
     """Kill every process left by these jobs of a previous gateway; count them per job.
 
-    Processes are found by the ``QSRV_JOB_ID`` in their environment (Linux /proc), not by a
+    Processes are found by the ``QSRV_JOB_ID`` in their environment (psutil), not by a
     recorded pid: a gateway can die between starting a job and recording its pid, and a
     recorded pid may since belong to someone else. Each one's process group is killed, so
     children that have not set their own session go too.
@@ -389,30 +388,21 @@ def kill_orphans(job_ids: set[str]) -> dict[str, int]:
     killed: dict[str, int] = {}
     if not job_ids:
         return killed
-    wanted = {f"{JOB_ID_ENV}={job_id}".encode(): job_id for job_id in job_ids}
     own_group = os.getpgrp()
-    proc = Path("/proc")
-    if not proc.is_dir():
-        return killed
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
+    for proc in psutil.process_iter():
         try:
-            environ = (entry / "environ").read_bytes()
-        except OSError:
+            job_id = proc.environ().get(JOB_ID_ENV)
+        except (OSError, psutil.Error):  # gone, a zombie, or not ours to read
             continue
-        for item in environ.split(b"\0"):
-            job_id = wanted.get(item)
-            if job_id is None:
-                continue
-            pid = int(entry.name)
-            with contextlib.suppress(ProcessLookupError):
-                group = os.getpgid(pid)
-                if group != own_group:  # never our own group, whatever the environment says
-                    _killpg(group, signal.SIGKILL)
-            if pid != os.getpid():
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(pid, signal.SIGKILL)
-            killed[job_id] = killed.get(job_id, 0) + 1
-            break
+        if job_id not in job_ids:
+            continue
+        pid: int = proc.pid
+        with contextlib.suppress(ProcessLookupError):
+            group = os.getpgid(pid)
+            if group != own_group:  # never our own group, whatever the environment says
+                _killpg(group, signal.SIGKILL)
+        if pid != os.getpid():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        killed[job_id] = killed.get(job_id, 0) + 1
     return killed

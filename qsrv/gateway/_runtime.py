@@ -25,9 +25,16 @@ import warnings
 from typing import Any
 
 __all__ = [
+    "ARGUMENTS_FORMAT_ENV",
     "ARGUMENTS_PATH_ENV",
     "JOB_ID_ENV",
     "RESULT_PATH_ENV",
+    "UPSTREAM_ARGUMENTS_PATH",
+    "UPSTREAM_DATA_PATH",
+    "UPSTREAM_GATEWAY_HOST",
+    "UPSTREAM_GATEWAY_TOKEN",
+    "UPSTREAM_JOB_ID",
+    "UPSTREAM_RESULTS_PATH",
     "dumps",
     "get_arguments",
     "save_result",
@@ -36,6 +43,15 @@ __all__ = [
 JOB_ID_ENV = "QSRV_JOB_ID"
 ARGUMENTS_PATH_ENV = "QSRV_JOB_ARGUMENTS_PATH"
 RESULT_PATH_ENV = "QSRV_JOB_RESULT_PATH"
+ARGUMENTS_FORMAT_ENV = "QSRV_JOB_ARGUMENTS_FORMAT"  # "pickle" or "json": how they came
+# The Quantum Serverless runtime's environment (qiskit_serverless.core.constants), which
+# every job gets as well (see _runner).
+UPSTREAM_ARGUMENTS_PATH = "ARGUMENTS_PATH"
+UPSTREAM_RESULTS_PATH = "RESULTS_PATH"
+UPSTREAM_DATA_PATH = "DATA_PATH"
+UPSTREAM_GATEWAY_HOST = "ENV_JOB_GATEWAY_HOST"
+UPSTREAM_GATEWAY_TOKEN = "ENV_JOB_GATEWAY_TOKEN"
+UPSTREAM_JOB_ID = "ENV_JOB_ID_GATEWAY"
 _PROTOCOL = 5
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from qsrv.gateway._client import GATEWAY_ENV, GATEWAY_TOKEN_ENV, Client
+from qsrv.gateway import GATEWAY_ENV, GATEWAY_TOKEN_ENV, Client
 
 __all__ = ["add_client_options", "client_from_args", "print_table"]
 
