@@ -103,9 +103,26 @@ def fits(need: Mapping[str, int], free: Mapping[str, int]) -> bool:
     return all(free.get(k, 0) >= v for k, v in need.items())
 
 
+_BINARY_UNITS = (("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10), ("B", 0))
+
+
+def format_bytes(n: float, unit: str | None = None, *, trim: bool = True) -> str:
+    """``n`` bytes for people: in ``unit`` (B, KiB, MiB, GiB, TiB) or, by default, the largest
+    binary unit that keeps the number >= 1; one decimal, dropped when it is zero unless
+    ``trim`` is false; bytes are whole. "32 GiB", "24.5 GiB", "4.0 MiB" (trim=False), "100 B".
+    """
+    for name, shift in _BINARY_UNITS:
+        if name == unit or (unit is None and (n >= 1 << shift or name == "B")):
+            value = n / (1 << shift)
+            if name == "B" or (trim and value == int(value)):
+                return f"{value:.0f} {name}"
+            return f"{value:.1f} {name}"
+    raise ValueError(f"unknown unit {unit!r}: use one of B, KiB, MiB, GiB, TiB")
+
+
 def display(resources: Mapping[str, int]) -> dict[str, float | str]:
     """Human units: memory as "x.y GiB", the rest as plain numbers."""
     out: dict[str, float | str] = {}
     for key, value in sorted(resources.items()):
-        out[key] = f"{value / 2**30:.1f} GiB" if key == "memory" else value / SCALE
+        out[key] = format_bytes(value, "GiB", trim=False) if key == "memory" else value / SCALE
     return out

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from typing import Any
 
+from qsrv._resources import format_bytes
+from qsrv._retry import Deadline
 from qsrv.cli._common import (
     add_client_tls_options,
     add_cluster_options,
@@ -31,10 +32,10 @@ def register(sub: Any) -> None:
 
 def fetch_status(address: str, token: str, timeout: float = 10.0) -> dict[str, Any]:
     conn = SyncConnection(address, token, "driver", timeout=timeout)
-    deadline = time.monotonic() + timeout
+    deadline = Deadline(timeout)
     try:
         conn.send([StatusRequest(1)])
-        while (left := deadline - time.monotonic()) > 0:
+        while (left := deadline.remaining()) > 0:
             for msg in conn.receive(left):
                 if isinstance(msg, StatusReply):
                     return msg.status
@@ -69,11 +70,7 @@ def render(status: dict[str, Any]) -> str:
 def _store_line(s: dict[str, Any]) -> str:
     """A worker's object store: use against capacity, objects, spilling."""
     def size(n: int) -> str:
-        for unit in ("B", "KiB", "MiB", "GiB"):
-            if n < 1024 or unit == "GiB":
-                return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-            n /= 1024  # type: ignore[assignment]
-        return f"{n} B"  # pragma: no cover
+        return format_bytes(n, trim=False)
 
     return (f"    store: {size(s.get('used', 0))} used of {size(s.get('capacity', 0))}, "
             f"{s.get('objects', 0)} object(s), {s.get('pinned', 0)} pinned, "

@@ -18,11 +18,11 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from aiohttp import web
 
+from qsrv._retry import Deadline, poll_until_async
 from qsrv.errors import ConfigError
 from qsrv.gateway._http import build_app
 from qsrv.gateway._service import GatewayConfig, GatewayService
@@ -112,8 +112,7 @@ def run_gateway(config: GatewayConfig, exit_with_parent: int = 0) -> int:
 
 
 async def _watch_parent(parent: int, stop: asyncio.Event) -> None:
-    while os.getppid() == parent:
-        await asyncio.sleep(_PARENT_POLL_S)
+    await poll_until_async(lambda: os.getppid() != parent, None, _PARENT_POLL_S)
     stop.set()
 
 
@@ -159,12 +158,12 @@ def start_gateway_process(
 def _read_line(proc: subprocess.Popen[bytes], timeout: float) -> str:
     """The child's ready line, read without blocking past ``timeout``."""
     assert proc.stdout is not None
-    deadline = time.monotonic() + timeout
+    deadline = Deadline(timeout)
     buffer = b""
     with selectors.DefaultSelector() as sel:
         sel.register(proc.stdout, selectors.EVENT_READ)
         while b"\n" not in buffer:
-            left = deadline - time.monotonic()
+            left = deadline.remaining()
             if left <= 0:
                 raise ConfigError(f"the gateway did not start within {timeout} s")
             if not sel.select(left):

@@ -13,6 +13,8 @@ import shutil
 import subprocess
 from typing import Any
 
+from qsrv._resources import format_bytes as format_bytes  # where the tests look for it
+
 log = logging.getLogger("qsrv.quantum")
 
 #: Bytes per complex amplitude.
@@ -69,15 +71,6 @@ def max_qubits(memory_bytes: int, method: str = "statevector", precision: str = 
     if amps < 1:
         return 0
     return math.floor(math.log2(amps)) // EXPONENTIAL_METHODS[method]
-
-
-def format_bytes(n: int) -> str:
-    """`n` bytes in the largest binary unit that keeps it >= 1 ("32 GiB", "1.5 MiB")."""
-    for unit, shift in (("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)):
-        if n >= 1 << shift:
-            value = n / (1 << shift)
-            return f"{value:.0f} {unit}" if value == int(value) else f"{value:.1f} {unit}"
-    return f"{n} B"
 
 
 def gpu_memory_bytes(gpu_ids: list[str]) -> int | None:

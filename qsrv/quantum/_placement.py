@@ -9,18 +9,17 @@ capabilities (``qsrv.status()``); a need that no worker can ever meet raises
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from qsrv._resources import parse_memory
+from qsrv._resources import format_bytes, parse_memory
+from qsrv._retry import poll_until
 from qsrv.errors import QuantumPlacementError
 from qsrv.quantum._capabilities import (
     DEVICES,
     GPU_METHODS,
     PRECISIONS,
-    format_bytes,
     max_qubits,
     state_bytes,
 )
@@ -92,16 +91,18 @@ def cluster_workers(status_fn: Callable[[], dict[str, Any]] | None = None,
         import qsrv
 
         status_fn = qsrv.status
-    deadline = time.monotonic() + probe_timeout
-    while True:
-        workers: list[dict[str, Any]] = list(status_fn()["workers"])
+    workers: list[dict[str, Any]] = []
+    waiting: list[tuple[int, str]] = []
+
+    def settled() -> bool:
+        nonlocal workers, waiting
+        workers = list(status_fn()["workers"])
         waiting = [(w["id"], w["name"]) for w in workers if _quantum(w) is None]
-        if workers and not set(waiting) - _silent:
-            return workers
-        if time.monotonic() >= deadline:
-            _silent.update(waiting)
-            return workers
-        time.sleep(0.05)
+        return bool(workers) and not set(waiting) - _silent
+
+    if not poll_until(settled, probe_timeout, 0.05):
+        _silent.update(waiting)
+    return workers
 
 
 def _device_limit(worker: dict[str, Any], need: Need) -> tuple[int | None, str]:
