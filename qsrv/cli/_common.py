@@ -7,7 +7,7 @@ import logging
 import os
 
 from qsrv.errors import ConfigError
-from qsrv.transport._tls import ENV_CA, ENV_CERT, ENV_KEY
+from qsrv.transport import ENV_CA, ENV_CERT, ENV_KEY
 
 
 def add_cluster_options(parser: argparse.ArgumentParser) -> None:

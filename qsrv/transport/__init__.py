@@ -1,8 +1,16 @@
-"""Carriers of the sans-IO protocol: asyncio (scheduler, agent, driver) and blocking sockets."""
+"""Carriers of the sans-IO protocol: asyncio (scheduler, agent, driver) and blocking sockets.
+
+``FramedProtocol`` carries a ``Connection`` over an asyncio transport; ``SyncConnection`` over
+a blocking socket. ``parse_address``/``unix_path`` read ``HOST:PORT``/``unix:PATH``
+addresses. TLS: ``server_context``/``client_context``, configured through the environment
+variables named ``ENV_CA``, ``ENV_CERT`` and ``ENV_KEY``.
+
+Everything else in this package is private to it.
+"""
 
 from qsrv.transport._asyncio import FramedProtocol
 from qsrv.transport._sync import SyncConnection, parse_address, unix_path
-from qsrv.transport._tls import client_context, server_context
+from qsrv.transport._tls import ENV_CA, ENV_CERT, ENV_KEY, client_context, server_context
 
-__all__ = ["FramedProtocol", "SyncConnection", "client_context", "parse_address",
-           "server_context", "unix_path"]
+__all__ = ["ENV_CA", "ENV_CERT", "ENV_KEY", "FramedProtocol", "SyncConnection",
+           "client_context", "parse_address", "server_context", "unix_path"]
