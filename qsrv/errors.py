@@ -10,7 +10,8 @@ The tree::
     │   └── RemoteProtocolError     the peer sent a malformed or oversize frame
     │       ├── AuthenticationError the peer failed the token challenge or spoke another version
     │       └── ChecksumError       a state vector's bytes do not match its header's checksum
-    ├── ConnectionClosedError       the connection went away (ConnectionError too)
+    ├── ConnectionClosedError       you closed it: shutdown()/close() ran here (ConnectionError)
+    ├── ConnectionLostError         it broke: the peer left or can't be reached (ConnectionError)
     ├── GetTimeoutError             get()/wait() ran out of time (TimeoutError too)
     ├── TaskError                   the task's own code raised; also an instance of the cause's type
     ├── TaskCancelledError          cancel() was called on the task
@@ -49,6 +50,7 @@ __all__ = [
     "ConfigError",
     "ConflictError",
     "ConnectionClosedError",
+    "ConnectionLostError",
     "ForbiddenError",
     "GatewayError",
     "GatewayUnavailableError",
@@ -109,7 +111,17 @@ class ChecksumError(RemoteProtocolError):
 
 
 class ConnectionClosedError(QsrvError, ConnectionError):
-    """The connection to the cluster was closed."""
+    """This process closed its connection (``qsrv.shutdown()``, ``close()``): using it is a bug
+    of the caller, not a fault of the cluster."""
+
+
+class ConnectionLostError(QsrvError, ConnectionError):
+    """The connection broke under us: the peer (scheduler, agent) went away, closed it, or
+    could not be reached. A driver's next call reconnects."""
+
+
+#: Either way a connection ended: for code that must stop in both cases.
+CONNECTION_ENDED = (ConnectionClosedError, ConnectionLostError)
 
 
 class GetTimeoutError(QsrvError, TimeoutError):

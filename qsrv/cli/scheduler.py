@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import sys
 from typing import Any
@@ -39,6 +40,10 @@ def register(sub: Any) -> None:
     p.add_argument("--max-pending", type=int, default=128,
                    help="connections allowed to wait for authentication at once (default 128)")
     p.add_argument("--log-level", default="warning", help="debug, info, warning (default)")
+    p.add_argument("--ready-fd", type=int, default=None, metavar="FD",
+                   help="once listening, write one JSON line to this inherited file descriptor "
+                        "({\"address\": HOST:PORT, \"unix\": PATH or null}) and close it: "
+                        "how a program that starts the scheduler learns where it listens")
     p.add_argument("--exit-with-parent", type=int, default=0, help=argparse.SUPPRESS)
     p.set_defaults(func=run)
 
@@ -57,12 +62,17 @@ def run(args: argparse.Namespace) -> int:
                              max_pending=args.max_pending, ssl=tls, unix=args.unix)
     install_uvloop()
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(server, args.exit_with_parent, show_token=token is None))
+        asyncio.run(_serve(server, args.exit_with_parent, show_token=token is None,
+                           ready_fd=args.ready_fd, unix=args.unix))
     return 0
 
 
-async def _serve(server: SchedulerServer, parent: int, *, show_token: bool) -> None:
+async def _serve(server: SchedulerServer, parent: int, *, show_token: bool,
+                 ready_fd: int | None, unix: str | None) -> None:
     address = await server.start()
+    if ready_fd is not None:
+        with os.fdopen(ready_fd, "w") as ready:
+            ready.write(json.dumps({"address": address, "unix": unix}) + "\n")
     print(f"qsrv scheduler listening on {address}", flush=True)
     if show_token:
         print(f"join with: QSRV_TOKEN={server.token} qsrv worker --address {address}",

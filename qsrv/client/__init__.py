@@ -1,22 +1,30 @@
-"""The driver side: connection, embedded local cluster, and the task API."""
+"""The client side: the task API, the driver connection, the local embedded cluster, and the
+runtime that executors install (they are clients of the scheduler too)."""
 
 from qsrv.client._api import (
-    RemoteFunction,
     cancel,
     cluster_status,
-    distribute_task,
+    connected,
     get,
     get_async,
+    get_blocking,
     init,
     is_initialized,
     put,
     runtime_context,
     shutdown,
     wait,
+    wait_async,
+    wait_blocking,
 )
+from qsrv.client._core import ClientCore
 from qsrv.client._ref import ObjectRef
+from qsrv.client._runtime import Runtime, RuntimeContext, install, uninstall
+from qsrv.client._tasks import RemoteFunction, distribute_task
 
 __all__ = [
-    "ObjectRef", "RemoteFunction", "cancel", "cluster_status", "distribute_task", "get",
-    "get_async", "init", "is_initialized", "put", "runtime_context", "shutdown", "wait",
+    "ClientCore", "ObjectRef", "RemoteFunction", "Runtime", "RuntimeContext", "cancel",
+    "cluster_status", "connected", "distribute_task", "get", "get_async", "get_blocking", "init",
+    "install", "is_initialized", "put", "runtime_context", "shutdown", "uninstall", "wait",
+    "wait_async", "wait_blocking",
 ]

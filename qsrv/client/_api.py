@@ -1,32 +1,33 @@
-"""The task API: init, distribute_task, put, get, wait, cancel, shutdown."""
+"""The driver's API: init, shutdown, put, get, wait, cancel, status, runtime_context.
+
+Every call reaches the cluster through `connected()`: the installed `Runtime`, or, the first
+time, what `init()` with no arguments does (join ``QSRV_ADDRESS``, else start an embedded
+local cluster). `get` and `wait` return their value in plain code and an awaitable in a thread
+that runs an event loop (asyncio or trio).
+"""
 
 from __future__ import annotations
 
-import asyncio
 import atexit
-import contextlib
-import functools
 import os
-import sys
 import threading
-import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any, Generic, ParamSpec, TypeVar, overload
+from collections.abc import Awaitable, Sequence
+from typing import Any
 
-import cloudpickle
-
-from qsrv import _resources
-from qsrv.client import _context
-from qsrv.client._core import ClientCore, TaskOptions, function_id
+from qsrv import _bridge
+from qsrv._retry import Backoff, poll_until
+from qsrv.client import _runtime, _wait
+from qsrv.client._driver import Driver
+from qsrv.client._local import LocalCluster
 from qsrv.client._ref import ObjectRef
-from qsrv.errors import ConfigError, ConnectionClosedError, GetTimeoutError, NotConnectedError
-
-P = ParamSpec("P")
-R = TypeVar("R")
+from qsrv.client._runtime import Runtime, RuntimeContext
+from qsrv.errors import (
+    ConfigError,
+    ConnectionLostError,
+    NotConnectedError,
+)
 
 _lock = threading.RLock()
-_driver: Any = None  # the Driver of this process, when it is a driver
-_cluster: Any = None  # the LocalCluster this process started, if any
 
 
 # ---- connecting ----------------------------------------------------------------------------
@@ -44,227 +45,130 @@ def init(address: str | None = None, token: str | None = None, *,
     default ``~/.qsrv``) and sets ``QSRV_GATEWAY``/``QSRV_GATEWAY_TOKEN`` so that
     ``qsrv.Client()`` reaches it; the result then has ``gateway`` and ``gateway_token``.
     """
-    global _driver, _cluster
-    from qsrv.client._driver import Driver
-    from qsrv.client._local import LocalCluster
-
     with _lock:
-        if _context.executor is not None:
+        current = _runtime.active
+        if current is not None and current.in_executor:
             return {"address": "", "local": False}  # inside a task: already connected
-        if _driver is not None:
+        if current is not None:
             raise ConfigError("qsrv is already initialised; call qsrv.shutdown() first")
         address = address or os.environ.get("QSRV_ADDRESS") or None
         token = token if token is not None else os.environ.get("QSRV_TOKEN", "")
-        local = address is None
-        if local:
+        cluster: LocalCluster | None = None
+        if address is None:
             if token:
                 raise ConfigError("a token was given without an address to join")
-            _cluster = LocalCluster(num_cpus=num_cpus, num_gpus=num_gpus, memory=memory,
-                                    resources=resources, gateway=gateway, data_dir=data_dir)
-            address, token = _cluster.address, _cluster.token
+            cluster = LocalCluster(num_cpus=num_cpus, num_gpus=num_gpus, memory=memory,
+                                   resources=resources, gateway=gateway, data_dir=data_dir)
+            address, token = cluster.address, cluster.token
         elif any(v is not None for v in (num_cpus, num_gpus, memory, resources, data_dir)) \
                 or gateway:
             raise ConfigError("num_cpus/num_gpus/memory/resources/gateway describe a local "
                               "cluster; they cannot be given with an address to join")
-        assert address is not None
+        driver: Driver | None = None
         try:
-            _driver = Driver(address, token, connect_timeout=connect_timeout)
-            _context.core = _driver.core
-            if local:
-                _wait_for_worker(connect_timeout)
+            driver = Driver(address, token, connect_timeout=connect_timeout)
+            runtime = Runtime(driver.core, driver=driver, cluster=cluster)
+            _runtime.install(runtime)
+            if cluster is not None:
+                _wait_for_worker(runtime, connect_timeout)
         except BaseException:
-            _teardown()
+            _runtime.uninstall()
+            _close(driver, cluster)
             raise
-        info: dict[str, Any] = {"address": address, "local": local}
-        if local and _cluster.gateway_url:
-            info.update(gateway=_cluster.gateway_url, gateway_token=_cluster.gateway_token)
-            os.environ["QSRV_GATEWAY"] = _cluster.gateway_url
-            os.environ["QSRV_GATEWAY_TOKEN"] = _cluster.gateway_token
+        info: dict[str, Any] = {"address": address, "local": cluster is not None}
+        if cluster is not None and cluster.gateway_url:
+            info.update(gateway=cluster.gateway_url, gateway_token=cluster.gateway_token)
+            os.environ["QSRV_GATEWAY"] = cluster.gateway_url
+            os.environ["QSRV_GATEWAY_TOKEN"] = cluster.gateway_token
         return info
 
 
-def _wait_for_worker(timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        _cluster.check_alive()
-        workers = _driver.status()["workers"]
-        if workers and workers[0]["executors"] > 0:
-            return
-        time.sleep(0.02)
-    raise NotConnectedError(f"the local worker did not start within {timeout:g} s")
+def _wait_for_worker(runtime: Runtime, timeout: float) -> None:
+    driver, cluster = runtime.driver, runtime.cluster
+    assert driver is not None and cluster is not None
+
+    def worker_ready() -> bool:
+        cluster.check_alive()
+        workers = driver.status()["workers"]
+        return bool(workers and workers[0]["executors"] > 0)
+
+    if not poll_until(worker_ready, timeout, interval=0.02):
+        raise NotConnectedError(f"the local worker did not start within {timeout:g} s")
 
 
 def shutdown() -> None:
     """Disconnect, and stop the local cluster if this process started one."""
     with _lock:
-        _teardown()
+        current = _runtime.active
+        if current is None or current.in_executor:
+            return
+        _runtime.uninstall()
+        _close(current.driver, current.cluster)
 
 
-def _teardown() -> None:
-    global _driver, _cluster
-    if _driver is not None:
-        _context.core = None
-        _driver.close()
-        _driver = None
-    if _cluster is not None:
-        _cluster.stop()
-        _cluster = None
+def _close(driver: Driver | None, cluster: LocalCluster | None) -> None:
+    if driver is not None:
+        driver.close()
+    if cluster is not None:
+        cluster.stop()
 
 
 atexit.register(shutdown)
 
 
 def is_initialized() -> bool:
-    return _context.core is not None
+    return _runtime.active is not None
 
 
-def _core() -> ClientCore:
-    core = _context.core
-    if core is None:
-        init()  # first use: join QSRV_ADDRESS or start a local cluster, as `init()` would
-        core = _context.core
-        if core is None:  # pragma: no cover
+def connected() -> Runtime:
+    """This process's runtime. Before `init()`, the first call does what `init()` with no
+    arguments does: join ``QSRV_ADDRESS``, else start an embedded local cluster. A driver that
+    lost its scheduler (one it joined, not one it started) reconnects here."""
+    runtime = _runtime.active
+    if runtime is None:
+        init()
+        runtime = _runtime.active
+        if runtime is None:  # pragma: no cover - init() installs one or raises
             raise NotConnectedError("qsrv.init() did not connect")
-    elif core.closed is not None and _driver is not None and _cluster is None:
-        core = _reconnect()
-    return core
+    elif runtime.core.closed is not None and runtime.driver is not None \
+            and runtime.cluster is None:
+        runtime = _reconnect(runtime)
+    return runtime
 
 
-def _reconnect(timeout: float = 30.0) -> ClientCore:
+def _reconnect(lost: Runtime, timeout: float = 30.0) -> Runtime:
     """The scheduler went away: join it again (with back-off) for new work. Refs from before
     stay what they were: their values are gone (ObjectLostError on get)."""
-    global _driver
-    from qsrv.client._driver import Driver
-
     with _lock:
-        if _context.core is not None and _context.core.closed is None:
-            return _context.core  # another thread reconnected meanwhile
-        old = _driver
+        current = _runtime.active
+        if current is not lost and current is not None:
+            return current  # another thread reconnected meanwhile
+        old = lost.driver
+        assert old is not None
         old.close()
-        deadline = time.monotonic() + timeout
-        delay = 0.1
+        backoff = Backoff(0.1, cap=2.0, jitter=True, timeout=timeout)
         while True:
             try:
-                _driver = Driver(old.address, old.token)
-            except ConnectionClosedError:
-                if time.monotonic() + delay > deadline:
-                    raise ConnectionClosedError(
+                driver = Driver(old.address, old.token)
+            except ConnectionLostError:
+                if not backoff.sleep():
+                    raise ConnectionLostError(
                         f"lost the scheduler at {old.address} and could not reconnect within "
                         f"{timeout:g} s") from None
-                time.sleep(delay)
-                delay = min(2 * delay, 2.0)
                 continue
-            core: ClientCore = _driver.core
-            _context.core = core
-            return core
+            runtime = Runtime(driver.core, driver=driver)
+            _runtime.install(runtime)
+            return runtime
 
 
 def cluster_status() -> dict[str, Any]:
     """Workers (total/free resources, executors) and task counts, as `qsrv status` shows."""
-    if _driver is None:
+    runtime = _runtime.active
+    if runtime is None or runtime.driver is None:
         raise NotConnectedError("qsrv.status() needs a driver connection: call qsrv.init()")
-    _core()  # reconnects if the scheduler was lost
-    status: dict[str, Any] = _driver.status()
-    return status
-
-
-# ---- tasks ---------------------------------------------------------------------------------
-_OPTION_NAMES = frozenset({"target", "max_retries", "timeout", "retry_exceptions", "name"})
-
-
-def _task_options(fn: Callable[..., Any], options: dict[str, Any]) -> tuple[TaskOptions, Any]:
-    unknown = set(options) - _OPTION_NAMES
-    if unknown:
-        raise ConfigError(f"unknown task option(s) {sorted(unknown)}; "
-                          f"known: {sorted(_OPTION_NAMES)}")
-    resources = _resources.normalize_target(options.get("target"))
-    max_retries = options.get("max_retries", 3)
-    if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
-        raise ConfigError(f"max_retries must be an int >= 0, got {max_retries!r}")
-    timeout = options.get("timeout")
-    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int | float)
-                                or timeout <= 0):
-        raise ConfigError(f"timeout must be a number of seconds > 0 or None, got {timeout!r}")
-    retry = options.get("retry_exceptions", False)
-    retry_types: Any = None
-    if isinstance(retry, bool):
-        retry_flag = retry
-    else:
-        types = list(retry) if isinstance(retry, Iterable) else [retry]
-        if not all(isinstance(t, type) and issubclass(t, BaseException) for t in types):
-            raise ConfigError("retry_exceptions must be a bool or a list of exception types")
-        retry_flag, retry_types = bool(types), tuple(types)
-    name = str(options.get("name") or getattr(fn, "__qualname__", repr(fn)))
-    return TaskOptions(name, resources, max_retries, timeout, retry_flag), retry_types
-
-
-def _ship_local_module_by_value(fn: Callable[..., Any]) -> None:
-    """A function from a module under the working directory (a script's helper module, a job's
-    sandbox) travels by value: workers elsewhere cannot import it. Installed packages travel
-    by reference, as cloudpickle does by default."""
-    module = sys.modules.get(getattr(fn, "__module__", "") or "")
-    path = getattr(module, "__file__", None)
-    if module is None or path is None or module.__name__ in ("__main__", "builtins"):
-        return
-    cwd = os.path.realpath(os.getcwd())
-    if os.path.realpath(path).startswith(cwd + os.sep) and "site-packages" not in path:
-        with contextlib.suppress(ValueError):  # already registered
-            cloudpickle.register_pickle_by_value(module)
-
-
-class RemoteFunction(Generic[P, R]):
-    """A function that runs as a task: calling it returns an ObjectRef at once."""
-
-    def __init__(self, fn: Callable[P, R], options: dict[str, Any],
-                 pickled: tuple[bytes, bytes] | None = None) -> None:
-        if not callable(fn):
-            raise ConfigError(f"distribute_task needs a function, got {fn!r}")
-        self._fn = fn
-        self._options = options
-        self._opts, self._retry_types = _task_options(fn, options)
-        self._pickled = pickled
-        functools.update_wrapper(self, fn)
-
-    def _function(self) -> tuple[bytes, bytes]:
-        if self._pickled is None:
-            _ship_local_module_by_value(self._fn)
-            payload = cloudpickle.dumps(self._fn, protocol=5)
-            self._pickled = (function_id(payload), payload)
-        return self._pickled
-
-    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> ObjectRef:
-        core = _core()
-        fn_id, payload = self._function()
-        return core.submit(fn_id, lambda: payload, args, kwargs, self._opts, self._retry_types)
-
-    def options(self, **overrides: Any) -> RemoteFunction[P, R]:
-        """The same task with some options replaced for the calls made through the result."""
-        return RemoteFunction(self._fn, {**self._options, **overrides}, self._pickled)
-
-    def __repr__(self) -> str:
-        return f"<qsrv task {self._opts.name} target={_resources.display(self._opts.resources)}>"
-
-
-@overload
-def distribute_task(fn: Callable[P, R], /) -> RemoteFunction[P, R]: ...
-@overload
-def distribute_task(
-    fn: None = None, /, *, target: dict[str, Any] | None = None, max_retries: int = 3,
-    timeout: float | None = None, retry_exceptions: bool | Sequence[type[BaseException]] = False,
-    name: str | None = None,
-) -> Callable[[Callable[P, R]], RemoteFunction[P, R]]: ...
-def distribute_task(fn: Any = None, /, **options: Any) -> Any:
-    """Turn a function (plain or ``async def``) into a task.
-
-    ``target`` maps resource names to amounts (``cpu``, ``gpu``, ``memory``/``mem``, any custom
-    tag; default one CPU); ``max_retries`` counts retries after its executor or worker died;
-    ``timeout`` (seconds from submission) fails the task if it has not finished by then;
-    ``retry_exceptions`` also retries on the task's own errors (True or a list of types).
-    Options are checked here, so a malformed target fails at decoration time.
-    """
-    if fn is not None:
-        return RemoteFunction(fn, options)
-    return lambda f: RemoteFunction(f, options)
+    driver = connected().driver  # reconnects if the scheduler was lost
+    assert driver is not None
+    return driver.status()
 
 
 # ---- values --------------------------------------------------------------------------------
@@ -272,7 +176,7 @@ def put(value: Any) -> ObjectRef:
     """Store a value in the cluster; the ref can be passed to tasks and to `get`."""
     if isinstance(value, ObjectRef):
         raise TypeError("put() of an ObjectRef: pass the ref itself instead")
-    return _core().put(value)
+    return ObjectRef(connected().core.put(value))
 
 
 def _ids(refs: Any, what: str) -> list[int]:
@@ -289,103 +193,34 @@ def _ids(refs: Any, what: str) -> list[int]:
     return [r._id for r in items]
 
 
-def _wait_ids(core: ClientCore, ids: list[int], num: int, timeout: float | None) -> set[int]:
-    ready: set[int] = set()
-    done = threading.Event()
-    guard = threading.Lock()
-
-    def on_ready(oid: int) -> None:
-        with guard:
-            ready.add(oid)
-            if len(ready) >= num:
-                done.set()
-
-    unique = list(dict.fromkeys(ids))
-    for oid in core.watch(unique, on_ready):
-        on_ready(oid)
-    if num <= 0:
-        done.set()
-    try:
-        if not done.is_set():
-            core.block(done, timeout)
-    finally:
-        core.unwatch(unique, on_ready)
-    with guard:
-        return set(ready)
-
-
-def _in_event_loop() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
-
-
 def get(refs: Any, *, timeout: float | None = None) -> Any:
     """The value of a ref, or the list of values of a list of refs.
 
-    Blocks in plain code; inside a running event loop it returns an awaitable instead
-    (``await qsrv.get(refs)``). Raises the task's own exception (also a TaskError),
-    GetTimeoutError when `timeout` seconds pass first.
+    Blocks in plain code; in a thread running an event loop (asyncio or trio) it returns an
+    awaitable instead (``await qsrv.get(refs)``). Raises the task's own exception (also a
+    TaskError), GetTimeoutError when `timeout` seconds pass first.
     """
-    if _in_event_loop():
+    if _bridge.in_async_context():
         return get_async(refs, timeout=timeout)
-    return _get_sync(refs, timeout)
+    return get_blocking(refs, timeout=timeout)
 
 
-def _get_sync(refs: Any, timeout: float | None) -> Any:
+def get_blocking(refs: Any, *, timeout: float | None = None) -> Any:
+    """`get` that blocks, even in a thread that runs an event loop."""
     ids = _ids(refs, "get")
-    core = _core()
-    unique = len(set(ids))
-    ready = _wait_ids(core, ids, unique, timeout)
-    if len(ready) < unique and core.closed is None:
-        raise GetTimeoutError(f"get() timed out after {timeout:g} s with "
-                              f"{unique - len(ready)} of {unique} values not ready")
-    values = [core.value(oid) for oid in ids]
+    values = _wait.get(connected().core, ids, timeout)
     return values[0] if isinstance(refs, ObjectRef) else values
 
 
 async def get_async(refs: Any, *, timeout: float | None = None) -> Any:
-    """`get` for async code."""
+    """`get` for async code (asyncio or trio). Cancelling the awaiting task stops the wait,
+    not the tasks."""
     ids = _ids(refs, "get")
-    core = _core()
-    if _context.executor is not None:  # inside an executor the socket is pumped by a thread
-        return await asyncio.to_thread(_get_sync, refs, timeout)
-    loop = asyncio.get_running_loop()
-    unique = list(dict.fromkeys(ids))
-    remaining = set(unique)
-    finished: asyncio.Future[None] = loop.create_future()
-
-    def arrived(oid: int) -> None:
-        remaining.discard(oid)
-        if not remaining and not finished.done():
-            finished.set_result(None)
-
-    def on_ready(oid: int) -> None:  # called on the IO thread
-        loop.call_soon_threadsafe(arrived, oid)
-
-    for oid in core.watch(unique, on_ready):
-        arrived(oid)
-    if not remaining and not finished.done():
-        finished.set_result(None)
-    try:
-        await asyncio.wait_for(asyncio.shield(finished), timeout)
-    except TimeoutError:
-        raise GetTimeoutError(f"get() timed out after {timeout:g} s with {len(remaining)} of "
-                              f"{len(unique)} values not ready") from None
-    finally:
-        core.unwatch(unique, on_ready)
-    values = [core.value(oid) for oid in ids]
+    values = await _wait.get_async(connected().core, ids, timeout)
     return values[0] if isinstance(refs, ObjectRef) else values
 
 
-def wait(refs: Sequence[ObjectRef], *, num_returns: int = 1, timeout: float | None = None
-         ) -> tuple[list[ObjectRef], list[ObjectRef]] | Awaitable[
-             tuple[list[ObjectRef], list[ObjectRef]]]:
-    """``(ready, pending)``: the first `num_returns` refs whose values exist, and the rest, in
-    the order given. Returns early with fewer ready ones when `timeout` passes. Inside a running
-    event loop it returns an awaitable."""
+def _wait_args(refs: Sequence[ObjectRef], num_returns: int) -> tuple[list[ObjectRef], list[int]]:
     if isinstance(refs, ObjectRef):
         raise TypeError("wait() takes a list of ObjectRefs")
     items = list(refs)
@@ -393,14 +228,11 @@ def wait(refs: Sequence[ObjectRef], *, num_returns: int = 1, timeout: float | No
     if isinstance(num_returns, bool) or not 0 <= num_returns <= len(set(ids)):
         raise ConfigError(f"num_returns must be between 0 and {len(set(ids))}, "
                           f"got {num_returns!r}")
-    if _in_event_loop():
-        return asyncio.to_thread(_wait_sync, items, ids, num_returns, timeout)
-    return _wait_sync(items, ids, num_returns, timeout)
+    return items, ids
 
 
-def _wait_sync(items: list[ObjectRef], ids: list[int], num_returns: int,
-               timeout: float | None) -> tuple[list[ObjectRef], list[ObjectRef]]:
-    ready_ids = _wait_ids(_core(), ids, num_returns, timeout)
+def _split(items: list[ObjectRef], ready_ids: set[int], num_returns: int
+           ) -> tuple[list[ObjectRef], list[ObjectRef]]:
     ready: list[ObjectRef] = []
     pending: list[ObjectRef] = []
     for ref in items:
@@ -408,16 +240,51 @@ def _wait_sync(items: list[ObjectRef], ids: list[int], num_returns: int,
     return ready, pending
 
 
+def wait(refs: Sequence[ObjectRef], *, num_returns: int = 1, timeout: float | None = None
+         ) -> tuple[list[ObjectRef], list[ObjectRef]] | Awaitable[
+             tuple[list[ObjectRef], list[ObjectRef]]]:
+    """``(ready, pending)``: the first `num_returns` refs whose values exist, and the rest, in
+    the order given. Returns early with fewer ready ones when `timeout` passes. In a thread
+    running an event loop it returns an awaitable (`wait_async`)."""
+    if _bridge.in_async_context():
+        items, ids = _wait_args(refs, num_returns)
+        return _wait_async(items, ids, num_returns, timeout)
+    return wait_blocking(refs, num_returns=num_returns, timeout=timeout)
+
+
+def wait_blocking(refs: Sequence[ObjectRef], *, num_returns: int = 1,
+                  timeout: float | None = None) -> tuple[list[ObjectRef], list[ObjectRef]]:
+    """`wait` that blocks, even in a thread that runs an event loop."""
+    items, ids = _wait_args(refs, num_returns)
+    return _split(items, _wait.wait_ids(connected().core, ids, num_returns, timeout),
+                  num_returns)
+
+
+async def wait_async(refs: Sequence[ObjectRef], *, num_returns: int = 1,
+                     timeout: float | None = None
+                     ) -> tuple[list[ObjectRef], list[ObjectRef]]:
+    """`wait` for async code (asyncio or trio)."""
+    items, ids = _wait_args(refs, num_returns)
+    return await _wait_async(items, ids, num_returns, timeout)
+
+
+async def _wait_async(items: list[ObjectRef], ids: list[int], num_returns: int,
+                      timeout: float | None) -> tuple[list[ObjectRef], list[ObjectRef]]:
+    ready = await _wait.wait_ids_async(connected().core, ids, num_returns, timeout)
+    return _split(items, ready, num_returns)
+
+
 def cancel(ref: ObjectRef) -> None:
     """Cancel the task behind a ref: dropped if queued, its executor killed if running.
     `get` on it then raises TaskCancelledError. No effect on a finished task or a put value."""
     if not isinstance(ref, ObjectRef):
         raise TypeError(f"cancel() takes an ObjectRef, got {type(ref).__name__}")
-    _core().cancel(ref._id)
+    connected().core.cancel(ref._id)
 
 
-def runtime_context() -> Any:
+def runtime_context() -> RuntimeContext:
     """Inside a task: its task id, worker id, node, pid, GPU ids and resources."""
-    if _context.executor is None:
+    runtime = _runtime.active
+    if runtime is None or runtime.task_context is None:
         raise RuntimeError("runtime_context() is only available inside a task")
-    return _context.executor.context()
+    return runtime.task_context()

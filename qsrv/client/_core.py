@@ -21,18 +21,19 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import msgpack
-
 from qsrv.client._ref import ObjectRef
 from qsrv.codec import dumps, loads
 from qsrv.errors import (
     SYSTEM_ERRORS,
     ConnectionClosedError,
+    ConnectionLostError,
     ObjectStoreFullError,
+    ProtocolError,
     QsrvError,
     TaskError,
 )
 from qsrv.protocol import (
+    ID_BITS,
     OK,
     STORED,
     TASK_ERROR,
@@ -44,10 +45,9 @@ from qsrv.protocol import (
     RegisterFunction,
     SubmitTask,
     Subscribe,
+    decode_system_error,
 )
-from qsrv.store._node import MIN_STORED, NodeStore, fetch
-
-ID_BITS = 40
+from qsrv.store import MIN_STORED, NodeStore, fetch
 
 
 def _size(data: bytes, bufs: tuple[Any, ...]) -> int:
@@ -80,18 +80,20 @@ def raise_error(value: ObjectValue) -> None:
             raise TaskError(message, tb)
         raise TaskError.wrap(cause, tb)
     try:
-        kind, message = msgpack.unpackb(value.data)
+        kind, message = decode_system_error(value.data)
         cls = SYSTEM_ERRORS[kind]
-    except Exception:
+    except (ProtocolError, KeyError):
         raise QsrvError(f"malformed error value for object {value.object_id:#x}") from None
     raise cls(message)
 
 
 class ClientCore:
     def __init__(self, client_no: int, flush_soon: Callable[[], None],
-                 block: Callable[[threading.Event, float | None], bool]) -> None:
+                 block: Callable[[threading.Event, float | None], bool], *,
+                 pumps: bool = False) -> None:
         self.client_no = client_no
         self.block = block  # waits for an event while values keep arriving
+        self.pumps = pumps  # values arrive only while a waiter runs `block` (executors)
         self._base = client_no << ID_BITS
         self._seq = 0
         self.flush_soon = flush_soon
@@ -109,6 +111,7 @@ class ClientCore:
         self.find_store: Callable[[], NodeStore | None] | None = None
         self.token = ""  # proves this process to the nodes it pulls objects from
         self._store_retry = 0.0
+        self.duplicates = 0  # values delivered again for an id that had one: must stay 0
 
     # ---- creating refs ----------------------------------------------------------------------
     def _mint(self) -> int:
@@ -116,13 +119,14 @@ class ClientCore:
         return self._base | self._seq
 
     def submit(self, fn_id: bytes, fn_payload: Callable[[], bytes], args: tuple[Any, ...],
-               kwargs: dict[str, Any], opts: TaskOptions, retry_types: Any = None) -> ObjectRef:
+               kwargs: dict[str, Any], opts: TaskOptions, retry_types: Any = None) -> int:
+        """Queue a task; returns the id of its result (held once, for the caller's ref)."""
         data, bufs, refs = dumps((args, kwargs, retry_types))
         held = None
         if _size(data, bufs) >= MIN_STORED and self._node_store() is not None:
             # Large arguments go to the node's store like a put; the task gets a ref to them
             # (the executor resolves a ref at the top of its arguments to its value).
-            held = self._put_encoded(data, bufs, refs)
+            held = ObjectRef(self._put_encoded(data, bufs, refs))
             data, bufs, refs = dumps(held)
         with self.lock:
             self._check_open()
@@ -136,12 +140,13 @@ class ClientCore:
                 oid, fn_id, data, bufs, refs, opts.resources, opts.max_retries,
                 float(opts.timeout or 0.0), opts.retry_exceptions, opts.name))
         self.flush_soon()
-        return ObjectRef(oid)
+        return oid
 
-    def put(self, value: Any) -> ObjectRef:
+    def put(self, value: Any) -> int:
+        """Store a value; returns its id (held once, for the caller's ref)."""
         return self._put_encoded(*dumps(value))
 
-    def _put_encoded(self, data: bytes, bufs: tuple[Any, ...], refs: list[int]) -> ObjectRef:
+    def _put_encoded(self, data: bytes, bufs: tuple[Any, ...], refs: list[int]) -> int:
         with self.lock:
             self._check_open()
             oid = self._mint()
@@ -151,7 +156,7 @@ class ClientCore:
             self.values[oid] = ObjectValue(oid, status, data, bufs, refs)
             self._outbox.append(PutObject(oid, data, bufs, refs, status))
         self.flush_soon()
-        return ObjectRef(oid)
+        return oid
 
     # ---- the node's store -------------------------------------------------------------------
     def _node_store(self) -> NodeStore | None:
@@ -190,14 +195,13 @@ class ClientCore:
             return loads(*fetch(msg.object_id, msg.data, self.token))
         return loads(*store.load(msg.object_id, msg.data))
 
-    def track(self, oid: int) -> ObjectRef:
-        """A ref that arrived inside a value."""
+    def track(self, oid: int) -> None:
+        """Count a ref that arrived inside a value (the caller makes the ObjectRef)."""
         with self.lock:
             count = self.counts.get(oid, 0)
             self.counts[oid] = count + 1
             if count == 0:
                 self._adds.append(oid)
-        return ObjectRef(oid)
 
     def cancel(self, oid: int) -> None:
         with self.lock:
@@ -206,7 +210,14 @@ class ClientCore:
 
     def _check_open(self) -> None:
         if self.closed is not None:
-            raise ConnectionClosedError(f"the cluster connection is closed: {self.closed}")
+            raise self.ended()
+
+    def ended(self) -> ConnectionClosedError | ConnectionLostError:
+        """Why this connection can no longer be used: closed here, or lost."""
+        closed = self.closed
+        if isinstance(closed, ConnectionClosedError):
+            return ConnectionClosedError(f"the cluster connection was closed: {closed}")
+        return ConnectionLostError(f"the cluster connection was lost: {closed}")
 
     # ---- transport side ---------------------------------------------------------------------
     def has_outgoing(self) -> bool:
@@ -239,6 +250,8 @@ class ClientCore:
             self.expect.discard(oid)
             if oid not in self.counts:
                 return
+            if oid in self.values:
+                self.duplicates += 1
             self.values[oid] = msg
             callbacks = self.waiters.pop(oid, None)
         for cb in callbacks or ():
@@ -287,9 +300,6 @@ class ClientCore:
                     if not callbacks:
                         del self.waiters[oid]
 
-    def has_value(self, oid: int) -> bool:
-        return oid in self.values
-
     def value(self, oid: int) -> Any:
         """The value of an id whose value is here; raises the task's error."""
         with self.lock:
@@ -297,7 +307,7 @@ class ClientCore:
             closed = self.closed
         if msg is None:
             if closed is not None:
-                raise ConnectionClosedError(f"the cluster connection is closed: {closed}")
+                raise self.ended()
             raise QsrvError(f"object {oid:#x} is not available here")
         if msg.status != OK and msg.status != STORED:
             raise_error(msg)

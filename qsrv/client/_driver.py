@@ -19,10 +19,15 @@ from concurrent.futures import Future
 from typing import Any
 
 from qsrv.client._core import ClientCore
-from qsrv.errors import ConnectionClosedError, GetTimeoutError, QsrvError
+from qsrv.errors import (
+    CONNECTION_ENDED,
+    ConnectionClosedError,
+    ConnectionLostError,
+    GetTimeoutError,
+    QsrvError,
+)
 from qsrv.protocol import Notice, ObjectValue, StatusReply, StatusRequest
-from qsrv.store._node import NodeStore
-from qsrv.store._service import node_key
+from qsrv.store import NodeStore, node_key
 from qsrv.transport import SyncConnection
 
 log = logging.getLogger("qsrv")
@@ -85,7 +90,7 @@ class Driver:
                 messages = core.take_outbox()
                 if messages:
                     self.sc.send(messages)
-            except ConnectionClosedError as exc:
+            except CONNECTION_ENDED as exc:
                 core.on_closed(exc)
                 return
             finally:
@@ -112,8 +117,9 @@ class Driver:
                             fut.set_result(msg.status)
                 if core.dropped:
                     self.flush_soon()
-        except ConnectionClosedError as exc:
-            error = ConnectionClosedError("qsrv.shutdown() was called") if self._closing else exc
+        except CONNECTION_ENDED as exc:
+            error: ConnectionClosedError | ConnectionLostError = (
+                ConnectionClosedError("qsrv.shutdown() was called") if self._closing else exc)
             core.on_closed(error)
             for fut in list(self._replies.values()):
                 fut.set_exception(error)
@@ -149,7 +155,7 @@ class Driver:
         here = node_key()
         try:
             workers = self.status()["workers"]
-        except (GetTimeoutError, ConnectionClosedError):
+        except (GetTimeoutError, *CONNECTION_ENDED):
             return None
         for worker in workers:
             store = (worker.get("info") or {}).get("store") or {}

@@ -7,14 +7,15 @@ follows the scheduler).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
-from typing import IO, Any
+from typing import Any
 
-from qsrv.errors import ConnectionClosedError
+from qsrv.errors import ConnectionLostError
 from qsrv.scheduler import new_token
 
 _START_TIMEOUT = 60.0
@@ -37,12 +38,17 @@ class LocalCluster:
         # loopback TCP); the TCP port stays open for what joins from elsewhere.
         self._socket_dir = tempfile.mkdtemp(prefix="qsrv-")
         socket_path = os.path.join(self._socket_dir, "scheduler.sock")
-        self.scheduler = subprocess.Popen(
-            [sys.executable, "-m", "qsrv", "scheduler", "--host", "127.0.0.1", "--port", "0",
-             "--unix", socket_path, "--exit-with-parent", str(os.getpid())],
-            env=env, stdout=subprocess.PIPE, text=True)
+        ready_read, ready_write = os.pipe()  # the scheduler writes where it listens, as JSON
         try:
-            self.tcp_address = _read_address(self.scheduler)
+            self.scheduler = subprocess.Popen(
+                [sys.executable, "-m", "qsrv", "scheduler", "--host", "127.0.0.1", "--port", "0",
+                 "--unix", socket_path, "--exit-with-parent", str(os.getpid()),
+                 "--ready-fd", str(ready_write)],
+                env=env, stdout=subprocess.DEVNULL, pass_fds=(ready_write,))
+        finally:
+            os.close(ready_write)
+        try:
+            self.tcp_address = _read_address(self.scheduler, ready_read)
             self.address = f"unix:{socket_path}"
             args = [sys.executable, "-m", "qsrv", "worker", "--address", self.address,
                     "--name", "local", "--reconnect-timeout", "0"]
@@ -78,7 +84,7 @@ class LocalCluster:
     def check_alive(self) -> None:
         for name, proc in (("scheduler", self.scheduler), ("worker", self.worker)):
             if proc.poll() is not None:
-                raise ConnectionClosedError(
+                raise ConnectionLostError(
                     f"the local {name} exited with code {proc.returncode} while starting")
 
     def stop(self) -> None:
@@ -92,8 +98,6 @@ class LocalCluster:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        if self.scheduler.stdout is not None:
-            self.scheduler.stdout.close()
         shutil.rmtree(self._socket_dir, ignore_errors=True)
 
 
@@ -104,11 +108,12 @@ def _is_interpreter_path(path: str) -> bool:
         "site-packages" in real or "lib" + os.sep + "python" in real)
 
 
-def _read_address(proc: subprocess.Popen[Any]) -> str:
-    stdout: IO[str] | None = proc.stdout
-    assert stdout is not None
-    for line in stdout:
-        if line.startswith("qsrv scheduler listening on "):
-            return line.split()[-1]
-    raise ConnectionClosedError(
-        f"the local scheduler exited before listening (code {proc.wait()})")
+def _read_address(proc: subprocess.Popen[Any], ready_fd: int) -> str:
+    """The TCP address from the scheduler's ready line (EOF: it exited before listening)."""
+    with os.fdopen(ready_fd, "r") as ready:
+        line = ready.readline()
+    if not line:
+        raise ConnectionLostError(
+            f"the local scheduler exited before listening (code {proc.wait()})")
+    address: str = json.loads(line)["address"]
+    return address

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Generator
 from typing import Any
 
-from qsrv.client import _context
+from qsrv.client import _runtime, _wait
 from qsrv.codec import current_resolver, note_ref
+from qsrv.errors import NotConnectedError
 
 
 class ObjectRef:
@@ -31,25 +32,32 @@ class ObjectRef:
         return f"ObjectRef({self._id:016x})"
 
     def __await__(self) -> Generator[Any, None, Any]:
-        from qsrv.client._api import get_async
+        return self._get().__await__()
 
-        return get_async(self).__await__()
+    async def _get(self) -> Any:
+        runtime = _runtime.active
+        if runtime is None:
+            raise NotConnectedError("awaiting an ObjectRef needs a cluster connection: "
+                                    "this process has none (qsrv.shutdown() was called?)")
+        values = await _wait.get_async(runtime.core, [self._id], None)
+        return values[0]
 
     def __reduce__(self) -> tuple[Any, tuple[int]]:
         note_ref(self._id)
         return _rebuild, (self._id,)
 
     def __del__(self) -> None:
-        core = _context.core
-        if core is not None:
-            core.dropped.append(self._id)  # list.append is atomic: safe from any thread or GC
+        runtime = _runtime.active
+        if runtime is not None:
+            # list.append is atomic: safe from any thread or the garbage collector
+            runtime.core.dropped.append(self._id)
 
 
 def _rebuild(oid: int) -> Any:
     resolve = current_resolver()
     if resolve is not None:
         return resolve(oid)
-    core = _context.core
-    if core is None:
-        return ObjectRef(oid)
-    return core.track(oid)
+    runtime = _runtime.active
+    if runtime is not None:
+        runtime.core.track(oid)
+    return ObjectRef(oid)

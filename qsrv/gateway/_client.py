@@ -1,9 +1,11 @@
 """The gateway's Python client: ``Client``, ``Program``, ``Job``.
 
-Every method has a synchronous form and an ``*_async`` form doing the same request; the sync
-form runs the async one on a private event loop (in a helper thread when the caller's thread
-already runs a loop, e.g. in Jupyter). Each call opens its own HTTP session, so a ``Client`` and
-its ``Job``s hold no connection, can be shared between threads and need no closing.
+Every method has a synchronous form and an ``*_async`` form doing the same request. The async
+forms work under asyncio and trio alike (HTTP is aiohttp's, on asyncio: under trio it runs on
+qsrv's private loop, and cancelling the caller cancels the request); the sync forms run the
+async ones on that private loop, so they also work in a thread that runs a loop (Jupyter).
+Each call opens its own HTTP session, so a ``Client`` and its ``Job``s hold no connection,
+can be shared between threads and need no closing.
 
 Waiting (``Job.result``, ``Job.wait``) is a chain of long-polls on ``/v1/jobs/{id}/wait``: the
 gateway answers as soon as the job is terminal; no call sleeps.
@@ -11,19 +13,20 @@ gateway answers as soon as the job is terminal; no call sleeps.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import os
 import pickle
-from collections.abc import Coroutine, Mapping
-from concurrent.futures import ThreadPoolExecutor
+import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
 import aiohttp
+import anyio.to_thread
 
+from qsrv import _bridge
 from qsrv.errors import ConfigError, GetTimeoutError
 from qsrv.gateway._archive import pack_directory
 from qsrv.gateway._errors import (
@@ -43,15 +46,6 @@ GATEWAY_ENV = "QSRV_GATEWAY"
 GATEWAY_TOKEN_ENV = "QSRV_GATEWAY_TOKEN"
 _POLL_S = 30.0  # the longest single long-poll; the server caps it at 60
 _SLACK_S = 15.0  # HTTP timeout beyond the time the server may legitimately take
-
-
-def _run_sync(coro: Coroutine[Any, Any, T]) -> T:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coro)
-    with ThreadPoolExecutor(1, thread_name_prefix="qsrv-client") as pool:
-        return pool.submit(asyncio.run, coro).result()
 
 
 @dataclass
@@ -107,7 +101,7 @@ class Job:
         return self._update(await self._client._get_json(f"/v1/jobs/{self.job_id}"))
 
     def status(self) -> JobStatus:
-        return _run_sync(self.status_async())
+        return _bridge.call(self.status_async)
 
     async def logs_async(self) -> str:
         body = await self._client._request("GET", f"/v1/jobs/{self.job_id}/logs")
@@ -115,23 +109,23 @@ class Job:
 
     def logs(self) -> str:
         """Everything the job printed so far (stdout and stderr; head and tail when capped)."""
-        return _run_sync(self.logs_async())
+        return _bridge.call(self.logs_async)
 
     async def wait_async(self, timeout: float | None = None) -> JobStatus:
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            poll = _POLL_S if deadline is None else max(0.0, min(_POLL_S, deadline - loop.time()))
+            poll = _POLL_S if deadline is None else max(0.0, min(_POLL_S,
+                                                                 deadline - time.monotonic()))
             status = self._update(await self._client._get_json(
                 f"/v1/jobs/{self.job_id}/wait", params={"timeout": f"{poll:.3f}"},
                 timeout=poll + _SLACK_S,
             ))
-            if status.terminal or (deadline is not None and loop.time() >= deadline):
+            if status.terminal or (deadline is not None and time.monotonic() >= deadline):
                 return status
 
     def wait(self, timeout: float | None = None) -> JobStatus:
         """Wait until the job is terminal or ``timeout`` seconds passed; return its status."""
-        return _run_sync(self.wait_async(timeout))
+        return _bridge.call(self.wait_async, timeout)
 
     async def result_async(self, timeout: float | None = None) -> Any:
         status = await self.wait_async(timeout)
@@ -152,11 +146,10 @@ class Job:
         Raises JobFailedError (with the traceback) or JobStoppedError when it ended otherwise,
         GetTimeoutError when ``timeout`` seconds pass first.
         """
-        return _run_sync(self.result_async(timeout))
+        return _bridge.call(self.result_async, timeout)
 
     async def stop_async(self, timeout: float | None = None) -> JobStatus:
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
         poll = _POLL_S if timeout is None else min(_POLL_S, timeout)
         status = self._update(await self._client._request_json(
             "POST", f"/v1/jobs/{self.job_id}/stop", params={"timeout": f"{poll:.3f}"},
@@ -164,12 +157,12 @@ class Job:
         ))
         if status.terminal:
             return status
-        left = None if deadline is None else max(0.0, deadline - loop.time())
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
         return await self.wait_async(left)
 
     def stop(self, timeout: float | None = None) -> JobStatus:
         """Stop the job; return once it is terminal (STOPPED, or the status it reached first)."""
-        return _run_sync(self.stop_async(timeout))
+        return _bridge.call(self.stop_async, timeout)
 
     async def events_async(self) -> list[dict[str, Any]]:
         events: list[dict[str, Any]] = (
@@ -179,7 +172,7 @@ class Job:
 
     def events(self) -> list[dict[str, Any]]:
         """What happened to the job so far (status changes), oldest first."""
-        return _run_sync(self.events_async())
+        return _bridge.call(self.events_async)
 
 
 class Client:
@@ -207,9 +200,14 @@ class Client:
 
     # -- HTTP -----------------------------------------------------------------------------------
 
-    async def _request(self, method: str, path: str, *, params: Mapping[str, str] | None = None,
-                       json_body: Any = None, data: Any = None, expect100: bool = False,
-                       timeout: float | None = None) -> tuple[int, bytes]:
+    async def _request(self, method: str, path: str, **kwargs: Any) -> tuple[int, bytes]:
+        """One HTTP request, from any async library (aiohttp runs on asyncio)."""
+        return await _bridge.call_async(self._aiohttp_request, method, path, **kwargs)
+
+    async def _aiohttp_request(self, method: str, path: str, *,
+                               params: Mapping[str, str] | None = None, json_body: Any = None,
+                               data: Any = None, expect100: bool = False,
+                               timeout: float | None = None) -> tuple[int, bytes]:
         headers = {"Authorization": f"Bearer {self._token}"}
         client_timeout = aiohttp.ClientTimeout(total=timeout or self._timeout)
         try:
@@ -238,7 +236,7 @@ class Client:
     # -- programs -------------------------------------------------------------------------------
 
     async def upload_async(self, program: Program) -> ProgramInfo:
-        archive = await asyncio.to_thread(pack_directory, program.working_dir)
+        archive = await anyio.to_thread.run_sync(pack_directory, program.working_dir)
         form = aiohttp.FormData()
         form.add_field("metadata", json.dumps({
             "title": program.title, "entrypoint": program.entrypoint,
@@ -251,7 +249,7 @@ class Client:
 
     def upload(self, program: Program) -> ProgramInfo:
         """Upload the program's working directory; the same title again is a new version."""
-        return _run_sync(self.upload_async(program))
+        return _bridge.call(self.upload_async, program)
 
     async def programs_async(self) -> list[ProgramInfo]:
         data = await self._get_json("/v1/programs")
@@ -259,7 +257,7 @@ class Client:
 
     def programs(self) -> list[ProgramInfo]:
         """The latest version of each of your programs."""
-        return _run_sync(self.programs_async())
+        return _bridge.call(self.programs_async)
 
     # -- jobs -----------------------------------------------------------------------------------
 
@@ -279,14 +277,14 @@ class Client:
             version: int | None = None) -> Job:
         """Run a program (uploading it first when given a ``Program``) with ``arguments``,
         which the program reads with ``get_arguments()``. Default version: the latest."""
-        return _run_sync(self.run_async(program, arguments, version=version))
+        return _bridge.call(self.run_async, program, arguments, version=version)
 
     async def job_async(self, job_id: str) -> Job:
         return Job(self, await self._get_json(f"/v1/jobs/{job_id}"))
 
     def job(self, job_id: str) -> Job:
         """One of your jobs, by id (NotFoundError if it is not yours or does not exist)."""
-        return _run_sync(self.job_async(job_id))
+        return _bridge.call(self.job_async, job_id)
 
     async def jobs_async(self, limit: int = 10, offset: int = 0,
                          status: str | JobStatus | list[str | JobStatus] | None = None,
@@ -308,7 +306,7 @@ class Client:
              status: str | JobStatus | list[str | JobStatus] | None = None,
              created_after: datetime | float | None = None) -> JobList:
         """A page of your jobs, newest first; ``.total`` counts all that match the filters."""
-        return _run_sync(self.jobs_async(limit, offset, status, created_after))
+        return _bridge.call(self.jobs_async, limit, offset, status, created_after)
 
 
 def _error_from(status: int, body: bytes) -> GatewayError:

@@ -9,7 +9,6 @@ from typing import Any
 
 import qsrv
 from qsrv.client import ObjectRef, RemoteFunction
-from qsrv.quantum._job import _blocking
 from qsrv.quantum._placement import Need, check_placement, cluster_workers, need_of
 
 _TASK_OPTION_NAMES = frozenset({"max_retries", "timeout", "retry_exceptions", "name"})
@@ -78,7 +77,7 @@ class Planner:
     def __init__(self, options: Options, num_qubits: list[int]) -> None:
         self.options = options
         self.needs = [need_of(n, options.backend_options) for n in num_qubits]
-        workers = _blocking(cluster_workers)
+        workers = cluster_workers()  # qsrv.status() blocks, also in an event loop's thread
         check_placement(self.needs, workers)
         self.cpus = max(1, int(sum(float(w["total"].get("cpu", 0)) for w in workers)))
 

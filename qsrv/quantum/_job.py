@@ -1,44 +1,25 @@
 """The job a distributed primitive returns: its tasks' refs, and how to assemble their values.
 
-``job.result()`` blocks (from plain code, or from a thread); ``await job`` or
-``await job.result_async()`` inside an event loop. The result is assembled once and kept.
+``job.result()`` blocks (anywhere, also in a thread that runs an event loop); ``await job`` or
+``await job.result_async()`` in async code (asyncio or trio). The result is assembled once and
+kept.
 """
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import uuid
 from collections.abc import Callable, Generator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Generic, TypeVar
 
 from qiskit.primitives.base.base_primitive_job import BasePrimitiveJob  # type: ignore[import-untyped]
 from qiskit.primitives.containers import PrimitiveResult  # type: ignore[import-untyped]
 from qiskit.providers import JobStatus  # type: ignore[import-untyped]
 
-import qsrv
-from qsrv.client import ObjectRef
+from qsrv.client import ObjectRef, cancel, get_async, get_blocking, wait_blocking
 from qsrv.errors import TaskCancelledError
 
 T = TypeVar("T", bound=PrimitiveResult[Any])
-
-
-def _in_event_loop() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
-
-
-def _blocking(fn: Callable[[], Any]) -> Any:
-    """Call `fn` (which uses qsrv's blocking API) here, or in a thread when an event loop runs
-    in this one (where qsrv's calls would return awaitables instead)."""
-    if not _in_event_loop():
-        return fn()
-    with ThreadPoolExecutor(1) as pool:
-        return pool.submit(fn).result()
 
 
 class QuantumJob(BasePrimitiveJob[T, JobStatus], Generic[T]):  # type: ignore[misc]
@@ -67,14 +48,14 @@ class QuantumJob(BasePrimitiveJob[T, JobStatus], Generic[T]):  # type: ignore[mi
         """Wait for every task and return the PrimitiveResult."""
         if self._result is not None:
             return self._result
-        values = _blocking(lambda: qsrv.get(self._refs, timeout=timeout))
+        values = get_blocking(self._refs, timeout=timeout)
         return self._finish(values)
 
     async def result_async(self, timeout: float | None = None) -> T:
         """`result` for async code."""
         if self._result is not None:
             return self._result
-        values = await qsrv.client.get_async(self._refs, timeout=timeout)
+        values = await get_async(self._refs, timeout=timeout)
         return self._finish(values)
 
     def __await__(self) -> Generator[Any, None, T]:
@@ -83,8 +64,7 @@ class QuantumJob(BasePrimitiveJob[T, JobStatus], Generic[T]):  # type: ignore[mi
     def _ready(self) -> bool:
         if not self._refs:
             return True
-        ready, _ = _blocking(lambda: qsrv.wait(self._refs, num_returns=len(self._refs),
-                                               timeout=0))
+        ready, _ = wait_blocking(self._refs, num_returns=len(self._refs), timeout=0)
         return len(ready) == len(self._refs)
 
     def status(self) -> JobStatus:
@@ -117,9 +97,5 @@ class QuantumJob(BasePrimitiveJob[T, JobStatus], Generic[T]):  # type: ignore[mi
     def cancel(self) -> None:
         """Cancel every task of the job that has not finished."""
         self._cancelled = True
-
-        def cancel_all() -> None:
-            for ref in self._refs:
-                qsrv.cancel(ref)
-
-        _blocking(cancel_all)
+        for ref in self._refs:
+            cancel(ref)

@@ -12,7 +12,12 @@ import ssl
 import threading
 from typing import Any
 
-from qsrv.errors import AuthenticationError, ConfigError, ConnectionClosedError
+from qsrv.errors import (
+    AuthenticationError,
+    ConfigError,
+    ConnectionClosedError,
+    ConnectionLostError,
+)
 from qsrv.protocol import DEFAULT_LIMITS, Buffer, Connection, Limits, State
 from qsrv.transport._tls import client_context
 
@@ -52,10 +57,11 @@ class SyncConnection:
         except ssl.SSLError as exc:
             raise AuthenticationError(f"TLS with the scheduler at {address} failed: {exc}") from exc
         except OSError as exc:
-            raise ConnectionClosedError(f"cannot reach the scheduler at {address}: {exc}") from exc
+            raise ConnectionLostError(f"cannot reach the scheduler at {address}: {exc}") from exc
         self.tls = tls is not None
         self.conn = Connection(server=False, token=token, role=role, limits=limits)
         self._send_lock = threading.Lock()
+        self._closed_here = False
         self._inbox: list[Any] = []
         try:
             self.write(self.conn.initiate())
@@ -70,11 +76,12 @@ class SyncConnection:
                roles: frozenset[str], client_no: int = 1, timeout: float = 10.0,
                limits: Limits = DEFAULT_LIMITS) -> SyncConnection:
         """The server side over an accepted socket: run the challenge, admit a peer whose role
-        is in ``roles``. Raises ProtocolError/ConnectionClosedError (the socket is closed)."""
+        is in ``roles``. Raises ProtocolError/ConnectionLostError (the socket is closed)."""
         self = cls.__new__(cls)
         self.sock, self.tls = sock, False
         self.conn = Connection(server=True, token=token, limits=limits)
         self._send_lock = threading.Lock()
+        self._closed_here = False
         self._inbox = []
         try:
             sock.settimeout(timeout)
@@ -97,7 +104,7 @@ class SyncConnection:
             finally:  # a rejection goes out even when the peer failed
                 replies = self.conn.data_to_send()
                 if replies:
-                    with contextlib.suppress(ConnectionClosedError):
+                    with contextlib.suppress(ConnectionLostError):
                         self.write(replies)
 
     def _ready(self) -> None:
@@ -132,7 +139,7 @@ class SyncConnection:
                             views[0] = views[0][sent:]
                             sent = 0
             except OSError as exc:
-                raise ConnectionClosedError(f"connection to the scheduler lost: {exc}") from exc
+                raise self._ended(f"connection to the scheduler lost: {exc}") from exc
 
     def send(self, messages: list[Any]) -> None:
         if messages:
@@ -143,9 +150,9 @@ class SyncConnection:
         try:
             n = self.sock.recv_into(buf)
         except OSError as exc:
-            raise ConnectionClosedError(f"connection to the scheduler lost: {exc}") from exc
+            raise self._ended(f"connection to the scheduler lost: {exc}") from exc
         if n == 0:
-            raise ConnectionClosedError("the scheduler closed the connection")
+            raise self._ended("the scheduler closed the connection")
         self.conn.buffer_updated(n)
         return self.conn.receive()
 
@@ -164,7 +171,13 @@ class SyncConnection:
             pass
         return messages
 
+    def _ended(self, why: str) -> ConnectionClosedError | ConnectionLostError:
+        if self._closed_here:
+            return ConnectionClosedError("this connection was closed by this process")
+        return ConnectionLostError(why)
+
     def close(self) -> None:
+        self._closed_here = True
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_RDWR)  # wakes a thread blocked in recv
         with contextlib.suppress(OSError):

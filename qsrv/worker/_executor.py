@@ -16,13 +16,11 @@ import threading
 import time
 import traceback
 from collections import deque
-from dataclasses import dataclass
 from typing import Any
 
-from qsrv.client import _context
-from qsrv.client._core import ClientCore
+from qsrv.client import ClientCore, Runtime, RuntimeContext, install
 from qsrv.codec import dumps, loads
-from qsrv.errors import ConnectionClosedError
+from qsrv.errors import CONNECTION_ENDED
 from qsrv.protocol import (
     TASK_ERROR,
     FunctionDef,
@@ -34,32 +32,21 @@ from qsrv.protocol import (
     TaskReturned,
     TaskUnblocked,
 )
-from qsrv.store._node import NodeStore
+from qsrv.store import NodeStore
 from qsrv.transport import SyncConnection
-
-
-@dataclass(frozen=True)
-class RuntimeContext:
-    """Where the current task runs; `qsrv.runtime_context()` returns it inside a task."""
-
-    task_id: str
-    worker_id: int
-    node: str
-    pid: int
-    gpu_ids: tuple[str, ...]
-    resources: dict[str, float]
 
 
 class Executor:
     def __init__(self, address: str, token: str, worker_id: int) -> None:
         self.worker_id = worker_id
         self.sc = SyncConnection(address, token, "executor")
-        self.core = ClientCore(self.sc.client_no, flush_soon=lambda: None, block=self.block)
+        self.core = ClientCore(self.sc.client_no, flush_soon=lambda: None, block=self.block,
+                               pumps=True)
         self.core.token = token
         store_socket = os.environ.get("QSRV_STORE_SOCKET")
         if store_socket:  # large arguments and results go through the node's store
             self.core.find_store = lambda: NodeStore(store_socket, token)
-        _context.core = self.core
+        install(Runtime(self.core, task_context=self.context))
         self.functions: dict[bytes, Any] = {}
         self.payloads: dict[bytes, bytes] = {}
         self.deps: dict[int, ObjectValue] = {}
@@ -81,7 +68,7 @@ class Executor:
                 self._dispatch(messages)
                 while self.pending:
                     self._run(self.pending.popleft())
-        except ConnectionClosedError:
+        except CONNECTION_ENDED:
             return
 
     def _dispatch(self, messages: list[Any]) -> None:
@@ -211,10 +198,9 @@ def main() -> None:
     token = os.environ.pop("QSRV_TOKEN", "")
     try:
         executor = Executor(address, token, worker_id)
-    except ConnectionClosedError as exc:
+    except CONNECTION_ENDED as exc:
         print(f"qsrv executor: {exc}", file=sys.stderr)
         sys.exit(1)
-    _context.executor = executor
     executor.run_forever()
 
 
