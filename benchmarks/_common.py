@@ -114,8 +114,9 @@ def machine(modules: Iterable[str] = ("qsrv", "numpy", "ray", "distributed", "uv
 def describe(m: dict[str, Any]) -> str:
     """The machine line every report starts with."""
     mem = f", {fmt_bytes(m['memory_bytes'])}" if "memory_bytes" in m else ""
-    dirty = (f" + uncommitted changes to {', '.join(m['qsrv_modified'])}"
-             if m.get("qsrv_modified") else "")
+    changed = m.get("qsrv_modified") or []
+    dirty = (f" + uncommitted changes to {', '.join(changed)}" if 0 < len(changed) <= 5 else
+             f" + uncommitted changes to {len(changed)} files under qsrv/" if changed else "")
     return (f"{m['nproc']} x {m['cpu']} (kernel {m['kernel']}{mem}); "
             + ", ".join(f"{k} {v}" for k, v in m["versions"].items())
             + f"; qsrv at {m.get('git', '?')}{dirty}")

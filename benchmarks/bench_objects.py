@@ -5,19 +5,19 @@ against the machine's own limits measured in the same run.
     python benchmarks/bench_objects.py --quick       # 2^20 (16 MiB), under a minute
     python benchmarks/bench_objects.py --qubits 22 --repeat 5 --only baseline,qsrv
     python benchmarks/bench_objects.py --json /tmp/objects.json
+    python benchmarks/bench_objects.py --write-md    # also add the table to benchmarks/README.md
 
 Every phase runs in a fresh subprocess (this file with ``--child PHASE``, in its own session so
 that a timeout kills everything it started), one at a time, so no system's memory, threads or
 object store pollute another's. Phases:
 
-* ``baseline`` -- the machine: ``numpy.copy`` (a newly allocated array each time: fresh pages),
-  ``numpy.copyto`` into a preallocated, already-touched array (warm pages), ``np.linalg.norm``
-  and ``np.full`` locally, and raw loopback TCP between two processes (the sender ``sendall``s
-  the vector's bytes from a preallocated, touched buffer; the receiver ``recv_into``s a
-  preallocated bytearray; timed at the receiver from its go byte to the last byte).
-* ``qsrv`` / ``ray`` / ``dask`` -- cases a-c, two worker slots each: qsrv ``init(num_cpus=2)``
-  (scheduler + one worker agent + two executors), Ray ``init(num_cpus=2)``, Dask
-  ``LocalCluster(n_workers=2, threads_per_worker=1)``.
+* ``baseline`` -- the machine (``_machine.py``): ``numpy.copy`` (a newly allocated array each
+  time: fresh pages), ``numpy.copyto`` into a preallocated, already-touched array (warm pages),
+  raw loopback TCP between two processes (``sendall`` from a preallocated, touched buffer into
+  ``recv_into`` a preallocated bytearray); and ``np.linalg.norm`` and ``np.full`` locally.
+* ``qsrv`` / ``ray`` / ``dask`` -- cases a-c, two worker slots each (``_qsrv.py``,
+  ``_ray.py``, ``_dask.py``): qsrv ``init(num_cpus=2)`` (scheduler + one worker agent + two
+  executors), Ray ``init(num_cpus=2)``, Dask ``LocalCluster(n_workers=2, threads_per_worker=1)``.
     a. put + get in the driver: the ``put`` call; put followed by a no-op task round trip
        ("until stored": a put that returns before its bytes have left the driver is only done
        once the cluster answers a later message); then ``get`` of the ref, with what came back
@@ -54,35 +54,24 @@ shared-memory stores.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import datetime
 import gc
-import json
-import multiprocessing
 import os
-import platform
-import secrets
-import signal
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import _common as c
+import _machine
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-RESULTS = HERE / "results" / "objects.json"
-WORKERS = 2
+TAG = "bench_objects"
 PHASES = ("baseline", "qsrv", "qsrv-nodes", "ray", "ray-nodes", "dask")
-GB = 1e9
 SETTLE_S = 0.5
+LIMIT_KEYS = ("copy_fresh_s", "copy_warm_s", "tcp_s", "norm_local_s", "create_local_s")
 
 
 # ---- the task functions (shipped by value from __main__ to every system) -------------------
@@ -104,22 +93,7 @@ def _noop() -> int:
     return os.getpid()
 
 
-# ---- helpers -------------------------------------------------------------------------------
-def _loadavg() -> str:
-    with open("/proc/loadavg") as f:
-        return " ".join(f.read().split()[:3])
-
-
-def _median_s(fn: Callable[[], object], repeat: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
+# ---- the cases, written once against a system's blocking calls ------------------------------
 def _settle() -> None:
     """Between repetitions, after the previous vector was released: let every system finish
     freeing it. (Ray's put takes 200-700 ms instead of ~30 ms while the previous 256 MiB object
@@ -141,8 +115,8 @@ def _flags(value: Any, source: np.ndarray[Any, Any] | None = None) -> dict[str, 
 def _local(arr: np.ndarray[Any, Any], repeat: int) -> dict[str, float]:
     """The local norm and np.full times the overheads of b and c are taken against."""
     n = arr.size
-    return {"norm_local_s": _median_s(lambda: np.linalg.norm(arr), repeat),
-            "create_local_s": _median_s(lambda: _state(n), repeat)}
+    return {"norm_local_s": c.median_time(lambda: np.linalg.norm(arr), repeat),
+            "create_local_s": c.median_time(lambda: _state(n), repeat)}
 
 
 @dataclass
@@ -153,6 +127,12 @@ class Api:
     roundtrip: Callable[[], Any]        # submit a no-op task and wait for it
     norm: Callable[[Any], Any]          # ref -> ref of a norm task on it
     make: Callable[[int], Any]          # n -> ref of a task that creates the vector
+
+    @classmethod
+    def of(cls, cl: c.Cluster) -> Api:
+        noop = cl.task(_noop)
+        return cls(put=cl.put, get=cl.get, roundtrip=lambda: cl.get(noop()),
+                   norm=cl.task(_norm), make=cl.task(_state))
 
 
 def case_put(api: Api, arr: np.ndarray[Any, Any], repeat: int) -> dict[str, Any]:
@@ -236,10 +216,18 @@ class NodesApi:
     consume: Callable[[Any, str], tuple[float, int]]  # (ref, "a"/"b") -> _touch's result
     noop: Callable[[str], int]                  # "a"/"b" -> pid of a no-op task pinned there
 
+    @classmethod
+    def of(cls, cl: c.Cluster) -> NodesApi:
+        touch = {tag: cl.task(_touch, node=tag) for tag in "ab"}
+        noop = {tag: cl.task(_noop, node=tag) for tag in "ab"}
+        return cls(produce=cl.task(_state, node="a"), ready=cl.ready,
+                   consume=lambda ref, tag: cl.get(touch[tag](ref)),
+                   noop=lambda tag: cl.get(noop[tag]()))
+
 
 def case_nodes(api: NodesApi, n: int, repeat: int) -> dict[str, Any]:
-    noop_b = _median_s(lambda: api.noop("b"), 21)
-    noop_a = _median_s(lambda: api.noop("a"), 21)
+    noop_b = c.median_time(lambda: api.noop("b"), 21)
+    noop_a = c.median_time(lambda: api.noop("a"), 21)
     pid_a, pid_b = api.noop("a"), api.noop("b")
     produce, remote, local = [], [], []
     pids = set()
@@ -268,327 +256,70 @@ def case_nodes(api: NodesApi, n: int, repeat: int) -> dict[str, Any]:
             "samples": {"produce_s": produce, "consume_b_s": remote, "consume_a_s": local}}
 
 
-# ---- baseline --------------------------------------------------------------------------------
-def _tcp_sender(port: int, nbytes: int, rounds: int) -> None:
-    buf = bytearray(b"\x07") * nbytes  # preallocated and touched
-    view = memoryview(buf)
-    with socket.create_connection(("127.0.0.1", port)) as sock:
-        for _ in range(rounds):
-            if sock.recv(1) != b"g":
-                return
-            sock.sendall(view)
-
-
-def tcp_loopback(nbytes: int, repeat: int) -> float:
-    """Median seconds to move `nbytes` from one process to another over loopback TCP."""
-    with socket.create_server(("127.0.0.1", 0)) as server:
-        port = server.getsockname()[1]
-        sender = multiprocessing.get_context("fork").Process(
-            target=_tcp_sender, args=(port, nbytes, repeat + 1), daemon=True)
-        sender.start()
-        conn, _ = server.accept()
-    buf = bytearray(nbytes)
-    view = memoryview(buf)
-    times = []
-    with conn:
-        for i in range(repeat + 1):  # the first round is a warm-up (touches the buffer)
-            t0 = time.perf_counter()
-            conn.sendall(b"g")
-            got = 0
-            while got < nbytes:
-                k = conn.recv_into(view[got:])
-                if not k:
-                    raise ConnectionError("the sender went away")
-                got += k
-            if i:
-                times.append(time.perf_counter() - t0)
-    sender.join(10)
-    return statistics.median(times)
-
-
+# ---- one phase per child process ---------------------------------------------------------------
 def run_baseline(n: int, repeat: int) -> dict[str, Any]:
     arr = _state(n)
-    out: dict[str, Any] = {"copy_fresh_s": _median_s(lambda: np.copy(arr), repeat)}
-    warm = np.empty_like(arr)
-    warm[:] = 0  # touched: its pages exist before the clock starts
-    out["copy_warm_s"] = _median_s(lambda: np.copyto(warm, arr), repeat)
+    out: dict[str, Any] = _machine.memcpy(arr.nbytes, repeat)
     out.update(_local(arr, repeat))
-    out["tcp_s"] = tcp_loopback(arr.nbytes, repeat)
+    out["tcp_s"] = _machine.tcp_bandwidth(arr.nbytes, repeat)
     return out
 
 
-# ---- qsrv ------------------------------------------------------------------------------------
-def run_qsrv(n: int, repeat: int) -> dict[str, Any]:
-    import qsrv
+def _options(name: str, n: int) -> dict[str, Any]:
+    # Ray: room for a few vectors in each plasma store; a ceiling, not an allocation
+    return {"object_store_memory": max(1 << 30, 8 * 16 * n)} if name == "ray" else {}
 
+
+def run_system(name: str, n: int, repeat: int) -> tuple[c.Cluster, dict[str, Any]]:
+    """Cases a-c on a local cluster with two worker slots; for Dask, case d as well, on the
+    same cluster's two worker processes."""
     t0 = time.perf_counter()
-    qsrv.init(num_cpus=WORKERS)
-    try:
-        noop = qsrv.distribute_task(_noop)
-        norm = qsrv.distribute_task(_norm)
-        make = qsrv.distribute_task(_state)
-        qsrv.get([noop() for _ in range(4 * WORKERS)])
-        qsrv.get([norm(np.ones(8, dtype=np.complex128)) for _ in range(WORKERS)])
-        startup = time.perf_counter() - t0
-        arr = _state(n)
-        api = Api(put=qsrv.put, get=qsrv.get, roundtrip=lambda: qsrv.get(noop()),
-                  norm=norm, make=make)
-        return {"setup": f"qsrv.init(num_cpus={WORKERS}): scheduler + 1 worker agent + "
-                         f"{WORKERS} executors", "startup_s": startup,
-                "put": case_put(api, arr, repeat),
-                "pass_ref": case_pass_ref(api, arr, repeat),
-                "return": case_return(api, n, repeat)}
-    finally:
-        qsrv.shutdown()
-
-
-@contextlib.contextmanager
-def qsrv_cli_cluster(logdir: Path) -> Iterator[tuple[str, str]]:
-    """A scheduler and two workers (node_a, node_b) started with the qsrv CLI; (address, token)."""
-    token = secrets.token_urlsafe(24)
-    env = {**os.environ, "QSRV_TOKEN": token}
-    env.pop("QSRV_ADDRESS", None)
-    cli = [sys.executable, "-m", "qsrv"]
-    procs: list[subprocess.Popen[bytes]] = []
-    logs = []
-
-    def start(name: str, args: list[str]) -> Path:
-        log = logdir / f"qsrv-{name}.log"
-        logs.append(open(log, "wb"))  # noqa: SIM115 -- closed in the finally below
-        procs.append(subprocess.Popen(cli + args, stdout=logs[-1], stderr=subprocess.STDOUT,
-                                      env=env))
-        return log
-
-    try:
-        log = start("scheduler", ["scheduler", "--host", "127.0.0.1", "--port", "0"])
-        address = ""
-        deadline = time.monotonic() + 60
-        while not address:
-            if time.monotonic() > deadline or procs[0].poll() is not None:
-                raise RuntimeError("qsrv scheduler did not start: "
-                                   + log.read_text(errors="replace")[-2000:])
-            for line in log.read_text(errors="replace").splitlines():
-                if "listening on " in line:
-                    address = line.split("listening on ", 1)[1].split()[0]
-            time.sleep(0.05)
-        for tag in ("node_a", "node_b"):
-            start(tag, ["worker", "--address", address, "--cpus", "1", "--executors", "1",
-                        "--resources", f"{tag}=1", "--name", tag, "--reconnect-timeout", "0"])
-        yield address, token
-    finally:
-        for proc in reversed(procs):
-            proc.terminate()
-        for proc in reversed(procs):
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        for f in logs:
-            f.close()
-
-
-def run_qsrv_nodes(n: int, repeat: int) -> dict[str, Any]:
-    import qsrv
-
-    t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="bench-objects-") as tmp, \
-            qsrv_cli_cluster(Path(tmp)) as (address, token):
-        qsrv.init(address=address, token=token)
-        try:
-            deadline = time.monotonic() + 60
-            while len(qsrv.status().get("workers", [])) < 2:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"two workers did not join: {qsrv.status()}")
-                time.sleep(0.1)
-            on = {tag: {f"node_{tag}": 1} for tag in ("a", "b")}
-            make_a = qsrv.distribute_task(target=on["a"])(_state)
-            touch = {tag: qsrv.distribute_task(target=on[tag])(_touch) for tag in on}
-            noop = {tag: qsrv.distribute_task(target=on[tag])(_noop) for tag in on}
-            for tag in on:  # warm: numpy imported in both executors
-                qsrv.get(touch[tag](np.ones(8, dtype=np.complex128)))
-            startup = time.perf_counter() - t0
-
-            def ready(ref: Any) -> None:
-                qsrv.wait([ref], num_returns=1)
-
-            api = NodesApi(produce=make_a, ready=ready,
-                           consume=lambda ref, tag: qsrv.get(touch[tag](ref)),
-                           noop=lambda tag: qsrv.get(noop[tag]()))
-            return {"setup": "qsrv CLI: scheduler --port 0 + 2 x worker --cpus 1 --resources "
-                             "node_X=1, driver qsrv.init(address=...)",
-                    "startup_s": startup, "nodes": case_nodes(api, n, repeat)}
-        finally:
-            qsrv.shutdown()
-
-
-# ---- Ray -------------------------------------------------------------------------------------
-def _ray_store_bytes(n: int) -> int:
-    return max(1 << 30, 8 * 16 * n)  # room for a few vectors; a ceiling, not an allocation
-
-
-def run_ray(n: int, repeat: int) -> dict[str, Any]:
-    import ray as _ray
-
-    ray: Any = _ray
-    t0 = time.perf_counter()
-    ray.init(num_cpus=WORKERS, include_dashboard=False, log_to_driver=False,
-             object_store_memory=_ray_store_bytes(n))
-    try:
-        noop = ray.remote(num_cpus=1)(_noop)
-        norm = ray.remote(num_cpus=1)(_norm)
-        make = ray.remote(num_cpus=1)(_state)
-        ray.get([noop.remote() for _ in range(4 * WORKERS)])
-        ray.get([norm.remote(np.ones(8, dtype=np.complex128)) for _ in range(WORKERS)])
-        startup = time.perf_counter() - t0
-        arr = _state(n)
-        api = Api(put=ray.put, get=ray.get, roundtrip=lambda: ray.get(noop.remote()),
-                  norm=norm.remote, make=make.remote)
-        return {"setup": f"ray.init(num_cpus={WORKERS}): one raylet, one plasma store",
-                "startup_s": startup,
-                "put": case_put(api, arr, repeat),
-                "pass_ref": case_pass_ref(api, arr, repeat),
-                "return": case_return(api, n, repeat)}
-    finally:
-        ray.shutdown()
-
-
-def run_ray_nodes(n: int, repeat: int) -> dict[str, Any]:
-    import ray as _ray
-    from ray import cluster_utils
-
-    ray: Any = _ray
-    t0 = time.perf_counter()
-    store = _ray_store_bytes(n)
-    cluster: Any = cluster_utils.Cluster(
-        initialize_head=True,
-        head_node_args={"num_cpus": 1, "resources": {"node_a": 1},
-                        "object_store_memory": store, "include_dashboard": False})
-    try:
-        cluster.add_node(num_cpus=1, resources={"node_b": 1}, object_store_memory=store)
-        ray.init(address=cluster.address, log_to_driver=False)
-        cluster.wait_for_nodes()
-        on = {tag: {"resources": {f"node_{tag}": 1}, "num_cpus": 1} for tag in ("a", "b")}
-        make_a = ray.remote(**on["a"])(_state)
-        touch = {tag: ray.remote(**on[tag])(_touch) for tag in on}
-        noop = {tag: ray.remote(**on[tag])(_noop) for tag in on}
-        for tag in on:
-            ray.get(touch[tag].remote(np.ones(8, dtype=np.complex128)))
-        startup = time.perf_counter() - t0
-
-        def ready(ref: Any) -> None:
-            ray.wait([ref], num_returns=1, fetch_local=False)
-
-        api = NodesApi(produce=make_a.remote, ready=ready,
-                       consume=lambda ref, tag: ray.get(touch[tag].remote(ref)),
-                       noop=lambda tag: ray.get(noop[tag].remote()))
-        nodes = len([x for x in ray.nodes() if x.get("Alive")])
-        return {"setup": f"ray.cluster_utils.Cluster: {nodes} raylets (head node_a + node_b), "
-                         "one plasma store each, driver on the head",
-                "startup_s": startup, "nodes": case_nodes(api, n, repeat)}
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
-
-
-# ---- Dask ------------------------------------------------------------------------------------
-def run_dask(n: int, repeat: int) -> dict[str, Any]:
-    import distributed as _distributed
-
-    dd: Any = _distributed
-    t0 = time.perf_counter()
-    cluster = dd.LocalCluster(n_workers=WORKERS, threads_per_worker=1, processes=True,
-                              dashboard_address=None)
-    client = dd.Client(cluster)
-    try:
-        client.gather([client.submit(_noop, pure=False) for _ in range(4 * WORKERS)])
-        workers = sorted(client.scheduler_info()["workers"])
-        client.gather([client.submit(_norm, np.ones(8, dtype=np.complex128), workers=[w],
-                                     pure=False) for w in workers])
-        startup = time.perf_counter() - t0
-        arr = _state(n)
-        api = Api(put=lambda x: client.scatter(x, hash=False), get=lambda f: f.result(),
-                  roundtrip=lambda: client.submit(_noop, pure=False).result(),
-                  norm=lambda f: client.submit(_norm, f, pure=False),
-                  make=lambda k: client.submit(_state, k, pure=False))
-        out = {"setup": f"LocalCluster(n_workers={WORKERS}, threads_per_worker=1): each worker "
-                        "process holds its own data; the nodes case pins workers=[address]",
-               "startup_s": startup,
-               "put": case_put(api, arr, repeat),
-               "pass_ref": case_pass_ref(api, arr, repeat),
-               "return": case_return(api, n, repeat)}
+    cl = c.start(name, **_options(name, n))
+    noop, norm = cl.task(_noop), cl.task(_norm)
+    cl.gather([noop() for _ in range(4 * c.WORKERS)])
+    small = np.ones(8, dtype=np.complex128)
+    # numpy imported in every worker: Dask's tasks are pinned to each worker, the others spread
+    norms = ([cl.task(_norm, node=tag) for tag in "ab"] if name == "dask"
+             else [norm] * c.WORKERS)
+    cl.gather([f(small) for f in norms])
+    startup = time.perf_counter() - t0
+    arr = _state(n)
+    api = Api.of(cl)
+    out = {"setup": cl.setup, "startup_s": startup,
+           "put": case_put(api, arr, repeat),
+           "pass_ref": case_pass_ref(api, arr, repeat),
+           "return": case_return(api, n, repeat)}
+    if name == "dask":
         del arr
-        pin = {"a": [workers[0]], "b": [workers[1]]}
-
-        def submit_on(tag: str, fn: Callable[..., Any], *args: Any) -> Any:
-            return client.submit(fn, *args, workers=pin[tag], allow_other_workers=False,
-                                 pure=False)
-
-        nodes = NodesApi(produce=lambda k: submit_on("a", _state, k),
-                         ready=lambda f: dd.wait([f]),
-                         consume=lambda f, tag: submit_on(tag, _touch, f).result(),
-                         noop=lambda tag: submit_on(tag, _noop).result())
-        out["nodes"] = case_nodes(nodes, n, repeat)
-        return out
-    finally:
-        client.close()
-        cluster.close()
+        out["nodes"] = case_nodes(NodesApi.of(cl), n, repeat)
+    return cl, out
 
 
-RUNNERS: dict[str, Callable[[int, int], dict[str, Any]]] = {
-    "baseline": run_baseline, "qsrv": run_qsrv, "qsrv-nodes": run_qsrv_nodes,
-    "ray": run_ray, "ray-nodes": run_ray_nodes, "dask": run_dask}
+def run_nodes(name: str, n: int, repeat: int) -> tuple[c.Cluster, dict[str, Any]]:
+    """Case d: two nodes with their own object stores."""
+    t0 = time.perf_counter()
+    cl = c.start(name, nodes=True, **_options(name, n))
+    small = np.ones(8, dtype=np.complex128)
+    for tag in "ab":  # warm: numpy imported in both executors
+        cl.get(cl.task(_touch, node=tag)(small))
+    startup = time.perf_counter() - t0
+    return cl, {"setup": cl.setup, "startup_s": startup,
+                "nodes": case_nodes(NodesApi.of(cl), n, repeat)}
 
 
 def child(phase: str, n: int, repeat: int, out: Path) -> None:
-    result = RUNNERS[phase](n, repeat)
-    out.write_text(json.dumps(result, indent=2))
+    if phase == "baseline":
+        c.child_done(out, run_baseline(n, repeat))  # exits
+    name, _, nodes = phase.partition("-")
+    cl, result = (run_nodes if nodes else run_system)(name, n, repeat)
+    c.child_done(out, result, cl.shutdown)
 
 
-# ---- parent ----------------------------------------------------------------------------------
-def run_phase(phase: str, n: int, repeat: int, timeout: float, logdir: Path,
-              label: str | None = None) -> dict[str, Any]:
-    label = label or phase
-    out = logdir / f"{label}.json"
-    log = logdir / f"{label}.log"
-    print(f"  {label:<12}", end=" ", flush=True)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "RAY_DEDUP_LOGS": "0"}
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
-    env.pop("QSRV_ADDRESS", None)
-    env.pop("QSRV_TOKEN", None)
-    t0 = time.perf_counter()
-    with open(log, "w") as logf:
-        proc = subprocess.Popen(
-            [sys.executable, __file__, "--child", phase, "--n", str(n), "--repeat", str(repeat),
-             "--out", str(out)],
-            stdout=logf, stderr=subprocess.STDOUT, start_new_session=True, cwd=HERE, env=env)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout)
-        # Whatever the child left (Ray's raylets, qsrv's CLI processes) is in its session.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    took = time.perf_counter() - t0
-    if out.exists():
-        print(f"{took:6.1f} s", flush=True)
-        result: dict[str, Any] = json.loads(out.read_text())
-        result["wall_s"] = took
-        return result
-    tail = log.read_text(errors="replace")[-3000:]
-    why = "timed out" if took >= timeout else f"exit {proc.returncode}"
-    print(f"FAILED after {took:.1f} s ({why}); log tail:\n{tail}", flush=True)
-    last = [line for line in tail.splitlines() if line.strip()][-1:] or [why]
-    return {"error": f"{why}: {last[0][:200]}", "wall_s": took}
-
-
-LIMIT_KEYS = ("copy_fresh_s", "copy_warm_s", "tcp_s", "norm_local_s", "create_local_s")
-
-
+# ---- the parent ----------------------------------------------------------------------------------
 def limits(phases: dict[str, Any]) -> dict[str, float]:
     """The machine's figures: the mean of the baseline at the start and at the end."""
-    runs = [phases[k] for k in ("baseline", "baseline_end")
-            if k in phases and "error" not in phases[k]]
-    return {key: statistics.mean(r[key] for r in runs) for key in LIMIT_KEYS} if runs else {}
+    pooled = c.mean_of([phases[k] for k in ("baseline", "baseline_end") if k in phases])
+    return {key: pooled[key] for key in LIMIT_KEYS if key in pooled}
 
 
 def derive_overheads(res: dict[str, Any]) -> None:
@@ -611,51 +342,7 @@ def derive_overheads(res: dict[str, Any]) -> None:
             part["overhead_s"] = part["total_s"] - part["local_ref_s"]
 
 
-def machine() -> dict[str, Any]:
-    from importlib.metadata import version
-
-    model = ""
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    versions = {"python": platform.python_version(), "numpy": np.__version__}
-    for mod in ("qsrv", "ray", "distributed"):
-        try:
-            versions[mod] = version(mod)
-        except Exception:
-            versions[mod] = "not installed"
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, text=True,
-                              capture_output=True, timeout=10).stdout.strip() or "?"
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "../qsrv"], cwd=HERE,
-                               text=True, capture_output=True, timeout=10).stdout.split("\n")
-        modified = sorted(line[3:] for line in dirty if line.strip())
-    except (OSError, subprocess.SubprocessError):
-        head, modified = "?", []
-    return {"nproc": os.cpu_count(), "cpu": model, "kernel": platform.release(),
-            "memory_gib": round(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-                                / 2**30, 1),
-            "versions": versions, "git": head, "qsrv_modified": modified}
-
-
-# ---- rendering -------------------------------------------------------------------------------
-def _ms(s: float | None) -> str:
-    if s is None:
-        return "n/a"
-    ms = s * 1e3
-    return f"{ms:,.0f}" if abs(ms) >= 100 else f"{ms:.1f}" if abs(ms) >= 1 else f"{ms:.3f}"
-
-
-def _gbps(nbytes: int, s: float | None) -> str:
-    if s is None:
-        return "n/a"
-    if s <= 0:
-        return "n/a (within noise)"
-    return f"{nbytes / s / GB:.2f}"
-
-
+# ---- the report ------------------------------------------------------------------------------
 def _get_note(flags: dict[str, Any]) -> str:
     if "writeable" not in flags:
         return str(flags.get("type", "?"))
@@ -680,12 +367,12 @@ def _cell(r: dict[str, Any], nbytes: int, section: str, key: str, rate: bool = T
     if part is None:
         return "n/a"
     s = part[key]
-    extra = [f"{_gbps(nbytes, s)} GB/s"] if rate and s > 0 else []
+    extra = [f"{c.fmt_gbps(nbytes, s)} GB/s"] if rate and s > 0 else []
     if s <= 0:
         extra.append("<= 0: within noise")
     if ref:
-        extra.append(f"{ref[0]} {_ms(part[ref[1]])} ms")
-    return f"{_ms(s)} ms" + (f" ({'; '.join(extra)})" if extra else "")
+        extra.append(f"{ref[0]} {c.fmt_ms(part[ref[1]])} ms")
+    return f"{c.fmt_ms(s)} ms" + (f" ({'; '.join(extra)})" if extra else "")
 
 
 def render(res: dict[str, Any]) -> str:
@@ -695,15 +382,11 @@ def render(res: dict[str, Any]) -> str:
     base = ph.get("baseline", empty)
     q, r, d = (ph.get(k, empty) for k in ("qsrv", "ray", "dask"))
     qn, rn = ph.get("qsrv-nodes", empty), ph.get("ray-nodes", empty)
-    m = res["machine"]
-    v = m["versions"]
     lines = [
-        f"Run {res['started']} on {m['nproc']} x {m['cpu']} ({m['memory_gib']} GiB, kernel "
-        f"{m['kernel']}); python {v['python']}, numpy {v['numpy']}, qsrv {v['qsrv']} at "
-        f"{m['git']}{' (qsrv/ modified)' if m['qsrv_modified'] else ''}, ray {v['ray']}, "
-        f"distributed {v['distributed']}; 2^{res['qubits']} complex128 = {nbytes / 2**20:.0f} "
-        f"MiB; median of {res['repeat']} after a warm-up; load average at start "
-        f"{res['loadavg_start']}, at end {res['loadavg_end']}; total {res['seconds']:.0f} s.",
+        f"Run {res['date']} on {c.describe(res['machine'])}; 2^{res['qubits']} complex128 = "
+        f"{c.fmt_bytes(nbytes)}; median of {res['repeat']} after a warm-up; load average at "
+        f"start {res['loadavg_start']}, at end {res['loadavg_end']}; total "
+        f"{res['seconds']:.0f} s.",
         "", "Machine limits, measured in this run at its start and at its end (ratios use "
         "the mean):", "",
         "| measurement | start ms | end ms | mean ms | mean GB/s |", "|---|---:|---:|---:|---:|"]
@@ -717,9 +400,9 @@ def render(res: dict[str, Any]) -> str:
                                "loopback TCP, 2 processes, sendall -> recv_into",
                                "np.linalg.norm, local", "np.full (create the vector), local"),
                               LIMIT_KEYS, strict=True):
-            cells = [_ms(x[key]) if "error" not in x else "n/a" for x in (base, end)]
-            lines.append(f"| {label} | {' | '.join(cells)} | {_ms(lim[key])} | "
-                         f"{_gbps(nbytes, lim[key])} |")
+            cells = [c.fmt_ms(x[key]) if "error" not in x else "n/a" for x in (base, end)]
+            lines.append(f"| {label} | {' | '.join(cells)} | {c.fmt_ms(lim[key])} | "
+                         f"{c.fmt_gbps(nbytes, lim[key])} |")
 
     systems = (("qsrv", q, qn), ("Ray", r, rn), ("Dask", d, d))
     lines += ["", "| case | " + " | ".join(s for s, _, _ in systems) + " |",
@@ -773,68 +456,51 @@ def render(res: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _get(d: dict[str, Any], *path: str) -> float | None:
-    cur: Any = d
-    for p in path:
-        if not isinstance(cur, dict) or p not in cur:
-            return None
-        cur = cur[p]
-    return float(cur) if isinstance(cur, int | float) else None
-
-
-def _ratio(a: float | None, b: float | None) -> str:
-    if a is None or b is None:
-        return "n/a"
-    if a <= 0 or b <= 0:
-        return "n/a (a time within noise)"
-    return f"{a / b:.2f}x"
-
-
 def ratios(res: dict[str, Any]) -> list[tuple[str, str, str]]:
     ph = res["phases"]
     nbytes = res["nbytes"]
     q, r, d = (ph.get(k, {}) for k in ("qsrv", "ray", "dask"))
     lim = res.get("limits") or limits(ph)
     copy, tcp = lim.get("copy_fresh_s"), lim.get("tcp_s")
-    put_q, put_r = _get(q, "put", "put_stored_s"), _get(r, "put", "put_stored_s")
-    get_q = _get(q, "put", "get_s")
-    out = [("qsrv put (until stored) / numpy.copy fresh pages, time", _ratio(put_q, copy),
+    put_q, put_r = c.dig(q, "put", "put_stored_s"), c.dig(r, "put", "put_stored_s")
+    get_q = c.dig(q, "put", "get_s")
+    out = [("qsrv put (until stored) / numpy.copy fresh pages, time", c.ratio(put_q, copy),
             "1.00x = as fast as copying into new memory"),
-           ("qsrv put (until stored) / Ray put (until stored), time", _ratio(put_q, put_r),
+           ("qsrv put (until stored) / Ray put (until stored), time", c.ratio(put_q, put_r),
             "< 1: qsrv faster"),
            ("qsrv put (the call) / Ray put (the call), time",
-            _ratio(_get(q, "put", "put_call_s"), _get(r, "put", "put_call_s")), "")]
+            c.ratio(c.dig(q, "put", "put_call_s"), c.dig(r, "put", "put_call_s")), "")]
     if get_q is not None and copy is not None:
         flags = q["put"]["get_flags"]
         # Zero-copy: what came back does not own its memory, and took well under a copy.
         zero = get_q < 0.5 * copy and not flags.get("owndata", True)
         out.append(("qsrv get of a put ref / numpy.copy fresh pages, time",
-                    f"zero-copy ({get_q * 1e6:,.0f} µs; {_ratio(get_q, copy)})" if zero
-                    else _ratio(get_q, copy), _get_note(flags)))
+                    f"zero-copy ({get_q * 1e6:,.0f} µs; {c.ratio(get_q, copy)})" if zero
+                    else c.ratio(get_q, copy), _get_note(flags)))
     else:
         out.append(("qsrv get of a put ref / numpy.copy fresh pages, time", "n/a", ""))
-    get_qr = _get(q, "return", "overhead_s")
+    get_qr = c.dig(q, "return", "overhead_s")
     out.append(("qsrv get of a task result (return overhead) / numpy.copy fresh, time",
-                _ratio(get_qr, copy), _get_note(q["return"]["get_flags"]) if "return" in q
+                c.ratio(get_qr, copy), _get_note(q["return"]["get_flags"]) if "return" in q
                 else ""))
-    ovs = [(name, _get(x, "pass_ref", "overhead_s")) for name, x in
+    ovs = [(name, c.dig(x, "pass_ref", "overhead_s")) for name, x in
            (("qsrv", q), ("Ray", r), ("Dask", d))]
     out.append(("pass-by-ref overhead, ms (qsrv / Ray / Dask)",
-                " / ".join(_ms(o) for _, o in ovs), "task total - local norm"))
-    out.append(("pass-by-ref overhead, qsrv / Ray", _ratio(ovs[0][1], ovs[1][1]), ""))
-    out.append(("return overhead, qsrv / Ray", _ratio(get_qr, _get(r, "return", "overhead_s")),
+                " / ".join(c.fmt_ms(o) for _, o in ovs), "task total - local norm"))
+    out.append(("pass-by-ref overhead, qsrv / Ray", c.ratio(ovs[0][1], ovs[1][1]), ""))
+    out.append(("return overhead, qsrv / Ray", c.ratio(get_qr, c.dig(r, "return", "overhead_s")),
                 "< 1: qsrv faster"))
     out.append(("return overhead, qsrv / Dask",
-                _ratio(get_qr, _get(d, "return", "overhead_s")), ""))
+                c.ratio(get_qr, c.dig(d, "return", "overhead_s")), ""))
     for name, x in (("qsrv", ph.get("qsrv-nodes", {})), ("Ray", ph.get("ray-nodes", {})),
                     ("Dask", d)):
-        tr = _get(x, "nodes", "transfer_s")
-        note = f"{_gbps(nbytes, tr)} vs {_gbps(nbytes, tcp)} GB/s"
+        tr = c.dig(x, "nodes", "transfer_s")
+        note = f"{c.fmt_gbps(nbytes, tr)} vs {c.fmt_gbps(nbytes, tcp)} GB/s"
         out.append((f"across nodes, {name} transfer GB/s / raw loopback TCP GB/s",
-                    _ratio(tcp, tr), note))
-    tq, tr_ = _get(ph.get("qsrv-nodes", {}), "nodes", "transfer_s"), \
-        _get(ph.get("ray-nodes", {}), "nodes", "transfer_s")
-    out.append(("across nodes, qsrv / Ray transfer time", _ratio(tq, tr_), "< 1: qsrv faster"))
+                    c.ratio(tcp, tr), note))
+    tq, tr_ = c.dig(ph.get("qsrv-nodes", {}), "nodes", "transfer_s"), \
+        c.dig(ph.get("ray-nodes", {}), "nodes", "transfer_s")
+    out.append(("across nodes, qsrv / Ray transfer time", c.ratio(tq, tr_), "< 1: qsrv faster"))
     return out
 
 
@@ -846,15 +512,25 @@ def main() -> None:
                         help="timed repetitions per case (default 7; 3 with --quick)")
     parser.add_argument("--only", default=",".join(PHASES),
                         help=f"comma-separated phases, of {','.join(PHASES)}")
-    parser.add_argument("--json", type=Path, default=RESULTS, help="where to write the results")
+    parser.add_argument("--json", type=Path, help="write the run here instead of results/runs/")
     parser.add_argument("--timeout", type=float, default=None,
                         help="seconds per phase (default 240; 90 with --quick)")
+    parser.add_argument("--write-md", action="store_true",
+                        help="replace the results block in benchmarks/README.md")
+    parser.add_argument("--from-json", metavar="PATH",
+                        help="print (and with --write-md, paste) the table of a saved run")
     parser.add_argument("--child", choices=PHASES, help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(args.child, args.n, args.repeat, args.out)
+        return
+    if args.from_json:
+        res = c.load_run(args.from_json)
+        print(render(res))
+        if args.write_md:
+            c.publish(res, render(res), TAG, heading="### Latest run")
         return
     qubits = 20 if args.quick and args.qubits == 24 else args.qubits
     repeat = args.repeat or (3 if args.quick else 7)
@@ -864,31 +540,34 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown phases {sorted(unknown)}; known: {', '.join(PHASES)}")
     n = 1 << qubits
-    res: dict[str, Any] = {
-        "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "qubits": qubits, "n": n, "nbytes": n * 16, "repeat": repeat,
-        "mode": "quick" if args.quick else "full", "machine": machine(),
-        "loadavg_start": _loadavg(), "phases": {}}
-    print(f"2^{qubits} complex128 ({n * 16 / 2**20:.0f} MiB), repeat {repeat}, "
+    res = c.new_run("objects", qubits=qubits, n=n, nbytes=n * 16, repeat=repeat,
+                    mode="quick" if args.quick else "full", phases={})
+    print(f"2^{qubits} complex128 ({c.fmt_bytes(n * 16)}), repeat {repeat}, "
           f"load average {res['loadavg_start']}", flush=True)
     t0 = time.perf_counter()
+    env = c.child_env(OMP_NUM_THREADS="1", RAY_DEDUP_LOGS="0")
     with tempfile.TemporaryDirectory(prefix="bench-objects-") as tmp:
+
+        def run(phase: str, label: str) -> dict[str, Any]:
+            return c.run_child(__file__, ["--child", phase, "--n", str(n), "--repeat",
+                                          str(repeat)], label, timeout, Path(tmp), env)
+
         for phase in PHASES:
             if phase in phases:
-                res["phases"][phase] = run_phase(phase, n, repeat, timeout, Path(tmp))
+                res["phases"][phase] = run(phase, phase)
         if "baseline" in phases and len(phases) > 1:  # the machine again, after the systems
-            res["phases"]["baseline_end"] = run_phase("baseline", n, repeat, timeout, Path(tmp),
-                                                      label="baseline_end")
+            res["phases"]["baseline_end"] = run("baseline", "baseline_end")
     res["limits"] = limits(res["phases"])
     derive_overheads(res)
     res["seconds"] = time.perf_counter() - t0
-    res["loadavg_end"] = _loadavg()
-    res["ratios"] = [{"ratio": a, "value": b, "note": c} for a, b, c in ratios(res)]
+    res["loadavg_end"] = c.loadavg()
+    res["ratios"] = [{"ratio": a, "value": b, "note": c_} for a, b, c_ in ratios(res)]
+    table = render(res)
     print()
-    print(render(res))
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(res, indent=2) + "\n")
-    print(f"results: {args.json}")
+    print(table)
+    print(f"results: {c.save_run(res, args.json)}")
+    if args.write_md:
+        c.publish(res, table, TAG, heading="### Latest run")
 
 
 if __name__ == "__main__":
