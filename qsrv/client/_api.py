@@ -11,7 +11,7 @@ from __future__ import annotations
 import atexit
 import os
 import threading
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Iterable, Sequence
 from typing import Any
 
 from qsrv import _bridge
@@ -179,11 +179,11 @@ def put(value: Any) -> ObjectRef:
     return ObjectRef(connected().core.put(value))
 
 
-def _ids(refs: Any, what: str) -> list[int]:
+def _ids(refs: object, what: str) -> list[int]:
     if isinstance(refs, ObjectRef):
         return [refs._id]
     try:
-        items = list(refs)
+        items = list(refs)  # type: ignore[call-overload]
     except TypeError:
         raise TypeError(f"{what}() takes an ObjectRef or a list of them, "
                         f"got {type(refs).__name__}") from None
@@ -193,7 +193,7 @@ def _ids(refs: Any, what: str) -> list[int]:
     return [r._id for r in items]
 
 
-def get(refs: Any, *, timeout: float | None = None) -> Any:
+def get(refs: ObjectRef | Iterable[ObjectRef], *, timeout: float | None = None) -> Any:
     """The value of a ref, or the list of values of a list of refs.
 
     Blocks in plain code; in a thread running an event loop (asyncio or trio) it returns an
@@ -205,14 +205,15 @@ def get(refs: Any, *, timeout: float | None = None) -> Any:
     return get_blocking(refs, timeout=timeout)
 
 
-def get_blocking(refs: Any, *, timeout: float | None = None) -> Any:
+def get_blocking(refs: ObjectRef | Iterable[ObjectRef], *, timeout: float | None = None) -> Any:
     """`get` that blocks, even in a thread that runs an event loop."""
     ids = _ids(refs, "get")
     values = _wait.get(connected().core, ids, timeout)
     return values[0] if isinstance(refs, ObjectRef) else values
 
 
-async def get_async(refs: Any, *, timeout: float | None = None) -> Any:
+async def get_async(refs: ObjectRef | Iterable[ObjectRef], *, timeout: float | None = None
+                    ) -> Any:
     """`get` for async code (asyncio or trio). Cancelling the awaiting task stops the wait,
     not the tasks."""
     ids = _ids(refs, "get")

@@ -119,7 +119,8 @@ class ClientCore:
         return self._base | self._seq
 
     def submit(self, fn_id: bytes, fn_payload: Callable[[], bytes], args: tuple[Any, ...],
-               kwargs: dict[str, Any], opts: TaskOptions, retry_types: Any = None) -> int:
+               kwargs: dict[str, Any], opts: TaskOptions,
+               retry_types: tuple[type[BaseException], ...] | None = None) -> int:
         """Queue a task; returns the id of its result (held once, for the caller's ref)."""
         data, bufs, refs = dumps((args, kwargs, retry_types))
         held = None
