@@ -2,6 +2,7 @@
 
     python benchmarks/bench_native.py               # print the table (~40 s)
     python benchmarks/bench_native.py --write-md    # also update benchmarks/NATIVE.md
+    python benchmarks/bench_native.py --from-json benchmarks/results/native.json
 
 What is timed, for each implementation and for 1 and 2 threads:
 
@@ -22,8 +23,8 @@ Warm figures are the best of ``--repeat`` runs, fresh ones the median of ``--rou
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import mmap
-import os
 import platform
 import statistics
 import time
@@ -34,14 +35,15 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
+import _common as c
 import numpy as np
 
 from qsrv.codec import _statevec
 from qsrv.codec._statevec_format import Codec
 
 N_AMPLITUDES = 1 << 24
-MD_PATH = Path(__file__).with_name("NATIVE.md")
-BEGIN, END = "<!-- bench_native:begin -->", "<!-- bench_native:end -->"
+MD_PATH = c.HERE / "NATIVE.md"
+TAG = "bench_native"
 
 
 @dataclass
@@ -54,7 +56,7 @@ class Row:
 
 
 def _gbps(nbytes: int, seconds: float) -> float:
-    return nbytes / seconds / 1e9
+    return nbytes / seconds / c.GB
 
 
 def _time(fn: Callable[[], Any]) -> float:
@@ -93,7 +95,7 @@ def run(repeat: int, rounds: int, settle: float) -> tuple[list[Row], dict[str, s
     rows: list[Row] = []
 
     def best(fn: Callable[[], object]) -> float:
-        return _gbps(nbytes, min(_time(fn) for _ in range(repeat)))
+        return _gbps(nbytes, c.best_time(fn, repeat)[0])
 
     # Machine limits.
     dst = _warm_mmap(nbytes)
@@ -176,13 +178,14 @@ def table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-def write_md(text: str) -> None:
-    md = MD_PATH.read_text() if MD_PATH.exists() else f"# Native fast path\n\n{BEGIN}\n{END}\n"
-    if BEGIN not in md or END not in md:
-        md += f"\n{BEGIN}\n{END}\n"
-    head, rest = md.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    MD_PATH.write_text(f"{head}{BEGIN}\n{text}\n{END}{tail}")
+def render(res: dict[str, Any]) -> str:
+    rows = [Row(**r) for r in res["rows"]]
+    return "\n".join([
+        f"2^24 complex128 amplitudes ({c.fmt_bytes(N_AMPLITUDES * 16)}), measured "
+        f"{res['measured']}; " + ", ".join(f"{k} {v}" for k, v in res["info"].items()),
+        "",
+        table(rows),
+    ])
 
 
 def main() -> None:
@@ -190,24 +193,27 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5, help="warm runs per config (best)")
     parser.add_argument("--rounds", type=int, default=5, help="fresh trials per config (median)")
     parser.add_argument("--settle", type=float, default=0.5, help="seconds before a fresh trial")
+    parser.add_argument("--json", type=Path, help="write the run here instead of results/runs/")
     parser.add_argument("--write-md", action="store_true", help=f"update {MD_PATH.name}")
+    parser.add_argument("--from-json", metavar="PATH",
+                        help="print (and with --write-md, paste) the table of a saved run")
     args = parser.parse_args()
-
-    t0 = time.perf_counter()
-    load_before = os.getloadavg()[0]
-    rows, info = run(args.repeat, args.rounds, args.settle)
-    info["load_1min"] = f"{load_before:.1f} -> {os.getloadavg()[0]:.1f}"
-    text = "\n".join([
-        f"2^24 complex128 amplitudes ({(N_AMPLITUDES * 16) >> 20} MiB), measured "
-        f"{time.strftime('%Y-%m-%d %H:%M')}; " + ", ".join(f"{k} {v}" for k, v in info.items()),
-        "",
-        table(rows),
-    ])
+    if args.from_json:
+        res = c.load_run(args.from_json)
+    else:
+        t0 = time.perf_counter()
+        res = c.new_run("native", measured=time.strftime("%Y-%m-%d %H:%M"))
+        rows, info = run(args.repeat, args.rounds, args.settle)
+        res["loadavg_end"] = c.loadavg()
+        info["load_1min"] = f"{res['loadavg_start'].split()[0]} -> {res['loadavg_end'].split()[0]}"
+        res.update(rows=[dataclasses.asdict(r) for r in rows], info=info,
+                   seconds=time.perf_counter() - t0)
+    text = render(res)
     print(text)
-    print(f"\n({time.perf_counter() - t0:.0f} s)")
+    if not args.from_json:
+        print(f"\n({res['seconds']:.0f} s; wrote {c.save_run(res, args.json)})")
     if args.write_md:
-        write_md(text)
-        print(f"wrote {MD_PATH}")
+        c.publish(res, text, TAG, md=MD_PATH)
 
 
 if __name__ == "__main__":

@@ -2,40 +2,39 @@
 against numpy.copy (fresh pages) and numpy.copyto (warm destination). One run, median of
 ``--repeat``; the machine is shared, so read ratios, not absolute figures.
 
-    python benchmarks/bench_store.py [--qubits 24] [--repeat 5]
+    python benchmarks/bench_store.py [--qubits 24] [--repeat 5] [--json PATH]
+
+The run is written to benchmarks/results/runs/store-<time>.json.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import statistics
 import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
+import _common as c
 import numpy as np
 
 from qsrv.codec import _statevec
 from qsrv.store import ObjectStore, StoreClient
 
 
-def _median_s(fn: Callable[[], object], repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--qubits", type=int, default=24)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--json", type=Path, help="write the run here instead of results/runs/")
     args = parser.parse_args()
+    res = c.new_run("store", qubits=args.qubits, repeat=args.repeat)
     arr = np.ones(1 << args.qubits, dtype=np.complex128) * (1 + 1j)
-    gb = arr.nbytes / 1e9
+    gb = arr.nbytes / c.GB
+
+    def _median_s(fn: Callable[[], object], repeat: int) -> float:
+        return c.median_time(fn, repeat, warmup=0)
+
     rows: list[tuple[str, float]] = []
 
     t0 = time.perf_counter()
@@ -65,11 +64,14 @@ def main() -> None:
     client.close()
     store.close()
 
-    print(f"2^{args.qubits} complex128 ({arr.nbytes >> 20} MiB), repeat {args.repeat}, "
-          f"load_1min {os.getloadavg()[0]:.1f}, codec {_statevec.IMPLEMENTATION}")
+    res.update(codec=_statevec.IMPLEMENTATION, loadavg_end=c.loadavg(),
+               rows=[{"case": name, "gbps": rate} for name, rate in rows])
+    print(f"2^{args.qubits} complex128 ({c.fmt_bytes(arr.nbytes)}), repeat {args.repeat}, "
+          f"load average {res['loadavg_start']}, codec {_statevec.IMPLEMENTATION}")
     print("| case | GB/s |\n|---|---:|")
     for name, rate in rows:
         print(f"| {name} | {rate:.2f} |" if rate < 1e4 else f"| {name} | {rate:.3g} |")
+    print(f"wrote {c.save_run(res, args.json)}")
 
 
 if __name__ == "__main__":
