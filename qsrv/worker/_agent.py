@@ -21,7 +21,7 @@ from typing import Any
 
 from qsrv._resources import SCALE, normalize, parse_memory
 from qsrv._retry import Backoff
-from qsrv.errors import ConfigError, ConnectionClosedError
+from qsrv.errors import ConfigError, ConnectionLostError
 from qsrv.protocol import (
     Connection,
     FreeObjects,
@@ -142,7 +142,7 @@ class WorkerAgent:
         while not self._exiting:
             try:
                 await self._session()
-            except ConnectionClosedError as exc:
+            except ConnectionLostError as exc:
                 delay = backoff.next_delay()
                 if delay is None:
                     raise
@@ -179,7 +179,7 @@ class WorkerAgent:
                 _, proto = await loop.create_connection(
                     factory, host, port, ssl=tls, server_hostname=host if tls else None)
         except OSError as exc:
-            raise ConnectionClosedError(
+            raise ConnectionLostError(
                 f"cannot reach the scheduler at {self.config.address}: {exc}") from exc
         self.proto = proto
         self._loop = loop
