@@ -26,7 +26,7 @@ import numpy as np
 from qsrv.codec import statevec as _statevec
 from qsrv.errors import (
     ChecksumError,
-    ConnectionClosedError,
+    ConnectionLostError,
     ObjectLostError,
     ObjectStoreFullError,
     ProtocolError,
@@ -206,7 +206,7 @@ def fetch(object_id: int, source: bytes, token: str) -> tuple[Any, tuple[Any, ..
     receiver = TransferReceiver(space)  # type: ignore[arg-type]
     try:
         sc = SyncConnection(address, token, "transfer")
-    except ConnectionClosedError as exc:
+    except ConnectionLostError as exc:
         raise ObjectLostError(f"object {object_id:#x} is on worker {wid}, which cannot be "
                               f"reached at {address}: {exc}") from exc
     try:

@@ -33,7 +33,7 @@ from typing import Any
 
 from qsrv.errors import (
     ChecksumError,
-    ConnectionClosedError,
+    ConnectionLostError,
     ObjectLostError,
     ObjectStoreFullError,
     ProtocolError,
@@ -307,7 +307,7 @@ class StoreService:
         if sc is None:
             try:
                 sc = SyncConnection(address, self.token, "transfer")
-            except ConnectionClosedError as exc:
+            except ConnectionLostError as exc:
                 raise ObjectLostError(f"object {oid:#x} is on a node that cannot be reached "
                                       f"({exc})") from exc
         receiver = TransferReceiver(self._locked)
