@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Literal
+
+from qsrv.protocol import Message
 
 
 # ---- events ------------------------------------------------------------------------------
@@ -17,7 +19,7 @@ class Connected:
 @dataclass(frozen=True, slots=True)
 class Received:
     conn: int
-    msg: Any
+    msg: Message
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,7 +27,7 @@ class ReceivedBatch:
     """Several messages from one connection (one frame): placement runs once, after all."""
 
     conn: int
-    msgs: list[Any]
+    msgs: list[Message]
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,11 +41,14 @@ class Tick:
     now: float
 
 
+Event = Connected | Received | ReceivedBatch | Disconnected | Tick
+
+
 # ---- actions -----------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class Send:
     conn: int
-    msg: Any
+    msg: Message
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,5 +59,8 @@ class Close:
 
 @dataclass(frozen=True, slots=True)
 class Log:
-    level: str  # "info", "warning", "error"
+    level: Literal["info", "warning", "error"]
     text: str
+
+
+Action = Send | Close | Log

@@ -8,9 +8,12 @@ fraction gets part of one device (the fullest that still fits, to keep whole dev
 from __future__ import annotations
 
 from collections import deque
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qsrv._resources import SCALE, display, fits
+
+if TYPE_CHECKING:
+    from qsrv.scheduler._records import Task
 
 
 class Shape:
@@ -22,7 +25,7 @@ class Shape:
         self.need = need
         self.key = tuple(sorted(need.items()))
         self.gpu = need.get("gpu", 0)
-        self.queue: deque[Any] = deque()  # ready tasks, oldest first (may hold dead entries)
+        self.queue: deque[Task] = deque()  # ready tasks, oldest first (may hold dead entries)
         self.feasible = False
         self.warned = False
 
@@ -36,10 +39,10 @@ class Executor:
         self.conn = conn
         self.worker = worker
         self.pid = pid
-        self.task: Any = None  # the task it runs (holding the shape's capacity)
+        self.task: Task | None = None  # the task it runs (holding the shape's capacity)
         # Tasks sent ahead, in the order the executor will run them; the running task's
         # capacity passes to the next. Cancelled ones stay as placeholders (results dropped).
-        self.queue: deque[Any] = deque()
+        self.queue: deque[Task] = deque()
         self.fns: set[bytes] = set()  # functions this executor already has
 
 

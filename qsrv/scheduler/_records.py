@@ -1,21 +1,23 @@
-"""The scheduler's records: tasks, values (inline or in a node's store: the object directory),
-clients. Plain slotted classes, no logic beyond construction; `_state.py` owns every change.
+"""The scheduler's records: tasks, values (inline, or in a node's store), clients. Plain
+slotted classes with no logic beyond construction; the parts of `SchedulerState` change them.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
-import msgpack
+from qsrv.protocol import Bufs, SubmitTask
+from qsrv.scheduler._lifecycle import PENDING, TaskState
 
-from qsrv.protocol import SubmitTask
-from qsrv.scheduler._placement import Executor, Shape
+if TYPE_CHECKING:
+    from qsrv.scheduler._placement import Executor, Shape
 
-PENDING, READY, RUNNING, FINISHED, ASSIGNED = 0, 1, 2, 3, 4  # ASSIGNED: queued on an executor
 NO_DEPS: list[int] = []  # shared by every task without arguments to wait for; never mutated
 
 
 class Task:
+    """A task whose value does not exist yet; its directory entry until it finishes."""
+
     __slots__ = (
         "args",
         "blocked",
@@ -41,24 +43,24 @@ class Task:
     def __init__(self, msg: SubmitTask, owner: int, shape: Shape, fn_id: bytes,
                  name: str) -> None:
         self.id = msg.task_id
-        self.owner = owner
+        self.owner = owner  # the connection that submitted it
         self.fn_id = fn_id  # shared with every task of the function
         self.args = msg.args
         self.bufs = msg.bufs
         self.deps = msg.deps or NO_DEPS
         self.shape = shape
-        self.max_retries = msg.max_retries
+        self.max_retries = msg.max_retries  # retries left
         self.retry_exc = msg.retry_exceptions
         self.name = name  # shared with every task of the same name
-        self.deadline = 0.0
-        self.state = PENDING
+        self.deadline = 0.0  # 0: none
+        self.state: TaskState = PENDING  # changed only through _lifecycle.set_state
         self.waiting = 0  # arguments not yet computed
         self.holders = 1  # the owner
-        self.dependents: list[Task] | None = None
-        self.subscribers: list[int] | None = None
-        self.executor: Executor | None = None
-        self.gpu_ids: list[str] | None = None
-        self.blocked = False
+        self.dependents: list[Task] | None = None  # PENDING tasks waiting for this one
+        self.subscribers: list[int] | None = None  # connections that asked for the value
+        self.executor: Executor | None = None  # while ASSIGNED or RUNNING
+        self.gpu_ids: list[str] | None = None  # the devices it holds while RUNNING
+        self.blocked = False  # RUNNING, waiting on others: its non-GPU share is lent out
 
 
 class Obj:
@@ -67,42 +69,26 @@ class Obj:
 
     __slots__ = ("bufs", "copies", "data", "holders", "node", "refs", "size", "status")
 
-    def __init__(self, status: int, data: bytes, bufs: tuple[Any, ...], refs: list[int],
+    def __init__(self, status: int, data: bytes, bufs: Bufs, refs: list[int],
                  holders: int, node: int = 0, size: int = 0) -> None:
         self.status = status
         self.data = data
         self.bufs = bufs
-        self.refs = refs
+        self.refs = refs  # ids of the objects this value contains (each holds them)
         self.holders = holders
-        self.node = node
+        self.node = node  # worker id of a STORED value's store; 0 for the others
         self.size = size
         self.copies: list[int] | None = None
 
 
-def stored_at(data: bytes) -> tuple[int, int] | None:
-    """(worker id, size) from a STORED value's location, None if malformed."""
-    try:
-        wid, size, address = msgpack.unpackb(data)
-    except Exception:
-        return None
-    if type(wid) is not int or type(size) is not int or type(address) is not str:
-        return None
-    return wid, size
-
-
 class Client:
-    __slots__ = ("conn", "holds", "no", "role")
+    """An authenticated connection: a driver, a worker agent or an executor."""
+
+    __slots__ = ("conn", "holds", "no", "role", "tasks")
 
     def __init__(self, conn: int, role: str, no: int) -> None:
         self.conn = conn
         self.role = role
-        self.no = no
-        self.holds: set[int] = set()
-
-
-def system_error(kind: str, message: str) -> bytes:
-    return bytes(msgpack.packb([kind, message]))
-
-
-class ProtocolViolation(Exception):
-    """A peer broke the rules of the conversation; its connection gets closed."""
+        self.no = no  # its id namespace (see qsrv.protocol.ID_BITS)
+        self.holds: set[int] = set()  # ids it holds a ref to (each counted once in holders)
+        self.tasks: dict[int, Task] = {}  # its unfinished tasks by id, in submission order

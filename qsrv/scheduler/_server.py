@@ -19,6 +19,7 @@ from typing import Any
 from qsrv.errors import ConfigError
 from qsrv.protocol import DEFAULT_LIMITS, Connection, Limits
 from qsrv.scheduler._events import (
+    Action,
     Close,
     Connected,
     Disconnected,
@@ -153,7 +154,7 @@ class SchedulerServer:
         if proto.id and self.protocols.pop(proto.id, None) is not None:
             self._apply(self.state.handle(Disconnected(proto.id, reason)))
 
-    def _apply(self, actions: list[Any]) -> None:
+    def _apply(self, actions: list[Action]) -> None:
         protocols = self.protocols
         for action in actions:
             if type(action) is Send:

@@ -6,12 +6,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import msgpack
-
 from qsrv.protocol import (
     OK,
     STORED,
     SYSTEM_ERROR,
+    Cancel,
     FreeObjects,
     HoldObjects,
     ObjectsCopied,
@@ -19,14 +18,15 @@ from qsrv.protocol import (
     RefUpdate,
     RunTask,
     TaskDone,
+    encode_location,
 )
 from qsrv.scheduler._events import Disconnected, Send
 
-from .test_scheduler_state import Harness, error_kind, runs, values
+from .test_scheduler_state import Harness, error_kind, learn_fast, runs, values
 
 
 def where(wid: int, size: int = 1 << 20) -> bytes:
-    return bytes(msgpack.packb([wid, size, "127.0.0.1:1"]))
+    return encode_location(wid, size, "127.0.0.1:1")
 
 
 def sent(actions: list[Any], kind: type, conn: int | None = None) -> list[Any]:
@@ -94,12 +94,17 @@ def test_discarded_stored_result_is_freed_at_once() -> None:
     h = Harness()
     wid, (ex,) = h.worker(cpus=1)
     d = h.driver()
-    tid, _ = h.submit(d, timeout=1.0)
-    h.s.objects[tid].state = 3  # finished meanwhile (e.g. timed out): the value is discarded
-    out = h.send(ex, TaskDone(tid, STORED, where(wid), (), [], False, 0.5))
+    learn_fast(h, d, ex)
+    first, _ = h.submit(d)
+    ahead, out = h.submit(d)  # sent ahead to the busy executor
+    assert runs(out) == [(ex, ahead)]
+    h.send(d, Cancel(ahead))  # finished meanwhile: the value it makes is discarded
+    h.send(ex, TaskDone(first, OK, b"", (), [], False, 0.001))
+    out = h.send(ex, TaskDone(ahead, STORED, where(wid), (), [], False, 0.001))
     wconn = h.worker_conn[wid]
-    assert sent(out, HoldObjects, wconn) == [HoldObjects([tid])]
-    assert sent(out, FreeObjects, wconn) == [FreeObjects([tid])]
+    assert sent(out, HoldObjects, wconn) == [HoldObjects([ahead])]
+    assert sent(out, FreeObjects, wconn) == [FreeObjects([ahead])]
+    assert values(out) == []
 
 
 def test_copies_are_freed_too_and_late_copies_go_at_once() -> None:

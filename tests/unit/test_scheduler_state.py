@@ -10,6 +10,7 @@ import pytest
 
 from qsrv._resources import SCALE, normalize_target
 from qsrv.protocol import (
+    ID_BITS,
     OK,
     SYSTEM_ERROR,
     TASK_ERROR,
@@ -36,23 +37,35 @@ from qsrv.protocol import (
     WorkerInfo,
 )
 from qsrv.scheduler._events import (
+    Action,
     Close,
     Connected,
     Disconnected,
+    Event,
     Log,
     Received,
     ReceivedBatch,
     Send,
     Tick,
 )
-from qsrv.scheduler._state import ID_BITS, SchedulerState
+from qsrv.scheduler._lifecycle import ASSIGNED, READY, RUNNING
+from qsrv.scheduler._state import SchedulerState
+
+
+class CheckedState(SchedulerState):
+    """The scheduler, with every invariant checked after every event."""
+
+    def handle(self, event: Event) -> list[Action]:
+        actions = super().handle(event)
+        self.validate_state()
+        return actions
 
 
 class Harness:
     """A scheduler plus bookkeeping of connections, so tests read like conversations."""
 
     def __init__(self) -> None:
-        self.s = SchedulerState(heartbeat_timeout=5.0)
+        self.s = CheckedState(heartbeat_timeout=5.0)
         self.next_conn = 1
         self.seq: dict[int, int] = {}
         self.worker_conn: dict[int, int] = {}  # worker id -> conn
@@ -201,7 +214,7 @@ def test_infeasible_target_warns_and_stays_pending(h: Harness) -> None:
     assert status["infeasible"][0]["count"] == 1
     # a bigger worker joining makes it run
     _, _execs = h.worker(cpus=64, executors=1)
-    assert h.s.objects[tid].state == 2  # RUNNING
+    assert h.s.objects[tid].state == RUNNING
 
 
 def test_infeasible_task_with_timeout_fails_clearly(h: Harness) -> None:
@@ -406,7 +419,7 @@ def test_protocol_violations_close_the_connection(h: Harness) -> None:
 
 
 # ---- tasks sent ahead to busy executors (pipelining) ----------------------------------------
-def _learn_fast(h: Harness, d: int, ex: int, elapsed: float = 0.001) -> None:
+def learn_fast(h: Harness, d: int, ex: int, elapsed: float = 0.001) -> None:
     """Run one task so the scheduler knows how long the function takes."""
     tid, _ = h.submit(d)
     h.send(ex, TaskDone(tid, OK, b"", (), [], False, elapsed))
@@ -415,7 +428,7 @@ def _learn_fast(h: Harness, d: int, ex: int, elapsed: float = 0.001) -> None:
 def test_short_tasks_are_sent_ahead_and_capacity_passes_on(h: Harness) -> None:
     wid, (ex,) = h.worker(cpus=1)
     d = h.driver()
-    _learn_fast(h, d, ex)
+    learn_fast(h, d, ex)
     first, out = h.submit(d)
     second, out2 = h.submit(d)
     third, out3 = h.submit(d)
@@ -426,7 +439,7 @@ def test_short_tasks_are_sent_ahead_and_capacity_passes_on(h: Harness) -> None:
     assert h.s.workers[wid].free["cpu"] == 0  # one CPU held, not three
     done = h.send(ex, TaskDone(first, OK, b"1", (), [], False, 0.001))
     assert runs(done) == [(ex, fourth)]  # the freed place in the queue is refilled
-    assert h.s.objects[second].state == 2  # RUNNING now, on the same capacity
+    assert h.s.objects[second].state == RUNNING  # now, on the same capacity
     for tid in (second, third, fourth):
         h.send(ex, TaskDone(tid, OK, b"", (), [], False, 0.001))
     assert h.s.workers[wid].free["cpu"] == SCALE
@@ -435,7 +448,7 @@ def test_short_tasks_are_sent_ahead_and_capacity_passes_on(h: Harness) -> None:
 def test_slow_functions_are_not_sent_ahead(h: Harness) -> None:
     _, (ex,) = h.worker(cpus=1)
     d = h.driver()
-    _learn_fast(h, d, ex, elapsed=0.5)
+    learn_fast(h, d, ex, elapsed=0.5)
     h.submit(d)
     _, out = h.submit(d)
     assert runs(out) == []  # waits in the scheduler, where any executor can take it
@@ -444,7 +457,7 @@ def test_slow_functions_are_not_sent_ahead(h: Harness) -> None:
 def test_cancelled_task_sent_ahead_stays_a_placeholder(h: Harness) -> None:
     wid, (ex,) = h.worker(cpus=1)
     d = h.driver()
-    _learn_fast(h, d, ex)
+    learn_fast(h, d, ex)
     first, _ = h.submit(d)
     ahead, _ = h.submit(d)
     out = h.send(d, Cancel(ahead))
@@ -459,12 +472,12 @@ def test_cancelled_task_sent_ahead_stays_a_placeholder(h: Harness) -> None:
 def test_blocked_task_gets_its_queue_back_to_the_scheduler(h: Harness) -> None:
     _wid, (ex,) = h.worker(cpus=1)
     d = h.driver()
-    _learn_fast(h, d, ex)
+    learn_fast(h, d, ex)
     parent, _ = h.submit(d)
     ahead, _ = h.submit(d)
     h.send(ex, TaskBlocked(parent))
     out = h.send(ex, TaskReturned([ahead]))
-    assert h.s.objects[ahead].state in (1, 2)  # READY again, or running elsewhere
+    assert h.s.objects[ahead].state in (READY, RUNNING)  # again, or running elsewhere
     assert ahead not in [t.id for t in h.s.executors[ex].queue]
     assert not any(conn == ex for conn, _ in runs(out))  # not back onto the blocked one
 
@@ -472,13 +485,13 @@ def test_blocked_task_gets_its_queue_back_to_the_scheduler(h: Harness) -> None:
 def test_executor_death_requeues_tasks_sent_ahead_without_a_retry(h: Harness) -> None:
     wid, (ex,) = h.worker(cpus=1)
     d = h.driver()
-    _learn_fast(h, d, ex)
+    learn_fast(h, d, ex)
     first, _ = h.submit(d, retries=1)
     ahead, _ = h.submit(d, retries=0)
     h.s.handle(Disconnected(ex, "killed"))
     ex2 = h.executor(wid)
     assert h.s.objects[first].max_retries == 0  # it was running: one retry used
-    assert h.s.objects[ahead].state in (2, 4)  # never started: queued again, no error
+    assert h.s.objects[ahead].state in (ASSIGNED, RUNNING)  # never started: queued again
     assert h.s.executors[ex2].task is not None
 
 

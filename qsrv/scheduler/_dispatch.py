@@ -1,0 +1,241 @@
+"""Dispatch: ready tasks wait in the queue of their shape (their distinct target) and go to
+executors. Pure; changes only through `SchedulerState.handle`.
+
+- A task holds its shape's resources on its worker exactly while it is RUNNING and not blocked
+  (a blocked task keeps only its GPU devices).
+- An executor runs its `task`, then its `queue` in order: tasks sent ahead, only short ones of
+  the same shape. The running task's capacity passes to the next, and is released when the
+  queue is empty. The scheduler's view of that order is the executor's own.
+- An executor is `idle` exactly when it has no task.
+- `active` lists the shapes whose queue is not empty. Queues may hold tasks that were
+  cancelled or timed out meanwhile; they are skipped when popped.
+- Placement prefers the node that holds most bytes of a task's stored arguments, then the
+  least loaded (see _placement.py). Within one frame of messages (`batching`), it runs once.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from qsrv._resources import SCALE
+from qsrv.protocol import FunctionDef, Notice, ObjectValue, RunTask, SpawnExecutor
+from qsrv.scheduler._directory import Directory
+from qsrv.scheduler._events import Action, Log, Send
+from qsrv.scheduler._lifecycle import ASSIGNED, READY, RUNNING, set_state
+from qsrv.scheduler._placement import Executor, Shape, Worker, choose_worker, infeasible_reason
+from qsrv.scheduler._records import Obj, Task
+
+ShapeKey = tuple[tuple[str, int], ...]
+
+
+class Dispatcher:
+    def __init__(self, out: list[Action], workers: dict[int, Worker], directory: Directory, *,
+                 max_executors_per_cpu: int, prefetch: int, prefetch_below: float) -> None:
+        self.shapes: dict[ShapeKey, Shape] = {}
+        self.active: dict[ShapeKey, Shape] = {}  # shapes with queued tasks
+        self.executors: dict[int, Executor] = {}  # by conn
+        self.functions: dict[bytes, bytes] = {}  # function id -> payload, sent once per executor
+        # Send up to `prefetch` tasks ahead to a busy executor when its function's tasks take
+        # under `prefetch_below` seconds: no scheduler round trip between short tasks.
+        self.prefetch = prefetch
+        self.prefetch_below = prefetch_below
+        self.max_executors_per_cpu = max_executors_per_cpu
+        self.fn_time: dict[bytes, float] = {}  # recent run time per function (moving average)
+        self.batching = False  # set while a frame of messages is handled: dispatch once after
+        self.wanted = False  # dispatch was asked for while batching
+        self._out = out
+        self._workers = workers
+        self._directory = directory
+
+    # ---- queues --------------------------------------------------------------------------
+    def shape_of(self, resources: dict[str, int]) -> Shape:
+        key = tuple(sorted(resources.items()))
+        shape = self.shapes.get(key)
+        if shape is None:
+            shape = self.shapes[key] = Shape(dict(resources))
+            shape.feasible = any(w.could_ever_fit(shape) for w in self._workers.values())
+        return shape
+
+    def enqueue(self, task: Task) -> None:
+        """The task is READY: it waits in its shape's queue (a warning if nothing can run it)."""
+        set_state(task, READY)
+        shape = task.shape
+        shape.queue.append(task)
+        self.active[shape.key] = shape
+        if not shape.feasible and not shape.warned:
+            shape.warned = True
+            text = (f"task {task.name!r} is pending: "
+                    f"{infeasible_reason(shape, list(self._workers.values()))}")
+            self._out.append(Log("warning", text))
+            self._out.append(Send(task.owner, Notice("warning", text)))
+
+    def requeue_front(self, tasks: list[Task]) -> None:
+        """Tasks given back unstarted go to the front of their queues, order kept."""
+        for task in reversed(tasks):
+            task.executor = None
+            if task.state == ASSIGNED:
+                set_state(task, READY)
+                task.shape.queue.appendleft(task)
+                self.active[task.shape.key] = task.shape
+
+    def refresh_feasibility(self) -> None:
+        """After workers came or went: which shapes could ever run."""
+        workers = list(self._workers.values())
+        for shape in self.shapes.values():
+            shape.feasible = any(w.could_ever_fit(shape) for w in workers)
+            if shape.feasible:
+                shape.warned = False
+
+    # ---- placement -----------------------------------------------------------------------
+    def dispatch(self) -> None:
+        """Start what can start now."""
+        if self.batching:  # once, after the whole batch
+            self.wanted = True
+            return
+        self.wanted = False
+        if not self.active:
+            return
+        workers = list(self._workers.values())
+        holder_of_args = self._directory.holder_of_args
+        for key, shape in list(self.active.items()):
+            queue = shape.queue
+            while queue:
+                task = queue[0]
+                if task.state != READY:
+                    queue.popleft()
+                    continue
+                if not shape.feasible:
+                    break
+                worker, short = choose_worker(shape, workers, holder_of_args(task))
+                if worker is None:
+                    if short is not None:
+                        self._need_executor(short)
+                    if not self._send_ahead(task, workers):
+                        break
+                    continue
+                queue.popleft()
+                self._run(task, worker)
+            if not queue:
+                del self.active[key]
+
+    def _need_executor(self, worker: Worker) -> None:
+        cap = max(1, worker.total.get("cpu", 0) // SCALE) * self.max_executors_per_cpu + 8
+        if worker.spawning == 0 and len(worker.executors) < cap:
+            worker.spawning = 1
+            self._out.append(Send(worker.conn, SpawnExecutor(1)))
+
+    def _send_ahead(self, task: Task, workers: list[Worker]) -> bool:
+        """Queue a short task behind a running one of the same shape; False if none fits."""
+        if not self.prefetch or self.fn_time.get(task.fn_id, 1e9) >= self.prefetch_below:
+            return False
+        best: Executor | None = None
+        best_running: Task | None = None
+        for w in workers:
+            for ex in w.executors.values():
+                running = ex.task
+                if (running is not None and running.shape is task.shape and not running.blocked
+                        and len(ex.queue) < self.prefetch
+                        and (best is None or len(ex.queue) < len(best.queue))):
+                    best, best_running = ex, running
+        if best is None or best_running is None:
+            return False
+        task.shape.queue.popleft()
+        set_state(task, ASSIGNED)
+        task.executor = best
+        best.queue.append(task)
+        self._send_task(best, task, best_running.gpu_ids)
+        return True
+
+    def _run(self, task: Task, worker: Worker) -> None:
+        ex = worker.idle.pop()
+        gpu_ids = worker.pick_gpus(task.shape.gpu) if task.shape.gpu else None
+        worker.acquire(task.shape.need, gpu_ids)
+        set_state(task, RUNNING)
+        task.executor, task.gpu_ids = ex, gpu_ids
+        ex.task = task
+        self._send_task(ex, task, gpu_ids)
+
+    def _send_task(self, ex: Executor, task: Task, gpu_ids: list[str] | None) -> None:
+        """The function (once per executor), the values of the arguments, then the task."""
+        out = self._out
+        conn = ex.conn
+        if task.fn_id not in ex.fns:
+            ex.fns.add(task.fn_id)
+            out.append(Send(conn, FunctionDef(task.fn_id, self.functions[task.fn_id])))
+        objects = self._directory.objects
+        for dep in task.deps:
+            obj = objects.get(dep)
+            if type(obj) is Obj:
+                out.append(Send(conn, ObjectValue(dep, obj.status, obj.data, obj.bufs, obj.refs)))
+        out.append(Send(conn, RunTask(task.id, task.fn_id, task.args, task.bufs, task.deps,
+                                      gpu_ids or [], task.shape.need, task.retry_exc)))
+
+    # ---- executors -----------------------------------------------------------------------
+    def add_executor(self, conn: int, worker: Worker, pid: int) -> None:
+        ex = Executor(conn, worker, pid)
+        self.executors[conn] = ex
+        worker.executors[conn] = ex
+        worker.spawning = max(0, worker.spawning - 1)
+        worker.idle.append(ex)
+
+    def done_on(self, ex: Executor, task: Task, elapsed: float) -> None:
+        """The executor finished ``task`` (its current one): it goes on with the next task it
+        holds, on the same capacity, or becomes idle."""
+        old = self.fn_time.get(task.fn_id)
+        self.fn_time[task.fn_id] = elapsed if old is None else 0.8 * old + 0.2 * elapsed
+        if ex.queue:
+            nxt = ex.queue.popleft()
+            ex.task, nxt.gpu_ids = nxt, task.gpu_ids
+            if nxt.state == ASSIGNED:  # else a placeholder: cancelled or timed out meanwhile
+                set_state(nxt, RUNNING)
+            task.executor = None
+        else:
+            self.free_executor(ex, task)
+            ex.worker.idle.append(ex)
+
+    def free_executor(self, ex: Executor, task: Task) -> None:
+        """The executor no longer runs ``task``: its worker gets the capacity back."""
+        need = task.shape.need
+        if task.blocked:
+            need = {"gpu": need["gpu"]} if "gpu" in need else {}
+            task.blocked = False
+        ex.worker.release(need, task.gpu_ids)
+        ex.task = None
+        task.executor = None
+
+    def give_back(self, ex: Executor, task_ids: list[int]) -> None:
+        """The executor returns tasks sent ahead that it has not started."""
+        returned = set(task_ids)
+        back = [t for t in ex.queue if t.id in returned]
+        ex.queue = deque(t for t in ex.queue if t.id not in returned)
+        self.requeue_front(back)
+
+    def drop_executor(self, ex: Executor) -> Task | None:
+        """Forget an executor that is gone. What it held ahead goes back to the queues (no
+        retry used); its capacity returns. Returns the task it was running, if RUNNING."""
+        self.executors.pop(ex.conn, None)
+        worker = ex.worker
+        worker.executors.pop(ex.conn, None)
+        if ex in worker.idle:
+            worker.idle.remove(ex)
+        self.requeue_front(list(ex.queue))
+        ex.queue.clear()
+        task = ex.task
+        if task is None:
+            return None
+        self.free_executor(ex, task)
+        return task if task.state == RUNNING else None
+
+    def block(self, ex: Executor, task: Task) -> bool:
+        """A task waiting on others lends its share meanwhile (not its GPUs); False if it
+        already did."""
+        if task.blocked:
+            return False
+        task.blocked = True
+        ex.worker.release({k: v for k, v in task.shape.need.items() if k != "gpu"}, None)
+        return True
+
+    def unblock(self, ex: Executor, task: Task) -> None:
+        if task.blocked:
+            task.blocked = False
+            ex.worker.acquire({k: v for k, v in task.shape.need.items() if k != "gpu"}, None)

@@ -1,0 +1,216 @@
+"""`SchedulerState.validate_state()`: the scheduler's rules, checked over its whole state.
+
+A walk over everything, for tests (the unit-test harness calls it after every event) and
+debugging; never run per event in service. Each rule is stated where it is kept (the module
+docstrings of _lifecycle, _directory, _dispatch, _recovery); here they are checked:
+
+- registries: workers by id and by connection agree; every executor is in its worker's table
+  and its worker is registered; the connections of both are still clients;
+- tasks: only PENDING, READY, ASSIGNED or RUNNING ones are in the directory, each in its
+  owner's task index; PENDING ones wait for exactly their arguments still being computed; READY
+  ones are in their shape's queue once and that shape is active; ASSIGNED ones are in the queue
+  of a live executor, RUNNING ones are the task of one; only RUNNING ones are blocked; a task
+  with a timeout has its deadline in the heap;
+- values: a known status; STORED exactly when they have a node, and that node and every copy
+  is a registered worker; `on_node` lists exactly the values each node keeps;
+- holders: every count equals the holds of clients plus the mentions by unfinished tasks'
+  arguments and by contained refs; values are alive only while held; clients hold only ids
+  that exist;
+- executors: idle exactly when they have no task; what runs and what waits on them points back
+  at them, in the states that may;
+- resources: each worker's free amounts are its totals less what its executors' tasks hold
+  (a blocked task holds only its GPU share), and so is each GPU device's;
+- shapes: `feasible` is whether some worker could ever hold the shape; queues hold only READY
+  tasks (once) and finished ones left behind.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import TYPE_CHECKING
+
+from qsrv._resources import SCALE
+from qsrv.protocol import OK, STORED, SYSTEM_ERROR, TASK_ERROR
+from qsrv.scheduler._lifecycle import (
+    ASSIGNED,
+    FINISHED,
+    PENDING,
+    READY,
+    RUNNING,
+    InvariantError,
+)
+from qsrv.scheduler._placement import Executor
+from qsrv.scheduler._records import Task
+
+if TYPE_CHECKING:
+    from qsrv.scheduler._state import SchedulerState
+
+
+def check(s: SchedulerState) -> None:
+    bad: list[str] = []
+    _registries(s, bad)
+    _objects(s, bad)
+    _executors_and_resources(s, bad)
+    _shapes(s, bad)
+    if bad:
+        raise InvariantError("scheduler state is inconsistent:\n  " + "\n  ".join(bad))
+
+
+def _registries(s: SchedulerState, bad: list[str]) -> None:
+    for wid, w in s.workers.items():
+        if w.id != wid or s.worker_by_conn.get(w.conn) is not w:
+            bad.append(f"worker {wid} is not registered by id and connection alike")
+        if w.conn not in s.clients:
+            bad.append(f"worker {wid}'s connection {w.conn} is not a client")
+    if len(s.worker_by_conn) != len(s.workers):
+        bad.append("workers by connection and by id differ")
+    for conn, ex in s.dispatcher.executors.items():
+        if ex.conn != conn or ex.worker.executors.get(conn) is not ex:
+            bad.append(f"executor {conn} is not in its worker's table")
+        if s.workers.get(ex.worker.id) is not ex.worker:
+            bad.append(f"executor {conn} belongs to worker {ex.worker.id}, which is gone")
+        if conn not in s.clients:
+            bad.append(f"executor {conn} is not a client")
+    for w in s.workers.values():
+        for conn, ex in w.executors.items():
+            if s.dispatcher.executors.get(conn) is not ex:
+                bad.append(f"worker {w.id} has executor {conn} the scheduler forgot")
+
+
+def _objects(s: SchedulerState, bad: list[str]) -> None:
+    objects = s.directory.objects
+    executors = s.dispatcher.executors
+    deadlines = set(s.recovery.deadlines)
+    expected: Counter[int] = Counter()  # holders
+    on_node: dict[int, set[int]] = {}
+    for client in s.clients.values():
+        for oid in client.holds:
+            expected[oid] += 1
+            if oid not in objects:
+                bad.append(f"client {client.conn} holds {oid:#x}, which does not exist")
+        for tid, task in client.tasks.items():
+            if objects.get(tid) is not task:
+                bad.append(f"client {client.conn} lists task {tid:#x}, not in the directory")
+    for oid, obj in objects.items():
+        if isinstance(obj, Task):
+            for dep in obj.deps:
+                if dep in objects:
+                    expected[dep] += 1
+            _task(s, obj, bad, executors, deadlines)
+            continue
+        for inner in obj.refs:
+            if inner in objects:
+                expected[inner] += 1
+        if obj.holders <= 0:
+            bad.append(f"value {oid:#x} is alive with {obj.holders} holders")
+        if obj.status not in (OK, TASK_ERROR, SYSTEM_ERROR, STORED):
+            bad.append(f"value {oid:#x} has status {obj.status}")
+        if (obj.status == STORED) != bool(obj.node):
+            bad.append(f"value {oid:#x}: status {obj.status} on node {obj.node}")
+        if obj.node:
+            nodes = [obj.node, *(obj.copies or ())]
+            if len(set(nodes)) != len(nodes) or any(w not in s.workers for w in nodes):
+                bad.append(f"value {oid:#x} is kept on nodes {nodes}: repeated or gone")
+            for wid in nodes:
+                on_node.setdefault(wid, set()).add(oid)
+        elif obj.copies:
+            bad.append(f"value {oid:#x} has copies but no node")
+    for oid, obj in objects.items():
+        if obj.holders != expected[oid]:
+            bad.append(f"{oid:#x} counts {obj.holders} holders, not {expected[oid]}")
+    for wid, ids in s.directory.on_node.items():
+        if wid not in s.workers:
+            bad.append(f"objects are indexed on worker {wid}, which is gone")
+        if ids != on_node.get(wid, set()):
+            bad.append(f"worker {wid}'s object index differs from the values it keeps")
+    for wid, ids in on_node.items():
+        if ids and wid not in s.directory.on_node:
+            bad.append(f"worker {wid} keeps values that are not indexed")
+
+
+def _task(s: SchedulerState, task: Task, bad: list[str], executors: dict[int, Executor],
+          deadlines: set[tuple[float, int]]) -> None:
+    name = f"task {task.id:#x} ({task.state.name})"
+    state = task.state
+    owner = s.clients.get(task.owner)
+    if owner is None or owner.tasks.get(task.id) is not task:
+        bad.append(f"{name} is not indexed under its owner {task.owner}")
+    if state == FINISHED:
+        bad.append(f"{name} is still in the directory")
+    objects = s.directory.objects
+    computing = sum(1 for d in task.deps if type(objects.get(d)) is Task)
+    if task.waiting != (computing if state == PENDING else 0) or (
+            state == PENDING and not computing):
+        bad.append(f"{name} waits for {task.waiting} arguments, {computing} are computed")
+    ex = task.executor
+    if state in (PENDING, READY) and ex is not None:
+        bad.append(f"{name} has an executor")
+    if state in (ASSIGNED, RUNNING) and (ex is None or executors.get(ex.conn) is not ex):
+        bad.append(f"{name} has no live executor")
+    elif state == ASSIGNED and ex is not None and task not in ex.queue:
+        bad.append(f"{name} is not in its executor's queue")
+    elif state == RUNNING and ex is not None and ex.task is not task:
+        bad.append(f"{name} is not its executor's task")
+    if task.blocked and state != RUNNING:
+        bad.append(f"{name} is blocked")
+    if state == READY:
+        if sum(1 for t in task.shape.queue if t is task) != 1:
+            bad.append(f"{name} is not in its shape's queue exactly once")
+        if s.dispatcher.active.get(task.shape.key) is not task.shape:
+            bad.append(f"{name} waits in a shape that is not active")
+    if task.deadline and (task.deadline, task.id) not in deadlines:
+        bad.append(f"{name} has a deadline that is not in the heap")
+
+
+def _executors_and_resources(s: SchedulerState, bad: list[str]) -> None:
+    for w in s.workers.values():
+        idle = set(map(id, w.idle))
+        if len(idle) != len(w.idle):
+            bad.append(f"worker {w.id} lists an idle executor twice")
+        held: Counter[str] = Counter()
+        devices: Counter[str] = Counter()
+        for ex in w.executors.values():
+            task = ex.task
+            if (task is None) != (id(ex) in idle):
+                bad.append(f"executor {ex.conn} is {'' if id(ex) in idle else 'not '}idle, "
+                           f"{'without' if task is None else 'with'} a task")
+            if task is None:
+                if ex.queue:
+                    bad.append(f"executor {ex.conn} has tasks ahead but none running")
+                continue
+            if task.executor is not ex or task.state not in (RUNNING, FINISHED):
+                bad.append(f"executor {ex.conn} runs task {task.id:#x} ({task.state.name}), "
+                           "which is not RUNNING (or a finished placeholder) on it")
+            for t in ex.queue:
+                if t.executor is not ex or t.state not in (ASSIGNED, FINISHED):
+                    bad.append(f"executor {ex.conn} holds task {t.id:#x} ({t.state.name}) "
+                               "ahead, which is not ASSIGNED (or a placeholder) to it")
+            need = task.shape.need
+            gpu = need.get("gpu", 0)
+            held.update({"gpu": gpu} if task.blocked else need)
+            for d in task.gpu_ids or ():
+                devices[d] += gpu if gpu < SCALE else SCALE
+        for key in {*w.total, *w.free, *held}:
+            if w.total.get(key, 0) - held[key] != w.free.get(key, 0):
+                bad.append(f"worker {w.id} has {w.free.get(key, 0)} {key} free; its tasks "
+                           f"hold {held[key]} of {w.total.get(key, 0)}")
+        for d in {*w.gpu_free, *devices}:
+            if SCALE - devices[d] != w.gpu_free.get(d):
+                bad.append(f"worker {w.id}'s GPU {d} has {w.gpu_free.get(d)} free; its tasks "
+                           f"hold {devices[d]}")
+
+
+def _shapes(s: SchedulerState, bad: list[str]) -> None:
+    shapes = s.dispatcher.shapes
+    workers = list(s.workers.values())
+    for key, shape in s.dispatcher.active.items():
+        if shapes.get(key) is not shape:
+            bad.append(f"active shape {key} is not a known shape")
+    for key, shape in shapes.items():
+        if shape.key != key:
+            bad.append(f"shape {key} is filed under another key")
+        if shape.feasible != any(w.could_ever_fit(shape) for w in workers):
+            bad.append(f"shape {key} is marked feasible={shape.feasible} wrongly")
+        for task in shape.queue:
+            if task.state not in (READY, FINISHED) or task.shape is not shape:
+                bad.append(f"shape {key}'s queue holds task {task.id:#x} ({task.state.name})")
