@@ -13,6 +13,7 @@ The tree::
     ├── ConnectionClosedError       you closed it: shutdown()/close() ran here (ConnectionError)
     ├── ConnectionLostError         it broke: the peer left or can't be reached (ConnectionError)
     ├── GetTimeoutError             get()/wait() ran out of time (TimeoutError too)
+    ├── SerializationError          a value cannot be pickled to travel; names which (TypeError)
     ├── TaskError                   the task's own code raised; also an instance of the cause's type
     ├── TaskCancelledError          cancel() was called on the task
     ├── TaskTimeoutError            the task did not finish within its `timeout`
@@ -70,6 +71,7 @@ __all__ = [
     "QsrvError",
     "QuantumPlacementError",
     "RemoteProtocolError",
+    "SerializationError",
     "TaskCancelledError",
     "TaskError",
     "TaskTimeoutError",
@@ -122,6 +124,11 @@ class ConnectionLostError(QsrvError, ConnectionError):
 
 #: Either way a connection ended: for code that must stop in both cases.
 CONNECTION_ENDED = (ConnectionClosedError, ConnectionLostError)
+
+
+class SerializationError(QsrvError, TypeError):
+    """A task argument, ``put`` value or result cannot be pickled; the message names the task
+    and the argument."""
 
 
 class GetTimeoutError(QsrvError, TimeoutError):

@@ -21,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="qsrv", description="qsrv: a distributed task runtime for quantum-classical work."
     )
+    parser.add_argument("--version", action="version", version=f"qsrv {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in _COMMANDS:
         try:
@@ -31,6 +32,17 @@ def build_parser() -> argparse.ArgumentParser:
             raise
         module.register(sub)
     return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("qsrv")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        from qsrv import __version__
+
+        return __version__
 
 
 def main(argv: Sequence[str] | None = None) -> int:

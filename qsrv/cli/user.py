@@ -24,7 +24,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                                            "logins of Quantum Serverless clients)")
     passwd.add_argument("name")
     passwd.add_argument("--password-stdin", action="store_true",
-                        help="read the password from standard input instead of prompting")
+                        help="read the password from standard input instead of prompting "
+                             "(the default when standard input is not a terminal)")
     passwd.set_defaults(func=_passwd)
     for p in (add, lst, passwd):
         p.add_argument("--data-dir", type=Path, default=None,
@@ -39,8 +40,10 @@ def _add(args: argparse.Namespace) -> int:
 
 
 def _passwd(args: argparse.Namespace) -> int:
-    if args.password_stdin:
+    if args.password_stdin or not sys.stdin.isatty():  # piped: read it, never prompt
         password = sys.stdin.readline().rstrip("\n")
+        if not password:
+            raise ConfigError("no password on standard input; nothing changed")
     else:
         password = getpass.getpass(f"new password for {args.name}: ")
         if getpass.getpass("again: ") != password:

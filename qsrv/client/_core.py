@@ -30,6 +30,7 @@ from qsrv.errors import (
     ObjectStoreFullError,
     ProtocolError,
     QsrvError,
+    SerializationError,
     TaskError,
 )
 from qsrv.protocol import (
@@ -87,6 +88,25 @@ def raise_error(value: ObjectValue) -> None:
     raise cls(message)
 
 
+def _dump_arguments(name: str, args: tuple[Any, ...], kwargs: dict[str, Any],
+                    retry_types: tuple[type[BaseException], ...] | None
+                    ) -> tuple[bytes, tuple[Any, ...], list[int]]:
+    """A task's arguments, pickled; a SerializationError names the argument that cannot be."""
+    try:
+        return dumps((args, kwargs, retry_types))
+    except Exception as exc:
+        named = [(f"argument {i}", v) for i, v in enumerate(args)]
+        named += [(f"argument {k!r}", v) for k, v in kwargs.items()]
+        which = "its arguments"
+        for label, value in named:
+            try:
+                dumps(value)
+            except Exception:
+                which = f"{label} (a {type(value).__name__})"
+                break
+        raise SerializationError(f"task {name!r}: {which} cannot be pickled: {exc}") from exc
+
+
 class ClientCore:
     def __init__(self, client_no: int, flush_soon: Callable[[], None],
                  block: Callable[[threading.Event, float | None], bool], *,
@@ -122,7 +142,7 @@ class ClientCore:
                kwargs: dict[str, Any], opts: TaskOptions,
                retry_types: tuple[type[BaseException], ...] | None = None) -> int:
         """Queue a task; returns the id of its result (held once, for the caller's ref)."""
-        data, bufs, refs = dumps((args, kwargs, retry_types))
+        data, bufs, refs = _dump_arguments(opts.name, args, kwargs, retry_types)
         held = None
         if _size(data, bufs) >= MIN_STORED and self._node_store() is not None:
             # Large arguments go to the node's store like a put; the task gets a ref to them
@@ -145,7 +165,12 @@ class ClientCore:
 
     def put(self, value: Any) -> int:
         """Store a value; returns its id (held once, for the caller's ref)."""
-        return self._put_encoded(*dumps(value))
+        try:
+            encoded = dumps(value)
+        except Exception as exc:
+            raise SerializationError(
+                f"put(): a {type(value).__name__} cannot be pickled: {exc}") from exc
+        return self._put_encoded(*encoded)
 
     def _put_encoded(self, data: bytes, bufs: tuple[Any, ...], refs: list[int]) -> int:
         with self.lock:

@@ -9,7 +9,6 @@ accepts connections; everything else it says goes to stderr (its log).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import logging
 import os
@@ -156,13 +155,19 @@ def start_gateway_process(
 
 
 def _read_line(proc: subprocess.Popen[bytes], timeout: float) -> str:
-    """The child's ready line, read without blocking past ``timeout``."""
+    """The child's ready line (lines before it, such as its cluster check, are skipped), read
+    without blocking past ``timeout``."""
     assert proc.stdout is not None
     deadline = Deadline(timeout)
     buffer = b""
     with selectors.DefaultSelector() as sel:
         sel.register(proc.stdout, selectors.EVENT_READ)
-        while b"\n" not in buffer:
+        while True:
+            while b"\n" in buffer:
+                raw, buffer = buffer.split(b"\n", 1)
+                line = raw.decode(errors="replace")
+                if line.startswith(READY_PREFIX):
+                    return line
             left = deadline.remaining()
             if left <= 0:
                 raise ConfigError(f"the gateway did not start within {timeout} s")
@@ -173,9 +178,3 @@ def _read_line(proc: subprocess.Popen[bytes], timeout: float) -> str:
                 code = proc.wait()
                 raise ConfigError(f"the gateway exited with code {code} before serving")
             buffer += chunk
-    line = buffer.split(b"\n", 1)[0].decode()
-    if not line.startswith(READY_PREFIX):
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        raise ConfigError(f"unexpected output from the gateway: {line!r}")
-    return line

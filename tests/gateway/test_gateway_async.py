@@ -10,9 +10,8 @@ from pathlib import Path
 import anyio
 import pytest
 
+from qsrv.errors import JobFailedError
 from qsrv.gateway import Client, JobStatus, Program
-
-pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture(params=["asyncio", "trio"])
@@ -32,6 +31,7 @@ save_result(get_arguments()["v"] + 1)
 """)
 
 
+@pytest.mark.anyio
 async def test_async_forms(alice: Client, make_program: Callable[..., Program],
                            tmp_path: Path) -> None:
     release = tmp_path / "release"
@@ -48,6 +48,7 @@ async def test_async_forms(alice: Client, make_program: Callable[..., Program],
     assert await job.stop_async() is JobStatus.SUCCEEDED
 
 
+@pytest.mark.anyio
 async def test_cancelling_a_wait_leaves_the_job_running(
         alice: Client, make_program: Callable[..., Program], tmp_path: Path) -> None:
     release = tmp_path / "release"
@@ -58,3 +59,17 @@ async def test_cancelling_a_wait_leaves_the_job_running(
     assert not (await job.status_async()).terminal
     release.touch()
     assert await job.result_async(timeout=60) == 2
+
+
+def test_sync_errors_carry_no_spurious_context(alice: Client,
+                                               make_program: Callable[..., Program]) -> None:
+    """The sync form raises the job's own error, not one chained to an event-loop probe."""
+    job = alice.run(make_program("fails", "raise SystemExit(3)"))
+    with pytest.raises(JobFailedError) as info:
+        job.result(timeout=60)
+    chain: list[BaseException] = []
+    error: BaseException | None = info.value
+    while error is not None:
+        chain.append(error)
+        error = error.__cause__ or error.__context__
+    assert not any(isinstance(e, RuntimeError) for e in chain), chain

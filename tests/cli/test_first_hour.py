@@ -1,0 +1,88 @@
+"""What a new user meets first: the gateway's check of its cluster credentials, piped
+passwords, ``qsrv --version``, and errors that say which task and which argument."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+import qsrv
+from qsrv.errors import SerializationError
+from tests._support.cluster import TOKEN, Cluster, cli_env
+
+
+def _env(token: str) -> dict[str, str]:
+    return {**cli_env(), "QSRV_TOKEN": token}
+
+
+def _qsrv(*args: str, env: dict[str, str] | None = None, stdin: str | None = None,
+          timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "qsrv", *args], input=stdin, text=True,
+                          capture_output=True, timeout=timeout, env=env or cli_env())
+
+
+def test_gateway_refuses_to_start_without_the_cluster_token(tmp_path: Path) -> None:
+    with Cluster() as cluster:
+        base = ("gateway", "--cluster", cluster.address, "--port", "0",
+                "--data-dir", str(tmp_path / "data"))
+        wrong = _qsrv(*base, env=_env("not-the-token"))
+        assert wrong.returncode == 1
+        assert "cannot authenticate to the cluster" in wrong.stderr
+        assert "QSRV_TOKEN" in wrong.stderr
+        missing = _qsrv(*base, env=_env(""))
+        assert missing.returncode == 1 and "no token was given" in missing.stderr
+        good = subprocess.Popen([sys.executable, "-m", "qsrv", *base], text=True,
+                                stdout=subprocess.PIPE, env=_env(TOKEN))
+        try:
+            assert good.stdout is not None
+            first = good.stdout.readline()
+            assert "token accepted" in first, first
+            assert good.stdout.readline().startswith("qsrv gateway listening on http://")
+        finally:
+            good.terminate()
+            good.wait(10)
+
+
+def test_gateway_refuses_an_unreachable_cluster(tmp_path: Path) -> None:
+    out = _qsrv("gateway", "--cluster", "127.0.0.1:1", "--port", "0",
+                "--data-dir", str(tmp_path / "data"))
+    assert out.returncode == 1 and "cannot reach the cluster" in out.stderr
+
+
+def test_gateway_help_says_where_the_token_comes_from() -> None:
+    out = _qsrv("gateway", "--help")
+    assert out.returncode == 0 and "QSRV_TOKEN" in out.stdout
+
+
+def test_passwd_reads_a_piped_password_without_the_flag(tmp_path: Path) -> None:
+    data = str(tmp_path)
+    assert _qsrv("user", "add", "dana", "--data-dir", data).returncode == 0
+    out = _qsrv("user", "passwd", "dana", "--data-dir", data, stdin="a piped password\n")
+    assert out.returncode == 0, out.stderr
+    assert "EOFError" not in out.stderr
+    empty = _qsrv("user", "passwd", "dana", "--data-dir", data, stdin="")
+    assert empty.returncode == 1 and "no password" in empty.stderr
+
+
+def test_version() -> None:
+    out = _qsrv("--version")
+    assert out.returncode == 0 and out.stdout.strip() == f"qsrv {qsrv.__version__}"
+
+
+@pytest.mark.usefixtures("local_cluster")
+def test_unpicklable_argument_names_the_task_and_the_argument() -> None:
+    @qsrv.distribute_task(name="needs-a-lock")
+    def use(x: object, *, lock: object = None) -> None:
+        return None
+
+    with pytest.raises(SerializationError, match=r"task 'needs-a-lock': argument 'lock' "
+                                                 r"\(a lock\) cannot be pickled"):
+        use(1, lock=threading.Lock())
+    with pytest.raises(TypeError, match=r"argument 1 \(a lock\)"):  # also a TypeError
+        use.options()(1, threading.Lock())  # type: ignore[call-arg]
+    with pytest.raises(SerializationError, match=r"put\(\): a lock cannot be pickled"):
+        qsrv.put(threading.Lock())
