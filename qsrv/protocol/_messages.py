@@ -28,8 +28,8 @@ from qsrv.protocol._framing import Buffer, encode_frame
 # Status of an object's value.
 OK = 0  # data: pickled value
 TASK_ERROR = 1  # data: pickled (exception or None, traceback text, message)
-SYSTEM_ERROR = 2  # data: msgpack [kind, message]; kind is a key of errors.SYSTEM_ERRORS
-STORED = 3  # data: msgpack [worker_id, size, transfer address]: the value is in that node's store
+SYSTEM_ERROR = 2  # data: (kind, message), see _objects.py; kind is a key of SYSTEM_ERRORS
+STORED = 3  # data: the value's location in a node's store, see _objects.py
 
 Bufs = tuple[Buffer, ...]
 _M = TypeVar("_M")
@@ -200,7 +200,7 @@ class Auth(Message):
 
 @message(4)
 class Welcome(Message):
-    client_no: int  # the peer's id in this cluster; ids it mints are (client_no << 40) | n
+    client_no: int  # the peer's id in this cluster; ids it mints: see ID_BITS (_objects.py)
     info: dict[str, Any]
 
 

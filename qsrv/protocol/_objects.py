@@ -2,7 +2,8 @@
 whose data the runtime itself writes. Pure functions; the one definition of these formats.
 
 Ids: a client mints the ids of its tasks and puts as ``(client_no << ID_BITS) | n`` with
-``1 <= n < 2**ID_BITS``; the scheduler refuses an id outside the sender's namespace.
+``n < 2**ID_BITS`` (its client number comes in Welcome); the scheduler refuses an id outside the
+sender's namespace, or one that is in use.
 
 Value data by status (see ``OK``, ``STORED``, ``SYSTEM_ERROR`` in _messages.py)::
 

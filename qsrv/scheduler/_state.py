@@ -85,6 +85,10 @@ from qsrv.scheduler._validate import (
 
 
 class SchedulerState:
+    """The whole scheduler, sans IO: registries of clients and workers, and the parts that
+    keep objects (`directory`), run tasks (`dispatcher`) and handle failure and time
+    (`recovery`). They share one list of actions, handed out by `handle()`."""
+
     def __init__(self, *, heartbeat_timeout: float = 5.0, max_executors_per_cpu: int = 4,
                  prefetch: int = 2, prefetch_below: float = 0.01) -> None:
         self.now = 0.0
