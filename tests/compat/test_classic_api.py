@@ -11,7 +11,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import ALICE_PASSWORD, Deployment
 from qiskit import QuantumCircuit
 from qiskit_serverless import ServerlessClient
 
@@ -24,6 +23,7 @@ from qsrv.compat.quantum_serverless import (
     distribute_task,
 )
 from qsrv.errors import ConfigError, JobFailedError, UnauthorizedError
+from tests._support.deployment import ALICE_PASSWORD, Deployment
 
 CLASSIC_PROGRAM = """
 from qsrv.compat.quantum_serverless import (

@@ -16,12 +16,13 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import Deployment, Gate
 from qiskit import QuantumCircuit
 from qiskit_serverless import QiskitFunction, ServerlessClient
 from qiskit_serverless.exception import QiskitServerlessException
 
 from qsrv.gateway import Client
+from tests._support import Gate
+from tests._support.deployment import Deployment
 
 MAIN = """
 import os, socket

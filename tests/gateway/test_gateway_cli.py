@@ -9,10 +9,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import GATE_CLIENT, Gate, ThreadedGateway
 
 from qsrv.cli import main
 from qsrv.gateway import Client, JobStatus, Program, start_gateway_process
+from tests._support import GATE_CLIENT, Gate, stop_process
+from tests._support.gateway import ThreadedGateway
 
 
 def test_user_add_prints_the_token_last(data_dir: Path) -> None:
@@ -26,8 +27,7 @@ def test_user_add_prints_the_token_last(data_dir: Path) -> None:
     try:
         assert Client(url, token).jobs().total == 0
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        stop_process(proc, 30)
     again = subprocess.run(
         [sys.executable, "-m", "qsrv", "user", "add", "dave", "--data-dir", str(data_dir)],
         capture_output=True, text=True, timeout=60,

@@ -13,7 +13,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-from conftest import GATE_CLIENT, Gate, ThreadedGateway
 
 from qsrv.gateway import (
     ArchiveError,
@@ -29,6 +28,8 @@ from qsrv.gateway import (
 )
 from qsrv.gateway._errors import error_for
 from qsrv.gateway._runtime import dumps
+from tests._support import GATE_CLIENT, Gate
+from tests._support.gateway import ThreadedGateway
 
 
 async def _raw(method: str, url: str, token: str | None = None, **kwargs: Any,

@@ -8,7 +8,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import GATE_CLIENT, Gate, ThreadedGateway, process_alive
 
 from qsrv.errors import GetTimeoutError
 from qsrv.gateway import (
@@ -22,6 +21,8 @@ from qsrv.gateway import (
     Program,
     add_user,
 )
+from tests._support import GATE_CLIENT, Gate, process_alive, wait_for
+from tests._support.gateway import ThreadedGateway
 
 ECHO = """
 from qsrv.gateway import get_arguments, save_result
@@ -29,14 +30,6 @@ args = get_arguments()
 print("got", sorted(args))
 save_result({"doubled": args["x"] * 2})
 """
-
-
-def eventually(check: Callable[[], bool], timeout: float = 10.0) -> None:
-    """For output that crosses a pipe to the gateway: no event marks its arrival."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.02)
 
 
 def test_full_cycle(alice: Client, make_program: Callable[..., Program], gate: Gate) -> None:
@@ -55,7 +48,8 @@ save_result([i * i for i in range(args["n"])])
     conn = gate.accept()
     assert conn.recv(100) == b"started\n"
     assert job.status() == JobStatus.RUNNING
-    eventually(lambda: "a warning" in job.logs())
+    # output crosses a pipe to the gateway: no event marks its arrival
+    wait_for(lambda: "a warning" in job.logs(), what="the job's stderr in its logs")
     assert "working on 4" in job.logs()
     conn.sendall(b"g")
     assert job.result(timeout=30) == [0, 1, 4, 9]

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import GATE_CLIENT, Gate, ThreadedGateway, pid_exists_env, process_alive
 
 from qsrv.errors import ConfigError
 from qsrv.gateway import (
@@ -22,6 +19,8 @@ from qsrv.gateway import (
     start_gateway_process,
 )
 from qsrv.gateway._service import RESTART_ERROR
+from tests._support import GATE_CLIENT, Gate, process_alive, process_env, stop_process, wait_for
+from tests._support.gateway import ThreadedGateway
 
 
 def test_restart_keeps_finished_jobs_and_fails_running_ones(
@@ -68,14 +67,12 @@ gate({gate.port}, str(os.getpid()).encode())
 """))
         conn = gate.accept()
         job_pid = int(conn.recv(100).strip())
-        assert pid_exists_env(job_pid, job.job_id)
-        os.kill(proc.pid, signal.SIGKILL)  # a crash: no chance to clean up
+        assert process_env(job_pid).get("QSRV_JOB_ID") == job.job_id
+        proc.send_signal(signal.SIGKILL)  # a crash: no chance to clean up
         proc.wait()
         assert process_alive(job_pid)  # the job outlived its gateway (own session)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
 
     proc, url = start_gateway_process(None, None, data_dir)
     try:
@@ -86,8 +83,8 @@ gate({gate.port}, str(os.getpid()).encode())
         assert conn.recv(1) == b""  # the restarted gateway killed the orphaned process
         assert not process_alive(job_pid)
     finally:
-        proc.terminate()
-        assert proc.wait(timeout=30) == 0
+        stop_process(job_pid)  # only if the restarted gateway left it behind
+        assert stop_process(proc, 30) == 0
 
 
 def test_one_gateway_per_data_dir(gateway: ThreadedGateway, data_dir: Path) -> None:
@@ -120,10 +117,7 @@ gate({gate.port})
     async def stored_logs() -> bytes:
         return gateway.server.service.store.job_logs(job.job_id)
 
-    deadline = time.monotonic() + 10
-    while b"progress 1 of 2" not in gateway.call(stored_logs()):
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_for(lambda: b"progress 1 of 2" in gateway.call(stored_logs()), what="stored logs")
     conn.sendall(b"g")
     assert job.wait(timeout=30) is JobStatus.SUCCEEDED
 
@@ -145,7 +139,4 @@ def test_gateway_process_exits_with_its_parent(data_dir: Path) -> None:
     gateway_pid, url = done.stdout.split()
     assert url.startswith("http://127.0.0.1:")
     # Its pipes close while the kernel ends the process; the last step takes a moment.
-    deadline = time.monotonic() + 5
-    while process_alive(int(gateway_pid)):
-        assert time.monotonic() < deadline, "the gateway outlived its parent"
-        time.sleep(0.01)
+    wait_for(lambda: not process_alive(int(gateway_pid)), what="the gateway to end")

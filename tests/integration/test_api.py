@@ -6,6 +6,7 @@ import asyncio
 import os
 import pathlib
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -21,8 +22,11 @@ from qsrv.errors import (
     TaskTimeoutError,
     WorkerDiedError,
 )
+from tests._support import Flag, wait_for
 
 pytestmark = pytest.mark.usefixtures("local_cluster")
+
+REPO = pathlib.Path(__file__).resolve().parents[2]  # where ``tests`` imports from
 
 
 @qsrv.distribute_task
@@ -53,11 +57,21 @@ def fail(message: str) -> None:
     raise ValueError(message)
 
 
-def test_call_returns_ref_at_once_and_get_collects() -> None:
-    start = time.perf_counter()
-    ref = sleep(0.5)
-    assert time.perf_counter() - start < 0.4  # the call does not wait for the task
+@qsrv.distribute_task
+def held(value: Any, release: Flag, started: Flag | None = None) -> Any:
+    """Returns ``value`` once ``release`` is set (says when it starts, if asked)."""
+    if started is not None:
+        started.set()
+    release.wait()
+    return value
+
+
+def test_call_returns_ref_at_once_and_get_collects(flags: Callable[[str], Flag]) -> None:
+    release = flags("release")
+    ref = held(0.5, release)  # a call that waited for its task would never return
     assert isinstance(ref, qsrv.ObjectRef)
+    assert qsrv.wait([ref], timeout=0) == ([], [ref])
+    release.set()
     assert qsrv.get(ref) == 0.5
     assert qsrv.get([square(i) for i in range(20)]) == [i * i for i in range(20)]
 
@@ -151,14 +165,17 @@ def test_async_def_tasks_and_await_get() -> None:
     assert asyncio.run(main()) == [8, 0, 2, 4, 6, 8]
 
 
-def test_await_get_under_uvloop() -> None:
+def test_await_get_under_uvloop(flags: Callable[[str], Flag]) -> None:
     import uvloop
 
-    async def main() -> Any:
-        ready, pending = await qsrv.wait([square(2), sleep(5)], num_returns=1, timeout=3)
-        return await qsrv.get(ready), len(pending)
+    blocked = held(None, flags("never"))
 
-    assert uvloop.run(main()) == ([4], 1)
+    async def main() -> Any:
+        ready, pending = await qsrv.wait([square(2), blocked], num_returns=1, timeout=60)
+        return await qsrv.get(ready), pending
+
+    assert uvloop.run(main()) == ([4], [blocked])
+    qsrv.cancel(blocked)
 
 
 def test_nested_tasks_do_not_deadlock() -> None:
@@ -172,30 +189,38 @@ def test_nested_tasks_do_not_deadlock() -> None:
     assert qsrv.get(fib(6), timeout=60) == 8
 
 
-def test_wait_returns_same_refs_in_order() -> None:
-    fast, slow = square(1), sleep(3)
-    ready, pending = qsrv.wait([slow, fast], num_returns=1, timeout=10)
+def test_wait_returns_same_refs_in_order(flags: Callable[[str], Flag]) -> None:
+    release = flags("release")
+    fast, slow = square(1), held(3, release)
+    ready, pending = qsrv.wait([slow, fast], num_returns=1, timeout=60)
     assert ready == [fast] and pending == [slow]
     assert ready[0] is fast and pending[0] is slow
     ready, pending = qsrv.wait([slow], num_returns=1, timeout=0.1)
     assert ready == [] and pending == [slow]
     with pytest.raises(ConfigError):
         qsrv.wait([fast], num_returns=2)
+    release.set()
+    assert qsrv.wait([slow, fast], num_returns=2, timeout=60) == ([slow, fast], [])
 
 
-def test_get_timeout_is_distinct_from_task_errors() -> None:
-    ref = sleep(1.0)
+def test_get_timeout_is_distinct_from_task_errors(flags: Callable[[str], Flag]) -> None:
+    release = flags("release")
+    ref = held(1.0, release)
     with pytest.raises(GetTimeoutError) as info:
         qsrv.get(ref, timeout=0.1)
     assert isinstance(info.value, TimeoutError) and isinstance(info.value, qsrv.QsrvError)
     assert not isinstance(info.value, TaskError)
-    assert qsrv.get(ref, timeout=10) == 1.0  # the task itself went on
+    release.set()
+    assert qsrv.get(ref, timeout=60) == 1.0  # the task itself went on
 
 
-def test_cancel_queued_and_running_tasks() -> None:
-    running = [sleep(30) for _ in range(2)]  # both CPUs busy
-    queued = sleep(30)
-    time.sleep(0.5)
+def test_cancel_queued_and_running_tasks(flags: Callable[[str], Flag]) -> None:
+    never = flags("never")
+    started = [flags("started-0"), flags("started-1")]
+    running = [held(i, never, flag) for i, flag in enumerate(started)]  # both CPUs busy
+    for flag in started:
+        flag.wait()
+    queued = held(2, never)
     qsrv.cancel(queued)
     for ref in running:
         qsrv.cancel(ref)
@@ -215,10 +240,7 @@ def test_task_timeout_and_infeasible_timeout() -> None:
 
 def test_infeasible_task_is_shown_by_status_not_hung() -> None:
     ref = square.options(target={"qpu": 1})(1)
-    deadline = time.monotonic() + 5
-    while qsrv.status()["tasks"]["infeasible"] == 0:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_for(lambda: qsrv.status()["tasks"]["infeasible"], what="an infeasible task")
     reason = qsrv.status()["infeasible"][0]["reason"]
     assert "qpu" in reason
     qsrv.cancel(ref)
@@ -290,10 +312,7 @@ def test_dropped_refs_free_objects() -> None:
     during = qsrv.status()["objects"]  # puts are sent before the status request
     assert during >= 200
     del refs
-    deadline = time.monotonic() + 5
-    while qsrv.status()["objects"] > during - 200:
-        assert time.monotonic() < deadline, "dropped refs were not freed"
-        time.sleep(0.05)
+    wait_for(lambda: qsrv.status()["objects"] <= during - 200, what="dropped refs freed")
 
 
 def test_local_cluster_can_start_the_gateway(tmp_path: pathlib.Path) -> None:
@@ -340,20 +359,18 @@ def test_stopping_a_running_job_cancels_its_tasks(tmp_path: pathlib.Path) -> Non
         "qsrv.get(refs)\n")
     script = tmp_path / "stop_job.py"
     script.write_text(
-        "import time, qsrv\n"
+        "import sys, qsrv\n"
+        f"sys.path.insert(0, {str(REPO)!r})\n"
+        "from tests._support import wait_for\n"
         f"qsrv.init(num_cpus=2, gateway=True, data_dir={str(tmp_path / 'data')!r})\n"
         "client = qsrv.Client()\n"
         f"job = client.run(qsrv.Program(title='naps', entrypoint='main.py', "
         f"working_dir={str(program)!r}), {{}})\n"
-        "deadline = time.monotonic() + 60\n"
-        "while qsrv.status()['tasks']['running'] < 2:\n"
-        "    assert time.monotonic() < deadline, 'tasks never started'\n"
-        "    time.sleep(0.05)\n"
+        "wait_for(lambda: qsrv.status()['tasks']['running'] == 2, what='the tasks to start')\n"
+        "wait_for(lambda: 'submitted' in job.logs(), what=\"the job's output\")\n"
         "print('logs', job.logs().strip())\n"
         "print('stopped', job.stop(timeout=30))\n"
-        "while qsrv.status()['tasks']['running'] > 0:\n"
-        "    assert time.monotonic() < deadline, 'tasks still running after stop'\n"
-        "    time.sleep(0.05)\n"
+        "wait_for(lambda: qsrv.status()['tasks']['running'] == 0, what='the tasks to stop')\n"
         "print('tasks after stop', qsrv.status()['tasks'])\n"
         "qsrv.shutdown()\n")
     import subprocess

@@ -7,17 +7,16 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
 import qsrv
 from qsrv.errors import AuthenticationError
-
-from ._cluster import TOKEN, Cluster, cli_env, cli_status, wait_for
+from tests._support import Flag, wait_for
+from tests._support.cluster import TOKEN, Cluster, cli_env, cli_status
 
 
 @pytest.fixture(scope="module")
@@ -89,21 +88,25 @@ def test_thousand_tasks_with_mixed_targets(cluster: Cluster) -> None:
     assert set(placed[0]) >= {"plain"}  # plain CPU work spreads over the workers
 
 
-def test_worker_that_goes_away_gives_its_tasks_back(cluster: Cluster) -> None:
+def test_worker_that_goes_away_gives_its_tasks_back(
+        cluster: Cluster, flags: Callable[[str], Flag]) -> None:
     cluster.worker("spare-1", "--cpus", "1", "--resources", "spare=1")
     wait_for(lambda: cluster.ready({"spare-1"}), what="spare-1")
 
     @qsrv.distribute_task(target={"spare": 1}, max_retries=2)
-    def on_spare(seconds: float) -> str:
-        time.sleep(seconds)
+    def on_spare(started: Flag, release: Flag) -> str:
+        started.set()
+        release.wait()
         return str(qsrv.runtime_context().worker_id)
 
-    ref = on_spare(4.0)
-    wait_for(lambda: cluster.status()["tasks"]["running"] >= 1, what="task to start")
+    started, release = flags("started"), flags("release")
+    ref = on_spare(started, release)
+    started.wait()
     cluster.workers["spare-1"].send_signal(signal.SIGKILL)  # no goodbye: connection loss
     wait_for(lambda: "spare-1" not in {w["name"] for w in cluster.status()["workers"]},
-              timeout=15, what="worker removal")
+             what="worker removal")
     cluster.worker("spare-2", "--cpus", "1", "--resources", "spare=1")
+    release.set()
     worker = qsrv.get(ref, timeout=60)
     assert _names(cluster)[worker] == "spare-2"
 

@@ -1,89 +1,21 @@
-"""Large values through the node stores of a real cluster: zero copy on a node, pulls between
-two agents, reference counting back to baseline, a full store, a dead driver's objects."""
+"""Large values through the node stores of a cluster of two workers: pulls between two
+agents, a full store, a dead driver's objects (one node: test_object_store_local.py)."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from typing import Any
 
-import numpy as np
 import pytest
 
 import qsrv
 from qsrv.errors import ObjectStoreFullError
-
-from ._cluster import TOKEN, Cluster, cli_status, wait_for
-
-
-def mapped_file(arr: Any) -> str:
-    """The file mapped at ``arr``'s memory in this process ('' for private memory)."""
-    addr = arr.__array_interface__["data"][0]
-    with open("/proc/self/maps") as f:
-        for line in f:
-            parts = line.split()
-            lo, hi = (int(x, 16) for x in parts[0].split("-"))
-            if lo <= addr < hi:
-                return parts[5] if len(parts) > 5 else ""
-    return ""
-
-
-@qsrv.distribute_task
-def inspect(x: Any) -> tuple[str, bool, float, int]:
-    return (mapped_file(x), bool(x.flags.writeable), float(np.linalg.norm(x)),
-            qsrv.runtime_context().worker_id)
-
-
-@qsrv.distribute_task
-def make(n: int) -> Any:
-    return np.full(n, 1 / np.sqrt(n), dtype=np.complex128)
-
-
-def store_stats(worker: int = 0) -> dict[str, int]:
-    return dict(qsrv.status()["workers"][worker]["info"].get("store_stats") or {})
-
-
-def test_same_node_is_zero_copy_for_tasks_and_driver(local_cluster: object) -> None:
-    vec = np.exp(1j * np.linspace(0, 1, 1 << 16))
-    ref = qsrv.put(vec)
-    arena, writeable, norm, _ = qsrv.get(inspect(ref))
-    assert arena.startswith("/dev/shm/qsrv-") and not writeable
-    assert norm == pytest.approx(np.linalg.norm(vec))
-    got = qsrv.get(ref)
-    assert mapped_file(got) == arena and not got.flags.writeable
-    assert np.array_equal(got, vec)
-    # a large argument passed by value goes through the store as well
-    assert qsrv.get(inspect(vec))[0] == arena
-    # and so does a large result
-    made = qsrv.get(make(1 << 15))
-    assert mapped_file(made) == arena and np.linalg.norm(made) == pytest.approx(1.0)
-    small = qsrv.get(make(16))  # small values travel inline, in private memory
-    assert mapped_file(small) == "" and small.flags.writeable
-
-
-def test_put_get_free_cycles_return_to_baseline(local_cluster: object) -> None:
-    def rss() -> int:
-        with open("/proc/self/status") as f:
-            return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) << 10
-
-    vec = np.ones(10_000, dtype=np.complex128)  # 160 kB: above the store threshold
-    for _ in range(200):  # warm up: arena pages, caches, allocator
-        assert qsrv.get(qsrv.put(vec))[0] == 1
-    wait_for(lambda: store_stats().get("objects") == 0, what="warm-up objects freed")
-    before, reserved = rss(), store_stats()["reserved"]
-    for i in range(10_000):
-        got = qsrv.get(qsrv.put(vec))
-        assert got[i % 10_000] == 1
-        del got
-    wait_for(lambda: store_stats().get("objects") == 0, what="objects freed")
-    stats = store_stats()
-    assert stats["used"] == 0 and stats["pinned"] == 0
-    assert stats["reserved"] == reserved  # the arena did not grow: space was reused
-    assert qsrv.status()["objects"] == 0
-    assert rss() - before < 32 << 20
+from tests._support import stop_process, wait_for
+from tests._support.cluster import TOKEN, Cluster, cli_status
+from tests._support.objects import inspect, make
 
 
 @pytest.fixture(scope="module")
@@ -164,8 +96,6 @@ def test_a_dead_drivers_objects_are_freed(two_nodes: Cluster) -> None:
         wait_for(lambda: objects() >= 3, what="the driver's objects")
         proc.kill()
         proc.wait(10)
-        time.sleep(0.2)
         wait_for(lambda: objects() == 0, what="the dead driver's objects freed")
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        stop_process(proc)

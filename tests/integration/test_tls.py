@@ -7,7 +7,6 @@ import os
 import ssl
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import pytest
 import qsrv
 from qsrv.errors import AuthenticationError, QsrvError
 from qsrv.transport import SyncConnection, client_context
+from tests._support import stop_process, wait_for
 
 TOKEN = "tls-token"
 
@@ -61,9 +61,8 @@ def tls_cluster(pki: Path) -> Iterator[str]:
     try:
         yield address
     finally:
-        for proc in (worker, scheduler):
-            proc.terminate()
-            proc.wait(10)
+        stop_process(worker)
+        stop_process(scheduler)
 
 
 def test_tasks_run_over_tls(tls_cluster: str, pki: Path,
@@ -76,10 +75,8 @@ def test_tasks_run_over_tls(tls_cluster: str, pki: Path,
 
     qsrv.init(address=tls_cluster, token=TOKEN)
     try:
-        deadline = time.monotonic() + 30
-        while not qsrv.status()["workers"] or qsrv.status()["workers"][0]["executors"] == 0:
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
+        wait_for(lambda: any(w["executors"] for w in qsrv.status()["workers"]),
+                 what="the worker's executors")
         assert qsrv.get([add(i, i) for i in range(50)], timeout=30) == [2 * i for i in range(50)]
     finally:
         qsrv.shutdown()
@@ -106,5 +103,4 @@ def test_client_certificates_when_required(pki: Path) -> None:
         assert conn.client_no > 0
         conn.close()
     finally:
-        scheduler.terminate()
-        scheduler.wait(10)
+        stop_process(scheduler)

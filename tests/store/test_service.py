@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -29,6 +28,7 @@ from qsrv.store._arena import arena_path, sweep_stale
 from qsrv.store._node import NodeStore, fetch
 from qsrv.store._service import StoreService, describe_location, parse_location
 from qsrv.transport import SyncConnection
+from tests._support import wait_for
 
 TOKEN = "store-test-token"
 
@@ -62,13 +62,6 @@ def in_arena(store: NodeStore, value: object) -> bool:
     return False
 
 
-def wait_until(predicate: object, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():  # type: ignore[operator]
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
-
-
 def test_put_then_load_on_the_same_node_is_zero_copy_and_read_only(
         nodes: tuple[StoreService, StoreService]) -> None:
     a, _ = nodes
@@ -83,7 +76,7 @@ def test_put_then_load_on_the_same_node_is_zero_copy_and_read_only(
         value[0] = 0
     assert a.stats()["pinned"] == 1
     del value
-    wait_until(lambda: a.stats()["pinned"] == 0)
+    wait_for(lambda: a.stats()["pinned"] == 0, what="a unpinned")
     a.free([7])
     assert a.stats()["objects"] == 0 and a.stats()["used"] == 0
     client.close()
@@ -104,7 +97,7 @@ def test_cross_node_pull_verifies_and_frees_both_copies(
     assert in_arena(consumer, value) and not in_arena(producer, value)
     assert copied == [11] and b.stats()["objects"] == 1
     del value
-    wait_until(lambda: b.stats()["pinned"] == 0)
+    wait_for(lambda: b.stats()["pinned"] == 0, what="b unpinned")
     a.free([11])
     b.free([11])  # the scheduler frees every copy it was told of
     assert a.stats()["used"] == 0 and b.stats()["used"] == 0
@@ -173,7 +166,7 @@ def test_full_store_says_so_and_a_dead_writer_leaves_nothing(tmp_path: object) -
         client.put(2, *dumps(np.zeros(1 << 14, dtype=np.complex128))[:2])
         assert small.stats()["objects"] == 1
         client.close()
-        wait_until(lambda: small.stats()["objects"] == 0)
+        wait_for(lambda: small.stats()["objects"] == 0, what="objects freed")
     finally:
         small.close()
 
@@ -186,7 +179,7 @@ def test_pins_of_a_dead_reader_are_released(nodes: tuple[StoreService, StoreServ
     held = loads(*reader.load(5, where))
     assert a.stats()["pinned"] == 1
     reader.close()  # the process is gone; its views die with it
-    wait_until(lambda: a.stats()["pinned"] == 0)
+    wait_for(lambda: a.stats()["pinned"] == 0, what="a unpinned")
     a.free([5])
     assert a.stats()["objects"] == 0
     del held

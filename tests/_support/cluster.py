@@ -1,4 +1,5 @@
-"""A real cluster started through the CLI, for integration tests."""
+"""A real cluster started through the CLI (``qsrv scheduler``, ``qsrv worker``), as an operator
+starts one; and helpers to run the CLI against it."""
 
 from __future__ import annotations
 
@@ -7,33 +8,29 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from typing import Any
+
+from tests._support.processes import stop_processes
 
 TOKEN = "test-cluster-token"
 
 
-def qsrv_cli(*args: str, env: dict[str, str] | None = None, **kw: Any) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "qsrv", *args], text=True,
-                            env=env or cli_env(), **kw)
-
-
-def cli_env() -> dict[str, str]:
-    env = dict(os.environ, QSRV_TOKEN=TOKEN)
+def cli_env(**extra: str) -> dict[str, str]:
+    """This environment with the cluster token and without an inherited cluster address."""
+    env = dict(os.environ, QSRV_TOKEN=TOKEN, **extra)
     env.pop("QSRV_ADDRESS", None)
     return env
+
+
+def qsrv_cli(*args: str, env: dict[str, str] | None = None, **kw: Any) -> subprocess.Popen[str]:
+    """``python -m qsrv ARGS`` as a process of its own."""
+    return subprocess.Popen([sys.executable, "-m", "qsrv", *args], text=True,
+                            env=env or cli_env(), **kw)
 
 
 def cli_status(address: str, *extra: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "qsrv", "status", "--address", address,
                            *extra], env=cli_env(), capture_output=True, text=True, timeout=30)
-
-
-def wait_for(predicate: Any, timeout: float = 30.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 def free_port() -> int:
@@ -43,20 +40,30 @@ def free_port() -> int:
 
 
 class Cluster:
-    def __init__(self, port: int = 0) -> None:
+    """A scheduler (started at once) and named workers; ``stop()`` or ``with`` ends them."""
+
+    def __init__(self, port: int = 0, *scheduler_args: str) -> None:
         self.workers: dict[str, subprocess.Popen[str]] = {}
+        self.scheduler_args = scheduler_args
         self.start_scheduler(port)
 
     def start_scheduler(self, port: int = 0) -> None:
+        """Start the scheduler (again, after the last one was stopped or killed)."""
+        if hasattr(self, "scheduler"):
+            stop_processes([self.scheduler])
         self.scheduler = qsrv_cli("scheduler", "--port", str(port), "--heartbeat-timeout", "3",
-                               stdout=subprocess.PIPE)
+                                  *self.scheduler_args, stdout=subprocess.PIPE)
         assert self.scheduler.stdout is not None
         line = self.scheduler.stdout.readline()
         assert line.startswith("qsrv scheduler listening on "), line
         self.address = line.split()[-1]
 
-    def worker(self, name: str, *args: str) -> None:
-        self.workers[name] = qsrv_cli("worker", "--address", self.address, "--name", name, *args)
+    def worker(self, name: str, *args: str, address: str | None = None) -> subprocess.Popen[str]:
+        """Start worker ``name`` (``qsrv worker --name NAME ARGS``), joined to ``address``
+        (the scheduler's by default)."""
+        proc = qsrv_cli("worker", "--address", address or self.address, "--name", name, *args)
+        self.workers[name] = proc
+        return proc
 
     def status(self) -> dict[str, Any]:
         out = cli_status(self.address, "--json")
@@ -64,16 +71,16 @@ class Cluster:
         return json.loads(out.stdout)  # type: ignore[no-any-return]
 
     def ready(self, names: set[str]) -> bool:
+        """Whether every worker in ``names`` is registered and has an executor up."""
         workers = self.status()["workers"]
         return {w["name"] for w in workers if w["executors"] > 0} >= names
 
     def stop(self) -> None:
-        for proc in [*self.workers.values(), self.scheduler]:
-            if proc.poll() is None:
-                proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_processes(list(self.workers.values()))
+        stop_processes([self.scheduler])
 
+    def __enter__(self) -> Cluster:
+        return self
 
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
