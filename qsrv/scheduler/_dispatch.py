@@ -119,10 +119,17 @@ class Dispatcher:
                 del self.active[key]
 
     def _need_executor(self, worker: Worker) -> None:
+        """Ask for one more executor on a worker with free capacity but none idle. Past the
+        cap only when every executor waits in `get` on other tasks: nothing there can make
+        progress then, and one more executor is the only way out of a nested deadlock."""
+        if worker.spawning:
+            return
         cap = max(1, worker.total.get("cpu", 0) // SCALE) * self.max_executors_per_cpu + 8
-        if worker.spawning == 0 and len(worker.executors) < cap:
-            worker.spawning = 1
-            self._out.append(Send(worker.conn, SpawnExecutor(1)))
+        if len(worker.executors) >= cap and not all(
+                ex.task is not None and ex.task.blocked for ex in worker.executors.values()):
+            return
+        worker.spawning = 1
+        self._out.append(Send(worker.conn, SpawnExecutor(1)))
 
     def _send_ahead(self, task: Task, workers: list[Worker]) -> bool:
         """Queue a short task behind a running one of the same shape; False if none fits."""

@@ -1,6 +1,6 @@
-"""Nested task workloads of a seeded random shape, for stress runs (a short one in the suite,
-a long one in benchmarks/stress_nested.py): tasks that submit tasks that submit tasks, with
-cancellations and worker deaths mixed in. A hang shows as GetTimeoutError."""
+"""Nested task workloads of a seeded random shape, for stress runs: tasks that submit tasks
+that submit tasks, with cancellations and worker deaths mixed in.
+A hang shows as GetTimeoutError."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ class Outcome:
 
 
 def run(runs: int, seed: int, *, cancel_rate: float = 0.0, timeout: float = 60.0) -> Outcome:
-    """`runs` rounds of nested fan-outs (1-5 × 1-4 × 1-4, seeded); in each, a share
+    """`runs` rounds of nested fan-outs (1-5 by 1-4 by 1-4, seeded); in each, a share
     `cancel_rate` of the top tasks is cancelled. Every other top task must give the right value
     (or WorkerDiedError once retries run out); any hang fails with GetTimeoutError."""
     rng = random.Random(seed)

@@ -519,3 +519,27 @@ def test_worker_info_learned_later_shows_in_status(h: Harness) -> None:
     d = h.driver()
     out = h.send(d, WorkerInfo({"x": 1}))  # only a worker may describe itself
     assert any(isinstance(a, Close) and a.conn == d for a in out)
+
+
+def test_executors_past_the_cap_only_when_every_one_is_blocked(h: Harness) -> None:
+    """Nested fan-outs wider than the executor cap: once every executor waits in `get`,
+    one more executor is the only way forward (else a hang); while one is free, none."""
+    wid, execs = h.worker(cpus=1, executors=12)  # the cap for 1 CPU: 1 * 4 + 8
+    d = h.driver()
+    running: list[tuple[int, int]] = []  # (executor conn, task)
+    for _ in execs:
+        tid, _ = h.submit(d)
+        ex = h.s.objects[tid].executor.conn
+        h.send(ex, TaskBlocked(tid))  # each waits on tasks to come, lending its CPU
+        running.append((ex, tid))
+    assert sorted(ex for ex, _ in running) == sorted(execs)
+    last = running[-1][0]
+    child, out = h.submit(last)  # the last one's nested task: no executor is idle
+    assert any(isinstance(a, Send) and isinstance(a.msg, SpawnExecutor) for a in out)
+    assert len(h.s.workers[wid].executors) == 12
+    extra = h.executor(wid)
+    assert h.s.objects[child].executor.conn == extra
+    h.send(extra, TaskDone(child, OK, b"", (), [], False, 0.0))
+    h.send(running[0][0], TaskUnblocked(running[0][1]))  # one executor runs again: back
+    _, out = h.submit(last)  # under the rule, so no executor past the cap is asked for
+    assert not any(isinstance(a, Send) and isinstance(a.msg, SpawnExecutor) for a in out)
