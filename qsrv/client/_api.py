@@ -162,12 +162,11 @@ def _reconnect(lost: Runtime, timeout: float = 30.0) -> Runtime:
 
 
 def cluster_status() -> dict[str, Any]:
-    """Workers (total/free resources, executors) and task counts, as `qsrv status` shows."""
-    runtime = _runtime.active
-    if runtime is None or runtime.driver is None:
-        raise NotConnectedError("qsrv.status() needs a driver connection: call qsrv.init()")
+    """Workers (total/free resources, executors) and task counts, as `qsrv status` shows.
+    Like every call, the first one connects (or starts the local cluster)."""
     driver = connected().driver  # reconnects if the scheduler was lost
-    assert driver is not None
+    if driver is None:
+        raise NotConnectedError("qsrv.status() is for drivers: inside a task there is none")
     return driver.status()
 
 
