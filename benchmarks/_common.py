@@ -240,12 +240,6 @@ def rss(proc: psutil.Process | int) -> int:
         return 0
 
 
-def tree_rss(pid: int | None = None) -> int:
-    """RSS of a process plus all its descendants."""
-    me = psutil.Process(pid)
-    return rss(me) + sum(rss(p) for p in descendants(me.pid))
-
-
 def cmdline(proc: psutil.Process) -> list[str]:
     try:
         return proc.cmdline()
