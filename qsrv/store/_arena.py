@@ -25,8 +25,6 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 from typing import Final
 
-import numpy as np
-
 __all__ = ["ALIGNMENT", "Allocator", "Arena", "arena_path", "sweep_stale"]
 
 ALIGNMENT: Final = 64  # a cache line; also satisfies every numpy dtype's alignment
@@ -251,6 +249,8 @@ class Arena:
         self._touch_range(0, self.capacity, threads)
 
     def _touch_range(self, begin: int, end: int, threads: int | None = None) -> None:
+        import numpy as np  # on first use: `import qsrv` does not load numpy
+
         arr = np.frombuffer(self.buf, dtype=np.uint8)
         if threads is None:
             threads = min(8, len(os.sched_getaffinity(0)))

@@ -13,14 +13,15 @@ it is done).
 
 from __future__ import annotations
 
-from typing import Any
-
-import numpy.typing as npt
+from typing import TYPE_CHECKING, Any
 
 from qsrv.codec import statevec
 from qsrv.errors import ObjectLostError
 from qsrv.store._arena import Arena
 from qsrv.store._store import Location
+
+if TYPE_CHECKING:  # numpy loads when an array is first made, not on import
+    import numpy.typing as npt
 
 __all__ = ["StoreClient"]
 

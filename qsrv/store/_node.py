@@ -21,7 +21,6 @@ from collections.abc import Callable
 from typing import Any, Final
 
 import msgpack
-import numpy as np
 
 from qsrv.codec import statevec as _statevec
 from qsrv.errors import (
@@ -116,6 +115,8 @@ class NodeStore:
     def load(self, object_id: int, source: bytes) -> tuple[Any, tuple[Any, ...]]:
         """(pickle, buffers) of a stored value, as read-only views of shared memory; pulled
         from the node in ``source`` first if it is not on this one."""
+        import numpy as np  # on first use: `import qsrv` does not load numpy
+
         reply = self._call(lambda req: StorePin(req, object_id, source))
         base = np.frombuffer(self._ro.buffer[reply.offset:reply.offset + reply.size],
                              dtype=np.uint8)
