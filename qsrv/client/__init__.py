@@ -10,6 +10,7 @@ from qsrv.client._api import (
     get_blocking,
     init,
     is_initialized,
+    local_gateway,
     put,
     runtime_context,
     shutdown,
@@ -25,6 +26,6 @@ from qsrv.client._tasks import RemoteFunction, distribute_task
 __all__ = [
     "ClientCore", "ObjectRef", "RemoteFunction", "Runtime", "RuntimeContext", "cancel",
     "cluster_status", "connected", "distribute_task", "get", "get_async", "get_blocking", "init",
-    "install", "is_initialized", "put", "runtime_context", "shutdown", "uninstall", "wait",
-    "wait_async", "wait_blocking",
+    "install", "is_initialized", "local_gateway", "put", "runtime_context", "shutdown",
+    "uninstall", "wait", "wait_async", "wait_blocking",
 ]

@@ -83,6 +83,28 @@ def init(address: str | None = None, token: str | None = None, *,
         return info
 
 
+def local_gateway(data_dir: str | None = None) -> dict[str, str]:
+    """The gateway of this process's local cluster, as ``{"gateway": URL, "gateway_token":
+    TOKEN}`` (also set as ``QSRV_GATEWAY``/``QSRV_GATEWAY_TOKEN``), in either order: before
+    any other call it does ``init(gateway=True)``; once the local cluster runs (tasks,
+    ``init()``) it starts the gateway for it. ConfigError in a process that joined a cluster."""
+    with _lock:
+        current = _runtime.active
+        if current is None:
+            info = init(gateway=True, data_dir=data_dir)
+            return {"gateway": info["gateway"], "gateway_token": info["gateway_token"]}
+        cluster = current.cluster
+        if cluster is None:
+            raise ConfigError(
+                "this process joined a running cluster, so it has no local gateway; programs "
+                "run on that cluster's gateway (qsrv gateway --cluster ...), reached with "
+                "qsrv.Client(URL, TOKEN)")
+        cluster.ensure_gateway(data_dir)
+        os.environ["QSRV_GATEWAY"] = cluster.gateway_url
+        os.environ["QSRV_GATEWAY_TOKEN"] = cluster.gateway_token
+        return {"gateway": cluster.gateway_url, "gateway_token": cluster.gateway_token}
+
+
 def _wait_for_worker(runtime: Runtime, timeout: float) -> None:
     driver, cluster = runtime.driver, runtime.cluster
     assert driver is not None and cluster is not None

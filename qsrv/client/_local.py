@@ -81,6 +81,19 @@ class LocalCluster:
             self.stop()
             raise
 
+    def ensure_gateway(self, data_dir: str | None = None) -> None:
+        """Start the gateway of this running cluster unless one serves already (programs and
+        jobs after tasks). A failure raises and leaves the cluster running."""
+        if self.gateway is not None and self.gateway.poll() is None:
+            return
+        from qsrv.gateway import default_data_dir, ensure_local_user, start_gateway_process
+
+        directory = data_dir or str(default_data_dir())
+        token = ensure_local_user(directory)
+        self.gateway, self.gateway_url = start_gateway_process(self.address, self.token,
+                                                               directory)
+        self.gateway_token = token
+
     def check_alive(self) -> None:
         for name, proc in (("scheduler", self.scheduler), ("worker", self.worker)):
             if proc.poll() is not None:

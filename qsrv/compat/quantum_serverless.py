@@ -45,7 +45,7 @@ from types import TracebackType
 from typing import Any
 
 import qsrv
-from qsrv.client import RemoteFunction
+from qsrv.client import RemoteFunction, local_gateway
 from qsrv.errors import ConfigError, GatewayUnavailableError, QsrvError, UnauthorizedError
 from qsrv.gateway import (
     ARGUMENTS_FORMAT_ENV,
@@ -281,14 +281,14 @@ class Provider:
             return Client(self.host, self.token)
         if os.environ.get(GATEWAY_ENV) and os.environ.get(GATEWAY_TOKEN_ENV):
             return Client()
-        if not qsrv.is_initialized():
-            qsrv.init(gateway=True)
-            return Client()
-        raise ConfigError(
-            "the local cluster of this process was started without a gateway, so it cannot "
-            "run programs: call run_program before the first task or context(), or start "
-            "with qsrv.init(gateway=True)"
-        )
+        # The local cluster's gateway, in either order: started with the cluster when this is
+        # the first call, else started now for the cluster that context() or a task started.
+        try:
+            gateway = local_gateway()
+        except ConfigError as exc:
+            raise ConfigError(f"provider {self.name!r} cannot run programs here: {exc}; or "
+                              "GatewayProvider(host=URL, token=TOKEN)") from None
+        return Client(gateway["gateway"], gateway["gateway_token"])
 
     def upload(self, program: Program) -> str:
         """Upload the program (a new version of its title); return its title."""
@@ -384,15 +384,47 @@ class QuantumServerless:
     """Chooses the provider that ``context()`` and ``run_program()`` use (the last one given,
     or ``set_provider``)."""
 
-    def __init__(self, providers: Provider | list[Provider] | None = None) -> None:
+    def __init__(self, providers: Provider | list[Provider] | dict[str, Any] | None = None
+                 ) -> None:
         if providers is None:
             providers = [Provider("local")]
         elif isinstance(providers, Provider):
             providers = [providers]
+        elif isinstance(providers, dict):
+            providers = _providers_from_config(providers)
+        elif not isinstance(providers, list | tuple):
+            raise ConfigError(_ACCEPTED + f"; got a {type(providers).__name__}")
+        for provider in providers:
+            if not isinstance(provider, Provider):
+                raise ConfigError(_ACCEPTED + f"; got {provider!r} (a {type(provider).__name__})"
+                                  " in the list")
         if not providers:
             raise ConfigError("QuantumServerless needs at least one provider")
         self._providers: list[Provider] = list(providers)
         self._selected: Provider = self._providers[-1]
+
+    @classmethod
+    def load_configuration(cls, path: str | os.PathLike[str]) -> QuantumServerless:
+        """``QuantumServerless`` from a JSON file holding a configuration
+        ``{"providers": [...]}`` (see ``QuantumServerless(config)``)."""
+        with open(path, encoding="utf-8") as fh:
+            try:
+                config = json.load(fh)
+            except ValueError as exc:
+                raise ConfigError(f"{path}: not a JSON configuration: {exc}") from None
+        if not isinstance(config, dict):
+            raise ConfigError(f"{path}: a configuration is a JSON object {{\"providers\": "
+                              f"[...]}}, not a {type(config).__name__}")
+        return cls(config)
+
+    def __enter__(self) -> QuantumServerless:
+        """``with serverless:``, the earliest form of ``with serverless.context():``."""
+        self.context()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        return None
 
     def __repr__(self) -> str:
         names = ", ".join(p.name for p in self._providers)
@@ -415,6 +447,8 @@ class QuantumServerless:
         return list(self._providers)
 
     def add_provider(self, provider: Provider) -> QuantumServerless:
+        if not isinstance(provider, Provider):
+            raise ConfigError(f"add_provider takes a Provider, got a {type(provider).__name__}")
         self._providers.append(provider)
         return self
 
@@ -447,6 +481,62 @@ class QuantumServerless:
 
     def get_programs(self) -> list[str]:
         return self._selected.get_programs()
+
+
+_ACCEPTED = ("QuantumServerless takes a Provider (Provider('local'), GatewayProvider(host=..., "
+             "token=...)), a list of them, or a configuration {'providers': [{'name': ..., "
+             "'compute_resource': {...}}]}")
+_PROVIDER_KEYS = ("name", "host", "token", "compute_resource", "available_compute_resources")
+_RESOURCE_KEYS = ("name", "host", "port_interactive", "port_job_server", "resources")
+
+
+def _providers_from_config(config: dict[str, Any]) -> list[Provider]:
+    """The providers of a classic configuration, after the local one (which a provider named
+    ``local`` replaces), as the classic API loaded them:
+
+        {"providers": [{"name": "cluster",
+                        "compute_resource": {"name": "c", "host": "10.0.0.5",
+                                             "port_interactive": 7420}},
+                       {"name": "gateway", "host": "http://HOST:7421", "token": "..."}]}
+
+    ``compute_resource`` with a ``host``: ``context()`` joins the qsrv scheduler at
+    ``host:port_interactive`` (token from ``QSRV_TOKEN``); with ``resources``: the local
+    cluster's. ``host`` and ``token`` of a provider: a qsrv gateway that runs its programs.
+    Anything else is refused, naming what is read.
+    """
+    _only("the configuration", config, ("providers",))
+    entries = config.get("providers", [])
+    if not isinstance(entries, list):
+        raise ConfigError("the configuration's 'providers' is a list of providers, not a "
+                          f"{type(entries).__name__}")
+    providers = [Provider("local")]
+    for entry in entries:
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+            raise ConfigError(f"a configured provider is an object with a 'name', got {entry!r}")
+        _only(f"provider {entry['name']!r}", entry, _PROVIDER_KEYS)
+        resources = [_compute_resource(entry["name"], r)
+                     for r in entry.get("available_compute_resources") or []]
+        resource = entry.get("compute_resource")
+        provider = Provider(entry["name"], host=entry.get("host"), token=entry.get("token"),
+                            compute_resource=None if resource is None
+                            else _compute_resource(entry["name"], resource),
+                            available_compute_resources=resources or None)
+        providers = [p for p in providers if p.name != provider.name] + [provider]
+    return providers
+
+
+def _compute_resource(provider: str, value: Any) -> ComputeResource:
+    if not isinstance(value, dict) or not isinstance(value.get("name"), str):
+        raise ConfigError(f"provider {provider!r}: a compute resource is an object with a "
+                          f"'name', got {value!r}")
+    _only(f"provider {provider!r}'s compute resource", value, _RESOURCE_KEYS)
+    return ComputeResource(**value)
+
+
+def _only(what: str, value: dict[str, Any], known: tuple[str, ...]) -> None:
+    unknown = sorted(set(value) - set(known))
+    if unknown:
+        raise ConfigError(f"{what}: qsrv reads {', '.join(known)}; not {', '.join(unknown)}")
 
 
 def _checked(program: Program) -> Program:
