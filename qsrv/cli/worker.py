@@ -15,6 +15,7 @@ from qsrv.cli._common import (
     cluster_of,
     setup_logging,
 )
+from qsrv.errors import ConfigError
 from qsrv.scheduler import install_uvloop
 from qsrv.worker import WorkerAgent, WorkerConfig
 
@@ -34,13 +35,19 @@ def register(sub: Any) -> None:
     p.add_argument("--resources", default="",
                    help="custom resources, e.g. qpu=1,aer=1 (fractions allowed)")
     p.add_argument("--name", default="", help="name shown by `qsrv status` (default host:pid)")
-    p.add_argument("--executors", type=int, default=None,
-                   help="executor processes started up front (default: one per whole CPU)")
+    p.add_argument("--executors", type=int, default=1,
+                   help="executor processes started with the agent, while it registers "
+                        "(default 1; 0: none until a task needs one). More start when the "
+                        "scheduler has a task that fits here and no executor is idle")
     p.add_argument("--heartbeat-interval", type=float, default=1.0,
                    help="seconds between heartbeats (default 1)")
     p.add_argument("--reconnect-timeout", type=float, default=60.0,
-                   help="seconds to keep trying to reach the scheduler, at start or after "
-                        "losing it (default 60; 0: exit when it goes away)")
+                   help="seconds to keep trying to reach the scheduler after losing it, with "
+                        "jittered back-off (default 60; 0: exit when it goes away). A refused "
+                        "token is never retried: the worker exits with the reason")
+    p.add_argument("--connect-timeout", type=float, default=None,
+                   help="seconds to keep trying to reach the scheduler at start (default: "
+                        "--reconnect-timeout)")
     p.add_argument("--object-store-memory", default=None,
                    help="capacity of this node's shared-memory object store, e.g. 8GB "
                         "(default: 30%% of --memory, at most what /dev/shm holds); pages are "
@@ -55,6 +62,8 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.executors < 0:
+        raise ConfigError(f"--executors must be >= 0, got {args.executors}")
     setup_logging(args.log_level)
     apply_client_tls(args)
     address, token = cluster_of(args)
@@ -62,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
                           memory=args.memory, resources=parse_resource_list(args.resources),
                           name=args.name, heartbeat_interval=args.heartbeat_interval,
                           executors=args.executors, reconnect_timeout=args.reconnect_timeout,
+                          connect_timeout=args.connect_timeout,
                           object_store_memory=args.object_store_memory,
                           spill_dir=args.spill_dir, store_host=args.store_host)
     install_uvloop()

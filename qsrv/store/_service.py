@@ -92,7 +92,8 @@ class StoreService:
         self.on_copied = on_copied
         self._lock = threading.Lock()
         self._locked: Any = _Locked(store, self._lock)
-        self._dir = tempfile.mkdtemp(prefix="qsrv-store-")  # 0700: only this user connects
+        # 0700: only this user connects; the pid in the name tells a sweeper when it is stale
+        self._dir = tempfile.mkdtemp(prefix=f"qsrv-store-{os.getpid()}-")
         self.socket_path = os.path.join(self._dir, "store.sock")
         self._local = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._local.bind(self.socket_path)

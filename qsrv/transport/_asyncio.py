@@ -10,11 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from collections.abc import Callable
 from typing import Any
 
-from qsrv.errors import ProtocolError
+from qsrv.errors import ConnectionLostError, ProtocolError
 from qsrv.protocol import Connection, State
+from qsrv.transport._sync import parse_address, unix_path
+from qsrv.transport._tls import client_context, closed_in_handshake, tls_failure
 
 log = logging.getLogger("qsrv.transport")
 
@@ -47,6 +50,7 @@ class FramedProtocol(asyncio.BufferedProtocol):
         self.error: ProtocolError | None = None  # what made us close, if the peer broke rules
         self.pending = False  # a server's connection not yet authenticated (owner's count)
         self.refuse = ""  # set by the owner: close at once with this reason
+        self._tcp = False
         self._loop = asyncio.get_event_loop()
 
     # -- asyncio callbacks ---------------------------------------------------------------------
@@ -56,7 +60,8 @@ class FramedProtocol(asyncio.BufferedProtocol):
             self.close(self.refuse)
             return
         peer = transport.get_extra_info("peername")
-        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        self._tcp = isinstance(peer, tuple)
+        self.peer = f"{peer[0]}:{peer[1]}" if self._tcp else str(peer)
         sock = transport.get_extra_info("socket")
         if sock is not None:
             import socket
@@ -102,6 +107,11 @@ class FramedProtocol(asyncio.BufferedProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_deadline()
         reason = self._close_reason or (f"connection lost: {exc}" if exc else "peer closed")
+        if not self._close_reason and not self.conn.server and not self.conn.is_open() \
+                and self._tcp:  # the scheduler hung up mid-handshake: TLS at one end only?
+            tls = self.transport is not None and \
+                self.transport.get_extra_info("sslcontext") is not None
+            reason = closed_in_handshake(self.peer, tls)
         self._closed = True
         self.on_close(self, reason)
 
@@ -157,3 +167,28 @@ class FramedProtocol(asyncio.BufferedProtocol):
         if self._deadline is not None:
             self._deadline.cancel()
             self._deadline = None
+
+
+async def open_client(address: str, factory: Callable[[], FramedProtocol]) -> FramedProtocol:
+    """A client connection to the scheduler at ``address`` (``HOST:PORT``, TLS when QSRV_TLS_*
+    say so, or ``unix:PATH``), carried by the protocol ``factory`` makes; its handshake then
+    runs on its own. Raises ConnectionLostError when the scheduler cannot be reached (or broke
+    off TLS), AuthenticationError when its certificate is not accepted."""
+    loop = asyncio.get_running_loop()
+    path = unix_path(address)
+    tls: ssl.SSLContext | None = None
+    try:
+        if path:
+            _, proto = await loop.create_unix_connection(factory, path)
+        else:
+            host, port = parse_address(address)
+            tls = client_context()
+            _, proto = await loop.create_connection(
+                factory, host, port, ssl=tls, server_hostname=host if tls else None)
+    except ssl.SSLError as exc:
+        raise tls_failure(address, exc) from exc
+    except OSError as exc:
+        if tls is not None and not isinstance(exc, ConnectionRefusedError | TimeoutError):
+            raise tls_failure(address, exc) from exc  # reset in the middle of TLS
+        raise ConnectionLostError(f"cannot reach the scheduler at {address}: {exc}") from exc
+    return proto

@@ -19,7 +19,7 @@ from qsrv.errors import (
     ConnectionLostError,
 )
 from qsrv.protocol import DEFAULT_LIMITS, Buffer, Connection, Limits, State
-from qsrv.transport._tls import client_context
+from qsrv.transport._tls import client_context, closed_in_handshake, tls_failure
 
 
 def unix_path(address: str) -> str | None:
@@ -53,12 +53,18 @@ class SyncConnection:
                 host, port = parse_address(address)
                 sock = socket.create_connection((host, port), timeout=timeout)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self.sock = tls.wrap_socket(sock, server_hostname=host) if tls else sock
-        except ssl.SSLError as exc:
-            raise AuthenticationError(f"TLS with the scheduler at {address} failed: {exc}") from exc
         except OSError as exc:
             raise ConnectionLostError(f"cannot reach the scheduler at {address}: {exc}") from exc
+        if tls is None:
+            self.sock = sock
+        else:
+            try:
+                self.sock = tls.wrap_socket(sock, server_hostname=host)
+            except OSError as exc:  # ssl.SSLError, or a reset in the middle of it
+                sock.close()
+                raise tls_failure(address, exc) from exc
         self.tls = tls is not None
+        self.address = "" if path else address  # a TCP client's: named in handshake errors
         self.conn = Connection(server=False, token=token, role=role, limits=limits)
         self._send_lock = threading.Lock()
         self._closed_here = False
@@ -78,7 +84,7 @@ class SyncConnection:
         """The server side over an accepted socket: run the challenge, admit a peer whose role
         is in ``roles``. Raises ProtocolError/ConnectionLostError (the socket is closed)."""
         self = cls.__new__(cls)
-        self.sock, self.tls = sock, False
+        self.sock, self.tls, self.address = sock, False, ""
         self.conn = Connection(server=True, token=token, limits=limits)
         self._send_lock = threading.Lock()
         self._closed_here = False
@@ -150,8 +156,12 @@ class SyncConnection:
         try:
             n = self.sock.recv_into(buf)
         except OSError as exc:
+            if self.tls and isinstance(exc, ssl.SSLError) and not self.conn.is_open():
+                raise tls_failure(self.address, exc) from exc  # e.g. a client cert is required
             raise self._ended(f"connection to the scheduler lost: {exc}") from exc
         if n == 0:
+            if self.address and not self.conn.server and not self.conn.is_open():
+                raise self._ended(closed_in_handshake(self.address, self.tls))
             raise self._ended("the scheduler closed the connection")
         self.conn.buffer_updated(n)
         return self.conn.receive()

@@ -1,15 +1,20 @@
 """The worker agent: registers the node's resources and supervises executor subprocesses.
 
 It is not on the per-task path: executors talk to the scheduler directly. The agent starts
-them, replaces any that die (a crashing task kills its executor, never the agent), kills them
-when told (cancel, timeout), and sends heartbeats. It exits when the scheduler goes away.
+them (``--executors`` at once, overlapping its registration; more when the scheduler asks,
+i.e. when a task fits here and no executor is idle), replaces any that die (a crashing task
+kills its executor, never the agent), kills them when told (cancel, timeout), and sends
+heartbeats. What the node can simulate comes from a per-machine cache (`_probe`), so an idle
+agent holds no simulator and spends no CPU.
+
+When the scheduler goes away the agent reconnects with jittered back-off for
+``reconnect_timeout`` seconds; a refused token is final (AuthenticationError).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
 import os
 import signal
@@ -19,9 +24,9 @@ import tempfile
 from dataclasses import dataclass, field
 from typing import Any
 
-from qsrv._resources import SCALE, normalize, parse_memory
+from qsrv._resources import normalize, parse_memory
 from qsrv._retry import Backoff
-from qsrv.errors import ConfigError, ConnectionLostError
+from qsrv.errors import AuthenticationError, ConfigError, ConnectionLostError
 from qsrv.protocol import (
     Connection,
     FreeObjects,
@@ -35,8 +40,8 @@ from qsrv.protocol import (
     WorkerInfo,
 )
 from qsrv.store import ObjectStore, StoreService, sweep_stale
-from qsrv.transport import FramedProtocol, client_context, parse_address, unix_path
-from qsrv.worker import _detect
+from qsrv.transport import FramedProtocol, open_client
+from qsrv.worker import _detect, _leftovers, _probe
 
 log = logging.getLogger("qsrv.worker")
 STORE_FRACTION = 0.3  # of the node's memory, for its object store unless told otherwise
@@ -52,8 +57,9 @@ class WorkerConfig:
     resources: dict[str, float] = field(default_factory=dict)
     name: str = ""
     heartbeat_interval: float = 1.0
-    executors: int | None = None  # executors started up front; default: one per whole CPU
+    executors: int = 1  # executors started with the agent; the scheduler asks for more on demand
     reconnect_timeout: float = 60.0  # keep trying to reach a lost scheduler this long; 0: exit
+    connect_timeout: float | None = None  # to reach it the first time; None: reconnect_timeout
     object_store_memory: int | str | None = None  # default: STORE_FRACTION of the memory
     spill_dir: str | None = None  # default: a directory under the system's temp dir
     store_host: str = "127.0.0.1"  # where other nodes pull this node's objects from
@@ -103,111 +109,154 @@ class WorkerConfig:
 
 
 class WorkerAgent:
+    """One node's agent. Each connection to the scheduler is a session: it registers, gets a
+    worker id that holds for that session only, and only then sends anything else (executor
+    requests, heartbeats, store reports) on that connection. Executors belong to a session and
+    end with it."""
+
     def __init__(self, config: WorkerConfig) -> None:
         self.config = config
         self.totals, self.gpu_ids = config.capacity()
-        self.worker_id = 0
+        self.worker_id = 0  # this session's, once the scheduler accepted it; else 0
         self.children: dict[int, asyncio.subprocess.Process] = {}
-        self.proto: FramedProtocol | None = None
-        self._closed = asyncio.Event()
+        self.proto: FramedProtocol | None = None  # the registered connection of this session
+        self._closed = asyncio.Event()  # this session's connection closed (or exit asked)
+        self._exit = asyncio.Event()
+        self._close_reason = ""
         self._stopping = False  # this session is ending: do not replace executors
         self._exiting = False  # the agent is ending: do not reconnect
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._standby: list[asyncio.Task[asyncio.subprocess.Process | None]] = []
+        self._session_no = 0
+        self._capabilities: dict[str, Any] | None = None
+        self._probing = False
         for path in sweep_stale():
             log.warning("removed the object store arena %s of an agent that died", path)
-        self._spill = tempfile.TemporaryDirectory(prefix="qsrv-spill-", dir=config.spill_dir)
+        for path in _leftovers.sweep_dirs([None, config.spill_dir]):
+            log.info("removed %s, left by a qsrv process that died", path)
+        self._spill = tempfile.TemporaryDirectory(prefix=f"qsrv-spill-{os.getpid()}-",
+                                                  dir=config.spill_dir)
         # The arena grows as it is used (pages reserved once, kept warm), up to its capacity.
         self.store = StoreService(
             ObjectStore(config.store_capacity(), self._spill.name, grow=True), config.token,
             host=config.store_host, on_copied=self._copied)
         self._store_stats: dict[str, int] = {}
-        self._sessions = 0
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def run(self) -> None:
         """Join the cluster and supervise executors. When the scheduler goes away, stop the
-        executors and reconnect with back-off for up to `reconnect_timeout` seconds."""
+        executors and reconnect with back-off for up to `reconnect_timeout` seconds. Raises
+        AuthenticationError at once when the scheduler refuses the token (or TLS does not
+        verify), ConnectionLostError when it cannot be reached in time."""
         loop = asyncio.get_running_loop()
+        self._loop = loop
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._exit_requested)
         try:
             await self._run(loop)
         finally:
+            self._stopping = True
+            await self._stop_executors()
+            for starting in self._standby:
+                starting.cancel()
+                if starting.done() and not starting.cancelled() \
+                        and (proc := starting.result()) is not None:
+                    _kill(proc.pid)
+            self._standby.clear()
             self.store.close()
             self._spill.cleanup()
 
+    def _backoff(self, timeout: float, loop: asyncio.AbstractEventLoop) -> Backoff:
+        # Jittered: a hundred agents that lost the same scheduler do not return all at once.
+        return Backoff(0.05, cap=5.0, jitter=True, timeout=timeout, clock=loop.time)
+
     async def _run(self, loop: asyncio.AbstractEventLoop) -> None:
-        # The first connection gets the same `reconnect_timeout` as every later one.
-        backoff = Backoff(0.1, cap=5.0, timeout=self.config.reconnect_timeout, clock=loop.time)
+        first = self.config.connect_timeout
+        backoff = self._backoff(self.config.reconnect_timeout if first is None else first, loop)
         while not self._exiting:
             try:
                 await self._session()
-            except ConnectionLostError as exc:
+            except ConnectionLostError as exc:  # never registered: keep backing off
                 delay = backoff.next_delay()
-                if delay is None:
+                if delay is None or self._exiting:
                     raise
                 log.warning("%s; retrying in %.1f s", exc, delay)
-            else:
+            else:  # a registered session ended: the back-off starts over
                 if self._exiting or self.config.reconnect_timeout <= 0:
                     return
-                backoff.reset()
+                backoff = self._backoff(self.config.reconnect_timeout, loop)
                 delay = backoff.next_delay() or 0.0
                 log.warning("lost the scheduler; reconnecting for up to %g s",
                             self.config.reconnect_timeout)
-            await asyncio.sleep(delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._exit.wait(), delay)
 
     def _exit_requested(self) -> None:
         self._exiting = True
+        self._exit.set()
         self._closed.set()
 
     async def _session(self) -> None:
-        """One connection to the scheduler, until it closes; executors end with it."""
-        loop = asyncio.get_running_loop()
-        conn = Connection(server=False, token=self.config.token, role="worker")
+        """One connection to the scheduler, until it closes; executors end with it.
+
+        Returns after a session in which the scheduler accepted this worker. Raises
+        ConnectionLostError when it could not connect or the connection closed before that,
+        AuthenticationError when the scheduler refused the token (final: retrying cannot
+        help)."""
+        self._session_no += 1
+        self.worker_id = self.store.worker_id = 0  # ids are per session
+        self.proto = None
+        self._close_reason = ""
+        self._closed.clear()
+        self._stopping = False
+        self._prestart()
+        if self._exiting:
+            return
 
         def factory() -> FramedProtocol:
             return FramedProtocol(conn, on_messages=self._on_messages, on_close=self._on_close,
                                   on_open=self._on_open)
 
-        path = unix_path(self.config.address)
-        try:
-            if path:
-                _, proto = await loop.create_unix_connection(factory, path)
-            else:
-                host, port = parse_address(self.config.address)
-                tls = client_context()
-                _, proto = await loop.create_connection(
-                    factory, host, port, ssl=tls, server_hostname=host if tls else None)
-        except OSError as exc:
-            raise ConnectionLostError(
-                f"cannot reach the scheduler at {self.config.address}: {exc}") from exc
-        self.proto = proto
-        self._loop = loop
-        self._sessions += 1
-        if self._sessions > 1:  # a new scheduler: the old one's directory is gone
-            self.store.forget_directory()
-        self._closed.clear()
-        self._stopping = False
-        heartbeat = asyncio.ensure_future(self._heartbeat())
+        conn = Connection(server=False, token=self.config.token, role="worker")
+        proto = await open_client(self.config.address, factory)
+        registered = False
         try:
             await self._closed.wait()
         finally:
-            heartbeat.cancel()
-            await self.stop()
+            registered = self.proto is proto
+            self._stopping = True
+            self.proto = None
+            self.worker_id = self.store.worker_id = 0
+            await self._stop_executors()
+            proto.close("")
+        if self._exiting:
+            return
+        if isinstance(proto.error, AuthenticationError):
+            raise AuthenticationError(
+                f"cannot join the scheduler at {self.config.address}: {proto.error}. Check "
+                f"the cluster token (QSRV_TOKEN or --token): it must be the scheduler's")
+        if not registered:
+            raise ConnectionLostError(self._close_reason or "the scheduler closed the connection "
+                                      "before accepting this worker")
+        self.store.forget_directory()  # the lost scheduler's directory is gone with it
 
-    async def stop(self) -> None:
-        self._stopping = True
+    async def _stop_executors(self) -> None:
         for proc in list(self.children.values()):
             _kill(proc.pid)
         for proc in list(self.children.values()):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(proc.wait(), 5)
-        if self.proto is not None:
-            self.proto.close("")
+
+    async def stop(self) -> None:
+        """End the session (the agent then reconnects unless it is exiting)."""
+        self._stopping = True
+        await self._stop_executors()
         self._closed.set()
 
     # ---- scheduler messages ------------------------------------------------------------------
     def _on_open(self, proto: FramedProtocol) -> None:
+        """The handshake is done (the connection authenticated): register, and nothing else
+        until the scheduler accepts."""
         name = self.config.name or f"{socket.gethostname()}:{os.getpid()}"
         proto.send(RegisterWorker(name, self.totals, self.gpu_ids, os.getpid(),
                                   {"host": socket.gethostname(), "python": sys.version.split()[0],
@@ -220,14 +269,7 @@ class WorkerAgent:
             elif isinstance(msg, FreeObjects):
                 self.store.free(msg.ids)
             elif isinstance(msg, WorkerAccepted):
-                self.worker_id = self.store.worker_id = msg.worker_id
-                count = self.config.executors
-                if count is None:
-                    count = max(1, self.totals.get("cpu", 0) // SCALE)
-                for _ in range(count):
-                    self._spawn()
-                log.info("registered as worker %d; %d executors", msg.worker_id, count)
-                self._probe(proto)
+                self._accepted(proto, msg.worker_id)
             elif isinstance(msg, SpawnExecutor):
                 for _ in range(msg.count):
                     self._spawn()
@@ -235,62 +277,124 @@ class WorkerAgent:
                 log.info("killing executor %d: %s", msg.pid, msg.reason)
                 _kill(msg.pid)
 
-    def _probe(self, proto: FramedProtocol) -> None:
-        """Learn what this node can simulate (slow: imports the simulator) off the event loop,
-        then tell the scheduler; registration does not wait for it."""
-        memory = self.totals.get("memory", 0)
+    def _accepted(self, proto: FramedProtocol, worker_id: int) -> None:
+        if proto.closed or self._stopping:
+            return
+        self.proto = proto
+        self.worker_id = self.store.worker_id = worker_id
+        count = self._up_front()
+        for _ in range(count):
+            self._spawn()
+        log.info("registered as worker %d; %d executor(s) started, more on demand",
+                 worker_id, count)
+        self._background(self._heartbeat(proto))
+        self._background(self._probe(proto))
 
-        def probe() -> dict[str, Any]:
+    def _up_front(self) -> int:
+        """Executors started when the worker registers; the scheduler asks for more
+        (SpawnExecutor) when a task fits here and none is idle."""
+        return max(0, self.config.executors)
+
+    async def _probe(self, proto: FramedProtocol) -> None:
+        """Tell the scheduler what this node can simulate: from the machine's cache, else
+        probed once in a subprocess (never in the agent: it imports the simulator)."""
+        if self._capabilities is None:
+            if self._probing:
+                return
+            self._probing = True
+            memory = self.totals.get("memory", 0)
             try:
-                quantum = importlib.import_module("qsrv.quantum")
-                probe_capabilities = quantum.probe_capabilities
-            except (ImportError, AttributeError):  # no quantum layer (or no simulator) here
-                return {}
-            return {"quantum": probe_capabilities(memory, list(self.gpu_ids))}
-
-        async def run() -> None:
-            info = await asyncio.get_running_loop().run_in_executor(None, probe)
-            if info and not proto.closed:
-                proto.send(WorkerInfo(info))
-
-        task = asyncio.ensure_future(run())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+                found = await asyncio.get_running_loop().run_in_executor(
+                    None, _probe.cached_capabilities, memory, list(self.gpu_ids))
+            finally:
+                self._probing = False
+            if found is None:
+                return
+            self._capabilities = found
+            for text in found.get("warnings") or ():
+                log.warning("%s", text)
+        if self.proto is proto and not proto.closed:
+            proto.send(WorkerInfo({"quantum": self._capabilities}))
 
     def _copied(self, oid: int) -> None:
         """A store thread pulled a copy: tell the scheduler's directory (from the loop)."""
         def send() -> None:
-            if self.proto is not None and not self.proto.closed:
-                self.proto.send(ObjectsCopied([oid]))
+            proto = self.proto
+            if proto is not None and not proto.closed:
+                proto.send(ObjectsCopied([oid]))
 
         if self._loop is not None:
             with contextlib.suppress(RuntimeError):  # the loop closed: the agent is ending
                 self._loop.call_soon_threadsafe(send)
 
     def _on_close(self, proto: FramedProtocol, reason: str) -> None:
-        if not self._stopping:
+        if not self._stopping and not self._exiting and self.proto is proto:
             log.warning("scheduler connection closed (%s); stopping", reason)
+        self._close_reason = reason
         self._closed.set()
 
     # ---- executors ---------------------------------------------------------------------------
-    def _spawn(self) -> None:
-        task = asyncio.ensure_future(self._supervise())
+    def _background(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _supervise(self) -> None:
-        if self._stopping:
-            return
-        env = dict(os.environ, QSRV_TOKEN=self.config.token, QSRV_WORKER_ID=str(self.worker_id),
+    def _prestart(self) -> None:
+        """Start the up-front executors' processes now, while the agent connects and
+        registers: their Python start-up and imports overlap the registration. They wait for
+        the worker id (qsrv.worker._standby)."""
+        for _ in range(self._up_front() - len(self._standby)):
+            self._standby.append(asyncio.ensure_future(self._start_standby()))
+
+    async def _start_standby(self) -> asyncio.subprocess.Process | None:
+        try:
+            return await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "qsrv.worker._standby", env=self._executor_env(),
+                stdin=asyncio.subprocess.PIPE, start_new_session=True)
+        except OSError as exc:
+            log.warning("cannot start an executor: %s", exc)
+            return None
+
+    def _executor_env(self, worker_id: int = 0) -> dict[str, str]:
+        env = dict(os.environ, QSRV_TOKEN=self.config.token,
                    QSRV_STORE_SOCKET=self.store.socket_path)
-        proc = await asyncio.create_subprocess_exec(
+        if worker_id:
+            env["QSRV_WORKER_ID"] = str(worker_id)
+        return env
+
+    def _spawn(self) -> None:
+        self._background(self._supervise(self._session_no))
+
+    async def _executor(self) -> asyncio.subprocess.Process | None:
+        """An executor of this session's worker: one started ahead if there is one, else a
+        new one."""
+        while self._standby:
+            proc = await self._standby.pop(0)
+            if proc is None or proc.returncode is not None or proc.stdin is None:
+                continue
+            try:
+                proc.stdin.write(f"{self.config.address} {self.worker_id}\n".encode())
+                proc.stdin.close()
+            except (OSError, RuntimeError):  # it died meanwhile
+                _kill(proc.pid)
+                continue
+            return proc
+        return await asyncio.create_subprocess_exec(
             sys.executable, "-m", "qsrv.worker._executor", self.config.address,
-            str(self.worker_id), env=env, start_new_session=True)
+            str(self.worker_id), env=self._executor_env(self.worker_id),
+            start_new_session=True)
+
+    async def _supervise(self, session: int) -> None:
+        if self._stopping or session != self._session_no or not self.worker_id:
+            return
+        proc = await self._executor()
+        if proc is None:
+            return
         self.children[proc.pid] = proc
         started = asyncio.get_running_loop().time()
         code = await proc.wait()
         del self.children[proc.pid]
-        if self._stopping:
+        if self._stopping or session != self._session_no:
             return
         if code != 0:
             log.warning("executor %d exited with %s; starting a new one", proc.pid,
@@ -299,16 +403,19 @@ class WorkerAgent:
             await asyncio.sleep(1.0)  # do not spin on an executor that dies at start
         self._spawn()
 
-    async def _heartbeat(self) -> None:
+    async def _heartbeat(self, proto: FramedProtocol) -> None:
+        """Heartbeats (and the store's use, for `qsrv status`) on this session's registered
+        connection only; they end with it."""
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(self.config.heartbeat_interval)
-            if self.proto is not None and self.worker_id:
-                self.proto.send(Heartbeat(loop.time()))
-                stats = self.store.stats()
-                if stats != self._store_stats:  # `qsrv status` shows the store's use
-                    self._store_stats = stats
-                    self.proto.send(WorkerInfo({"store_stats": stats}))
+            if proto.closed or self.proto is not proto:
+                return
+            proto.send(Heartbeat(loop.time()))
+            stats = self.store.stats()
+            if stats != self._store_stats:
+                self._store_stats = stats
+                proto.send(WorkerInfo({"store_stats": stats}))
 
 
 def _kill(pid: int) -> None:

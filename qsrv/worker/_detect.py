@@ -1,4 +1,4 @@
-"""What this node has: CPU cores, memory and NVIDIA GPUs."""
+"""What this node has: CPU cores (and their model), memory and NVIDIA GPUs."""
 
 from __future__ import annotations
 
@@ -39,3 +39,28 @@ def gpu_ids() -> list[str]:
     except (OSError, subprocess.SubprocessError):
         return []
     return [line.strip() for line in out.splitlines() if line.strip()]
+
+
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo), or the machine type where it cannot be read."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return os.uname().machine
+
+
+def gpu_inventory() -> str:
+    """What nvidia-smi says of the GPUs (index, name, memory, driver); "" without it."""
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return ""
+    try:
+        return subprocess.run(
+            [smi, "--query-gpu=index,name,memory.total,driver_version", "--format=csv,noheader"],
+            capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
