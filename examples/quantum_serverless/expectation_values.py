@@ -1,33 +1,35 @@
-"""The classic Quantum Serverless tutorial: expectation values of random circuits in parallel.
+"""Tutorial: expectation values of random circuits, computed in parallel."""
 
-    python examples/quantum_serverless/expectation_values.py
-
-The observable is put into the object store once and every task gets a reference to it; each
-task asks for 2 CPUs and 8 GiB of memory. Written against the classic API; only the import
-line names qsrv.
-"""
-
-import json
-
+from qiskit import QuantumCircuit
 from qiskit.circuit.random import random_circuit
-from qiskit.primitives import StatevectorEstimator
 from qiskit.quantum_info import SparsePauliOp
 
+from qsrv.compat.qiskit_primitives import Estimator
 from qsrv.compat.quantum_serverless import QuantumServerless, distribute_task, get, put
 
 
-@distribute_task(target={"cpu": 2, "mem": 8})
-def expectation_value(circuit, observable):
-    """<observable> in the state ``circuit`` prepares."""
-    return float(StatevectorEstimator().run([(circuit, observable)]).result()[0].data.evs)
+# 1. a function that runs remotely
+@distribute_task()
+def expectation_value(circuit: QuantumCircuit, observable: SparsePauliOp):
+    """The expectation value of the observable in the state the circuit prepares."""
+    return Estimator().run([circuit], [observable]).result().values
 
 
-circuits = [random_circuit(2, 3, seed=seed) for seed in range(4)]
-
+# 2. the serverless object: where remote functions run (here, this machine)
 serverless = QuantumServerless()
-with serverless.context():
-    observable_ref = put(SparsePauliOp(["ZZ", "XX"], coeffs=[1.0, 0.5]))  # stored once
-    value_refs = [expectation_value(circuit, observable_ref) for circuit in circuits]
-    values = get(value_refs)
 
-print("EXPECTATION VALUES " + json.dumps(values))
+circuits = [random_circuit(2, 2, seed=seed) for seed in range(4)]
+
+# 3. a context in which remote functions run in parallel
+with serverless.context():
+    # 4. the observable is the same for every circuit: store it once, pass its reference
+    observable_ref = put(SparsePauliOp(["ZZ", "XX"], coeffs=[1.0, 0.5]))
+
+    # 5. one circuit...
+    single_result = get(expectation_value(circuits[0], observable_ref))
+
+    # 5.1 ...or all of them in parallel
+    parallel_result = get([expectation_value(circuit, observable_ref) for circuit in circuits])
+
+print("Single execution:", single_result.tolist())
+print("N parallel executions:", [values.tolist() for values in parallel_result])

@@ -40,14 +40,16 @@ or ``{"method": "matrix_product_state"}``. Other run options are refused with Co
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 from qiskit.primitives import (  # type: ignore[import-untyped]
     BaseEstimatorV1,
+    BasePrimitiveJob,
     BaseSamplerV1,
     EstimatorResult,
+    PrimitiveJob,
     SamplerResult,
 )
 from qiskit.result import QuasiDistribution  # type: ignore[import-untyped]
@@ -108,39 +110,51 @@ class Sampler(BaseSamplerV1):  # type: ignore[misc]
         self._backend_options = dict(backend_options or {})
 
     def _run(self, circuits: tuple[Any, ...], parameter_values: tuple[tuple[float, ...], ...],
-             **run_options: Any) -> QuantumJob[Any]:
+             **run_options: Any) -> BasePrimitiveJob:
         shots, seed = _checked_options("Sampler", run_options)
+        pairs = list(zip(circuits, parameter_values, strict=True))
         if shots is None:
-            return self._exact(circuits, parameter_values)
+            qargs = [_final_measured_qubits(c, i) for i, c in enumerate(circuits)]
+            if _in_task():
+                return _here(self._exact_here, pairs, qargs)
+            return self._exact_on_cluster(pairs, qargs)
+        if _in_task():
+            return _here(self._sample_here, pairs, shots, seed)
         sampler = _SamplerV2(default_shots=shots, seed=_seed_int(seed),
                              options={"backend_options": self._backend_options})
-        job = sampler.run([_pub(c, v) for c, v in zip(circuits, parameter_values, strict=True)])
+        job = sampler.run([_pub(c, v) for c, v in pairs])
+        return QuantumJob(job.refs, lambda _: _sampler_result(circuits, job.result(), shots))
 
-        def assemble(_: list[Any]) -> Any:
-            pub_results = job.result()
-            return SamplerResult(
-                [QuasiDistribution({k: n / shots for k, n in _counts(c, r.data).items()},
-                                   shots=shots)
-                 for c, r in zip(circuits, pub_results, strict=True)],
-                [{"shots": shots} for _ in circuits])
+    def _sample_here(self, pairs: list[tuple[Any, Any]], shots: int, seed: Any) -> Any:
+        simulator = _simulator(self._backend_options)
+        sampler = _aer_primitives().SamplerV2(default_shots=shots, seed=_seed_int(seed),
+                                              options={"backend_options": self._backend_options})
+        result = sampler.run([_pub(_for_aer(c, simulator), v) for c, v in pairs]).result()
+        return _sampler_result([c for c, _ in pairs], result, shots)
 
-        return QuantumJob(job.refs, assemble)
-
-    def _exact(self, circuits: tuple[Any, ...],
-               parameter_values: tuple[tuple[float, ...], ...]) -> QuantumJob[Any]:
+    def _exact_on_cluster(self, pairs: list[tuple[Any, Any]],
+                          qargs: list[list[int]]) -> QuantumJob[Any]:
         refs: list[ObjectRef] = []
-        for i, (circuit, values) in enumerate(zip(circuits, parameter_values, strict=True)):
-            qargs = _final_measured_qubits(circuit, i)
+        for (circuit, values), measured in zip(pairs, qargs, strict=True):
             binds = dict(zip(circuit.parameters, values, strict=True))
             state = statevector(circuit, parameter_values=binds,
                                 backend_options=self._backend_options)
-            refs.append(_probabilities_task(state, qargs))
+            refs.append(_probabilities_task(state, measured))
+        return QuantumJob(refs, _exact_result)
 
-        def assemble(probabilities: list[dict[int, float]]) -> Any:
-            return SamplerResult([QuasiDistribution(p) for p in probabilities],
-                                 [{} for _ in probabilities])
-
-        return QuantumJob(refs, assemble)
+    def _exact_here(self, pairs: list[tuple[Any, Any]], qargs: list[list[int]]) -> Any:
+        simulator = _simulator({"method": "statevector", **self._backend_options})
+        bodies = []
+        for circuit, values in pairs:
+            body = circuit.remove_final_measurements(inplace=False)
+            if values:
+                body = body.assign_parameters(list(values))
+            body = _for_aer(body, simulator).copy()
+            body.save_statevector()
+            bodies.append(body)
+        result = simulator.run(bodies).result()
+        return _exact_result([_probabilities(np.asarray(result.get_statevector(i)), measured)
+                              for i, measured in enumerate(qargs)])
 
 
 class Estimator(BaseEstimatorV1):  # type: ignore[misc]
@@ -158,32 +172,99 @@ class Estimator(BaseEstimatorV1):  # type: ignore[misc]
 
     def _run(self, circuits: tuple[Any, ...], observables: tuple[Any, ...],
              parameter_values: tuple[tuple[float, ...], ...],
-             **run_options: Any) -> QuantumJob[Any]:
+             **run_options: Any) -> BasePrimitiveJob:
         shots, seed = _checked_options("Estimator", run_options)
-        estimator = _EstimatorV2(options={"backend_options": self._backend_options})
-        triples = list(zip(circuits, observables, parameter_values, strict=True))
+        triples = zip(circuits, observables, parameter_values, strict=True)
         if shots is None:
             pubs = [_pub(c, v, o) for c, o, v in triples]
         else:  # <O> and <O^2>, for the variance
             pubs = [_pub(c, v, [o, (o @ o).simplify(atol=0)]) for c, o, v in triples]
-        job = estimator.run(pubs)
-
-        def assemble(_: list[Any]) -> Any:
-            evs = [np.asarray(r.data.evs, dtype=float) for r in job.result()]
-            if shots is None:
-                return EstimatorResult(np.array([float(e) for e in evs]), [{} for _ in evs])
-            rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-            values, metadata = [], []
-            for mean, square in evs:
-                variance = max(float(square - mean ** 2), 0.0)
-                values.append(rng.normal(mean, np.sqrt(variance / shots)))
-                metadata.append({"variance": variance, "shots": shots})
-            return EstimatorResult(np.array(values, dtype=float), metadata)
-
-        return QuantumJob(job.refs, assemble)
+        options = {"backend_options": self._backend_options}
+        if _in_task():
+            simulator = _simulator(self._backend_options)
+            here = [(_for_aer(pub[0], simulator), *pub[1:]) for pub in pubs]
+            return _here(lambda: _estimator_result(
+                _aer_primitives().EstimatorV2(options=options).run(here).result(), shots, seed))
+        job = _EstimatorV2(options=options).run(pubs)
+        return QuantumJob(job.refs, lambda _: _estimator_result(job.result(), shots, seed))
 
 
 # -- helpers --------------------------------------------------------------------------------
+
+
+def _in_task() -> bool:
+    """Inside a task the primitives run Aer in the task's own process (the task already runs on
+    a worker, and qsrv.quantum plans its tasks from a driver)."""
+    try:
+        qsrv.runtime_context()
+    except RuntimeError:
+        return False
+    return True
+
+
+def _here(function: Callable[..., Any], *args: Any) -> BasePrimitiveJob:
+    """A job that runs `function(*args)` in this process (in a thread, as qiskit's reference
+    primitives ran)."""
+    job = PrimitiveJob(function, *args)
+    job._submit()
+    return job
+
+
+def _aer_primitives() -> Any:
+    """qiskit-aer's V2 primitives (imported when first run in a task)."""
+    import qiskit_aer.primitives  # type: ignore[import-untyped]
+
+    return qiskit_aer.primitives
+
+
+def _simulator(backend_options: dict[str, Any]) -> Any:
+    from qiskit_aer import AerSimulator
+
+    return AerSimulator(**backend_options)
+
+
+#: Instructions Aer runs without their being in its target (directives, classical flow).
+_ALWAYS_SUPPORTED = frozenset({"barrier", "measure", "reset", "delay", "if_else", "for_loop",
+                               "while_loop", "switch_case", "break_loop", "continue_loop",
+                               "store", "initialize"})
+
+
+def _for_aer(circuit: Any, simulator: Any) -> Any:
+    """The circuit as Aer runs it, as qsrv.quantum prepares it on the workers: unchanged when
+    Aer supports every instruction, else transpiled for the simulator (optimization level 0)."""
+    names = {instruction.operation.name for instruction in circuit.data}
+    if names <= set(simulator.target.operation_names) | _ALWAYS_SUPPORTED:
+        return circuit
+    from qiskit import transpile  # type: ignore[import-untyped]
+
+    return transpile(circuit, simulator, optimization_level=0)
+
+
+def _sampler_result(circuits: Sequence[Any], pub_results: Any, shots: int) -> Any:
+    return SamplerResult(
+        [QuasiDistribution({k: n / shots for k, n in _counts(c, r.data).items()}, shots=shots)
+         for c, r in zip(circuits, pub_results, strict=True)],
+        [{"shots": shots} for _ in circuits])
+
+
+def _exact_result(probabilities: list[dict[int, float]]) -> Any:
+    return SamplerResult([QuasiDistribution(p) for p in probabilities],
+                         [{} for _ in probabilities])
+
+
+def _estimator_result(pub_results: Any, shots: int | None, seed: Any) -> Any:
+    """V1 values from V2 results: exact; or, with shots, each value with normal noise of
+    variance (<O^2> - <O>^2) / shots, as qiskit's reference Estimator drew it."""
+    evs = [np.asarray(r.data.evs, dtype=float) for r in pub_results]
+    if shots is None:
+        return EstimatorResult(np.array([float(e) for e in evs]), [{} for _ in evs])
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    values, metadata = [], []
+    for mean, square in evs:
+        variance = max(float(square - mean ** 2), 0.0)
+        values.append(rng.normal(mean, np.sqrt(variance / shots)))
+        metadata.append({"variance": variance, "shots": shots})
+    return EstimatorResult(np.array(values, dtype=float), metadata)
 
 
 def _counts(circuit: Any, data: Any) -> dict[int, int]:

@@ -279,15 +279,15 @@ class Provider:
             if not self.token:
                 raise ConfigError(f"provider {self.name!r} has a host but no token")
             return Client(self.host, self.token)
-        if os.environ.get(GATEWAY_ENV) and os.environ.get(GATEWAY_TOKEN_ENV):
-            return Client()
         # The local cluster's gateway, in either order: started with the cluster when this is
         # the first call, else started now for the cluster that context() or a task started.
         try:
             gateway = local_gateway()
-        except ConfigError as exc:
-            raise ConfigError(f"provider {self.name!r} cannot run programs here: {exc}; or "
-                              "GatewayProvider(host=URL, token=TOKEN)") from None
+        except ConfigError as exc:  # this process joined a cluster (QSRV_ADDRESS)
+            if os.environ.get(GATEWAY_ENV) and os.environ.get(GATEWAY_TOKEN_ENV):
+                return Client()
+            raise ConfigError(f"provider {self.name!r} cannot run programs here: {exc}; in "
+                              "this API: GatewayProvider(host=URL, token=TOKEN)") from None
         return Client(gateway["gateway"], gateway["gateway_token"])
 
     def upload(self, program: Program) -> str:

@@ -1,43 +1,27 @@
-"""The classic Quantum Serverless program: sample random circuits in parallel, save the result.
+"""Quickstart program: samples circuits in parallel and saves their quasi-distributions."""
 
-Runs as a job (see ../run_program.py). Written against the classic API; only the import line
-names qsrv.
-"""
+from qiskit import QuantumCircuit
 
-from qiskit.circuit.random import random_circuit
-from qiskit.primitives import StatevectorSampler
-
-from qsrv.compat.quantum_serverless import (
-    QuantumServerless,
-    distribute_task,
-    get,
-    get_arguments,
-    save_result,
-)
+from qsrv.compat.qiskit_primitives import Sampler
+from qsrv.compat.quantum_serverless import distribute_task, get, get_arguments, save_result
 
 
-@distribute_task(target={"cpu": 1})
-def distributed_sample(circuit, shots, seed):
-    """Counts of ``shots`` measurements of ``circuit``, as {bitstring: count}."""
-    sampler = StatevectorSampler(seed=seed)
-    return sampler.run([circuit], shots=shots).result()[0].data.meas.get_counts()
+# 1. a function that runs remotely, one call per circuit
+@distribute_task()
+def distributed_sample(circuit: QuantumCircuit):
+    """The quasi-distribution of one circuit's measurements."""
+    return Sampler().run(circuit).result().quasi_dists[0]
 
 
+# 2. the program's arguments: the circuits to sample
 arguments = get_arguments()
-num_circuits = arguments.get("num_circuits", 3)
-shots = arguments.get("shots", 1000)
-seed = arguments.get("seed", 0)
+circuits = arguments.get("circuits", [])
 
-circuits = [random_circuit(2, 2, seed=seed + i) for i in range(num_circuits)]
-for circuit in circuits:
-    circuit.measure_all()
+# 3. one task per circuit, all running at once: references come back immediately
+function_references = [distributed_sample(circuit) for circuit in circuits]
 
-serverless = QuantumServerless()
-with serverless.context():
-    # run the tasks in parallel: each call returns a reference at once
-    sample_refs = [distributed_sample(circuit, shots, seed + i)
-                   for i, circuit in enumerate(circuits)]
-    counts = get(sample_refs)
+# 4. collect the results of every task
+collected_results = get(function_references)
 
-print(f"sampled {len(counts)} random circuits, {shots} shots each")
-save_result({"counts": counts, "shots": shots})
+# 5. the job's result, read later with job.result()
+save_result({"quasi_dists": collected_results})
