@@ -21,9 +21,17 @@ How each piece maps onto qsrv:
   embedded local cluster, or ``QSRV_ADDRESS`` inside a job. The cluster stays up until the
   process exits (or ``qsrv.shutdown()``), so later contexts reuse it.
 - ``run_program`` uploads the program and runs it as a job of a qsrv gateway: for the local
-  provider, the local cluster's own gateway (``qsrv.init(gateway=True)``, state under
-  ``$QSRV_DATA_DIR`` or ``~/.qsrv``); for ``GatewayProvider(host=..., token=...)`` (or
+  provider, the local cluster's own gateway (state under ``$QSRV_DATA_DIR`` or ``~/.qsrv``),
+  in either order: started with the cluster (``qsrv.init(gateway=True)``) when it is the
+  first call, or for the cluster that ``context()`` or a task started
+  (``qsrv.client.local_gateway``); for ``GatewayProvider(host=..., token=...)`` (or
   ``username=..., password=...``, which logs in for a token) that gateway.
+- ``QuantumServerless(config)`` and ``QuantumServerless.load_configuration(path)`` read the
+  classic configuration ``{"providers": [{"name": ..., "compute_resource": {...}}]}``;
+  ``with serverless:`` is ``with serverless.context():``. What qsrv does not read is refused
+  when the object is made, naming what it reads.
+- qiskit's V1 ``Sampler`` and ``Estimator`` (``from qiskit.primitives import ...`` before
+  qiskit 2) are in ``qsrv.compat.qiskit_primitives``.
 - Inside a program, ``get_arguments()`` and ``save_result()`` speak the format of the door the
   job came through: pickles for qsrv's client (hence ``run_program``), JSON (Qiskit objects
   encoded as the ``qiskit-serverless`` client does) for the Quantum Serverless client.
