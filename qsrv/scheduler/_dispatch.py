@@ -11,6 +11,9 @@ executors. Pure; changes only through `SchedulerState.handle`.
   cancelled or timed out meanwhile; they are skipped when popped.
 - Placement prefers the node that holds most bytes of a task's stored arguments, then the
   least loaded (see _placement.py). Within one frame of messages (`batching`), it runs once.
+- The placement index (`index`) is told of every change to a worker's free amounts or idle
+  executors, and to an executor's running task or queue, where the change is made: choosing
+  a worker or an executor to send ahead to walks no list of workers or executors.
 """
 
 from __future__ import annotations
@@ -22,10 +25,15 @@ from qsrv.protocol import FunctionDef, Notice, ObjectValue, RunTask, SpawnExecut
 from qsrv.scheduler._directory import Directory
 from qsrv.scheduler._events import Action, Log, Send
 from qsrv.scheduler._lifecycle import ASSIGNED, READY, RUNNING, set_state
-from qsrv.scheduler._placement import Executor, Shape, Worker, choose_worker, infeasible_reason
+from qsrv.scheduler._placement import (
+    Executor,
+    PlacementIndex,
+    Shape,
+    ShapeKey,
+    Worker,
+    infeasible_reason,
+)
 from qsrv.scheduler._records import Obj, Task
-
-ShapeKey = tuple[tuple[str, int], ...]
 
 
 class Dispatcher:
@@ -46,6 +54,7 @@ class Dispatcher:
         self._out = out
         self._workers = workers
         self._directory = directory
+        self.index = PlacementIndex(workers, self.executors, prefetch=prefetch)
 
     # ---- queues --------------------------------------------------------------------------
     def shape_of(self, resources: dict[str, int]) -> Shape:
@@ -79,7 +88,9 @@ class Dispatcher:
                 self.active[task.shape.key] = task.shape
 
     def refresh_feasibility(self) -> None:
-        """After workers came or went: which shapes could ever run."""
+        """After workers came or went: which shapes could ever run; the index learns of
+        them."""
+        self.index.sync()
         workers = list(self._workers.values())
         for shape in self.shapes.values():
             shape.feasible = any(w.could_ever_fit(shape) for w in workers)
@@ -93,11 +104,12 @@ class Dispatcher:
             self.wanted = True
             return
         self.wanted = False
-        if not self.active:
+        active = self.active
+        if not active:
             return
-        workers = list(self._workers.values())
+        choose = self.index.choose
         holder_of_args = self._directory.holder_of_args
-        for key, shape in list(self.active.items()):
+        for key, shape in list(active.items()):
             queue = shape.queue
             while queue:
                 task = queue[0]
@@ -106,17 +118,17 @@ class Dispatcher:
                     continue
                 if not shape.feasible:
                     break
-                worker, short = choose_worker(shape, workers, holder_of_args(task))
+                worker, short = choose(shape, holder_of_args(task), active)
                 if worker is None:
                     if short is not None:
                         self._need_executor(short)
-                    if not self._send_ahead(task, workers):
+                    if not self._send_ahead(task):
                         break
                     continue
                 queue.popleft()
                 self._run(task, worker)
             if not queue:
-                del self.active[key]
+                del active[key]
 
     def _need_executor(self, worker: Worker) -> None:
         """Ask for one more executor on a worker with free capacity but none idle. Past the
@@ -131,26 +143,20 @@ class Dispatcher:
         worker.spawning = 1
         self._out.append(Send(worker.conn, SpawnExecutor(1)))
 
-    def _send_ahead(self, task: Task, workers: list[Worker]) -> bool:
-        """Queue a short task behind a running one of the same shape; False if none fits."""
+    def _send_ahead(self, task: Task) -> bool:
+        """Queue a short task behind a running one of the same shape (on the executor with
+        the fewest queued); False if none can take it."""
         if not self.prefetch or self.fn_time.get(task.fn_id, 1e9) >= self.prefetch_below:
             return False
-        best: Executor | None = None
-        best_running: Task | None = None
-        for w in workers:
-            for ex in w.executors.values():
-                running = ex.task
-                if (running is not None and running.shape is task.shape and not running.blocked
-                        and len(ex.queue) < self.prefetch
-                        and (best is None or len(ex.queue) < len(best.queue))):
-                    best, best_running = ex, running
-        if best is None or best_running is None:
+        best = self.index.choose_ahead(task.shape)
+        if best is None or best.task is None:
             return False
         task.shape.queue.popleft()
         set_state(task, ASSIGNED)
         task.executor = best
         best.queue.append(task)
-        self._send_task(best, task, best_running.gpu_ids)
+        self.index.ahead(best)
+        self._send_task(best, task, best.task.gpu_ids)
         return True
 
     def _run(self, task: Task, worker: Worker) -> None:
@@ -160,6 +166,9 @@ class Dispatcher:
         set_state(task, RUNNING)
         task.executor, task.gpu_ids = ex, gpu_ids
         ex.task = task
+        index = self.index
+        index.update(worker)
+        index.ahead(ex)
         self._send_task(ex, task, gpu_ids)
 
     def _send_task(self, ex: Executor, task: Task, gpu_ids: list[str] | None) -> None:
@@ -184,6 +193,7 @@ class Dispatcher:
         worker.executors[conn] = ex
         worker.spawning = max(0, worker.spawning - 1)
         worker.idle.append(ex)
+        self.index.update(worker)
 
     def done_on(self, ex: Executor, task: Task, elapsed: float) -> None:
         """The executor finished ``task`` (its current one): it goes on with the next task it
@@ -196,9 +206,10 @@ class Dispatcher:
             if nxt.state == ASSIGNED:  # else a placeholder: cancelled or timed out meanwhile
                 set_state(nxt, RUNNING)
             task.executor = None
+            self.index.ahead(ex)
         else:
-            self.free_executor(ex, task)
             ex.worker.idle.append(ex)
+            self.free_executor(ex, task)
 
     def free_executor(self, ex: Executor, task: Task) -> None:
         """The executor no longer runs ``task``: its worker gets the capacity back."""
@@ -209,12 +220,15 @@ class Dispatcher:
         ex.worker.release(need, task.gpu_ids)
         ex.task = None
         task.executor = None
+        self.index.update(ex.worker)
+        self.index.ahead(ex)
 
     def give_back(self, ex: Executor, task_ids: list[int]) -> None:
         """The executor returns tasks sent ahead that it has not started."""
         returned = set(task_ids)
         back = [t for t in ex.queue if t.id in returned]
         ex.queue = deque(t for t in ex.queue if t.id not in returned)
+        self.index.ahead(ex)
         self.requeue_front(back)
 
     def drop_executor(self, ex: Executor) -> Task | None:
@@ -223,12 +237,14 @@ class Dispatcher:
         self.executors.pop(ex.conn, None)
         worker = ex.worker
         worker.executors.pop(ex.conn, None)
+        self.index.ahead(ex)  # no longer an executor: off the index
         if ex in worker.idle:
             worker.idle.remove(ex)
         self.requeue_front(list(ex.queue))
         ex.queue.clear()
         task = ex.task
         if task is None:
+            self.index.update(worker)
             return None
         self.free_executor(ex, task)
         return task if task.state == RUNNING else None
@@ -240,9 +256,13 @@ class Dispatcher:
             return False
         task.blocked = True
         ex.worker.release({k: v for k, v in task.shape.need.items() if k != "gpu"}, None)
+        self.index.update(ex.worker)
+        self.index.ahead(ex)
         return True
 
     def unblock(self, ex: Executor, task: Task) -> None:
         if task.blocked:
             task.blocked = False
             ex.worker.acquire({k: v for k, v in task.shape.need.items() if k != "gpu"}, None)
+            self.index.update(ex.worker)
+            self.index.ahead(ex)

@@ -21,7 +21,12 @@ docstrings of _lifecycle, _directory, _dispatch, _recovery); here they are check
 - resources: each worker's free amounts are its totals less what its executors' tasks hold
   (a blocked task holds only its GPU share), and so is each GPU device's;
 - shapes: `feasible` is whether some worker could ever hold the shape; queues hold only READY
-  tasks (once) and finished ones left behind.
+  tasks (once) and finished ones left behind;
+- placement index: an indexed shape lists exactly the workers where it fits now, those with an
+  idle executor under their current (load, id) and the others by id, each with an entry in its
+  heap; a shape not indexed lists none; the index knows exactly the registered workers; each
+  shape's `ahead` lists exactly the executors running a task of it, not blocked, with fewer
+  than `prefetch` tasks queued, under their current (queued, worker id, connection).
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ def check(s: SchedulerState) -> None:
     _objects(s, bad)
     _executors_and_resources(s, bad)
     _shapes(s, bad)
+    _placement_index(s, bad)
     if bad:
         raise InvariantError("scheduler state is inconsistent:\n  " + "\n  ".join(bad))
 
@@ -214,3 +220,62 @@ def _shapes(s: SchedulerState, bad: list[str]) -> None:
         for task in shape.queue:
             if task.state not in (READY, FINISHED) or task.shape is not shape:
                 bad.append(f"shape {key}'s queue holds task {task.id:#x} ({task.state.name})")
+
+
+def _placement_index(s: SchedulerState, bad: list[str]) -> None:
+    index = s.dispatcher.index
+    if index.known != set(s.workers):
+        bad.append(f"the placement index knows workers {sorted(index.known)}, "
+                   f"not {sorted(s.workers)}")
+    for key, shape in s.dispatcher.shapes.items():
+        if shape.indexed != (index.shapes.get(key) is shape):
+            bad.append(f"shape {key} is indexed={shape.indexed}, listed={key in index.shapes}")
+        if not shape.indexed:
+            if shape.idle or shape.busy:
+                bad.append(f"shape {key} is not indexed but lists workers")
+            continue
+        expected_idle = {}
+        expected_busy = set()
+        for wid, w in s.workers.items():
+            if w.fits_now(shape):
+                if w.idle:
+                    expected_idle[wid] = (w.load(), wid)
+                else:
+                    expected_busy.add(wid)
+        if shape.idle != expected_idle:
+            bad.append(f"shape {key} lists workers with an idle executor {shape.idle}, "
+                       f"not {expected_idle}")
+        if shape.busy != expected_busy:
+            bad.append(f"shape {key} lists workers without one {sorted(shape.busy)}, "
+                       f"not {sorted(expected_busy)}")
+        heap = set(shape.idle_heap)
+        if any(k not in heap for k in shape.idle.values()):
+            bad.append(f"shape {key}: a worker with an idle executor is missing from the heap")
+        heap_ids = set(shape.busy_heap)
+        if any(wid not in heap_ids for wid in shape.busy):
+            bad.append(f"shape {key}: a worker without an idle executor is missing from the heap")
+    for key in index.shapes:
+        if key not in s.dispatcher.shapes:
+            bad.append(f"the placement index holds shape {key}, which is unknown")
+    expected_ahead: dict[int, tuple[object, tuple[int, int, int]]] = {}
+    for conn, ex in s.dispatcher.executors.items():
+        task = ex.task
+        if task is not None and not task.blocked and len(ex.queue) < index.prefetch:
+            expected_ahead[conn] = (task.shape, (len(ex.queue), ex.worker.id, conn))
+            if ex.ahead_of is not task.shape:
+                bad.append(f"executor {conn} may take a task sent ahead but is not listed")
+        elif ex.ahead_of is not None:
+            bad.append(f"executor {conn} is listed to take a task sent ahead, wrongly")
+    listed = 0
+    for key, shape in s.dispatcher.shapes.items():
+        ahead_heap = set(shape.ahead_heap)
+        for conn, entry in shape.ahead.items():
+            listed += 1
+            want = expected_ahead.get(conn)
+            if want is None or want[0] is not shape or want[1] != entry:
+                bad.append(f"shape {key} lists executor {conn} for tasks sent ahead as {entry}, "
+                           f"not {want and want[1]}")
+            if entry not in ahead_heap:
+                bad.append(f"shape {key}: executor {conn} is missing from its heap")
+    if listed != len(expected_ahead):
+        bad.append(f"{listed} executors listed for tasks sent ahead, not {len(expected_ahead)}")

@@ -3,10 +3,22 @@
 Amounts are exact integers (see qsrv._resources). A worker's GPUs are individual devices, each
 with SCALE units: a task asking for n >= 1 GPUs gets n whole free devices; a task asking for a
 fraction gets part of one device (the fullest that still fits, to keep whole devices free).
+
+Choosing costs no scan of the workers (`PlacementIndex`): each shape in use keeps the workers
+where it fits now, split into those with an idle executor (a heap by load, then worker id) and
+those without (a heap by worker id), and the executors a task of the shape may be sent ahead to
+(a heap by queue length, worker id, connection). The dispatcher tells the index whenever a
+worker's free amounts or idle executors change (`PlacementIndex.update`, O(shapes indexed x
+log workers)) and whenever an executor's running task or queue changes (`PlacementIndex.ahead`,
+O(log executors)); a choice is O(log workers) amortized. Heap entries are checked against the
+current key when they reach the top, and stale ones dropped (lazy deletion); a heap is rebuilt
+when stale entries outnumber live ones. `choose_worker` is the scan the index replaces: the
+definition of what the index must pick.
 """
 
 from __future__ import annotations
 
+import heapq
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
@@ -16,24 +28,42 @@ if TYPE_CHECKING:
     from qsrv.scheduler._records import Task
 
 
-class Shape:
-    """One distinct target, shared by all tasks that ask for it; holds their ready queue."""
+ShapeKey = tuple[tuple[str, int], ...]
+IdleKey = tuple[float, int]  # (load, worker id)
+AheadKey = tuple[int, int, int]  # (tasks queued ahead, worker id, executor connection)
 
-    __slots__ = ("feasible", "gpu", "key", "need", "queue", "warned")
+
+class Shape:
+    """One distinct target, shared by all tasks that ask for it; holds their ready queue and
+    its part of the placement index."""
+
+    __slots__ = ("ahead", "ahead_heap", "busy", "busy_heap", "feasible", "gpu", "idle",
+                 "idle_heap", "indexed", "key", "need", "queue", "warned")
 
     def __init__(self, need: dict[str, int]) -> None:
         self.need = need
-        self.key = tuple(sorted(need.items()))
+        self.key: ShapeKey = tuple(sorted(need.items()))
         self.gpu = need.get("gpu", 0)
         self.queue: deque[Task] = deque()  # ready tasks, oldest first (may hold dead entries)
         self.feasible = False
         self.warned = False
+        # Placement index (kept while `indexed`): workers where the shape fits now, with an
+        # idle executor (worker id -> its key) and without one (worker ids); heaps over both.
+        self.indexed = False
+        self.idle: dict[int, IdleKey] = {}
+        self.idle_heap: list[IdleKey] = []
+        self.busy: set[int] = set()
+        self.busy_heap: list[int] = []
+        # Executors running a task of this shape that may take one more sent ahead
+        # (connection -> its key), always kept; and their heap.
+        self.ahead: dict[int, AheadKey] = {}
+        self.ahead_heap: list[AheadKey] = []
 
 
 class Executor:
     """An executor subprocess of a worker; runs one task at a time."""
 
-    __slots__ = ("conn", "fns", "pid", "queue", "task", "worker")
+    __slots__ = ("ahead_of", "conn", "fns", "pid", "queue", "task", "worker")
 
     def __init__(self, conn: int, worker: Worker, pid: int) -> None:
         self.conn = conn
@@ -44,6 +74,7 @@ class Executor:
         # capacity passes to the next. Cancelled ones stay as placeholders (results dropped).
         self.queue: deque[Task] = deque()
         self.fns: set[bytes] = set()  # functions this executor already has
+        self.ahead_of: Shape | None = None  # the shape whose `ahead` lists it, if any
 
 
 class Worker:
@@ -153,6 +184,158 @@ def choose_worker(shape: Shape, workers: list[Worker], prefer: int = 0
         elif needs_executor is None:
             needs_executor = w
     return best, needs_executor
+
+
+class PlacementIndex:
+    """What `choose_worker` would pick, kept up to date instead of scanned for (see the module
+    docstring). Indexes are kept for the shapes in use: at most `max_shapes` of them, the least
+    recently used shape without queued tasks giving way (it is indexed again, with one walk
+    over the workers, when next used)."""
+
+    def __init__(self, workers: dict[int, Worker], executors: dict[int, Executor], *,
+                 prefetch: int, max_shapes: int = 32) -> None:
+        self._workers = workers  # shared with the scheduler: registered workers by id
+        self._executors = executors  # shared with the dispatcher: by connection
+        self.prefetch = prefetch
+        self.max_shapes = max_shapes
+        self.shapes: dict[ShapeKey, Shape] = {}  # indexed shapes, least recently used first
+        self.known: set[int] = set()  # ids of the workers the indexes were told about
+
+    # ---- choosing ------------------------------------------------------------------------
+    def choose(self, shape: Shape, prefer: int = 0,
+               active: dict[ShapeKey, Shape] | None = None) -> tuple[Worker | None, Worker | None]:
+        """What `choose_worker(shape, workers in id order, prefer)` picks, in O(log workers):
+        the worker to run on, or else (None, a worker that has room but needs an executor)."""
+        key = shape.key
+        shapes = self.shapes
+        if shape.indexed:
+            if next(reversed(shapes)) != key:
+                shapes[key] = shapes.pop(key)  # most recently used last
+        else:
+            self._index(shape, active)
+        workers = self._workers
+        idle = shape.idle
+        if prefer and prefer in idle:
+            return workers[prefer], None
+        heap = shape.idle_heap
+        while heap:
+            top = heap[0]
+            if idle.get(top[1]) == top:
+                return workers[top[1]], None
+            heapq.heappop(heap)
+        busy, busy_heap = shape.busy, shape.busy_heap
+        while busy_heap:
+            wid = busy_heap[0]
+            if wid in busy:
+                return None, workers[wid]
+            heapq.heappop(busy_heap)
+        return None, None
+
+    def choose_ahead(self, shape: Shape) -> Executor | None:
+        """The executor running a task of ``shape`` (not blocked) with the fewest tasks sent
+        ahead, fewer than `prefetch`; ties go to the lowest worker id, then connection."""
+        ahead, heap = shape.ahead, shape.ahead_heap
+        while heap:
+            top = heap[0]
+            if ahead.get(top[2]) == top:
+                return self._executors[top[2]]
+            heapq.heappop(heap)
+        return None
+
+    # ---- keeping it up to date -------------------------------------------------------------
+    def update(self, w: Worker) -> None:
+        """``w``'s free amounts or idle executors changed."""
+        if self._workers.get(w.id) is not w:
+            return  # being removed: `sync` forgets it
+        has_idle = bool(w.idle)
+        load = w.load()
+        for shape in self.shapes.values():
+            _place(shape, w, w.fits_now(shape), has_idle, load)
+
+    def ahead(self, ex: Executor) -> None:
+        """``ex``'s running task, its blocked flag or the tasks queued on it changed."""
+        task = ex.task
+        old = ex.ahead_of
+        if (task is not None and not task.blocked and len(ex.queue) < self.prefetch
+                and self._executors.get(ex.conn) is ex):
+            shape = task.shape
+            if old is not None and old is not shape:
+                old.ahead.pop(ex.conn, None)
+            key = (len(ex.queue), ex.worker.id, ex.conn)
+            if shape.ahead.get(ex.conn) != key:
+                shape.ahead[ex.conn] = key
+                _push(shape.ahead_heap, key, len(shape.ahead), shape.ahead.values())
+            ex.ahead_of = shape
+        elif old is not None:
+            old.ahead.pop(ex.conn, None)
+            ex.ahead_of = None
+
+    def sync(self) -> None:
+        """Workers came or went: index the new ones, forget the gone ones."""
+        workers = self._workers
+        gone = [wid for wid in self.known if workers.get(wid) is None]
+        for wid in gone:
+            self.known.discard(wid)
+            for shape in self.shapes.values():
+                shape.idle.pop(wid, None)
+                shape.busy.discard(wid)
+        for wid, w in workers.items():
+            if wid not in self.known:
+                self.known.add(wid)
+                self.update(w)
+
+    def _index(self, shape: Shape, active: dict[ShapeKey, Shape] | None) -> None:
+        """Start indexing ``shape``: one walk over the workers."""
+        shapes = self.shapes
+        if len(shapes) >= self.max_shapes:
+            for key, old in list(shapes.items()):
+                if active is None or key not in active:
+                    _forget(old)
+                    del shapes[key]
+                    if len(shapes) < self.max_shapes:
+                        break
+        shape.indexed = True
+        shapes[shape.key] = shape
+        for w in self._workers.values():
+            _place(shape, w, w.fits_now(shape), bool(w.idle), w.load())
+
+
+def _place(shape: Shape, w: Worker, fit: bool, has_idle: bool, load: float) -> None:
+    wid = w.id
+    idle = shape.idle
+    if fit and has_idle:
+        key = (load, wid)
+        if idle.get(wid) != key:
+            idle[wid] = key
+            _push(shape.idle_heap, key, len(idle), idle.values())
+        shape.busy.discard(wid)
+        return
+    idle.pop(wid, None)
+    busy = shape.busy
+    if fit:
+        if wid not in busy:
+            busy.add(wid)
+            _push(shape.busy_heap, wid, len(busy), busy)
+    else:
+        busy.discard(wid)
+
+
+def _push(heap: list[Any], entry: Any, live: int, entries: Any) -> None:
+    """Push onto a lazily cleaned heap; rebuild it from the live entries once stale ones
+    outnumber them."""
+    if len(heap) > 2 * live + 32:
+        heap[:] = entries
+        heapq.heapify(heap)
+    else:
+        heapq.heappush(heap, entry)
+
+
+def _forget(shape: Shape) -> None:
+    shape.indexed = False
+    shape.idle.clear()
+    shape.idle_heap.clear()
+    shape.busy.clear()
+    shape.busy_heap.clear()
 
 
 def infeasible_reason(shape: Shape, workers: list[Worker]) -> str:
