@@ -1,7 +1,8 @@
 """The ``qsrv`` command line: one module per subcommand, each exposing ``register(subparsers)``.
 
 A subcommand module adds its parser and sets ``func`` to a callable taking the parsed namespace
-and returning the exit code. This module only collects them.
+and returning the exit code. This module only collects them, and imports only the module of
+the command being run (`qsrv worker` does not load the gateway's web stack).
 """
 
 from __future__ import annotations
@@ -14,16 +15,19 @@ from collections.abc import Sequence
 from qsrv.errors import QsrvError
 
 # Subcommand modules, in the order --help lists them.
-_COMMANDS = ("scheduler", "worker", "status", "gateway", "user", "programs", "jobs")
+_COMMANDS = ("start", "stop", "scheduler", "worker", "status", "gateway", "user", "programs",
+             "jobs")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line; with ``only``, just that subcommand (its module alone is
+    imported: starting a scheduler or a worker does not load the gateway's web stack)."""
     parser = argparse.ArgumentParser(
         prog="qsrv", description="qsrv: a distributed task runtime for quantum-classical work."
     )
     parser.add_argument("--version", action="version", version=f"qsrv {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in _COMMANDS:
+    for name in _COMMANDS if only is None else (only,):
         try:
             module = importlib.import_module(f"qsrv.cli.{name}")
         except ModuleNotFoundError as exc:
@@ -45,8 +49,18 @@ def _version() -> str:
         return __version__
 
 
+def _command(argv: Sequence[str]) -> str | None:
+    """The subcommand named in ``argv`` (None: none, or a top-level option comes first)."""
+    for arg in argv:
+        if arg.startswith("-"):
+            return None
+        return arg if arg in _COMMANDS else None
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(_command(argv)).parse_args(argv)
     try:
         code: int = args.func(args)
     except KeyboardInterrupt:

@@ -1,20 +1,22 @@
 """The driver's API: init, shutdown, put, get, wait, cancel, status, runtime_context.
 
 Every call reaches the cluster through `connected()`: the installed `Runtime`, or, the first
-time, what `init()` with no arguments does (join ``QSRV_ADDRESS``, else start an embedded
-local cluster). `get` and `wait` return their value in plain code and an awaitable in a thread
-that runs an event loop (asyncio or trio).
+time, what `init()` with no arguments does (join ``QSRV_ADDRESS``, else the cluster of
+``qsrv start``, else start an embedded local cluster). `get` and `wait` return their value in
+plain code and an awaitable in a thread that runs an event loop (asyncio or trio).
 """
 
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import threading
 from collections.abc import Awaitable, Iterable, Sequence
 from typing import Any
 
 from qsrv import _bridge
+from qsrv._local_cluster import RunningCluster, find_running
 from qsrv._retry import Backoff, poll_until
 from qsrv.client import _runtime, _wait
 from qsrv.client._driver import Driver
@@ -28,6 +30,7 @@ from qsrv.errors import (
 )
 
 _lock = threading.RLock()
+log = logging.getLogger("qsrv")
 
 
 # ---- connecting ----------------------------------------------------------------------------
@@ -38,7 +41,10 @@ def init(address: str | None = None, token: str | None = None, *,
          connect_timeout: float = 60.0) -> dict[str, Any]:
     """Connect this process to a cluster; returns ``{"address": ..., "local": bool}``.
 
-    With no address (and no ``QSRV_ADDRESS``) an embedded local cluster is started: a scheduler
+    With no address (and no ``QSRV_ADDRESS``) it joins the cluster ``qsrv start`` keeps for
+    this OS user when one runs (and says so in its first log line; the result then has
+    ``"shared": True`` and `shutdown()` only disconnects). Otherwise, or when sizes or a
+    gateway are given, an embedded local cluster is started: a scheduler
     and one worker agent with this machine's cores, memory and GPUs (or ``num_cpus``,
     ``num_gpus``, ``memory``, ``resources``), stopped by `shutdown()` or at exit. With
     ``gateway=True`` it also starts the programs-and-jobs gateway (state under ``data_dir``,
@@ -54,14 +60,23 @@ def init(address: str | None = None, token: str | None = None, *,
         address = address or os.environ.get("QSRV_ADDRESS") or None
         token = token if token is not None else os.environ.get("QSRV_TOKEN", "")
         cluster: LocalCluster | None = None
+        shared: RunningCluster | None = None
+        sized = any(v is not None for v in (num_cpus, num_gpus, memory, resources, data_dir))
         if address is None:
             if token:
                 raise ConfigError("a token was given without an address to join")
-            cluster = LocalCluster(num_cpus=num_cpus, num_gpus=num_gpus, memory=memory,
-                                   resources=resources, gateway=gateway, data_dir=data_dir)
-            address, token = cluster.address, cluster.token
-        elif any(v is not None for v in (num_cpus, num_gpus, memory, resources, data_dir)) \
-                or gateway:
+            # `qsrv start`'s cluster when it runs, unless this call describes a cluster of its own
+            shared = None if sized or gateway else find_running()
+            if shared is not None:
+                address, token = shared.address, shared.token
+                log.warning("qsrv.init() joined the local cluster of `qsrv start` (%s); "
+                            "qsrv.shutdown() only disconnects, `qsrv stop` stops it",
+                            _describe(shared))
+            else:
+                cluster = LocalCluster(num_cpus=num_cpus, num_gpus=num_gpus, memory=memory,
+                                       resources=resources, gateway=gateway, data_dir=data_dir)
+                address, token = cluster.address, cluster.token
+        elif sized or gateway:
             raise ConfigError("num_cpus/num_gpus/memory/resources/gateway describe a local "
                               "cluster; they cannot be given with an address to join")
         driver: Driver | None = None
@@ -76,6 +91,8 @@ def init(address: str | None = None, token: str | None = None, *,
             _close(driver, cluster)
             raise
         info: dict[str, Any] = {"address": address, "local": cluster is not None}
+        if shared is not None:
+            info["shared"] = True
         if cluster is not None and cluster.gateway_url:
             info.update(gateway=cluster.gateway_url, gateway_token=cluster.gateway_token)
             os.environ["QSRV_GATEWAY"] = cluster.gateway_url
@@ -103,6 +120,11 @@ def local_gateway(data_dir: str | None = None) -> dict[str, str]:
         os.environ["QSRV_GATEWAY"] = cluster.gateway_url
         os.environ["QSRV_GATEWAY_TOKEN"] = cluster.gateway_token
         return {"gateway": cluster.gateway_url, "gateway_token": cluster.gateway_token}
+
+
+def _describe(shared: RunningCluster) -> str:
+    sizes = ", ".join(f"{k}={v}" for k, v in shared.options.items() if v is not None)
+    return f"{shared.address}{', ' + sizes if sizes else ''}"
 
 
 def _wait_for_worker(runtime: Runtime, timeout: float) -> None:

@@ -1,24 +1,25 @@
 """The embedded local cluster: a scheduler and one worker agent as child processes.
 
-Started by `qsrv.init()` with no address; stopped by `qsrv.shutdown()` or at exit. Both
-children exit on their own if this process dies (the scheduler watches its parent; the worker
+Started by `qsrv.init()` with no address (when no ``qsrv start`` cluster runs); stopped by
+`qsrv.shutdown()` or at exit. The scheduler and the worker start at the same time (see
+`qsrv._local_cluster`). Stopping returns at once, while the processes wind down. Both children
+also exit on their own if this process dies (the scheduler watches its parent; the worker
 follows the scheduler).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
+import threading
 from typing import Any
 
+from qsrv._local_cluster import child_env, launch, new_token, worker_options
 from qsrv.errors import ConnectionLostError
-from qsrv.scheduler import new_token
 
-_START_TIMEOUT = 60.0
+_STOP_GRACE = 10.0  # seconds a process has to stop before it is killed
 
 
 class LocalCluster:
@@ -26,44 +27,20 @@ class LocalCluster:
                  memory: int | str | None = None, resources: dict[str, float] | None = None,
                  gateway: bool = False, data_dir: str | None = None) -> None:
         self.token = new_token()
-        self.address = ""
-        env = dict(os.environ, QSRV_TOKEN=self.token)
-        # Executors must import what the driver imports (functions pickled by reference):
-        # the driver's own path entries, not the interpreter's (those the children have).
-        own = [p for p in sys.path if p and os.path.isdir(p) and not _is_interpreter_path(p)]
-        env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys([*own, os.getcwd()]))
-        env.pop("QSRV_ADDRESS", None)
-        self._env = env
+        self._env = child_env(self.token)
         # Everything on this machine joins over a private Unix socket (fewer costs per hop than
-        # loopback TCP); the TCP port stays open for what joins from elsewhere.
-        self._socket_dir = tempfile.mkdtemp(prefix="qsrv-")
-        socket_path = os.path.join(self._socket_dir, "scheduler.sock")
-        ready_read, ready_write = os.pipe()  # the scheduler writes where it listens, as JSON
+        # loopback TCP); the TCP port stays open for what joins from elsewhere. The pid in the
+        # directory's name lets a later agent remove it if this process is killed.
+        self._socket_dir = tempfile.mkdtemp(prefix=f"qsrv-{os.getpid()}-")
         try:
-            self.scheduler = subprocess.Popen(
-                [sys.executable, "-m", "qsrv", "scheduler", "--host", "127.0.0.1", "--port", "0",
-                 "--unix", socket_path, "--exit-with-parent", str(os.getpid()),
-                 "--ready-fd", str(ready_write)],
-                env=env, stdout=subprocess.DEVNULL, pass_fds=(ready_write,))
-        finally:
-            os.close(ready_write)
-        try:
-            self.tcp_address = _read_address(self.scheduler, ready_read)
-            self.address = f"unix:{socket_path}"
-            args = [sys.executable, "-m", "qsrv", "worker", "--address", self.address,
-                    "--name", "local", "--reconnect-timeout", "0"]
-            if num_cpus is not None:
-                args += ["--cpus", str(num_cpus)]
-            if num_gpus is not None:
-                args += ["--gpus", str(num_gpus)]
-            if memory is not None:
-                args += ["--memory", str(memory)]
-            if resources:
-                args += ["--resources", ",".join(f"{k}={v}" for k, v in resources.items())]
-            self.worker = subprocess.Popen(args, env=env)
+            launched = launch(os.path.join(self._socket_dir, "scheduler.sock"), self._env,
+                              worker_options(num_cpus, num_gpus, memory, resources),
+                              parent=os.getpid())
         except BaseException:
-            self.scheduler.kill()
+            shutil.rmtree(self._socket_dir, ignore_errors=True)
             raise
+        self.scheduler, self.worker = launched.scheduler, launched.worker
+        self.address, self.tcp_address = launched.address, launched.tcp_address
         self.gateway: subprocess.Popen[bytes] | None = None
         self.gateway_url = self.gateway_token = ""
         if gateway:
@@ -101,32 +78,24 @@ class LocalCluster:
                     f"the local {name} exited with code {proc.returncode} while starting")
 
     def stop(self) -> None:
+        """Tell the processes to stop, and return. The scheduler goes at once (its state dies
+        with this driver); the worker stops its executors and removes its store; a thread
+        waits for them and kills what has not stopped within the grace period. If this
+        process exits first, the worker still ends: it follows the scheduler."""
         gateway: subprocess.Popen[bytes] | None = getattr(self, "gateway", None)
-        procs: list[subprocess.Popen[Any]] = [gateway] if gateway is not None else []
-        for proc in [*procs, self.worker, self.scheduler]:  # the worker stops its executors
+        procs = [p for p in (gateway, self.scheduler, self.worker) if p is not None]
+        for proc in procs:
             if proc.poll() is None:
                 proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
         shutil.rmtree(self._socket_dir, ignore_errors=True)
+        threading.Thread(target=_reap, args=(procs,), name="qsrv-local-stop",
+                         daemon=True).start()
 
 
-def _is_interpreter_path(path: str) -> bool:
-    real = os.path.realpath(path)
-    prefixes = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
-    return any(real == p or real.startswith(p + os.sep) for p in prefixes) and (
-        "site-packages" in real or "lib" + os.sep + "python" in real)
-
-
-def _read_address(proc: subprocess.Popen[Any], ready_fd: int) -> str:
-    """The TCP address from the scheduler's ready line (EOF: it exited before listening)."""
-    with os.fdopen(ready_fd, "r") as ready:
-        line = ready.readline()
-    if not line:
-        raise ConnectionLostError(
-            f"the local scheduler exited before listening (code {proc.wait()})")
-    address: str = json.loads(line)["address"]
-    return address
+def _reap(procs: list[subprocess.Popen[Any]]) -> None:
+    for proc in procs:
+        try:
+            proc.wait(_STOP_GRACE)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -45,6 +45,7 @@ from qsrv.worker import _detect, _leftovers, _probe
 
 log = logging.getLogger("qsrv.worker")
 STORE_FRACTION = 0.3  # of the node's memory, for its object store unless told otherwise
+_QUIET_RETRIES = 3.0  # seconds of failed connection attempts logged at INFO, then WARNING
 
 
 @dataclass
@@ -173,6 +174,7 @@ class WorkerAgent:
     async def _run(self, loop: asyncio.AbstractEventLoop) -> None:
         first = self.config.connect_timeout
         backoff = self._backoff(self.config.reconnect_timeout if first is None else first, loop)
+        since = loop.time()  # when the scheduler was last reachable (or the agent started)
         while not self._exiting:
             try:
                 await self._session()
@@ -180,11 +182,15 @@ class WorkerAgent:
                 delay = backoff.next_delay()
                 if delay is None or self._exiting:
                     raise
-                log.warning("%s; retrying in %.1f s", exc, delay)
+                # A scheduler starting alongside (a local cluster) is not there for a moment:
+                # say so only if it lasts.
+                level = logging.WARNING if loop.time() - since > _QUIET_RETRIES else logging.INFO
+                log.log(level, "%s; retrying in %.1f s", exc, delay)
             else:  # a registered session ended: the back-off starts over
                 if self._exiting or self.config.reconnect_timeout <= 0:
                     return
                 backoff = self._backoff(self.config.reconnect_timeout, loop)
+                since = loop.time()
                 delay = backoff.next_delay() or 0.0
                 log.warning("lost the scheduler; reconnecting for up to %g s",
                             self.config.reconnect_timeout)
@@ -329,7 +335,10 @@ class WorkerAgent:
 
     def _on_close(self, proto: FramedProtocol, reason: str) -> None:
         if not self._stopping and not self._exiting and self.proto is proto:
-            log.warning("scheduler connection closed (%s); stopping", reason)
+            # A worker told to follow its scheduler (--reconnect-timeout 0, a local cluster's)
+            # expects this: no warning then.
+            level = logging.WARNING if self.config.reconnect_timeout > 0 else logging.INFO
+            log.log(level, "scheduler connection closed (%s); stopping", reason)
         self._close_reason = reason
         self._closed.set()
 
