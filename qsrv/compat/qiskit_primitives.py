@@ -15,26 +15,31 @@ parameter_values=None, **run_options)`` with one circuit or a sequence, the opti
 ``options={...}``, with ``set_options`` or per ``run``), and a job whose ``result()`` is a
 ``SamplerResult`` (``quasi_dists``: one ``QuasiDistribution`` per circuit, keyed by the outcome
 as an int, classical bit *i* being bit *i*; ``metadata``) or an ``EstimatorResult``
-(``values``: a numpy array; ``metadata``). The job is a `qsrv.quantum.QuantumJob`: also
-``status()``, ``cancel()`` and ``await job``.
+(``values``: a numpy array; ``metadata``); the job also has ``status()`` and ``cancel()``.
 
-How the results are produced, on the cluster's workers, with qiskit-aer:
+How the results are produced, on the cluster's workers, with qiskit-aer. From a driver (a
+script, a notebook) the work is split into tasks through `qsrv.quantum`, and the job is a
+`qsrv.quantum.QuantumJob` (also ``await job``). Inside a task — where the classic programs
+call them, in their ``distribute_task`` functions — the task already runs on a worker, so Aer
+runs in the task's own process (qiskit-aer's SamplerV2 and EstimatorV2, of which qsrv.quantum's
+are the distributed form: the same seed gives the same results either way), the job a qiskit
+``PrimitiveJob``.
 
-- ``Sampler`` with ``shots``: `qsrv.quantum.Sampler` (Aer's SamplerV2, split into tasks)
-  samples every circuit ``shots`` times; the quasi-distribution is counts / shots, its metadata
-  ``{"shots": shots}``.
-- ``Sampler`` without ``shots``: each circuit's final state is computed by Aer in a task
-  (`qsrv.quantum.statevector`, placed where the state fits; final measurements removed), and
-  the exact probabilities of the measured qubits (rounded to 16 decimals, zeros left out, as
-  the reference did) in a task next to it; metadata ``{}``. Every measurement must then be
-  final (ConfigError otherwise: give ``shots``).
+- ``Sampler`` with ``shots``: `qsrv.quantum.Sampler` (Aer's SamplerV2) samples every circuit
+  ``shots`` times; the quasi-distribution is counts / shots, its metadata ``{"shots": shots}``.
+- ``Sampler`` without ``shots``: each circuit's final state is computed by Aer (from a
+  driver in a task of `qsrv.quantum.statevector`, placed where the state fits; final
+  measurements removed), and the exact probabilities of the measured qubits (rounded to 16
+  decimals, zeros left out, as the reference did; from a driver in a task next to the state);
+  metadata ``{}``. Every measurement must then be final (ConfigError otherwise: give
+  ``shots``).
 - ``Estimator``: `qsrv.quantum.Estimator` (Aer's EstimatorV2 at precision 0: exact expectation
   values); metadata ``{}``. With ``shots``, as the reference did, each value gets normal noise
   of variance ``variance / shots``, where ``variance = <O^2> - <O>^2`` is also computed by Aer;
   metadata ``{"variance": ..., "shots": shots}``. Values are real (the reference returned
   complex ones for non-Hermitian observables).
 
-``backend_options`` (constructor) go to every task's AerSimulator, e.g. ``{"device": "GPU"}``
+``backend_options`` (constructor) go to every AerSimulator, e.g. ``{"device": "GPU"}``
 or ``{"method": "matrix_product_state"}``. Other run options are refused with ConfigError.
 """
 
