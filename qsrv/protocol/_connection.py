@@ -23,6 +23,13 @@ State table (anything else received is a RemoteProtocolError):
 
 Invariants: until the peer is authenticated only tiny frames are accepted (HANDSHAKE_LIMITS) and
 nothing but handshake messages is decoded; `receive()` raises only ProtocolError subclasses.
+
+Frames sent respect the peer's limits: `send()` splits a batch into as many frames as it takes
+(by message count, header bytes, buffer count and bytes), aiming below the limits at
+FRAME_MESSAGES and FRAME_HEADER per frame. The peer's limits are DEFAULT_LIMITS unless given
+(`peer_limits`); a server advertises its own in Welcome (``info["limits"]``, taken out of
+`info` by the client). A single message that no frame within the limits can carry is a
+LocalProtocolError, raised before anything of the batch is returned.
 """
 
 from __future__ import annotations
@@ -30,12 +37,16 @@ from __future__ import annotations
 import enum
 import hashlib
 import hmac
+import math
 import secrets
+import struct
 from typing import Any
 
 from qsrv.errors import AuthenticationError, LocalProtocolError, RemoteProtocolError
 from qsrv.protocol._framing import (
     DEFAULT_LIMITS,
+    FRAME_HEADER,
+    FRAME_MESSAGES,
     HANDSHAKE_LIMITS,
     Buffer,
     FrameDecoder,
@@ -54,6 +65,8 @@ from qsrv.protocol._messages import (
 PROTOCOL_VERSION = 1
 ROLES = frozenset({"driver", "worker", "executor", "store", "transfer"})
 _HANDSHAKE_TAGS = frozenset(cls.TAG for cls in (Hello, Challenge, Auth, Welcome, Reject))
+_LIMIT_FIELDS = ("max_header", "max_buffers", "max_buffer", "max_frame", "max_messages")
+_PREFIX = struct.Struct("!II")  # header length, buffer count: how every frame starts
 
 
 class State(enum.Enum):
@@ -75,13 +88,15 @@ class Connection:
     messages out via `receive()`; messages in via `send()`, bytes out as returned pieces."""
 
     def __init__(self, *, server: bool, token: str, role: str = "",
-                 limits: Limits = DEFAULT_LIMITS) -> None:
+                 limits: Limits = DEFAULT_LIMITS, peer_limits: Limits | None = None) -> None:
         if not server and role not in ROLES:
             raise LocalProtocolError(f"unknown role {role!r}")
         self.server = server
         self.role = role  # for a server: the peer's role, once known
         self._token = token.encode()
-        self._limits = limits
+        self._limits = limits  # what this side accepts
+        self._peer_given = peer_limits is not None
+        self._set_peer_limits(peer_limits or DEFAULT_LIMITS)
         self._decoder = FrameDecoder(HANDSHAKE_LIMITS)
         self._decoder.one_at_a_time = True
         self._nonce = secrets.token_bytes(32)
@@ -104,7 +119,8 @@ class Connection:
         self.state = State.OPEN
         self.client_no = client_no
         self._open_decoder()
-        return encode_frame_of([Welcome(client_no, info)])
+        limits = [getattr(self._limits, name) for name in _LIMIT_FIELDS]
+        return encode_frame_of([Welcome(client_no, {**info, "limits": limits})])
 
     def reject(self, reason: str) -> list[Buffer]:
         self.state = State.CLOSED
@@ -200,7 +216,11 @@ class Connection:
                                                               self._nonce))])
             self.state = State.AUTH_SENT
         elif state is State.AUTH_SENT and isinstance(msg, Welcome):
-            self.client_no, self.info = msg.client_no, msg.info
+            info = dict(msg.info)
+            advertised = info.pop("limits", None)
+            if not self._peer_given:
+                self._set_peer_limits(_advertised_limits(advertised))
+            self.client_no, self.info = msg.client_no, info
             self._open_decoder()
             self.state = State.OPEN
         else:
@@ -209,7 +229,99 @@ class Connection:
             )
 
     # -- messages out ------------------------------------------------------------------------
+    @property
+    def peer_limits(self) -> Limits:
+        """What the peer accepts: every frame `send()` returns stays within these."""
+        return self._peer
+
+    def _set_peer_limits(self, peer: Limits) -> None:
+        self._peer = peer
+        # A batch of at most this many messages is encoded as one frame, kept if its header
+        # stays within `_plain` bytes (frame without buffers) -- one length comparison.
+        self._batch = max(1, min(peer.max_messages, FRAME_MESSAGES))
+        self._plain = _PREFIX.size + max(1, min(peer.max_header, peer.max_frame, FRAME_HEADER))
+
     def send(self, messages: list[Any]) -> list[Buffer]:
+        """The frames carrying ``messages`` in order, as pieces to write in order: one frame
+        when they fit the peer's limits (and the per-frame aims), else as many as needed."""
         if self.state is not State.OPEN:
             raise LocalProtocolError(f"cannot send messages in state {self.state.value}")
-        return encode_frame_of(messages)
+        if len(messages) > self._batch:
+            out: list[Buffer] = []
+            self._split(messages, out)
+            return out
+        pieces = encode_frame_of(messages)
+        if len(pieces) == 1 and len(pieces[0]) <= self._plain:
+            return pieces  # the common case: no buffers, a header well within the limits
+        excess = self._excess(pieces, len(messages) == 1)
+        if excess <= 1.0:
+            return pieces
+        if len(messages) == 1:
+            self._refuse(messages[0], pieces)
+        out = []
+        self._cut(messages, excess, out)
+        return out
+
+    def _split(self, messages: list[Any], out: list[Buffer]) -> None:
+        """Append the frames of ``messages`` to ``out``: chunks of at most `_batch` messages,
+        cut further while a chunk's frame exceeds the limits."""
+        step = self._batch
+        for start in range(0, len(messages), step):
+            chunk = messages[start : start + step]
+            pieces = encode_frame_of(chunk)
+            excess = self._excess(pieces, len(chunk) == 1)
+            if excess <= 1.0:
+                out += pieces
+            elif len(chunk) == 1:
+                self._refuse(chunk[0], pieces)
+            else:
+                self._cut(chunk, excess, out)
+
+    def _cut(self, chunk: list[Any], excess: float, out: list[Buffer]) -> None:
+        """``chunk``'s frame is ``excess`` times too large: split it in that many parts."""
+        parts = min(len(chunk), max(2, math.ceil(excess)))
+        size = math.ceil(len(chunk) / parts)
+        for i in range(0, len(chunk), size):
+            self._split(chunk[i : i + size], out)
+
+    def _excess(self, pieces: list[Buffer], single: bool) -> float:
+        """How many times over the limits this frame is (<= 1.0: it fits). A frame of one
+        message is held to the peer's limits only; a larger one also to the per-frame aims."""
+        peer = self._peer
+        header_len, nbuf = _PREFIX.unpack_from(pieces[0])
+        cap = peer.max_header if single else min(peer.max_header, FRAME_HEADER)
+        excess: float = header_len / max(cap, 1)
+        if nbuf:
+            lens = struct.unpack_from(f"!{nbuf}Q", pieces[0], _PREFIX.size)
+            total = header_len + sum(lens)
+            excess = max(excess, nbuf / max(peer.max_buffers, 1e-9),
+                         total / max(peer.max_frame, 1),
+                         max(lens) / max(peer.max_buffer, 1e-9))
+        else:
+            excess = max(excess, header_len / max(peer.max_frame, 1))
+        return excess
+
+    def _refuse(self, msg: Any, pieces: list[Buffer]) -> None:
+        """A message that no frame within the peer's limits can carry."""
+        peer = self._peer
+        header_len, nbuf = _PREFIX.unpack_from(pieces[0])
+        lens = struct.unpack_from(f"!{nbuf}Q", pieces[0], _PREFIX.size) if nbuf else ()
+        name = type(msg).__name__
+        if header_len > peer.max_header:
+            why = f"its header is {header_len} bytes, the peer accepts {peer.max_header}"
+        elif nbuf > peer.max_buffers:
+            why = f"it has {nbuf} buffers, the peer accepts {peer.max_buffers}"
+        elif lens and max(lens) > peer.max_buffer:
+            why = f"a buffer of {max(lens)} bytes, the peer accepts {peer.max_buffer}"
+        else:
+            why = (f"it is {header_len + sum(lens)} bytes, the peer accepts frames of "
+                   f"{peer.max_frame}")
+        raise LocalProtocolError(f"cannot send a {name}: {why} (one message is never split)")
+
+
+def _advertised_limits(raw: Any) -> Limits:
+    """The limits a server advertised in Welcome; the defaults when absent or malformed."""
+    if type(raw) is list and len(raw) == len(_LIMIT_FIELDS) \
+            and all(type(v) is int and v >= 0 for v in raw):
+        return Limits(**dict(zip(_LIMIT_FIELDS, raw, strict=True)))
+    return DEFAULT_LIMITS

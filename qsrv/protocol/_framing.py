@@ -8,7 +8,13 @@ Invariants:
 - every length read from the wire is checked against `Limits` before anything is allocated;
 - buffers are written as separate pieces (scatter/gather), never joined by the encoder;
 - the decoder hands out buffers as it received them: small ones copied out of its receive area,
-  large ones read straight into their own bytearray (no second copy).
+  large ones read straight into their own bytearray (no second copy);
+- a receive area grown for a large header shrinks back once it is empty.
+
+Senders keep every frame within the receiver's `Limits` and, below them, aim at
+`FRAME_MESSAGES` messages and `FRAME_HEADER` header bytes per frame (see
+`Connection.send`): a receiver decodes a frame in one go, so smaller frames keep its other
+work (heartbeats, small requests) from waiting behind one.
 """
 
 from __future__ import annotations
@@ -23,6 +29,12 @@ _LEN = struct.Struct("!Q")
 # Buffers at least this large are received into their own allocation instead of the ring.
 _DIRECT_MIN = 256 * 1024
 _RECV_CHUNK = 256 * 1024
+# An empty receive area larger than this is given back (it grew for a large header).
+_KEEP_RING = 4 * _RECV_CHUNK
+# What a sender aims at per frame, below the receiver's limits: throughput comes from
+# batching, and a few thousand messages batch as well as a few hundred thousand.
+FRAME_MESSAGES = 8192
+FRAME_HEADER = 4 * 2**20
 
 Buffer = bytes | bytearray | memoryview
 
@@ -83,6 +95,8 @@ class FrameDecoder:
             return memoryview(self._direct)[self._direct_filled :]
         if self._start == self._end:
             self._start = self._end = 0
+            if len(self._ring) > _KEEP_RING and self._lens is None:
+                self._ring = bytearray(_RECV_CHUNK)  # grown for a large header: give it back
         free = len(self._ring) - self._end
         if free < 4096:
             pending = self._end - self._start
