@@ -96,12 +96,15 @@ def test_a_killed_local_scheduler_is_lost_not_closed() -> None:
     out = _run("""
         import os, signal, qsrv
         from qsrv.errors import ConnectionLostError
+        @qsrv.distribute_task
+        def one():
+            return 1
         qsrv.init(num_cpus=1)
         runtime = qsrv.client.connected()
         os.kill(runtime.cluster.scheduler.pid, signal.SIGKILL)
         runtime.cluster.scheduler.wait()
         try:
-            qsrv.get(qsrv.put(1), timeout=30)
+            qsrv.get(one(), timeout=30)  # submitted to a dead scheduler, or in flight
         except ConnectionLostError as exc:
             print("lost:", exc)
         qsrv.shutdown()
