@@ -287,7 +287,8 @@ def start_background(options: dict[str, Any], *, env: dict[str, str] | None = No
         with os.fdopen(fd, "w") as f:
             f.write(token + "\n")
         log_path = path / LOG
-        with open(log_path, "ab") as log:
+        with os.fdopen(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600),
+                       "ab") as log:
             launched = launch(str(path / SOCKET), child_env(token, env),
                               worker_options(**options), output=log, detach=True)
         running = RunningCluster(launched.address, launched.tcp_address,

@@ -25,7 +25,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="qsrv", description="qsrv: a distributed task runtime for quantum-classical work."
     )
-    parser.add_argument("--version", action="version", version=f"qsrv {_version()}")
+    parser.add_argument("--version", action=_Version, nargs=0,
+                        help="show the program's version number and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in _COMMANDS if only is None else (only,):
         try:
@@ -36,6 +37,14 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
             raise
         module.register(sub)
     return parser
+
+
+class _Version(argparse.Action):
+    """``--version``, looked up only when asked for (the package metadata takes a while)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: object, option_string: str | None = None) -> None:
+        parser.exit(message=f"qsrv {_version()}\n")
 
 
 def _version() -> str:

@@ -16,7 +16,6 @@ from qsrv.cli._common import (
     setup_logging,
 )
 from qsrv.errors import ConfigError
-from qsrv.scheduler import install_uvloop
 from qsrv.worker import WorkerAgent, WorkerConfig
 
 
@@ -74,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
                           connect_timeout=args.connect_timeout,
                           object_store_memory=args.object_store_memory,
                           spill_dir=args.spill_dir, store_host=args.store_host)
-    install_uvloop()
+    # The agent is off the per-task path: the standard event loop serves it, and an agent
+    # starts faster and smaller without uvloop (and without the scheduler's modules).
 
     async def main() -> None:
         await WorkerAgent(config).run()

@@ -25,7 +25,6 @@ import os
 import subprocess
 import sys
 import tempfile
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Final
 
@@ -49,6 +48,8 @@ def cache_dir() -> Path:
 
 
 def _version(dist: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version  # only when probing
+
     try:
         return version(dist)
     except PackageNotFoundError:
