@@ -1,11 +1,18 @@
 """Typed messages and their encoding into frames. No IO here.
 
 A frame's msgpack header is a list of messages, each ``[tag, field, field, ...]`` in the order
-the dataclass declares them. A field named ``bufs`` (a tuple of binary buffers) is written as its
+the class declares them. A field named ``bufs`` (a tuple of binary buffers) is written as its
 count and its buffers go out-of-band, appended in order to the frame's buffer list.
 
+Messages are frozen msgspec Structs (``array_like``, tagged with an int: the wire's
+``[tag, fields...]``), so a frame header is decoded and every field's type checked in C, into
+the typed messages themselves, with no intermediate lists or dicts. A header msgspec refuses
+is walked again by the pure-Python checks (`_decode_checked`), which say precisely what is
+wrong; so a frame is accepted only when both agree.
+
 Invariants:
-- every message class is a frozen, slotted dataclass registered here under a unique tag;
+- every message class is a frozen Struct subclass of `Message`, registered here under a unique
+  tag (its class keyword ``tag=``);
 - `decode_frame` returns only instances of registered classes whose fields have the declared
   types, or raises RemoteProtocolError — nothing else escapes for any input bytes;
 - user data (task arguments, results) is opaque ``bytes`` + ``bufs`` here; never unpickled.
@@ -13,14 +20,14 @@ Invariants:
 
 from __future__ import annotations
 
-import dataclasses
 import reprlib
 import typing
 from collections.abc import Callable, Iterable
-from operator import attrgetter
-from typing import Any, TypeVar
+from typing import Annotated, Any, ClassVar
 
 import msgpack
+import msgspec
+from msgspec.structs import astuple
 
 from qsrv.errors import LocalProtocolError, RemoteProtocolError
 from qsrv.protocol._framing import Buffer, encode_frame
@@ -32,19 +39,20 @@ SYSTEM_ERROR = 2  # data: (kind, message), see _objects.py; kind is a key of SYS
 STORED = 3  # data: the value's location in a node's store, see _objects.py
 
 Bufs = tuple[Buffer, ...]
-_M = TypeVar("_M")
 
 
-class Message:
-    """Base of all messages (for typing); concrete ones are frozen slotted dataclasses."""
+class Message(msgspec.Struct, frozen=True, array_like=True, forbid_unknown_fields=True,
+              gc=False):
+    """Base of all messages. A message is ``class Name(Message, tag=N)`` with typed fields;
+    instances are immutable and hold no reference cycles (not tracked by the GC)."""
 
-    __slots__ = ()
-    TAG: typing.ClassVar[int]
+    TAG: ClassVar[int]
 
 
 # tag -> (class, validators, index of the bufs field or -1)
 _REGISTRY: dict[int, tuple[type[Any], tuple[Callable[[Any], bool], ...], int]] = {}
-_ENCODERS: dict[type[Any], tuple[int, Callable[[Any], tuple[Any, ...]], int]] = {}
+_BUFS_AT: dict[type[Any], int] = {}  # registered class -> index of its bufs field, or -1
+_FROM_WIRE: dict[type[Any], tuple[type[Any], int]] = {}  # wire form -> (class, bufs index)
 
 
 def _is_int(v: Any) -> bool:
@@ -87,48 +95,75 @@ _VALIDATORS: dict[str, Callable[[Any], bool]] = {
     "dict[str, Any]": lambda v: type(v) is dict and all(type(k) is str for k in v),
     "Bufs": lambda v: type(v) is int and v >= 0,  # on the wire: the count
 }
+# The same types for msgspec, as they are on the wire.
+_WIRE_TYPES: dict[str, Any] = {
+    "int": int, "float": float, "bool": bool, "str": str, "bytes": bytes,
+    "list[int]": list[int], "list[str]": list[str], "list[Any]": list[Any],
+    "dict[str, int]": dict[str, int], "dict[str, float]": dict[str, float],
+    "dict[str, Any]": dict[str, Any], "Bufs": Annotated[int, msgspec.Meta(ge=0)],
+}
 
 
-@typing.dataclass_transform(frozen_default=True)
-def message(tag: int) -> Callable[[type[_M]], type[_M]]:
-    """Register a frozen slotted dataclass as the message with this tag."""
+class _Wire(msgspec.Struct, frozen=True, array_like=True, forbid_unknown_fields=True,
+            gc=False):
+    """The wire form of a message with buffers: ``bufs`` is their count."""
 
-    def register(cls: type[_M]) -> type[_M]:
-        assert tag not in _REGISTRY, f"tag {tag} used twice"
-        dc = dataclasses.dataclass(frozen=True, slots=True)(cls)
-        fields = [f.name for f in dataclasses.fields(dc)]  # type: ignore[arg-type]
-        validators = tuple(_VALIDATORS[str(f.type)] for f in dataclasses.fields(dc))  # type: ignore[arg-type]
-        bufs_at = fields.index("bufs") if "bufs" in fields else -1
-        getter = attrgetter(*fields) if len(fields) > 1 else (lambda m: (getattr(m, fields[0]),))
-        dc.TAG = tag  # type: ignore[attr-defined]
-        _REGISTRY[tag] = (dc, validators, bufs_at)
-        _ENCODERS[dc] = (tag, getter, bufs_at)
-        return dc
 
-    return register
+def _register(cls: type[Message]) -> None:
+    tag = cls.__struct_config__.tag
+    assert isinstance(tag, int) and tag not in _REGISTRY, f"tag {tag} of {cls} is not unique"
+    annotations = [str(cls.__annotations__[name]) for name in cls.__struct_fields__]
+    validators = tuple(_VALIDATORS[a] for a in annotations)
+    bufs_at = cls.__struct_fields__.index("bufs") if "bufs" in cls.__struct_fields__ else -1
+    cls.TAG = tag
+    _REGISTRY[tag] = (cls, validators, bufs_at)
+    _BUFS_AT[cls] = bufs_at
+    if bufs_at >= 0 or cls.__struct_defaults__:  # decoded as its wire form: every field needed
+        wire = msgspec.defstruct(
+            f"{cls.__name__}Wire", [(n, _WIRE_TYPES[a]) for n, a in
+                                    zip(cls.__struct_fields__, annotations, strict=True)],
+            bases=(_Wire,), tag=tag, module=__name__)
+        _FROM_WIRE[wire] = (cls, bufs_at)
+
+
+_DECODERS: dict[frozenset[int], msgspec.msgpack.Decoder[list[Any]]] = {}
+
+
+def _decoder(tags: frozenset[int]) -> msgspec.msgpack.Decoder[list[Any]]:
+    """A decoder of a list of the messages with these tags (each in its wire form)."""
+    decoder = _DECODERS.get(tags)
+    if decoder is None:
+        wire = {cls: w for w, (cls, _) in _FROM_WIRE.items()}
+        types = tuple(wire.get(cls, cls) for t, (cls, _, _) in sorted(_REGISTRY.items())
+                      if t in tags)
+        decoder = _DECODERS[tags] = msgspec.msgpack.Decoder(list[typing.Union[types]])  # type: ignore[valid-type]  # noqa: UP007
+    return decoder
 
 
 def encode_frame_of(messages: Iterable[Any]) -> list[Buffer]:
     """One frame carrying these messages, as pieces to write in order."""
-    items: list[list[Any]] = []
+    items: list[Any] = []
     buffers: list[Buffer] = []
     for msg in messages:
-        try:
-            tag, getter, bufs_at = _ENCODERS[type(msg)]
-        except KeyError:
-            raise LocalProtocolError(f"{type(msg).__name__} is not a registered message") from None
-        values = list(getter(msg))
-        if bufs_at >= 0:
-            bufs = values[bufs_at]
-            values[bufs_at] = len(bufs)
-            buffers.extend(bufs)
-        values.insert(0, tag)
-        items.append(values)
+        bufs_at = _BUFS_AT.get(type(msg))
+        if bufs_at is None:
+            raise LocalProtocolError(f"{type(msg).__name__} is not a registered message")
+        if bufs_at < 0:
+            items.append(msg)  # msgspec writes [tag, fields...]
+            continue
+        values = list(astuple(msg))
+        bufs = values[bufs_at]
+        values[bufs_at] = len(bufs)
+        buffers.extend(bufs)
+        items.append([msg.TAG, *values])
     try:
-        header = msgpack.packb(items, use_bin_type=True)
+        header = _ENCODER.encode(items)
     except (TypeError, ValueError, OverflowError) as exc:
         raise LocalProtocolError(f"cannot encode message: {exc}") from exc
     return encode_frame(header, buffers)
+
+
+_ENCODER = msgspec.msgpack.Encoder()
 
 
 def decode_frame(header: Buffer, buffers: list[Buffer],
@@ -136,6 +171,38 @@ def decode_frame(header: Buffer, buffers: list[Buffer],
                  max_messages: int = 262_144) -> list[Any]:
     """The messages of one frame; RemoteProtocolError for anything malformed, or for a message
     whose tag is not in `allowed` (checked before the message is built)."""
+    tags = _ALL_TAGS if allowed is None else frozenset(t for t in _REGISTRY if t in allowed)
+    try:
+        items = _decoder(tags).decode(header)
+    except Exception as exc:  # msgspec's errors, or a RecursionError of a deep nesting
+        _decode_checked(header, buffers, allowed, max_messages)  # raises, saying what is wrong
+        raise RemoteProtocolError(f"malformed frame header: {exc}") from None
+    if len(items) > max_messages:
+        raise RemoteProtocolError(
+            f"frame of {len(items)} messages exceeds the limit of {max_messages}")
+    next_buf = 0
+    from_wire = _FROM_WIRE
+    for i, msg in enumerate(items):
+        entry = from_wire.get(type(msg))
+        if entry is None:
+            continue
+        cls, bufs_at = entry
+        values = list(astuple(msg))
+        if bufs_at >= 0:
+            count = values[bufs_at]
+            if next_buf + count > len(buffers):
+                raise RemoteProtocolError(f"{cls.__name__} claims more buffers than the frame has")
+            values[bufs_at] = tuple(buffers[next_buf : next_buf + count])
+            next_buf += count
+        items[i] = cls(*values)
+    if next_buf != len(buffers):
+        raise RemoteProtocolError("frame carries buffers no message claims")
+    return items
+
+
+def _decode_checked(header: Buffer, buffers: list[Buffer],
+                    allowed: typing.Container[int] | None, max_messages: int) -> list[Any]:
+    """decode_frame's checks, one by one in Python: what a refused header breaks."""
     try:
         items = msgpack.unpackb(header, raw=False, use_list=True, strict_map_key=True)
     except Exception as exc:  # msgpack raises several unrelated types
@@ -179,45 +246,38 @@ def decode_frame(header: Buffer, buffers: list[Buffer],
 
 
 # ---- handshake ---------------------------------------------------------------------------------
-@message(1)
-class Hello(Message):
+class Hello(Message, tag=1, frozen=True):
     version: int
     role: str
     nonce: bytes
 
 
-@message(2)
-class Challenge(Message):
+class Challenge(Message, tag=2, frozen=True):
     version: int
     nonce: bytes
     proof: bytes  # proves the server holds the token too
 
 
-@message(3)
-class Auth(Message):
+class Auth(Message, tag=3, frozen=True):
     proof: bytes
 
 
-@message(4)
-class Welcome(Message):
+class Welcome(Message, tag=4, frozen=True):
     client_no: int  # the peer's id in this cluster; ids it mints: see ID_BITS (_objects.py)
     info: dict[str, Any]
 
 
-@message(5)
-class Reject(Message):
+class Reject(Message, tag=5, frozen=True):
     reason: str
 
 
 # ---- drivers and executors -> scheduler -----------------------------------------------------
-@message(10)
-class RegisterFunction(Message):
+class RegisterFunction(Message, tag=10, frozen=True):
     fn_id: bytes
     payload: bytes
 
 
-@message(11)
-class SubmitTask(Message):
+class SubmitTask(Message, tag=11, frozen=True):
     task_id: int
     fn_id: bytes
     args: bytes
@@ -230,8 +290,7 @@ class SubmitTask(Message):
     name: str
 
 
-@message(12)
-class PutObject(Message):
+class PutObject(Message, tag=12, frozen=True):
     object_id: int
     data: bytes
     bufs: Bufs
@@ -239,30 +298,25 @@ class PutObject(Message):
     status: int = OK  # OK (the value is here) or STORED (data says which node's store has it)
 
 
-@message(13)
-class RefUpdate(Message):
+class RefUpdate(Message, tag=13, frozen=True):
     add: list[int]
     drop: list[int]
 
 
-@message(14)
-class Subscribe(Message):
+class Subscribe(Message, tag=14, frozen=True):
     ids: list[int]
 
 
-@message(15)
-class Cancel(Message):
+class Cancel(Message, tag=15, frozen=True):
     task_id: int
 
 
-@message(16)
-class StatusRequest(Message):
+class StatusRequest(Message, tag=16, frozen=True):
     req_id: int
 
 
 # ---- scheduler -> drivers and executors -----------------------------------------------------
-@message(20)
-class ObjectValue(Message):
+class ObjectValue(Message, tag=20, frozen=True):
     object_id: int
     status: int  # OK, TASK_ERROR or SYSTEM_ERROR
     data: bytes
@@ -270,21 +324,18 @@ class ObjectValue(Message):
     refs: list[int]
 
 
-@message(21)
-class Notice(Message):
+class Notice(Message, tag=21, frozen=True):
     level: str  # "warning" or "info"
     text: str
 
 
-@message(22)
-class StatusReply(Message):
+class StatusReply(Message, tag=22, frozen=True):
     req_id: int
     status: dict[str, Any]
 
 
 # ---- worker agent <-> scheduler -------------------------------------------------------------
-@message(30)
-class RegisterWorker(Message):
+class RegisterWorker(Message, tag=30, frozen=True):
     name: str
     resources: dict[str, int]  # normalised totals
     gpu_ids: list[str]
@@ -292,70 +343,59 @@ class RegisterWorker(Message):
     info: dict[str, Any]
 
 
-@message(31)
-class WorkerAccepted(Message):
+class WorkerAccepted(Message, tag=31, frozen=True):
     worker_id: int
 
 
-@message(32)
-class Heartbeat(Message):
+class Heartbeat(Message, tag=32, frozen=True):
     sent_at: float
 
 
-@message(33)
-class SpawnExecutor(Message):
+class SpawnExecutor(Message, tag=33, frozen=True):
     count: int
 
 
-@message(34)
-class KillExecutor(Message):
+class KillExecutor(Message, tag=34, frozen=True):
     pid: int
     reason: str
 
 
-@message(35)
-class WorkerInfo(Message):
+class WorkerInfo(Message, tag=35, frozen=True):
     """What a worker learned about itself after registering (e.g. what it can simulate)."""
 
     info: dict[str, Any]
 
 
-@message(36)
-class HoldObjects(Message):
+class HoldObjects(Message, tag=36, frozen=True):
     """The directory now lists these objects on the agent's node: keep them."""
 
     ids: list[int]
 
 
-@message(37)
-class FreeObjects(Message):
+class FreeObjects(Message, tag=37, frozen=True):
     """No ref to these objects is left: free the node's copies."""
 
     ids: list[int]
 
 
-@message(38)
-class ObjectsCopied(Message):
+class ObjectsCopied(Message, tag=38, frozen=True):
     """Agent -> scheduler: the node pulled copies of these objects (evictable caches)."""
 
     ids: list[int]
 
 
 # ---- executor <-> scheduler -----------------------------------------------------------------
-@message(40)
-class RegisterExecutor(Message):
+class RegisterExecutor(Message, tag=40, frozen=True):
     worker_id: int
     pid: int
 
 
-@message(41)
-class FunctionDef(Message):
+class FunctionDef(Message, tag=41, frozen=True):
     fn_id: bytes
     payload: bytes
 
 
-@message(42)
-class RunTask(Message):
+class RunTask(Message, tag=42, frozen=True):
     task_id: int
     fn_id: bytes
     args: bytes
@@ -366,8 +406,7 @@ class RunTask(Message):
     retry_exceptions: bool
 
 
-@message(43)
-class TaskDone(Message):
+class TaskDone(Message, tag=43, frozen=True):
     task_id: int
     status: int
     data: bytes
@@ -377,26 +416,22 @@ class TaskDone(Message):
     elapsed: float  # seconds the task's function ran
 
 
-@message(44)
-class TaskBlocked(Message):
+class TaskBlocked(Message, tag=44, frozen=True):
     task_id: int
 
 
-@message(45)
-class TaskUnblocked(Message):
+class TaskUnblocked(Message, tag=45, frozen=True):
     task_id: int
 
 
-@message(46)
-class TaskReturned(Message):
+class TaskReturned(Message, tag=46, frozen=True):
     """Tasks queued on an executor that it gives back unstarted (its running task blocked)."""
 
     task_ids: list[int]
 
 
 # ---- node store service: executors and same-node drivers <-> their worker agent ---------------
-@message(50)
-class StoreCreate(Message):
+class StoreCreate(Message, tag=50, frozen=True):
     """Reserve ``size`` bytes for a new object; the reply's location is written in place."""
 
     req: int
@@ -404,8 +439,7 @@ class StoreCreate(Message):
     size: int
 
 
-@message(51)
-class StoreSeal(Message):
+class StoreSeal(Message, tag=51, frozen=True):
     """The object is written: publish it (immutable from now on)."""
 
     req: int
@@ -413,8 +447,7 @@ class StoreSeal(Message):
     header: bytes
 
 
-@message(52)
-class StorePin(Message):
+class StorePin(Message, tag=52, frozen=True):
     """Map an object (pulled from the node named in ``source``, a STORED value's data, if it
     is not here) and keep it in place until unpinned."""
 
@@ -423,21 +456,23 @@ class StorePin(Message):
     source: bytes
 
 
-@message(53)
-class StoreUnpin(Message):
+class StoreUnpin(Message, tag=53, frozen=True):
     object_ids: list[int]
 
 
-@message(54)
-class StoreReply(Message):
+class StoreReply(Message, tag=54, frozen=True):
     req: int
     offset: int
     size: int
     header: bytes
 
 
-@message(55)
-class StoreFailed(Message):
+class StoreFailed(Message, tag=55, frozen=True):
     req: int
     kind: str  # a key of errors.SYSTEM_ERRORS, or "full"
     message: str
+
+
+for _cls in Message.__subclasses__():
+    _register(_cls)
+_ALL_TAGS = frozenset(_REGISTRY)

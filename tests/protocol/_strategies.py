@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
+from types import SimpleNamespace
 from typing import Any
 
 from hypothesis import strategies as st
@@ -68,8 +68,10 @@ WRONG_WIRE: dict[str, list[Any]] = {
 MESSAGE_CLASSES: list[type[Any]] = [cls for _, (cls, _, _) in sorted(_REGISTRY.items())]
 
 
-def fields_of(cls: type[Any]) -> list[dataclasses.Field[Any]]:
-    return list(dataclasses.fields(cls))
+def fields_of(cls: type[Any]) -> list[SimpleNamespace]:
+    """Each field's name and its declared type, as written (a message is a msgspec Struct)."""
+    return [SimpleNamespace(name=name, type=str(cls.__annotations__[name]))
+            for name in cls.__struct_fields__]
 
 
 def message_strategy(cls: type[Any]) -> st.SearchStrategy[Message]:
