@@ -34,9 +34,18 @@ def _pickle_test_functions_by_value(request: pytest.FixtureRequest) -> None:
 
 
 @pytest.fixture
-def flags(tmp_path: Path) -> Callable[[str], Flag]:
-    """``flags(name)``: a Flag (not set) under this test's temporary directory."""
-    return lambda name: Flag(tmp_path / name)
+def flags(tmp_path: Path) -> Iterator[Callable[[str], Flag]]:
+    """``flags(name)``: a Flag (not set) under this test's temporary directory. All are set
+    when the test ends, so that nothing it left waiting on one (a task) outlives it."""
+    made: list[Flag] = []
+
+    def make(name: str) -> Flag:
+        made.append(Flag(tmp_path / name))
+        return made[-1]
+
+    yield make
+    for flag in made:
+        flag.set()
 
 
 @pytest.fixture

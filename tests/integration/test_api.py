@@ -58,12 +58,24 @@ def fail(message: str) -> None:
 
 
 @qsrv.distribute_task
-def held(value: Any, release: Flag, started: Flag | None = None) -> Any:
-    """Returns ``value`` once ``release`` is set (says when it starts, if asked)."""
-    if started is not None:
-        started.set()
+def held(value: Any, release: Flag) -> Any:
+    """Returns ``value`` once ``release`` is set."""
     release.wait()
     return value
+
+
+@qsrv.distribute_task
+def occupy(started: Flag | None = None, release: Flag | None = None) -> None:
+    """Holds a CPU until cancelled (or released): says when it starts, if asked.
+
+    Not ``held``: calls of a function whose calls have been short may be sent ahead to queue
+    behind a running one, and then do not start while that runs. No call of this function
+    ends quickly.
+    """
+    if started is not None:
+        started.set()
+    if release is not None:
+        release.wait(600)
 
 
 def test_call_returns_ref_at_once_and_get_collects(flags: Callable[[str], Flag]) -> None:
@@ -168,7 +180,7 @@ def test_async_def_tasks_and_await_get() -> None:
 def test_await_get_under_uvloop(flags: Callable[[str], Flag]) -> None:
     import uvloop
 
-    blocked = held(None, flags("never"))
+    blocked = occupy(release=flags("never"))
 
     async def main() -> Any:
         ready, pending = await qsrv.wait([square(2), blocked], num_returns=1, timeout=60)
@@ -217,10 +229,10 @@ def test_get_timeout_is_distinct_from_task_errors(flags: Callable[[str], Flag]) 
 def test_cancel_queued_and_running_tasks(flags: Callable[[str], Flag]) -> None:
     never = flags("never")
     started = [flags("started-0"), flags("started-1")]
-    running = [held(i, never, flag) for i, flag in enumerate(started)]  # both CPUs busy
+    running = [occupy(flag, never) for flag in started]  # both CPUs busy
     for flag in started:
         flag.wait()
-    queued = held(2, never)
+    queued = occupy(release=never)
     qsrv.cancel(queued)
     for ref in running:
         qsrv.cancel(ref)
