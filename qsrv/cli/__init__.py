@@ -44,7 +44,8 @@ class _Version(argparse.Action):
 
     def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
                  values: object, option_string: str | None = None) -> None:
-        parser.exit(message=f"qsrv {_version()}\n")
+        print(f"qsrv {_version()}")  # on stdout, as argparse's own version action does
+        parser.exit()
 
 
 def _version() -> str:
