@@ -15,7 +15,7 @@ import pytest
 
 import qsrv
 from qsrv.errors import AuthenticationError
-from tests._support import Flag, wait_for
+from tests._support import Flag, stop_processes, wait_for
 from tests._support.cluster import TOKEN, Cluster, cli_env, cli_status
 
 
@@ -90,25 +90,32 @@ def test_thousand_tasks_with_mixed_targets(cluster: Cluster) -> None:
 
 def test_worker_that_goes_away_gives_its_tasks_back(
         cluster: Cluster, flags: Callable[[str], Flag]) -> None:
+    def names() -> set[str]:
+        return {w["name"] for w in cluster.status()["workers"]}
+
     cluster.worker("spare-1", "--cpus", "1", "--resources", "spare=1")
-    wait_for(lambda: cluster.ready({"spare-1"}), what="spare-1")
+    try:
+        wait_for(lambda: cluster.ready({"spare-1"}), what="spare-1")
 
-    @qsrv.distribute_task(target={"spare": 1}, max_retries=2)
-    def on_spare(started: Flag, release: Flag) -> str:
-        started.set()
-        release.wait()
-        return str(qsrv.runtime_context().worker_id)
+        @qsrv.distribute_task(target={"spare": 1}, max_retries=2)
+        def on_spare(started: Flag, release: Flag) -> str:
+            started.set()
+            release.wait()
+            return str(qsrv.runtime_context().worker_id)
 
-    started, release = flags("started"), flags("release")
-    ref = on_spare(started, release)
-    started.wait()
-    cluster.workers["spare-1"].send_signal(signal.SIGKILL)  # no goodbye: connection loss
-    wait_for(lambda: "spare-1" not in {w["name"] for w in cluster.status()["workers"]},
-             what="worker removal")
-    cluster.worker("spare-2", "--cpus", "1", "--resources", "spare=1")
-    release.set()
-    worker = qsrv.get(ref, timeout=60)
-    assert _names(cluster)[worker] == "spare-2"
+        started, release = flags("started"), flags("release")
+        ref = on_spare(started, release)
+        started.wait()
+        cluster.workers["spare-1"].send_signal(signal.SIGKILL)  # no goodbye: connection loss
+        wait_for(lambda: "spare-1" not in names(), what="worker removal")
+        cluster.worker("spare-2", "--cpus", "1", "--resources", "spare=1")
+        release.set()
+        worker = qsrv.get(ref, timeout=60)
+        assert _names(cluster)[worker] == "spare-2"
+    finally:  # the other tests see the three workers they expect
+        stop_processes([cluster.workers.pop(name) for name in ("spare-1", "spare-2")
+                        if name in cluster.workers])
+        wait_for(lambda: not names() & {"spare-1", "spare-2"}, what="the spares to go")
 
 
 def test_task_from_a_helper_module_in_the_working_directory(
