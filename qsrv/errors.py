@@ -30,6 +30,7 @@ The tree::
     │   ├── NotFoundError           404: no such user, program or job for this user (LookupError)
     │   ├── ConflictError           409: the object is not in a state that allows this
     │   ├── PayloadTooLargeError    413: an archive, arguments or result over its size limit
+    │   ├── TooManyRequestsError    429: over a quota or a rate limit (``retry_after``)
     │   └── GatewayUnavailableError the gateway could not be reached (ConnectionError too)
     └── JobError                    a job ended without a result; ``job_id``, ``status``, ...
         ├── JobFailedError          status FAILED: ``error`` holds the traceback, ``exit_code``
@@ -75,6 +76,7 @@ __all__ = [
     "TaskCancelledError",
     "TaskError",
     "TaskTimeoutError",
+    "TooManyRequestsError",
     "UnauthorizedError",
     "WorkerDiedError",
 ]
@@ -279,6 +281,15 @@ class PayloadTooLargeError(GatewayError):
 
     status = 413
     kind = "too_large"
+
+
+class TooManyRequestsError(GatewayError):
+    """Over a quota (queued jobs, programs, versions, stored bytes) or a rate limit (failed
+    logins); ``retry_after`` is the seconds to wait when waiting helps, else None."""
+
+    status = 429
+    kind = "too_many_requests"
+    retry_after: float | None = None
 
 
 class GatewayUnavailableError(GatewayError, ConnectionError):

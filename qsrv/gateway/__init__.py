@@ -48,6 +48,7 @@ if TYPE_CHECKING:  # the same names, eagerly, for type checkers
         JobStoppedError,
         NotFoundError,
         PayloadTooLargeError,
+        TooManyRequestsError,
         UnauthorizedError,
     )
     from qsrv.gateway._models import JobStatus, isoformat
@@ -84,6 +85,7 @@ _WHERE: dict[str, str] = {
     "JobStoppedError": "_errors",
     "NotFoundError": "_errors",
     "PayloadTooLargeError": "_errors",
+    "TooManyRequestsError": "_errors",
     "UnauthorizedError": "_errors",
     "JobStatus": "_models",
     "isoformat": "_models",
@@ -132,6 +134,7 @@ __all__ = [
     "PayloadTooLargeError",
     "Program",
     "ProgramInfo",
+    "TooManyRequestsError",
     "UnauthorizedError",
     "add_user",
     "default_data_dir",

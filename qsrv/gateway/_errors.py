@@ -19,6 +19,7 @@ from qsrv.errors import (
     JobStoppedError,
     NotFoundError,
     PayloadTooLargeError,
+    TooManyRequestsError,
     UnauthorizedError,
 )
 
@@ -34,6 +35,7 @@ __all__ = [
     "JobStoppedError",
     "NotFoundError",
     "PayloadTooLargeError",
+    "TooManyRequestsError",
     "UnauthorizedError",
     "error_for",
 ]
@@ -42,7 +44,8 @@ _BY_KIND: dict[str, type[GatewayError]] = {
     cls.kind: cls
     for cls in (
         InvalidRequestError, ArchiveError, UnauthorizedError, ForbiddenError, NotFoundError,
-        ConflictError, PayloadTooLargeError, GatewayUnavailableError, GatewayError,
+        ConflictError, PayloadTooLargeError, TooManyRequestsError, GatewayUnavailableError,
+        GatewayError,
     )
 }
 

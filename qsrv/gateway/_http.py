@@ -9,9 +9,13 @@ rule lives here. Invariants:
   authenticates its own routes and renders its own errors, as its client expects.
 - Every error leaves as JSON ``{"error": kind, "message": text}`` with the status of its
   ``GatewayError`` class (``_errors``), which the client maps back to the same class.
-- Bodies are bounded before they are read: uploads by ``max_archive_bytes`` (checked on the
-  ``Expect: 100-continue`` handshake and again while streaming), JSON by
-  ``max_arguments_bytes``.
+- Bodies are bounded before they are read: uploads by ``max_archive_bytes``, JSON by
+  ``max_arguments_bytes``. A declared Content-Length over the limit is refused (413) before
+  ``100 Continue`` on every route (``expect_within``) and before any byte is read; the limit
+  holds again while streaming.
+- A client's malformed request is a 4xx with a message, never a 500 nor a traceback in the
+  log: every read of a body goes through ``reading_body`` (garbage multipart, oversize part
+  headers, JSON nested too deep, bad encodings).
 - Arguments travel as base64 of their pickle (``arguments``) or as plain JSON
   (``arguments_json``, stored as JSON text, so programs of either runtime read them); results
   come back as the pickled bytes (``application/octet-stream``), 204 when the job saved none.
@@ -30,6 +34,7 @@ from typing import Any
 
 from aiohttp import BodyPartReader, web
 
+from qsrv.gateway._bodies import check_length, error_response, expect_within, reading_body
 from qsrv.gateway._errors import (
     GatewayError,
     InvalidRequestError,
@@ -55,20 +60,22 @@ _log = logging.getLogger("qsrv.gateway")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def _error_response(status: int, kind: str, message: str) -> web.Response:
-    return web.json_response({"error": kind, "message": message}, status=status)
+_error_response = error_response
 
 
 _KIND_BY_STATUS = {400: "invalid_request", 401: "unauthorized", 403: "forbidden",
-                   404: "not_found", 405: "invalid_request", 409: "conflict", 413: "too_large"}
-
-
+                   404: "not_found", 405: "invalid_request", 409: "conflict", 413: "too_large",
+                   415: "invalid_request", 429: "too_many_requests"}
 @web.middleware
 async def _errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except GatewayError as exc:
-        return _error_response(exc.status, exc.kind, str(exc))
+        response = _error_response(exc.status, exc.kind, str(exc))
+        retry = getattr(exc, "retry_after", None)
+        if retry:
+            response.headers["Retry-After"] = str(int(retry))
+        return response
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -104,22 +111,28 @@ def build_app(service: GatewayService) -> web.Application:
     app = web.Application(middlewares=[_errors_middleware, _auth_middleware],
                           client_max_size=json_limit)
     app[SERVICE] = service
+    within_json = expect_within(lambda request: json_limit)
     app.router.add_get("/health", _health)
     app.router.add_get("/openapi.json", _openapi)
     app.router.add_get("/v1/me", _me)
-    app.router.add_post("/v1/programs", _upload_program, expect_handler=_expect_upload)
+    app.router.add_post("/v1/programs", _upload_program, expect_handler=expect_within(
+        _upload_limit, _authenticate))
     app.router.add_get("/v1/programs", _list_programs)
     app.router.add_get("/v1/programs/{title}/versions", _program_versions)
-    app.router.add_post("/v1/jobs", _submit_job)
+    app.router.add_post("/v1/jobs", _submit_job, expect_handler=within_json)
     app.router.add_get("/v1/jobs", _list_jobs)
     app.router.add_get("/v1/jobs/{job_id}", _get_job)
     app.router.add_get("/v1/jobs/{job_id}/wait", _wait_job)
     app.router.add_get("/v1/jobs/{job_id}/logs", _job_logs)
     app.router.add_get("/v1/jobs/{job_id}/result", _job_result)
     app.router.add_get("/v1/jobs/{job_id}/events", _job_events)
-    app.router.add_post("/v1/jobs/{job_id}/stop", _stop_job)
-    add_upstream_routes(app, service)
+    app.router.add_post("/v1/jobs/{job_id}/stop", _stop_job, expect_handler=within_json)
+    add_upstream_routes(app, service, json_limit)
     return app
+
+
+def _upload_limit(request: web.Request) -> int:
+    return int(_service(request).config.archive_limits.max_archive_bytes + _MULTIPART_SLACK)
 
 
 # -- helpers ----------------------------------------------------------------------------------
@@ -169,10 +182,9 @@ def _timestamp(raw: str) -> float:
 
 async def _json_body(request: web.Request) -> dict[str, Any]:
     try:
-        body = await request.json()
-    except web.HTTPRequestEntityTooLarge:
-        raise PayloadTooLargeError("request body too large") from None
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        async with reading_body():
+            body = await request.json()
+    except InvalidRequestError:
         raise InvalidRequestError("the body must be a JSON object") from None
     if not isinstance(body, dict):
         raise InvalidRequestError("the body must be a JSON object")
@@ -194,42 +206,26 @@ async def _me(request: web.Request) -> web.Response:
     return web.json_response({"name": _user(request).name})
 
 
-async def _expect_upload(request: web.Request) -> web.StreamResponse | None:
-    """On ``Expect: 100-continue``, refuse a bad token or an oversize upload before its body
-    is sent; otherwise let the client go on. (aiohttp runs this before the middlewares.)"""
-    try:
-        _authenticate(request)
-        limit = _service(request).config.archive_limits.max_archive_bytes
-        length = request.content_length
-        if length is not None and length > limit + _MULTIPART_SLACK:
-            raise PayloadTooLargeError(
-                f"upload of {length} bytes, over the archive limit of {limit}"
-            )
-    except GatewayError as exc:
-        return _error_response(exc.status, exc.kind, str(exc))
-    if request.version == (1, 1) and request.headers.get("Expect", "").lower() == "100-continue":
-        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        request.writer.output_size = 0
-    return None
-
-
 async def _upload_program(request: web.Request) -> web.Response:
     service = _service(request)
     limit = service.config.archive_limits.max_archive_bytes
+    check_length(request, _upload_limit(request))
     if not request.content_type.startswith("multipart/"):
         raise InvalidRequestError("upload a program as multipart/form-data")
     parts: dict[str, bytes] = {}
-    reader = await request.multipart()
-    while (part := await reader.next()) is not None:
-        if not isinstance(part, BodyPartReader):
-            raise InvalidRequestError("nested multipart is not supported")
-        name = part.name or ""
-        if name not in ("metadata", "archive") or name in parts:
-            raise InvalidRequestError(f"unexpected or repeated form field {name!r}")
-        parts[name] = await _read_part(part, limit if name == "archive" else _MULTIPART_SLACK)
+    async with reading_body():
+        reader = await request.multipart()
+        while (part := await reader.next()) is not None:
+            if not isinstance(part, BodyPartReader):
+                raise InvalidRequestError("nested multipart is not supported")
+            name = part.name or ""
+            if name not in ("metadata", "archive") or name in parts:
+                raise InvalidRequestError(f"unexpected or repeated form field {name!r}")
+            parts[name] = await _read_part(part,
+                                           limit if name == "archive" else _MULTIPART_SLACK)
     try:
         metadata = json.loads(parts["metadata"]) if "metadata" in parts else None
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (ValueError, RecursionError):
         raise InvalidRequestError("metadata must be JSON") from None
     archive = parts.get("archive")
     if not isinstance(metadata, dict) or archive is None:
@@ -237,7 +233,7 @@ async def _upload_program(request: web.Request) -> web.Response:
     env_vars = metadata.get("env_vars") or {}
     if not isinstance(env_vars, dict):
         raise InvalidRequestError("env_vars must be an object")
-    program = service.upload_program(
+    program = await service.upload_program(
         _user(request),
         title=str(metadata.get("title", "")),
         entrypoint=str(metadata.get("entrypoint", "")),

@@ -12,7 +12,8 @@ it, so a terminal job never moves again::
       │           └──> STOPPING ──> STOPPED
       │                        └──> SUCCEEDED | FAILED  (it ended by itself before the stop
       │                                                  reached it)
-      └──> STOPPED   (a job stopped while queued never starts)
+      ├──> STOPPED   (a job stopped while queued never starts)
+      └──> FAILED    (it could not be started: no sandbox may run it)
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ __all__ = [
     "JobRecord",
     "JobStatus",
     "ProgramVersion",
+    "TokenInfo",
     "User",
+    "UserUsage",
     "isoformat",
 ]
 
@@ -54,7 +57,7 @@ TERMINAL: frozenset[JobStatus] = frozenset(
 )
 
 TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
-    JobStatus.QUEUED: frozenset({JobStatus.RUNNING, JobStatus.STOPPED}),
+    JobStatus.QUEUED: frozenset({JobStatus.RUNNING, JobStatus.STOPPED, JobStatus.FAILED}),
     JobStatus.RUNNING: frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPING}),
     JobStatus.STOPPING: frozenset({JobStatus.STOPPED, JobStatus.SUCCEEDED, JobStatus.FAILED}),
     JobStatus.STOPPED: frozenset(),
@@ -75,6 +78,35 @@ class User:
     user_id: int
     name: str
     created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class TokenInfo:
+    """One of a user's tokens, as listed: never the token itself (only its hash is stored)."""
+
+    token_id: int
+    kind: str  # "user" (qsrv user add/token), "login" (password login), "local"
+    created_at: float
+    expires_at: float | None
+    revoked_at: float | None
+    hash_prefix: str  # the first hex digits of its SHA-256: tells a holder which one it is
+
+    def state(self, now: float) -> str:
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.expires_at is not None and self.expires_at <= now:
+            return "expired"
+        return "valid"
+
+
+@dataclass(frozen=True, slots=True)
+class UserUsage:
+    """What a user holds, against the gateway's quotas."""
+
+    programs: int  # distinct titles
+    versions: int
+    archive_bytes: int
+    queued_jobs: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,8 +1,15 @@
 """Job processes: start one per job in its sandbox, capture its output, stop its whole tree.
 
-A job is ``sys.executable -u ENTRYPOINT`` started in ``<root>/<job_id>/work`` (its unpacked
-working directory) as the leader of a new session, hence of a new process group whose id is
-its pid. Invariants:
+A job is ``python -u ENTRYPOINT`` started in ``<root>/<job_id>/work`` (its unpacked working
+directory) through its ``Sandbox`` (``_sandbox``: bubblewrap, an OS account, or none), as the
+leader of a new session, hence of a new process group whose id is its pid. Invariants:
+
+- Everything of a job is private: its directory is 0700, its files 0600 (0700 if executable),
+  owned by the account the sandbox runs it as; ``<job_id>/tmp`` is its scratch area.
+- Files the job wrote (its result) are read with O_NOFOLLOW, only when they are regular files
+  within the size limit: a job cannot make the gateway read, or block on, anything else.
+- The job's archive and arguments are read from the database in a thread (``load_inputs``),
+  unpacked there too: large blobs never cross the event loop.
 
 - Everything the job starts stays in that group unless it calls ``setsid`` itself; stopping a
   job signals the group (SIGTERM, then SIGKILL after ``stop_grace_s``), and ``run`` returns only
@@ -13,6 +20,8 @@ its pid. Invariants:
   ``max_log_bytes``: it keeps the head and the tail, and says how much it dropped between them.
   The last ``_STDERR_TAIL`` bytes of stderr are kept apart: they are the error of a failed job.
 - The runner holds no database: it returns a ``JobOutcome`` and the service stores it.
+- The cluster token never reaches a job: it gets ``QSRV_TOKEN`` only when the service derived
+  a credential for it (``JobSpec.cluster_token``), valid for this job as a driver only.
 - Every job gets both runtimes' environment: qsrv's (``QSRV_JOB_*``: pickled arguments and
   result) and Quantum Serverless's (``ARGUMENTS_PATH``/``RESULTS_PATH`` JSON files,
   ``DATA_PATH``, and ``ENV_JOB_GATEWAY_HOST``/``_TOKEN``/``ENV_JOB_ID_GATEWAY`` for calling
@@ -31,6 +40,7 @@ import os
 import pickle
 import shutil
 import signal
+import stat
 import sys
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -53,6 +63,7 @@ from qsrv.gateway._runtime import (
     UPSTREAM_JOB_ID,
     UPSTREAM_RESULTS_PATH,
 )
+from qsrv.gateway._sandbox import Sandbox
 
 __all__ = ["JobOutcome", "JobRunner", "JobSpec", "LogBuffer", "RunnerConfig", "kill_orphans"]
 
@@ -67,28 +78,36 @@ _GROUP_EXIT_TIMEOUT_S = 5.0
 _GROUP_POLL_S = 0.02
 
 
+_NO_SANDBOX = Sandbox()
+
+
 @dataclass(frozen=True, slots=True)
 class RunnerConfig:
     root: Path
     cluster_address: str | None = None
-    cluster_token: str | None = None
     max_log_bytes: int = 1 << 20
     max_result_bytes: int = 64 << 20
     stop_grace_s: float = 5.0
     keep_sandboxes: bool = False
     archive_limits: ArchiveLimits = field(default_factory=ArchiveLimits)
+    python: str = sys.executable  # the interpreter jobs run with
 
 
 @dataclass(frozen=True, slots=True)
 class JobSpec:
     job_id: str
     entrypoint: str
-    archive: bytes
+    archive: bytes  # empty when ``load_inputs`` provides it
     env_vars: dict[str, str]
     arguments: bytes
     arguments_format: str = "pickle"  # or "json": UTF-8 JSON text
     token: str = ""  # the job's own gateway token, for calling back
     data_path: Path | None = None  # the user's files of this program
+    user_name: str = ""
+    sandbox: Sandbox = _NO_SANDBOX
+    cluster_token: str | None = None  # the job's own cluster credential (never the token)
+    # (archive, arguments), read in a thread when the job starts (large blobs off the loop)
+    load_inputs: Callable[[], tuple[bytes, bytes]] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,22 +213,28 @@ class JobRunner:
         result_path = job_dir / "result.pkl"
         try:
             await asyncio.to_thread(self._prepare, spec, job_dir, work, arguments_path)
-            if spec.data_path is not None:
-                await asyncio.to_thread(spec.data_path.mkdir, 0o700, True, True)
+            env = self._environment(spec, arguments_path, result_path)
+            launch = spec.sandbox.launch(self.config.python, spec.entrypoint, job_dir,
+                                         spec.data_path, env, spec.user_name)
         except Exception as exc:  # any failure to build the sandbox fails this job only
             return JobOutcome("failed", None, f"could not prepare the job's sandbox: {exc}",
                               None, b"")
         if live.stop_requested:
             return JobOutcome("stopped", None, None, None, b"")
-        env = self._environment(spec, arguments_path, result_path)
         try:
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-u", spec.entrypoint, cwd=work, env=env,
+                *launch.argv, cwd=launch.cwd, env=launch.env, user=launch.user,
+                group=launch.group, extra_groups=launch.extra_groups, umask=0o077,
                 stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE, start_new_session=True,
             )
         except OSError as exc:
-            return JobOutcome("failed", None, f"could not start the job: {exc}", None, b"")
+            hint = ""
+            if launch.user is not None:
+                hint = (f" (the job runs as the OS account {spec.user_name!r}: the interpreter "
+                        f"{self.config.python} must be readable by it; see --job-python)")
+            return JobOutcome("failed", None, f"could not start the job: {exc}{hint}", None,
+                              b"")
         live.process = proc
         on_started(proc.pid)
         if live.stop_requested:  # stop() came while the process was being created
@@ -230,39 +255,60 @@ class JobRunner:
         return self._outcome(live, returncode, result_path, job_dir / "results.json")
 
     def _prepare(self, spec: JobSpec, job_dir: Path, work: Path, arguments_path: Path) -> None:
+        """Build the job's directory (blocking: run it in a thread)."""
+        owner = spec.sandbox.owner(spec.user_name)
         if job_dir.exists():  # left from a gateway that died mid-job
             shutil.rmtree(job_dir)
-        job_dir.mkdir(parents=True)
-        unpack_archive(spec.archive, work, self.config.archive_limits)
+        job_dir.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        job_dir.mkdir(mode=0o700)
+        os.chmod(job_dir, 0o700)
+        archive, arguments = spec.archive, spec.arguments
+        if spec.load_inputs is not None:
+            archive, arguments = spec.load_inputs()
+        unpack_archive(archive, work, self.config.archive_limits, owner)
+        _private_dir(job_dir / "tmp", owner)
         if spec.arguments_format == "json":
-            (job_dir / "arguments.json").write_bytes(spec.arguments)
+            _private_file(job_dir / "arguments.json", arguments, owner)
             # Plain JSON values only (the service checked it parses): nothing is unpickled.
-            plain = json.loads(spec.arguments)
-            arguments_path.write_bytes(pickle.dumps(plain, protocol=5))
+            plain = json.loads(arguments)
+            _private_file(arguments_path, pickle.dumps(plain, protocol=5), owner)
         else:
-            arguments_path.write_bytes(spec.arguments)
+            _private_file(arguments_path, arguments, owner)
+        if spec.data_path is not None:
+            # The user's folder stays the gateway's (a job cannot swap its title folder for a
+            # link); the title folder, and what the gateway saved in it, are the job's.
+            _private_dir(spec.data_path.parent, None, parents=True,
+                         mode=spec.sandbox.data_dir_mode)
+            _private_dir(spec.data_path, owner)
+            if owner is not None:
+                _give_entries(spec.data_path, owner)
+        if owner is not None:
+            os.chown(job_dir, *owner)
 
     def _environment(self, spec: JobSpec, arguments_path: Path,
                      result_path: Path) -> dict[str, str]:
         # The gateway's own QSRV_* settings (its token above all) do not leak into jobs, nor
-        # job variables of a job the gateway itself might run in.
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith("QSRV_") and k not in _UPSTREAM_ENV}
+        # job variables of a job the gateway itself might run in; in a sandbox, nothing of the
+        # gateway's environment but locale and interpreter settings (see _sandbox).
+        job_dir = result_path.parent
+        view = spec.sandbox.view(job_dir, spec.data_path)
+        env = {k: v for k, v in spec.sandbox.env(spec.user_name, view).items()
+               if k not in _UPSTREAM_ENV}
         env.update(spec.env_vars)
         if self.config.cluster_address:
             env["QSRV_ADDRESS"] = self.config.cluster_address
-        if self.config.cluster_token:
-            env["QSRV_TOKEN"] = self.config.cluster_token
+        if spec.cluster_token:
+            env["QSRV_TOKEN"] = spec.cluster_token
+        inside = view.job_dir
         env[JOB_ID_ENV] = spec.job_id
-        env[ARGUMENTS_PATH_ENV] = str(arguments_path)
-        env[RESULT_PATH_ENV] = str(result_path)
+        env[ARGUMENTS_PATH_ENV] = f"{inside}/{arguments_path.name}"
+        env[RESULT_PATH_ENV] = f"{inside}/{result_path.name}"
         env[ARGUMENTS_FORMAT_ENV] = spec.arguments_format
-        job_dir = result_path.parent
         if spec.arguments_format == "json":
-            env[UPSTREAM_ARGUMENTS_PATH] = str(job_dir / "arguments.json")
-        env[UPSTREAM_RESULTS_PATH] = str(job_dir / "results.json")
-        if spec.data_path is not None:
-            env[UPSTREAM_DATA_PATH] = str(spec.data_path)
+            env[UPSTREAM_ARGUMENTS_PATH] = f"{inside}/arguments.json"
+        env[UPSTREAM_RESULTS_PATH] = f"{inside}/results.json"
+        if view.data is not None:
+            env[UPSTREAM_DATA_PATH] = view.data
         env[UPSTREAM_JOB_ID] = spec.job_id
         if spec.token:
             env[UPSTREAM_GATEWAY_TOKEN] = spec.token
@@ -282,7 +328,7 @@ class JobRunner:
         written = []
         for path, fmt in ((result_path, "pickle"), (json_result_path, "json")):
             with contextlib.suppress(FileNotFoundError):
-                st = path.stat()
+                st = path.lstat()
                 written.append((st.st_mtime_ns, fmt, path, st.st_size))
         if not written:
             return JobOutcome("succeeded", 0, None, None, logs)
@@ -293,7 +339,12 @@ class JobRunner:
                 f"the saved result is {size} bytes, over the limit of "
                 f"{self.config.max_result_bytes}", None, logs,
             )
-        return JobOutcome("succeeded", 0, None, path.read_bytes(), logs, fmt)
+        try:
+            data = read_regular_file(path, self.config.max_result_bytes)
+        except (OSError, ValueError) as exc:
+            return JobOutcome("failed", 0, f"the saved result cannot be read: {exc}", None,
+                              logs)
+        return JobOutcome("succeeded", 0, None, data, logs, fmt)
 
     def stop(self, job_id: str) -> bool:
         """Begin stopping a job ``run`` supervises; False when it supervises no such job.
@@ -345,6 +396,62 @@ def _failure_text(stderr_tail: bytes | bytearray, returncode: int) -> str:
     else:
         reason = f"the job's process exited with code {returncode}"
     return f"{text.rstrip()}\n{reason}" if text.strip() else reason
+
+
+def read_regular_file(path: Path, limit: int) -> bytes:
+    """The content of ``path`` if it is a regular file of at most ``limit`` bytes (never
+    following a link, never blocking on a FIFO); ValueError otherwise."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ValueError(f"{path.name} is not a regular file")
+        if st.st_size > limit:
+            raise ValueError(f"{path.name} is over {limit} bytes")
+        chunks = []
+        left = limit + 1
+        while left > 0 and (chunk := os.read(fd, min(left, 1 << 20))):
+            chunks.append(chunk)
+            left -= len(chunk)
+        if left <= 0:
+            raise ValueError(f"{path.name} is over {limit} bytes")
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def _private_dir(path: Path, owner: tuple[int, int] | None, *, parents: bool = False,
+                 mode: int = 0o700) -> None:
+    path.mkdir(mode=mode, parents=parents, exist_ok=True)
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode):
+        raise ValueError(f"{path.name} is not a directory")
+    if owner is not None and (st.st_uid, st.st_gid) != owner:
+        os.chown(path, *owner, follow_symlinks=False)
+    if stat.S_IMODE(st.st_mode) != mode:
+        os.chmod(path, mode)
+
+
+def _private_file(path: Path, data: bytes, owner: tuple[int, int] | None) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        if owner is not None:
+            os.fchown(fd, *owner)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
+
+
+def _give_entries(folder: Path, owner: tuple[int, int]) -> None:
+    """Give the entries of a flat folder to ``owner`` (links themselves, never their targets)."""
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            with contextlib.suppress(FileNotFoundError):
+                st = entry.stat(follow_symlinks=False)
+                if (st.st_uid, st.st_gid) != owner:
+                    os.chown(entry.path, *owner, follow_symlinks=False)
 
 
 def _killpg(pgid: int, sig: int) -> None:

@@ -12,22 +12,49 @@ Invariants:
   from a newer qsrv (a version above ``len(MIGRATIONS)``) is refused, never downgraded.
 - A job's status changes only through ``set_job_status``, which writes the matching ``status``
   event in the same transaction: the event log and the job row never disagree.
+- The database is private: its directory is made 0700 when this creates it, the file (and its
+  WAL and shared-memory files, which SQLite creates with the file's mode) 0600, created so before
+  SQLite first opens it; an existing file is made 0600 again when opened.
+- A token is valid while it is neither revoked nor past its ``expires_at``; revoked and expired
+  tokens stay listed (without the token itself, which is never stored) until deleted.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sqlite3
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from qsrv.errors import ConfigError
-from qsrv.gateway._errors import ConflictError
-from qsrv.gateway._models import JobEvent, JobRecord, JobStatus, ProgramVersion, User
+from qsrv.gateway._errors import ConflictError, TooManyRequestsError
+from qsrv.gateway._models import (
+    JobEvent,
+    JobRecord,
+    JobStatus,
+    ProgramVersion,
+    TokenInfo,
+    User,
+    UserUsage,
+)
 
-__all__ = ["FORMATS", "MIGRATIONS", "Store"]
+__all__ = [
+    "ARCHIVES",
+    "FORMATS",
+    "MIGRATIONS",
+    "Quota",
+    "Store",
+    "load_job_inputs",
+    "private_dir",
+]
+
+ARCHIVES = "archives"  # next to the database: program archives by their SHA-256
 
 # Each entry moves the schema up one version. Append only; never edit a released entry.
 MIGRATIONS: tuple[str, ...] = (
@@ -98,6 +125,24 @@ MIGRATIONS: tuple[str, ...] = (
         updated_at     REAL NOT NULL
     );
     """,
+    # 3: tokens that expire and can be revoked (listed by id, never shown again), what kind of
+    # token each is; the gateway's settings (its quotas, shown by ``qsrv user list``; its id);
+    # the cluster credential a job held (revoked again when a restarted scheduler forgot it);
+    # archives kept as files (``archives/<sha256>``, written off the event loop), not blobs.
+    """
+    ALTER TABLE tokens ADD COLUMN expires_at REAL;
+    ALTER TABLE tokens ADD COLUMN revoked_at REAL;
+    ALTER TABLE tokens ADD COLUMN kind TEXT NOT NULL DEFAULT 'user';
+    CREATE INDEX tokens_by_user ON tokens (user_id);
+    CREATE TABLE settings (
+        key    TEXT PRIMARY KEY,
+        value  TEXT NOT NULL
+    );
+    ALTER TABLE jobs ADD COLUMN credential TEXT;
+    CREATE INDEX programs_by_user ON programs (user_id, title, version);
+    CREATE INDEX jobs_by_finish ON jobs (finished_at) WHERE credential IS NOT NULL;
+    ALTER TABLE programs ADD COLUMN archive_file TEXT;
+    """,
 )
 
 _PROGRAM_COLUMNS = (
@@ -112,8 +157,64 @@ _JOB_SELECT = (
 # Columns set_job_status may write besides status; anything else is a programming error.
 _JOB_FIELDS = frozenset(
     {"sub_status", "started_at", "finished_at", "exit_code", "error", "pid", "result", "logs",
-     "result_format", "token_hash"}
+     "result_format", "token_hash", "credential"}
 )
+_TOKEN_VALID = "t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > ?)"
+
+
+def private_dir(path: Path, mode: int = 0o700) -> Path:
+    """Make ``path`` (and missing parents) a directory; one this creates gets ``mode`` whatever
+    the umask. An existing one keeps its mode (the service sets its data directory's)."""
+    if not path.is_dir():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.mkdir(path, mode)
+        except FileExistsError:
+            pass
+        else:
+            os.chmod(path, mode)
+    return path
+
+
+def _private_file(path: Path) -> None:
+    """Create ``path`` empty with mode 0600 if missing; make an existing one 0600 (with the
+    WAL and shared-memory files SQLite keeps next to it)."""
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
+    for each in (path, Path(f"{path}-wal"), Path(f"{path}-shm"), Path(f"{path}-journal")):
+        try:
+            st = os.lstat(each)
+        except FileNotFoundError:
+            continue
+        if st.st_uid == os.geteuid() and st.st_mode & 0o077:
+            os.chmod(each, 0o600)
+
+
+@dataclass(frozen=True, slots=True)
+class Quota:
+    """What one upload may not take a user past (checked in the transaction that stores it)."""
+
+    max_programs: int
+    max_versions: int
+    max_bytes: int
+    other_bytes: int = 0  # what the user holds besides archives (their files)
+
+
+def load_job_inputs(path: Path, program_id: int, job_id: str) -> tuple[bytes, bytes]:
+    """(archive, arguments) of a job, read through a connection of its own: for a thread, so
+    that large blobs never cross the event loop."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10.0)
+    try:
+        archive, archive_file = conn.execute(
+            "SELECT archive, archive_file FROM programs WHERE program_id = ?", (program_id,)
+        ).fetchone()
+        (arguments,) = conn.execute(
+            "SELECT arguments FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+    finally:
+        conn.close()
+    if archive_file:
+        archive = (path.parent / ARCHIVES / archive_file).read_bytes()
+    return bytes(archive), bytes(arguments)
 # How a job's arguments and result are encoded (``jobs.arguments_format``/``result_format``).
 FORMATS = frozenset({"pickle", "json"})
 
@@ -121,22 +222,24 @@ FORMATS = frozenset({"pickle", "json"})
 class Store:
     """The gateway's database. Open with ``Store.open(path)``; ``close()`` when done."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, path: Path | None = None) -> None:
         self._conn = conn
+        self.path = path
 
     @classmethod
     def open(cls, path: str | Path) -> Store:
         """Open (creating if needed) the database at ``path`` and migrate it to the latest."""
         path = Path(path)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            private_dir(path.parent)
+            _private_file(path)
             conn = sqlite3.connect(path, isolation_level=None, timeout=10.0)
         except (OSError, sqlite3.Error) as exc:
             raise ConfigError(f"cannot open gateway database {path}: {exc}") from exc
         conn.execute("PRAGMA foreign_keys = ON")
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")
-        store = cls(conn)
+        store = cls(conn, path)
         try:
             store._migrate()
         except BaseException:
@@ -193,23 +296,106 @@ class Store:
         ).fetchone()
         return User(*row) if row else None
 
+    def user_by_id(self, user_id: int) -> User | None:
+        row = self._conn.execute(
+            "SELECT user_id, name, created_at FROM users WHERE user_id = ?", (user_id,)
+        ).fetchone()
+        return User(*row) if row else None
+
     def list_users(self) -> list[User]:
         rows = self._conn.execute("SELECT user_id, name, created_at FROM users ORDER BY name")
         return [User(*row) for row in rows]
 
-    def add_token(self, user_id: int, token_hash: str, created_at: float) -> None:
-        self._conn.execute(
-            "INSERT INTO tokens (token_hash, user_id, created_at) VALUES (?, ?, ?)",
-            (token_hash, user_id, created_at),
-        )
+    def user_count(self) -> int:
+        (count,) = self._conn.execute("SELECT COUNT(*) FROM users").fetchone()
+        return int(count)
 
-    def user_for_token(self, token_hash: str) -> User | None:
+    def add_token(self, user_id: int, token_hash: str, created_at: float, *,
+                  expires_at: float | None = None, kind: str = "user") -> int:
+        cur = self._conn.execute(
+            "INSERT INTO tokens (token_hash, user_id, created_at, expires_at, kind) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (token_hash, user_id, created_at, expires_at, kind),
+        )
+        assert cur.lastrowid is not None
+        return cur.lastrowid
+
+    def user_for_token(self, token_hash: str, now: float | None = None) -> User | None:
+        """The user of a valid (not revoked, not expired) token."""
         row = self._conn.execute(
             "SELECT u.user_id, u.name, u.created_at FROM tokens t "
-            "JOIN users u ON u.user_id = t.user_id WHERE t.token_hash = ?",
-            (token_hash,),
+            f"JOIN users u ON u.user_id = t.user_id WHERE t.token_hash = ? AND {_TOKEN_VALID}",
+            (token_hash, time.time() if now is None else now),
         ).fetchone()
         return User(*row) if row else None
+
+    def token_state(self, token_hash: str) -> str | None:
+        """Why a known token is not valid ("revoked", "expired"), None when valid or unknown."""
+        row = self._conn.execute(
+            "SELECT revoked_at, expires_at FROM tokens WHERE token_hash = ?", (token_hash,)
+        ).fetchone()
+        if row is None:
+            return None
+        if row[0] is not None:
+            return "revoked"
+        if row[1] is not None and row[1] <= time.time():
+            return "expired"
+        return None
+
+    def tokens(self, user_id: int) -> list[TokenInfo]:
+        rows = self._conn.execute(
+            "SELECT rowid, kind, created_at, expires_at, revoked_at, substr(token_hash, 1, 8) "
+            "FROM tokens WHERE user_id = ? ORDER BY rowid", (user_id,))
+        return [TokenInfo(*row) for row in rows]
+
+    def revoke_tokens(self, user_id: int, token_id: int | None, at: float) -> int:
+        """Revoke one of the user's tokens (by id) or all of them; how many were valid."""
+        sql = f"UPDATE tokens AS t SET revoked_at = ? WHERE user_id = ? AND {_TOKEN_VALID}"
+        params: list[Any] = [at, user_id, at]
+        if token_id is not None:
+            sql += " AND rowid = ?"
+            params.append(token_id)
+        return self._conn.execute(sql, params).rowcount
+
+    def delete_dead_tokens(self, before: float) -> int:
+        """Forget tokens revoked or expired before ``before``."""
+        return self._conn.execute(
+            "DELETE FROM tokens WHERE revoked_at < ? OR expires_at < ?", (before, before)
+        ).rowcount
+
+    # -- settings and usage --------------------------------------------------------------------
+
+    def setting(self, key: str) -> Any:
+        row = self._conn.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
+        return None if row is None else json.loads(row[0])
+
+    def set_setting(self, key: str, value: Any) -> None:
+        self._conn.execute(
+            "INSERT INTO settings (key, value) VALUES (?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (key, json.dumps(value)))
+
+    def usage(self, user_id: int) -> UserUsage:
+        """What the user holds: programs (titles), versions, archive bytes, queued jobs."""
+        programs, versions, archive_bytes = self._conn.execute(
+            "SELECT COUNT(DISTINCT title), COUNT(*), COALESCE(SUM(archive_size), 0) "
+            "FROM programs WHERE user_id = ?", (user_id,)).fetchone()
+        (queued,) = self._conn.execute(
+            "SELECT COUNT(*) FROM jobs WHERE user_id = ? AND status = ?",
+            (user_id, JobStatus.QUEUED.value)).fetchone()
+        return UserUsage(int(programs), int(versions), int(archive_bytes), int(queued))
+
+    def title_versions(self, user_id: int, title: str) -> int:
+        (count,) = self._conn.execute(
+            "SELECT COUNT(*) FROM programs WHERE user_id = ? AND title = ?", (user_id, title)
+        ).fetchone()
+        return int(count)
+
+    def credentials_ended_since(self, since: float) -> list[str]:
+        """The cluster credentials of jobs that ended after ``since``."""
+        rows = self._conn.execute(
+            "SELECT credential FROM jobs WHERE credential IS NOT NULL AND finished_at > ?",
+            (since,))
+        return [str(row[0]) for row in rows]
 
     def set_password_hash(self, user_id: int, password_hash: str, updated_at: float) -> None:
         self._conn.execute(
@@ -232,24 +418,35 @@ class Store:
     def add_program_version(
         self, user_id: int, title: str, entrypoint: str, description: str,
         env_vars: dict[str, str], archive: bytes, archive_sha256: str, created_at: float,
+        *, archive_file: str | None = None, archive_size: int | None = None,
+        quota: Quota | None = None,
     ) -> ProgramVersion:
-        """Store a new version of ``title``: one more than the user's latest, 1 for a new title."""
+        """Store a new version of ``title``: one more than the user's latest, 1 for a new title.
+
+        The archive is the blob ``archive``, or a file already written under ``ARCHIVES``
+        (``archive_file``, of ``archive_size`` bytes). With ``quota``, refuses
+        (TooManyRequestsError) a version that would take the user past it.
+        """
+        size = len(archive) if archive_file is None else int(archive_size or 0)
         with self._transaction() as conn:
-            (latest,) = conn.execute(
-                "SELECT COALESCE(MAX(version), 0) FROM programs WHERE user_id = ? AND title = ?",
-                (user_id, title),
+            latest, count = conn.execute(
+                "SELECT COALESCE(MAX(version), 0), COUNT(*) FROM programs "
+                "WHERE user_id = ? AND title = ?", (user_id, title),
             ).fetchone()
+            if quota is not None:
+                _check_quota(conn, quota, user_id, title, count, size)
             cur = conn.execute(
                 "INSERT INTO programs (user_id, title, version, entrypoint, description, "
-                "env_vars, archive, archive_size, archive_sha256, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "env_vars, archive, archive_size, archive_sha256, created_at, archive_file) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (user_id, title, latest + 1, entrypoint, description, json.dumps(env_vars),
-                 archive, len(archive), archive_sha256, created_at),
+                 archive if archive_file is None else b"", size, archive_sha256, created_at,
+                 archive_file),
             )
         assert cur.lastrowid is not None
         return ProgramVersion(
             cur.lastrowid, user_id, title, latest + 1, entrypoint, description, dict(env_vars),
-            len(archive), archive_sha256, created_at,
+            size, archive_sha256, created_at,
         )
 
     def program_version(self, user_id: int, title: str,
@@ -266,13 +463,20 @@ class Store:
         return _program(row) if row else None
 
     def program_by_id(self, program_id: int, *, with_archive: bool = False) -> ProgramVersion:
+        archive = ", archive, archive_file" if with_archive else ""
         row = self._conn.execute(
-            f"SELECT {_PROGRAM_COLUMNS}, archive FROM programs WHERE program_id = ?",
+            f"SELECT {_PROGRAM_COLUMNS}{archive} FROM programs WHERE program_id = ?",
             (program_id,),
         ).fetchone()
         if row is None:
             raise LookupError(f"no program with id {program_id}")
-        return _program(row[:-1], row[-1] if with_archive else b"")
+        blob = b""
+        if with_archive:
+            blob = row[10]
+            if row[11]:
+                assert self.path is not None
+                blob = (self.path.parent / ARCHIVES / row[11]).read_bytes()
+        return _program(row[:10], blob)
 
     def list_programs(self, user_id: int) -> list[ProgramVersion]:
         """The latest version of each of the user's programs, by title."""
@@ -420,6 +624,29 @@ class Store:
             (job_id, after),
         )
         return [JobEvent(r[0], r[1], r[2], json.loads(r[3]), r[4]) for r in rows]
+
+
+def _check_quota(conn: sqlite3.Connection, quota: Quota, user_id: int, title: str,
+                 versions: int, size: int) -> None:
+    if versions >= quota.max_versions:
+        raise TooManyRequestsError(
+            f"program {title!r} has {versions} versions, the most this gateway keeps per "
+            f"program ({quota.max_versions})")
+    if versions == 0:
+        (programs,) = conn.execute(
+            "SELECT COUNT(DISTINCT title) FROM programs WHERE user_id = ?", (user_id,)
+        ).fetchone()
+        if programs >= quota.max_programs:
+            raise TooManyRequestsError(
+                f"you have {programs} programs, the most this gateway keeps per user "
+                f"({quota.max_programs})")
+    (held,) = conn.execute(
+        "SELECT COALESCE(SUM(archive_size), 0) FROM programs WHERE user_id = ?", (user_id,)
+    ).fetchone()
+    if held + quota.other_bytes + size > quota.max_bytes:
+        raise TooManyRequestsError(
+            f"this upload of {size} bytes would take what you store to "
+            f"{held + quota.other_bytes + size} bytes, over your quota of {quota.max_bytes}")
 
 
 def _add_event(conn: sqlite3.Connection, job_id: str, kind: str, data: dict[str, Any],

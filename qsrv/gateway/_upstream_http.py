@@ -20,19 +20,33 @@ doors. Invariants:
   traceback), which is what the client raises from ``job.result()``.
 - Providers, custom images and installing dependencies are not supported and are refused with
   a message saying so (a dependency already installed is accepted).
+- Bodies are read through ``_bodies``: malformed ones are a 400, oversize ones a 413, refused
+  before ``100 Continue`` on every route with a body.
+- A user's file is served from a descriptor opened without following links, and only when it
+  is a regular file: a job that replaced it by a link cannot make the gateway serve anything
+  else.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
+import os
+import stat
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import BodyPartReader, web
 
-from qsrv.gateway._errors import GatewayError, InvalidRequestError, PayloadTooLargeError
+from qsrv.gateway._bodies import check_length, expect_within, reading_body
+from qsrv.gateway._errors import (
+    GatewayError,
+    InvalidRequestError,
+    NotFoundError,
+    PayloadTooLargeError,
+)
 from qsrv.gateway._models import JobEvent, JobRecord, JobStatus, ProgramVersion, User, isoformat
 from qsrv.gateway._requirements import missing_requirements
 from qsrv.gateway._service import GatewayService
@@ -56,13 +70,21 @@ _QISKIT_WORDS = {"INITIALIZING": "QUEUED", "QUEUED": "QUEUED", "RUNNING": "RUNNI
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+def _render(exc: GatewayError) -> web.Response:
+    response = web.json_response({"message": str(exc)}, status=exc.status)
+    retry = getattr(exc, "retry_after", None)
+    if retry:
+        response.headers["Retry-After"] = str(int(retry))
+    return response
+
+
 def _renders_errors(handler: Handler) -> Handler:
     @functools.wraps(handler)
     async def wrapped(request: web.Request) -> web.StreamResponse:
         try:
             return await handler(request)
         except GatewayError as exc:
-            return web.json_response({"message": str(exc)}, status=exc.status)
+            return _render(exc)
 
     return wrapped
 
@@ -124,10 +146,9 @@ async def _json_object(request: web.Request) -> dict[str, Any]:
     if not request.can_read_body:
         return {}
     try:
-        body = await request.json()
-    except web.HTTPRequestEntityTooLarge:
-        raise PayloadTooLargeError("request body too large") from None
-    except (ValueError, UnicodeDecodeError):
+        async with reading_body():
+            body = await request.json()
+    except InvalidRequestError:
         raise InvalidRequestError("the body must be a JSON object") from None
     if not isinstance(body, dict):
         raise InvalidRequestError("the body must be a JSON object")
@@ -137,10 +158,8 @@ async def _json_object(request: web.Request) -> dict[str, Any]:
 async def _form_or_json(request: web.Request) -> dict[str, Any]:
     if request.content_type == "application/json":
         return await _json_object(request)
-    try:
+    async with reading_body():
         form = await request.post()
-    except web.HTTPRequestEntityTooLarge:
-        raise PayloadTooLargeError("request body too large") from None
     return {k: v for k, v in form.items() if isinstance(v, str)}
 
 
@@ -209,7 +228,7 @@ def _json_field(fields: dict[str, str], name: str, default: Any) -> Any:
         return default
     try:
         return json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise InvalidRequestError(f"{name} must be JSON") from None
 
 
@@ -236,27 +255,30 @@ async def _program_by_title(request: web.Request) -> web.Response:
 async def _upload_program(request: web.Request) -> web.Response:
     service = _service(request)
     user = _user(request)
+    check_length(request, _upload_limit(request))
     if not request.content_type.startswith("multipart/"):
         raise InvalidRequestError("upload a function as multipart/form-data")
     limit = service.config.archive_limits.max_archive_bytes
     fields: dict[str, str] = {}
     artifact: bytes | None = None
-    reader = await request.multipart()
-    for _ in range(_MAX_PARTS):
-        part = await reader.next()
-        if part is None:
-            break
-        if not isinstance(part, BodyPartReader):
-            raise InvalidRequestError("nested multipart is not supported")
-        name = part.name or ""
-        if name in fields or (name == "artifact" and artifact is not None):
-            raise InvalidRequestError(f"repeated form field {name!r}")
-        if name == "artifact":
-            artifact = await _read_part(part, limit)
+    async with reading_body():
+        reader = await request.multipart()
+        for _ in range(_MAX_PARTS):
+            part = await reader.next()
+            if part is None:
+                break
+            if not isinstance(part, BodyPartReader):
+                raise InvalidRequestError("nested multipart is not supported")
+            name = part.name or ""
+            if name in fields or (name == "artifact" and artifact is not None):
+                raise InvalidRequestError(f"repeated form field {name!r}")
+            if name == "artifact":
+                artifact = await _read_part(part, limit)
+            else:
+                fields[name] = (await _read_part(part, _FIELD_LIMIT)).decode("utf-8",
+                                                                              "replace")
         else:
-            fields[name] = (await _read_part(part, _FIELD_LIMIT)).decode("utf-8", "replace")
-    else:
-        raise InvalidRequestError(f"more than {_MAX_PARTS} form fields")
+            raise InvalidRequestError(f"more than {_MAX_PARTS} form fields")
     _no_provider(fields.get("provider"))
     if fields.get("image"):
         raise InvalidRequestError("custom images are not supported by qsrv: upload the "
@@ -276,7 +298,7 @@ async def _upload_program(request: web.Request) -> web.Response:
     if artifact is None or not fields.get("entrypoint"):
         raise InvalidRequestError("upload an 'artifact' (tar of the working directory) and "
                                   "an 'entrypoint'")
-    program = service.upload_program(
+    program = await service.upload_program(
         user, title=fields.get("title", ""), entrypoint=fields["entrypoint"], archive=artifact,
         env_vars=env_vars, description=fields.get("description", ""),
     )
@@ -430,19 +452,21 @@ async def _upload_file(request: web.Request) -> web.Response:
     service = _service(request)
     user = _user(request)
     title = _function(request, user)
+    check_length(request, _upload_limit(request))
     if not request.content_type.startswith("multipart/"):
         raise InvalidRequestError("upload a file as multipart/form-data (field 'file')")
-    reader = await request.multipart()
-    part = await reader.next()
-    if not isinstance(part, BodyPartReader) or part.name != "file" or not part.filename:
-        raise InvalidRequestError("the upload needs one form field 'file' with a file name")
-    name = part.filename.replace("\\", "/").rsplit("/", 1)[-1]
+    async with reading_body():
+        reader = await request.multipart()
+        part = await reader.next()
+        if not isinstance(part, BodyPartReader) or part.name != "file" or not part.filename:
+            raise InvalidRequestError("the upload needs one form field 'file' with a file name")
+        name = part.filename.replace("\\", "/").rsplit("/", 1)[-1]
 
-    async def chunks() -> AsyncIterator[bytes]:
-        while chunk := await part.read_chunk(_CHUNK):
-            yield chunk
+        async def chunks() -> AsyncIterator[bytes]:
+            while chunk := await part.read_chunk(_CHUNK):
+                yield chunk
 
-    size = await service.files.save(user.user_id, title, name, chunks())
+        size = await service.save_file(user, title, name, chunks())
     return web.json_response({"message": "File uploaded.", "file": name, "size": size})
 
 
@@ -451,10 +475,31 @@ async def _download_file(request: web.Request) -> web.StreamResponse:
     user = _user(request)
     title = _function(request, user)
     path = _service(request).files.path(user.user_id, title, request.query.get("file", ""))
-    return web.FileResponse(path, headers={
-        "Content-Disposition": f'attachment; filename="{path.name}"',
-        "Content-Type": "application/octet-stream",
-    })
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        raise NotFoundError(f"no file {path.name!r} for {title!r}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise NotFoundError(f"no file {path.name!r} for {title!r}")
+        response = web.StreamResponse(headers={
+            "Content-Disposition": f'attachment; filename="{path.name}"',
+            "Content-Type": "application/octet-stream"})
+        response.content_length = st.st_size
+        await response.prepare(request)
+        offset = 0
+        while offset < st.st_size:
+            chunk = await asyncio.to_thread(os.pread, fd, min(_CHUNK * 16, st.st_size - offset),
+                                            offset)
+            if not chunk:
+                break
+            await response.write(chunk)
+            offset += len(chunk)
+        await response.write_eof()
+        return response
+    finally:
+        os.close(fd)
 
 
 @_renders_errors
@@ -473,7 +518,8 @@ async def _login(request: web.Request) -> web.Response:
     """Password login (the classic ``GatewayProvider(username=..., password=...)``)."""
     form = await _form_or_json(request)
     token = await _service(request).login(str(form.get("username", "")),
-                                          str(form.get("password", "")))
+                                          str(form.get("password", "")),
+                                          request.remote or "")
     return web.json_response({"access": token})
 
 
@@ -506,12 +552,26 @@ _ROUTES: tuple[tuple[str, str, Handler, str], ...] = (
 )
 
 
-def add_upstream_routes(app: web.Application, service: GatewayService) -> None:
-    """Mount the Quantum Serverless routes, each with and without its trailing slash."""
+def _upload_limit(request: web.Request) -> int:
+    return int(_service(request).config.archive_limits.max_archive_bytes + _FIELD_LIMIT * 2)
+
+
+_UPLOADS = frozenset({"/api/v1/programs/upload", "/api/v1/files/upload"})
+
+
+def add_upstream_routes(app: web.Application, service: GatewayService,
+                        body_limit: int = 1 << 20) -> None:
+    """Mount the Quantum Serverless routes, each with and without its trailing slash; every
+    route with a body refuses an oversize one before ``100 Continue`` (uploads after checking
+    the token too)."""
     app[_SERVICE] = service
     for method, path, handler, _ in _ROUTES:
+        if path in _UPLOADS:
+            expect = expect_within(_upload_limit, _user, _render)
+        else:
+            expect = expect_within(lambda request: body_limit, render=_render)
         for variant in (path, path + "/"):
-            app.router.add_route(method, variant, handler)
+            app.router.add_route(method, variant, handler, expect_handler=expect)
 
 
 def openapi_paths() -> dict[str, Any]:

@@ -2,6 +2,16 @@
 ids and runtime-written values (_objects.py). No sockets, no asyncio."""
 
 from qsrv.protocol._connection import PROTOCOL_VERSION, ROLES, Connection, State
+from qsrv.protocol._credentials import (
+    CREDENTIAL_PREFIX,
+    DERIVED_ROLES,
+    CredentialId,
+    credential_refusal,
+    derive_secret,
+    job_credential,
+    parse_credential_id,
+    split_credential,
+)
 from qsrv.protocol._framing import (
     DEFAULT_LIMITS,
     HANDSHAKE_LIMITS,
@@ -23,6 +33,7 @@ from qsrv.protocol._messages import (
     FunctionDef,
     Heartbeat,
     Hello,
+    HelloAs,
     HoldObjects,
     KillExecutor,
     Message,
@@ -35,6 +46,7 @@ from qsrv.protocol._messages import (
     RegisterFunction,
     RegisterWorker,
     Reject,
+    RevokeCredentials,
     RunTask,
     SpawnExecutor,
     StatusReply,
@@ -66,7 +78,9 @@ from qsrv.protocol._objects import (
 )
 
 __all__ = [
+    "CREDENTIAL_PREFIX",
     "DEFAULT_LIMITS",
+    "DERIVED_ROLES",
     "HANDSHAKE_LIMITS",
     "ID_BITS",
     "OK",
@@ -81,11 +95,13 @@ __all__ = [
     "Cancel",
     "Challenge",
     "Connection",
+    "CredentialId",
     "FrameDecoder",
     "FreeObjects",
     "FunctionDef",
     "Heartbeat",
     "Hello",
+    "HelloAs",
     "HoldObjects",
     "KillExecutor",
     "Limits",
@@ -99,6 +115,7 @@ __all__ = [
     "RegisterFunction",
     "RegisterWorker",
     "Reject",
+    "RevokeCredentials",
     "RunTask",
     "SpawnExecutor",
     "State",
@@ -119,11 +136,16 @@ __all__ = [
     "Welcome",
     "WorkerAccepted",
     "WorkerInfo",
+    "credential_refusal",
     "decode_frame",
     "decode_location",
     "decode_system_error",
+    "derive_secret",
     "encode_frame",
     "encode_frame_of",
     "encode_location",
     "encode_system_error",
+    "job_credential",
+    "parse_credential_id",
+    "split_credential",
 ]

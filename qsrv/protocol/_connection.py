@@ -40,9 +40,16 @@ import hmac
 import math
 import secrets
 import struct
+from collections.abc import Callable
 from typing import Any
 
 from qsrv.errors import AuthenticationError, LocalProtocolError, RemoteProtocolError
+from qsrv.protocol._credentials import (
+    DERIVED_ROLES,
+    derive_secret,
+    parse_credential_id,
+    split_credential,
+)
 from qsrv.protocol._framing import (
     DEFAULT_LIMITS,
     FRAME_HEADER,
@@ -56,6 +63,7 @@ from qsrv.protocol._messages import (
     Auth,
     Challenge,
     Hello,
+    HelloAs,
     Reject,
     Welcome,
     decode_frame,
@@ -63,8 +71,9 @@ from qsrv.protocol._messages import (
 )
 
 PROTOCOL_VERSION = 1
-ROLES = frozenset({"driver", "worker", "executor", "store", "transfer"})
-_HANDSHAKE_TAGS = frozenset(cls.TAG for cls in (Hello, Challenge, Auth, Welcome, Reject))
+ROLES = frozenset({"driver", "worker", "executor", "store", "transfer", "gateway"})
+_HANDSHAKE_TAGS = frozenset(cls.TAG for cls in (Hello, HelloAs, Challenge, Auth, Welcome,
+                                                Reject))
 _LIMIT_FIELDS = ("max_header", "max_buffers", "max_buffer", "max_frame", "max_messages")
 _PREFIX = struct.Struct("!II")  # header length, buffer count: how every frame starts
 
@@ -88,12 +97,20 @@ class Connection:
     messages out via `receive()`; messages in via `send()`, bytes out as returned pieces."""
 
     def __init__(self, *, server: bool, token: str, role: str = "",
-                 limits: Limits = DEFAULT_LIMITS, peer_limits: Limits | None = None) -> None:
+                 limits: Limits = DEFAULT_LIMITS, peer_limits: Limits | None = None,
+                 credentials: Callable[[str], str | None] | None = None) -> None:
+        """``token``: the cluster token, or (a client's) a derived credential (see
+        _credentials.py). A server accepts derived credentials only with ``credentials``:
+        called with a proven credential's id, it returns why it is refused (None: accepted)."""
         if not server and role not in ROLES:
             raise LocalProtocolError(f"unknown role {role!r}")
         self.server = server
         self.role = role  # for a server: the peer's role, once known
-        self._token = token.encode()
+        derived = None if server else split_credential(token)
+        self.credential: str | None = derived[0] if derived else None  # the peer's, on a server
+        self.tenant = ""  # a server's peer with a derived credential: whose work it carries
+        self._credentials = credentials
+        self._token = (derived[1] if derived else token).encode()
         self._limits = limits  # what this side accepts
         self._peer_given = peer_limits is not None
         self._set_peer_limits(peer_limits or DEFAULT_LIMITS)
@@ -110,6 +127,9 @@ class Connection:
     def initiate(self) -> list[Buffer]:
         """A client's first bytes."""
         assert not self.server and self.state is State.HELLO_SENT
+        if self.credential is not None:
+            return encode_frame_of([HelloAs(PROTOCOL_VERSION, self.role, self._nonce,
+                                            self.credential)])
         return encode_frame_of([Hello(PROTOCOL_VERSION, self.role, self._nonce)])
 
     def welcome(self, client_no: int, info: dict[str, Any]) -> list[Buffer]:
@@ -186,7 +206,7 @@ class Connection:
         if isinstance(msg, Reject) and not self.server:
             self.state = State.CLOSED
             raise AuthenticationError(f"the scheduler refused the connection: {msg.reason}")
-        if state is State.WAIT_HELLO and isinstance(msg, Hello):
+        if state is State.WAIT_HELLO and isinstance(msg, Hello | HelloAs):
             if msg.version != PROTOCOL_VERSION:
                 self._outgoing += self.reject(
                     f"protocol version {msg.version} not supported (this is {PROTOCOL_VERSION})"
@@ -195,14 +215,23 @@ class Connection:
             if msg.role not in ROLES or len(msg.nonce) != 32:
                 raise RemoteProtocolError(f"malformed hello (role {msg.role!r})")
             self.role, self._peer_nonce = msg.role, msg.nonce
+            if isinstance(msg, HelloAs):
+                self._derived_hello(msg)
             proof = _proof(self._token, b"s", msg.nonce, self._nonce)
             self._outgoing += encode_frame_of([Challenge(PROTOCOL_VERSION, self._nonce, proof)])
             self.state = State.WAIT_AUTH
         elif state is State.WAIT_AUTH and isinstance(msg, Auth):
             expected = _proof(self._token, b"c", self._nonce, self._peer_nonce)
             if not hmac.compare_digest(expected, msg.proof):
-                self._outgoing += self.reject("authentication failed: wrong cluster token")
+                self._outgoing += self.reject("authentication failed: wrong cluster token"
+                                              if self.credential is None else
+                                              "authentication failed: wrong credential")
                 raise AuthenticationError("peer failed the token challenge")
+            if self.credential is not None and self._credentials is not None:
+                refused = self._credentials(self.credential)  # proven: now say why not
+                if refused:
+                    self._outgoing += self.reject(refused)
+                    raise AuthenticationError(f"refused a credential: {refused}")
             self.state = State.ACCEPTING
         elif state is State.HELLO_SENT and isinstance(msg, Challenge):
             if msg.version != PROTOCOL_VERSION:
@@ -211,6 +240,8 @@ class Connection:
             if not hmac.compare_digest(expected, msg.proof):
                 raise AuthenticationError(
                     "the scheduler could not prove it holds the cluster token (wrong token?)"
+                    if self.credential is None else "the scheduler refused the credential "
+                    "(one for another cluster?)"
                 )
             self._outgoing += encode_frame_of([Auth(_proof(self._token, b"c", msg.nonce,
                                                               self._nonce))])
@@ -227,6 +258,26 @@ class Connection:
             raise RemoteProtocolError(
                 f"unexpected {type(msg).__name__} during the handshake ({state.value})"
             )
+
+    def _derived_hello(self, msg: HelloAs) -> None:
+        """A peer names a derived credential: key the challenge with its secret, after the
+        checks that need no proof (a port that takes none, a role it may not take)."""
+        refused = ""
+        if self._credentials is None:
+            refused = "this port accepts only the cluster token, not a scoped credential"
+        elif msg.role not in DERIVED_ROLES:
+            refused = (f"a scoped credential connects only as "
+                       f"{' or '.join(sorted(DERIVED_ROLES))}, never as {msg.role!r}")
+        else:
+            try:
+                self.tenant = parse_credential_id(msg.credential).tenant
+            except ValueError as exc:
+                refused = str(exc)
+        if refused:
+            self._outgoing += self.reject(refused)
+            raise AuthenticationError(f"refused a credential: {refused}")
+        self.credential = msg.credential
+        self._token = derive_secret(self._token.decode(), msg.credential).encode()
 
     # -- messages out ------------------------------------------------------------------------
     @property

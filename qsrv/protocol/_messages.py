@@ -473,6 +473,24 @@ class StoreFailed(Message, tag=55, frozen=True):
     message: str
 
 
+# ---- scoped credentials (see _credentials.py) ------------------------------------------------
+class HelloAs(Message, tag=6, frozen=True):
+    """A Hello from the holder of a derived credential: ``credential`` is its id (the secret
+    never travels); the challenge that follows is keyed by the secret derived from it."""
+
+    version: int
+    role: str
+    nonce: bytes
+    credential: str
+
+
+class RevokeCredentials(Message, tag=60, frozen=True):
+    """Gateway -> scheduler: these credentials ended (their jobs did): refuse them from now on
+    and close the connections that use them."""
+
+    ids: list[str]
+
+
 for _cls in Message.__subclasses__():
     _register(_cls)
 _ALL_TAGS = frozenset(_REGISTRY)

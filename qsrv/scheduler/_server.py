@@ -28,6 +28,7 @@ from qsrv.scheduler._events import (
     Send,
     Tick,
 )
+from qsrv.scheduler._gatekeeper import Gatekeeper
 from qsrv.scheduler._state import SchedulerState
 from qsrv.transport import FramedProtocol
 
@@ -51,7 +52,8 @@ class SchedulerServer:
     def __init__(self, host: str = "127.0.0.1", port: int = 7420, token: str | None = None, *,
                  limits: Limits = DEFAULT_LIMITS, heartbeat_timeout: float = 5.0,
                  handshake_timeout: float = 10.0, tick_interval: float = 0.25,
-                 max_pending: int = 128, ssl: Any = None, unix: str | None = None) -> None:
+                 max_pending: int = 128,
+                 max_pending_per_host: int = 16, ssl: Any = None, unix: str | None = None) -> None:
         if not token and not is_loopback(host):
             raise ConfigError(
                 f"refusing to listen on {host} without a token: anyone who reaches the port "
@@ -63,10 +65,12 @@ class SchedulerServer:
         self.limits = limits
         self.handshake_timeout = handshake_timeout
         self.max_pending = max_pending  # connections not yet authenticated, at most
+        # ... and from one address (see _gatekeeper); also scoped credentials, revocations
+        self.gate = Gatekeeper(max_pending, max(1, min(max_pending_per_host, max_pending)),
+                               close_conn=self._close_conn)
         self.ssl = ssl
         self.unix = unix  # also listen on this Unix socket (same-machine clients, no TCP)
         self._unix_server: asyncio.AbstractServer | None = None
-        self._pending = 0
         self.tick_interval = tick_interval
         self.state = SchedulerState(heartbeat_timeout=heartbeat_timeout)
         self.protocols: dict[int, FramedProtocol] = {}
@@ -109,6 +113,7 @@ class SchedulerServer:
             server.close()
         for proto in list(self.protocols.values()):
             proto.close("")
+        self.gate.close_all()
         for server in servers:
             await server.wait_closed()
         if self.unix:
@@ -117,20 +122,19 @@ class SchedulerServer:
 
     # ---- connections --------------------------------------------------------------------------
     def _protocol(self) -> FramedProtocol:
-        conn = Connection(server=True, token=self.token, limits=self.limits)
+        conn = Connection(server=True, token=self.token, limits=self.limits,
+                          credentials=self.gate.refusal)
         proto = FramedProtocol(conn, on_messages=self._on_messages, on_close=self._on_close,
                                on_accept=self._on_accept,
                                handshake_timeout=self.handshake_timeout)
-        self._pending += 1
-        proto.pending = True
-        if self._pending > self.max_pending:
-            proto.refuse = (f"more than {self.max_pending} connections waiting to authenticate; "
-                            "refused")
+        proto.admit = self.gate.admit  # per-address and global limits of waiting connections
         return proto
 
     def _on_accept(self, proto: FramedProtocol) -> None:
-        self._pending -= 1
-        proto.pending = False
+        self.gate.authenticated(proto)
+        if proto.conn.role == "gateway":  # the cluster token's holder, revoking credentials
+            self.gate.serve_gateway(proto)
+            return
         if proto.conn.role not in ("driver", "worker", "executor"):
             assert proto.transport is not None
             proto.transport.writelines(proto.conn.reject(
@@ -141,16 +145,20 @@ class SchedulerServer:
         client_no = next(self._client_nos)
         proto.id = conn_id
         self.protocols[conn_id] = proto
+        self.gate.opened(proto)
         proto.accept(client_no, {"conn": conn_id})
         self._apply(self.state.handle(Connected(conn_id, proto.conn.role, client_no)))
+
+    def _close_conn(self, conn: int, reason: str) -> None:
+        proto = self.protocols.get(conn)
+        if proto is not None:
+            proto.close(reason)
 
     def _on_messages(self, proto: FramedProtocol, messages: list[Any]) -> None:
         self._apply(self.state.handle(ReceivedBatch(proto.id, messages)))
 
     def _on_close(self, proto: FramedProtocol, reason: str) -> None:
-        if proto.pending:
-            self._pending -= 1
-            proto.pending = False
+        self.gate.closed(proto)
         if proto.id and self.protocols.pop(proto.id, None) is not None:
             self._apply(self.state.handle(Disconnected(proto.id, reason)))
 

@@ -50,12 +50,17 @@ class FramedProtocol(asyncio.BufferedProtocol):
         self.error: ProtocolError | None = None  # what made us close, if the peer broke rules
         self.pending = False  # a server's connection not yet authenticated (owner's count)
         self.refuse = ""  # set by the owner: close at once with this reason
+        # Set by the owner: called once the transport is known (its peer too); returns why
+        # the connection is refused ("" to go on).
+        self.admit: Callable[[FramedProtocol], str] | None = None
         self._tcp = False
         self._loop = asyncio.get_event_loop()
 
     # -- asyncio callbacks ---------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
+        if not self.refuse and self.admit is not None:
+            self.refuse = self.admit(self)
         if self.refuse:
             self.close(self.refuse)
             return

@@ -336,8 +336,8 @@ def test_stop_right_after_start_is_not_lost(data_dir: Path,
         async with GatewayServer(GatewayConfig(data_dir=data_dir, port=0)) as server:
             service = server.service
             user = service.authenticate(token)
-            service.upload_program(user, title="instant", entrypoint="main.py",
-                                   archive=pack_directory(program.working_dir))
+            await service.upload_program(user, title="instant", entrypoint="main.py",
+                                         archive=pack_directory(program.working_dir))
             job = service.submit_job(user, "instant", dumps({}))
             assert job.status is JobStatus.RUNNING  # dispatched at once, task not yet run
             stopped = await service.stop(user, job.job_id, timeout=30)
