@@ -107,7 +107,11 @@ class QsrvCli:
         self.token = secrets.token_urlsafe(24)
         self.env = {**os.environ, "QSRV_TOKEN": self.token}
         self.env.pop("QSRV_ADDRESS", None)
-        log = self._start("scheduler", ["scheduler", "--host", "127.0.0.1", "--port", "0"])
+        # Long heartbeat and handshake timeouts: a hundred agents starting at once on two
+        # cores can miss the defaults (5 s, 10 s), and a refused agent exits.
+        log = self._start("scheduler", ["scheduler", "--host", "127.0.0.1", "--port", "0",
+                                        "--heartbeat-timeout", "60",
+                                        "--handshake-timeout", "60"])
         self.scheduler = self.procs[0]
         self.address = ""
 
@@ -138,6 +142,9 @@ class QsrvCli:
         self.qsrv.init(address=self.address, token=self.token)
 
     def workers(self) -> list[dict[str, Any]]:
+        gone = [p.args for p in self.agents if p.poll() is not None]
+        if gone:
+            raise RuntimeError(f"{len(gone)} agent(s) exited, e.g. {gone[0]}")
         return list(self.qsrv.status().get("workers", []))
 
     def shutdown(self) -> None:

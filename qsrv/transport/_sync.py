@@ -10,6 +10,8 @@ import select
 import socket
 import ssl
 import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 from qsrv.errors import (
@@ -80,18 +82,24 @@ class SyncConnection:
     @classmethod
     def accept(cls, sock: socket.socket, token: str, info: dict[str, Any], *,
                roles: frozenset[str], client_no: int = 1, timeout: float = 10.0,
-               limits: Limits = DEFAULT_LIMITS) -> SyncConnection:
+               limits: Limits = DEFAULT_LIMITS,
+               credentials: Callable[[str], str | None] | None = None,
+               derived_roles: frozenset[str] = frozenset()) -> SyncConnection:
         """The server side over an accepted socket: run the challenge, admit a peer whose role
-        is in ``roles``. Raises ProtocolError/ConnectionLostError (the socket is closed)."""
+        is in ``roles``. ``timeout`` is the whole handshake's deadline: bytes trickling in do
+        not extend it. Scoped credentials are accepted only with ``credentials``, for
+        ``derived_roles`` (see Connection). Raises ProtocolError/ConnectionLostError (the
+        socket is closed)."""
         self = cls.__new__(cls)
         self.sock, self.tls, self.address = sock, False, ""
-        self.conn = Connection(server=True, token=token, limits=limits)
+        self.conn = Connection(server=True, token=token, limits=limits,
+                               credentials=credentials, derived_roles=derived_roles)
         self._send_lock = threading.Lock()
         self._closed_here = False
         self._inbox = []
         try:
             sock.settimeout(timeout)
-            self._handshake(until=State.ACCEPTING)
+            self._handshake(until=State.ACCEPTING, deadline=time.monotonic() + timeout)
             if self.conn.role not in roles:
                 self.write(self.conn.reject(f"role {self.conn.role!r} is not served here"))
                 raise AuthenticationError(f"refused a {self.conn.role!r} peer")
@@ -103,8 +111,13 @@ class SyncConnection:
         self._ready()
         return self
 
-    def _handshake(self, until: State = State.OPEN) -> None:
+    def _handshake(self, until: State = State.OPEN, deadline: float | None = None) -> None:
         while self.conn.state is not until:
+            if deadline is not None:  # a total deadline: each read gets only what is left
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise ConnectionLostError("no completed handshake within its deadline")
+                self.sock.settimeout(left)
             try:
                 self._inbox.extend(self._read())
             finally:  # a rejection goes out even when the peer failed
@@ -128,8 +141,11 @@ class SyncConnection:
 
     def write(self, pieces: list[Buffer]) -> None:
         with self._send_lock:
-            views = [memoryview(p).cast("B") for p in pieces]
             try:
+                if len(pieces) == 1:  # a frame without buffers (most are): one send, no views
+                    self.sock.sendall(pieces[0])
+                    return
+                views = [memoryview(p).cast("B") for p in pieces]
                 if self.tls:  # TLS sockets have no sendmsg: one record stream per piece
                     for view in views:
                         self.sock.sendall(view)

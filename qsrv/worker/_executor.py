@@ -118,10 +118,11 @@ class Executor:
         finally:
             elapsed = time.perf_counter() - start
             self.current = None
-            still_needed = {d for queued in self.pending for d in queued.deps}
-            for dep in msg.deps:
-                if dep not in still_needed:
-                    self.deps.pop(dep, None)
+            if msg.deps:
+                still_needed = {d for queued in self.pending for d in queued.deps}
+                for dep in msg.deps:
+                    if dep not in still_needed:
+                        self.deps.pop(dep, None)
         out = self.core.take_outbox()
         out.append(TaskDone(msg.task_id, status, data, bufs, refs, retryable, elapsed))
         self.sc.send(out)

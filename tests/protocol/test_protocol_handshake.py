@@ -313,11 +313,11 @@ def test_server_does_not_decode_other_messages_before_authentication(
 ) -> None:
     """Before the peer is authenticated, no non-handshake message object is even built: the
     frame is decoded (by msgspec) into the handshake messages' types only."""
-    from qsrv.protocol import _messages
+    from qsrv.protocol import _connection, _messages
 
     server = _server_in(state)
     data = frame(submit(), StatusRequest(1))
-    handshake_tags = {cls.TAG for cls in HANDSHAKE_CLASSES}
+    handshake_tags = _connection._HANDSHAKE_TAGS
     asked: list[frozenset[int]] = []
     real = _messages._decoder
 
