@@ -178,6 +178,11 @@ def test_stop_and_list_jobs(deployment: Deployment, write_program: Callable[...,
     ours = alice.jobs(function=blocker, limit=10)
     assert [j.job_id for j in ours] == [job.job_id]
     assert [j.job_id for j in alice.jobs(status="CANCELED")] == [job.job_id]
+    # a second job of alice's, whatever the other tests did before
+    listed = alice.upload(QiskitFunction(title="listed", entrypoint="main.py",
+                                         working_dir=str(write_program("print('listed')\n"))))
+    assert listed is not None
+    listed.run().result(cadence=0.2)
     everything = alice.jobs(limit=100)
     assert len(everything) >= 2
     assert [j.job_id for j in alice.jobs(limit=1, offset=0)] == [everything[0].job_id]

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -46,14 +46,14 @@ def square(x: int) -> int:
     return x * x
 
 
-def test_scheduler_restart(tmp_path: Path) -> None:
+def test_scheduler_restart(flags: Callable[[str], Flag]) -> None:
     port = free_port()
     with Cluster(port) as cluster:
         cluster.worker("w", "--cpus", "1", "--reconnect-timeout", "30")
         wait_for(lambda: cluster.ready({"w"}), what="worker")
         qsrv.init(address=cluster.address, token=TOKEN)
-        started = Flag(tmp_path / "started")
-        in_flight = held(started, Flag(tmp_path / "never"))
+        started = flags("started")
+        in_flight = held(started, flags("never"))
         started.wait()
         # the scheduler dies while this thread is blocked in get()
         killed = when_waiting(threading.current_thread(), cluster.scheduler.kill)
@@ -160,14 +160,15 @@ class Proxy:
                 s.close()
 
 
-def test_network_cut_removes_the_worker_and_retries_its_task(tmp_path: Path) -> None:
+def test_network_cut_removes_the_worker_and_retries_its_task(
+        flags: Callable[[str], Flag]) -> None:
     with Cluster() as cluster:
         proxy = Proxy(cluster.address)
         try:
             cluster.worker("cut", "--cpus", "1", "--resources", "res=1", address=proxy.address)
             wait_for(lambda: cluster.ready({"cut"}), what="worker behind the proxy")
             qsrv.init(address=cluster.address, token=TOKEN)
-            started, release = Flag(tmp_path / "started"), Flag(tmp_path / "release")
+            started, release = flags("started"), flags("release")
             ref = held.options(target={"res": 1}, max_retries=2)(started, release)
             started.wait()  # running on "cut", the only worker with res
             cluster.worker("ok", "--cpus", "1", "--resources", "res=1")
