@@ -154,6 +154,9 @@ def _close(driver: Driver | None, cluster: LocalCluster | None) -> None:
     if driver is not None:
         driver.close()
     if cluster is not None:
+        if cluster.gateway_url and os.environ.get("QSRV_GATEWAY") == cluster.gateway_url:
+            os.environ.pop("QSRV_GATEWAY", None)  # set by init(gateway=True): gone with it
+            os.environ.pop("QSRV_GATEWAY_TOKEN", None)
         cluster.stop()
 
 

@@ -112,3 +112,15 @@ def test_a_killed_local_scheduler_is_lost_not_closed() -> None:
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("lost:")
 
+
+
+def test_shutdown_forgets_the_local_gateway() -> None:
+    out = _run("""
+        import os, qsrv, tempfile
+        info = qsrv.init(num_cpus=1, gateway=True, data_dir=tempfile.mkdtemp())
+        assert os.environ["QSRV_GATEWAY"] == info["gateway"]
+        qsrv.shutdown()
+        print(os.environ.get("QSRV_GATEWAY"), os.environ.get("QSRV_GATEWAY_TOKEN"))
+    """)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "None None"
