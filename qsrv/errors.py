@@ -154,7 +154,10 @@ class TaskError(QsrvError):
         self._message = message
 
     def __str__(self) -> str:
-        text = super().__str__()
+        try:  # the original class's own __str__, for instances that are also one of its kind
+            text = super().__str__()
+        except Exception:
+            text = self._message
         if self.remote_traceback:
             return f"{text}\n\nRemote traceback:\n{self.remote_traceback.rstrip()}"
         return text
@@ -177,6 +180,9 @@ class TaskError(QsrvError):
             err = derived(message, remote_traceback, cause)
         except TypeError:  # layout conflict between the two bases
             return TaskError(message, remote_traceback, cause)
+        own = {"remote_traceback", "cause", "_message"}
+        # the cause's attributes too (AerError's __str__ reads self.message, OSError's errno...)
+        err.__dict__.update({k: v for k, v in vars(cause).items() if k not in own})
         err.args = cause.args
         return err
 

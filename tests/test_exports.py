@@ -32,3 +32,20 @@ def test_remote_errors_are_instances_of_their_cause() -> None:
     err = qsrv.errors.TaskError.wrap(KeyError("k"), "Traceback ...")
     assert isinstance(err, KeyError) and isinstance(err, qsrv.errors.TaskError)
     assert "Traceback" in str(err)
+
+
+class _Described(Exception):
+    """An error whose __str__ reads an attribute set in its __init__ (as qiskit-aer's do)."""
+
+    def __init__(self, *words: str) -> None:
+        super().__init__(*words)
+        self.message = " ".join(words)
+
+    def __str__(self) -> str:
+        return repr(self.message)
+
+
+def test_remote_errors_keep_their_attributes_and_text() -> None:
+    err = qsrv.errors.TaskError.wrap(_Described("bad", "circuit"), "Traceback ...")
+    assert isinstance(err, _Described) and err.message == "bad circuit"
+    assert str(err).startswith("'bad circuit'") and "Traceback" in str(err)
