@@ -50,9 +50,9 @@ def render(status: dict[str, Any]) -> str:
     for w in status["workers"]:
         total = ", ".join(f"{k}={v}" for k, v in w["total"].items())
         free = ", ".join(f"{k}={v}" for k, v in w["free"].items())
-        gpus = f" gpus={','.join(w['gpu_ids'])}" if w["gpu_ids"] else ""
         lines.append(f"  worker {w['id']} {w['name']}: total {{{total}}} free {{{free}}}"
-                     f"{gpus} executors={w['executors']} running={w['running']}")
+                     f" executors={w['executors']} running={w['running']}")
+        lines.extend(_gpu_lines(w))
         store = (w.get("info") or {}).get("store_stats")
         if isinstance(store, dict):
             lines.append(_store_line(store))
@@ -65,6 +65,24 @@ def render(status: dict[str, Any]) -> str:
     for item in status["infeasible"]:
         lines.append(f"  infeasible x{item['count']}: {item['reason']}")
     return "\n".join(lines)
+
+
+def _gpu_lines(worker: dict[str, Any]) -> list[str]:
+    """The GPUs a worker offers (device ids) against those it detected, with a warning when
+    it offers more than it has."""
+    offered = list(worker.get("gpu_ids") or [])
+    detected = (worker.get("info") or {}).get("gpus_detected")
+    if not offered and not detected:
+        return []
+    plural = "GPU" if len(offered) == 1 else "GPUs"
+    line = f"    gpus: {len(offered)} {plural} offered (devices {', '.join(offered) or '-'})"
+    if detected is None:
+        return [line]
+    lines = [f"{line}, {detected} detected"]
+    if len(offered) > detected:
+        lines.append(f"    WARNING: {len(offered)} {plural} offered but {detected} detected: "
+                     "GPU tasks placed here will find no device")
+    return lines
 
 
 def _store_line(s: dict[str, Any]) -> str:

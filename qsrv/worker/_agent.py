@@ -266,7 +266,8 @@ class WorkerAgent:
         name = self.config.name or f"{socket.gethostname()}:{os.getpid()}"
         proto.send(RegisterWorker(name, self.totals, self.gpu_ids, os.getpid(),
                                   {"host": socket.gethostname(), "python": sys.version.split()[0],
-                                   "store": self.store.info()}))
+                                   "store": self.store.info(),
+                                   "gpus_detected": len(_detect.gpu_ids())}))
 
     def _on_messages(self, proto: FramedProtocol, messages: list[Any]) -> None:
         for msg in messages:

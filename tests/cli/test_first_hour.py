@@ -86,3 +86,18 @@ def test_unpicklable_argument_names_the_task_and_the_argument() -> None:
         use.options()(1, threading.Lock())  # type: ignore[call-arg]
     with pytest.raises(SerializationError, match=r"put\(\): a lock cannot be pickled"):
         qsrv.put(threading.Lock())
+
+
+def test_status_says_gpus_offered_and_detected() -> None:
+    from qsrv.cli.status import render
+
+    worker = {"id": 1, "name": "w", "total": {"cpu": 1.0, "gpu": 1.0}, "free": {"cpu": 1.0},
+              "gpu_ids": ["0"], "executors": 1, "running": 0, "info": {"gpus_detected": 0}}
+    status = {"workers": [worker], "clients": 0, "objects": 0, "infeasible": [],
+              "tasks": {"running": 0, "queued": 0, "waiting": 0, "infeasible": 0}}
+    text = render(status)
+    assert "gpus: 1 GPU offered (devices 0), 0 detected" in text
+    assert text.count("WARNING: 1 GPU offered but 0 detected") == 1
+    assert "gpus=0" not in text  # read as a device id before
+    worker["info"] = {"gpus_detected": 1}
+    assert "WARNING" not in render(status)
