@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 from qsrv.cli._common import setup_logging
 from qsrv.errors import AuthenticationError, ConfigError, ConnectionLostError
-from qsrv.gateway import ArchiveLimits, GatewayConfig, default_data_dir, run_gateway
+from qsrv.gateway import (
+    JOB_SANDBOXES,
+    ArchiveLimits,
+    GatewayConfig,
+    default_data_dir,
+    run_gateway,
+)
 from qsrv.transport import SyncConnection
 
 
@@ -16,10 +23,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser = subparsers.add_parser(
         "gateway", help="serve programs and jobs over HTTP",
         description="Serve the programs-and-jobs HTTP API. Jobs run as drivers of the cluster "
-                    "given by --cluster (or $QSRV_ADDRESS), authenticated with the cluster's "
-                    "token: the one its scheduler was started with, from $QSRV_TOKEN (or "
-                    "--cluster-token). The gateway checks at start that it can reach and "
-                    "authenticate to the cluster, and refuses to start otherwise.",
+                    "given by --cluster (or $QSRV_ADDRESS). The gateway holds the cluster's "
+                    "token (the one its scheduler was started with, from $QSRV_TOKEN or "
+                    "--cluster-token); each job gets a credential derived for it instead, "
+                    "valid as a driver only, revoked when the job ends. The gateway checks at "
+                    "start that it can reach and authenticate to the cluster, and refuses to "
+                    "start otherwise. Jobs run in a sandbox: see --job-sandbox.",
     )
     parser.add_argument("--cluster", metavar="HOST:PORT", default=None,
                         help="the cluster jobs join (default: $QSRV_ADDRESS; none: each job "
@@ -32,8 +41,39 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--port", type=int, default=7421, help="port (default: %(default)s)")
     parser.add_argument("--data-dir", type=Path, default=None,
                         help="where the database and sandboxes live (default: ~/.qsrv)")
+    parser.add_argument("--job-sandbox", choices=JOB_SANDBOXES, default="auto",
+                        help="how jobs are kept apart: bwrap (Linux namespaces through "
+                             "bubblewrap), users (as root: each user's jobs run as the OS "
+                             "account of the same name), none (no isolation: one trusted user "
+                             "only); auto (default): none while there is one user, bwrap once "
+                             "there are more, refusing to serve several users when bubblewrap "
+                             "cannot run")
+    parser.add_argument("--job-python", default=None, metavar="PATH",
+                        help="the interpreter jobs run with (default: the gateway's; with "
+                             "--job-sandbox users it must be readable by the accounts)")
     parser.add_argument("--max-jobs-per-user", type=int, default=4,
                         help="running jobs per user; more wait queued (default: %(default)s)")
+    parser.add_argument("--max-queued-jobs-per-user", type=int, default=1000,
+                        help="queued jobs per user; past it a submit is refused with 429 "
+                             "(default: %(default)s)")
+    parser.add_argument("--max-stored-mb-per-user", type=float, default=4096.0,
+                        help="program archives and files a user may store (default: "
+                             "%(default)s)")
+    parser.add_argument("--max-programs-per-user", type=int, default=100,
+                        help="program titles per user (default: %(default)s)")
+    parser.add_argument("--max-versions-per-program", type=int, default=100,
+                        help="versions kept of one program (default: %(default)s)")
+    parser.add_argument("--login-attempts", type=int, default=5,
+                        help="failed password logins of one user before each further "
+                             "attempt waits, 1 s doubling up to 5 min (default: %(default)s)")
+    parser.add_argument("--login-attempts-per-address", type=int, default=20,
+                        help="the same, per client address (default: %(default)s)")
+    parser.add_argument("--login-token-hours", type=float, default=24.0,
+                        help="how long a token from a password login is valid (default: "
+                             "%(default)s)")
+    parser.add_argument("--job-credential-hours", type=float, default=168.0,
+                        help="the longest a job's cluster credential is valid; it is "
+                             "revoked when the job ends (default: %(default)s)")
     parser.add_argument("--max-archive-mb", type=float, default=64.0,
                         help="largest working-directory upload (default: %(default)s)")
     parser.add_argument("--max-log-kb", type=int, default=1024,
@@ -59,6 +99,16 @@ def _main(args: argparse.Namespace) -> int:
         stop_grace_s=args.stop_grace,
         archive_limits=ArchiveLimits(max_archive_bytes=max_archive,
                                      max_unpacked_bytes=max(4 * max_archive, 256 << 20)),
+        job_sandbox=args.job_sandbox,
+        job_python=args.job_python or sys.executable,
+        max_queued_jobs_per_user=args.max_queued_jobs_per_user,
+        max_stored_bytes_per_user=int(args.max_stored_mb_per_user * (1 << 20)),
+        max_programs_per_user=args.max_programs_per_user,
+        max_versions_per_program=args.max_versions_per_program,
+        login_failures_per_user=args.login_attempts,
+        login_failures_per_address=args.login_attempts_per_address,
+        login_token_ttl_s=args.login_token_hours * 3600.0,
+        job_credential_ttl_s=args.job_credential_hours * 3600.0,
     )
     if config.cluster_address is not None:
         print(f"qsrv gateway: {_check_cluster(config.cluster_address, config.cluster_token)}",

@@ -9,9 +9,11 @@ Public names (everything else in this package is private)::
     UPSTREAM_RESULTS_PATH                                    Quantum Serverless sees it
     missing_requirements                                     a program's unmet ``pip`` needs
     GatewayConfig, GatewayServer, GatewayService,            running a gateway
-    run_gateway, start_gateway_process
+    run_gateway, start_gateway_process, JOB_SANDBOXES        (see --job-sandbox)
     add_user, list_users, ensure_local_user,                 users, tokens, passwords
-    default_data_dir, set_password
+    default_data_dir, set_password, user_token,
+    list_tokens, revoke_tokens, users_overview,
+    parse_duration
     ArchiveLimits
     isoformat                                                timestamps as every door shows
     GatewayError and subclasses, JobError and subclasses     errors (see _errors)
@@ -61,9 +63,20 @@ if TYPE_CHECKING:  # the same names, eagerly, for type checkers
         get_arguments,
         save_result,
     )
+    from qsrv.gateway._sandbox import JOB_SANDBOXES
     from qsrv.gateway._server import GatewayServer, run_gateway, start_gateway_process
     from qsrv.gateway._service import GatewayConfig, GatewayService
-    from qsrv.gateway._users import add_user, default_data_dir, ensure_local_user, list_users
+    from qsrv.gateway._users import (
+        add_user,
+        default_data_dir,
+        ensure_local_user,
+        list_tokens,
+        list_users,
+        parse_duration,
+        revoke_tokens,
+        user_token,
+        users_overview,
+    )
 
 _WHERE: dict[str, str] = {
     "ArchiveLimits": "_archive",
@@ -97,6 +110,7 @@ _WHERE: dict[str, str] = {
     "get_arguments": "_runtime",
     "save_result": "_runtime",
     "GatewayServer": "_server",
+    "JOB_SANDBOXES": "_sandbox",
     "run_gateway": "_server",
     "start_gateway_process": "_server",
     "GatewayConfig": "_service",
@@ -105,12 +119,18 @@ _WHERE: dict[str, str] = {
     "default_data_dir": "_users",
     "ensure_local_user": "_users",
     "list_users": "_users",
+    "list_tokens": "_users",
+    "parse_duration": "_users",
+    "revoke_tokens": "_users",
+    "user_token": "_users",
+    "users_overview": "_users",
 }
 
 __all__ = [
     "ARGUMENTS_FORMAT_ENV",
     "GATEWAY_ENV",
     "GATEWAY_TOKEN_ENV",
+    "JOB_SANDBOXES",
     "UPSTREAM_ARGUMENTS_PATH",
     "UPSTREAM_RESULTS_PATH",
     "ArchiveError",
@@ -141,12 +161,17 @@ __all__ = [
     "ensure_local_user",
     "get_arguments",
     "isoformat",
+    "list_tokens",
     "list_users",
     "missing_requirements",
+    "parse_duration",
+    "revoke_tokens",
     "run_gateway",
     "save_result",
     "set_password",
     "start_gateway_process",
+    "user_token",
+    "users_overview",
 ]
 
 

@@ -36,12 +36,12 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import qsrv
 from qsrv.errors import ConfigError
 
-__all__ = ["CHOICES", "HOW_TO_CHOOSE", "JOB_ROOT", "Launch", "Sandbox", "make_sandbox"]
+__all__ = ["CHOICES", "HOW_TO_CHOOSE", "JOB_ROOT", "JOB_SANDBOXES", "Launch", "Sandbox",
+           "make_sandbox"]
 
-CHOICES = ("auto", "bwrap", "users", "none")
+CHOICES = JOB_SANDBOXES = ("auto", "bwrap", "users", "none")
 HOW_TO_CHOOSE = (
     "choose a sandbox with --job-sandbox: 'bwrap' (Linux namespaces; install bubblewrap, "
     "e.g. apt-get install bubblewrap), 'users' (run the gateway as root; each user's jobs run "
@@ -55,6 +55,7 @@ DATA_ROOT = "/data"  # and its user's files of the program
 _KEPT_ENV = ("PATH", "LANG", "LANGUAGE", "TZ", "PYTHONPATH", "PYTHONIOENCODING", "PYTHONUTF8",
              "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "OMP_NUM_THREADS",
              "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "QSRV_PURE_PYTHON")
+_QSRV_DIR = Path(__file__).resolve().parents[1]  # qsrv itself: every job imports it
 _SYSTEM_DIRS = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32")
 
 
@@ -300,7 +301,7 @@ def _python_roots(python: str) -> list[str]:
     """The directories a job needs to run ``python`` with what the gateway imports: the
     installation's prefixes, ``sys.path``, qsrv itself and editable installs' sources."""
     roots = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
-             str(Path(python).resolve().parent.parent), str(Path(qsrv.__file__).parent)}
+             str(Path(python).resolve().parent.parent), str(_QSRV_DIR)}
     roots.update(p for p in sys.path if p and os.path.isabs(p))
     roots.update(p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p)
     for finder in sys.meta_path:  # setuptools' editable finders map packages to sources

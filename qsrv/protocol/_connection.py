@@ -98,10 +98,12 @@ class Connection:
 
     def __init__(self, *, server: bool, token: str, role: str = "",
                  limits: Limits = DEFAULT_LIMITS, peer_limits: Limits | None = None,
-                 credentials: Callable[[str], str | None] | None = None) -> None:
+                 credentials: Callable[[str], str | None] | None = None,
+                 derived_roles: frozenset[str] = DERIVED_ROLES) -> None:
         """``token``: the cluster token, or (a client's) a derived credential (see
         _credentials.py). A server accepts derived credentials only with ``credentials``:
-        called with a proven credential's id, it returns why it is refused (None: accepted)."""
+        called with a proven credential's id, it returns why it is refused (None: accepted);
+        and only for ``derived_roles``."""
         if not server and role not in ROLES:
             raise LocalProtocolError(f"unknown role {role!r}")
         self.server = server
@@ -110,6 +112,7 @@ class Connection:
         self.credential: str | None = derived[0] if derived else None  # the peer's, on a server
         self.tenant = ""  # a server's peer with a derived credential: whose work it carries
         self._credentials = credentials
+        self._derived_roles = derived_roles
         self._token = (derived[1] if derived else token).encode()
         self._limits = limits  # what this side accepts
         self._peer_given = peer_limits is not None
@@ -265,9 +268,9 @@ class Connection:
         refused = ""
         if self._credentials is None:
             refused = "this port accepts only the cluster token, not a scoped credential"
-        elif msg.role not in DERIVED_ROLES:
-            refused = (f"a scoped credential connects only as "
-                       f"{' or '.join(sorted(DERIVED_ROLES))}, never as {msg.role!r}")
+        elif msg.role not in self._derived_roles:
+            refused = (f"a scoped credential connects here only as "
+                       f"{' or '.join(sorted(self._derived_roles))}, never as {msg.role!r}")
         else:
             try:
                 self.tenant = parse_credential_id(msg.credential).tenant

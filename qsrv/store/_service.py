@@ -1,7 +1,15 @@
 """The node's store, served: to the processes of the node, and to other nodes.
 
 Owned by the worker agent; blocking sockets on threads of their own, so a 256 MiB transfer
-never stalls the agent's event loop. Every connection proves the cluster token first.
+never stalls the agent's event loop. Every connection proves the cluster token first, or a
+job's scoped credential (a driver's: the local service as role ``store``, the transfer service
+as ``transfer``), until it expires.
+
+Connections are bounded like the scheduler's: at most ``MAX_WAITING`` per port wait to
+authenticate (``MAX_WAITING_PER_HOST`` from one address), each within a total handshake
+deadline (``HANDSHAKE_S``) that trickling bytes do not extend; at most ``MAX_SERVING`` are
+served at once per port. A connection over a limit is closed as soon as it is accepted, so a
+flood of slow sockets holds a bounded number of threads for a bounded time.
 
 - **Local service** (a Unix socket in a private directory): executors and same-node drivers
   (role ``store``) send ``StoreCreate``/``StoreSeal`` to produce an object in place and
@@ -46,6 +54,7 @@ from qsrv.protocol import (
     StoreReply,
     StoreSeal,
     StoreUnpin,
+    credential_refusal,
     decode_location,
     encode_location,
 )
@@ -57,6 +66,10 @@ __all__ = ["StoreService", "describe_location"]
 
 log = logging.getLogger("qsrv.store")
 DIRECTORY = "dir"
+MAX_WAITING = 64
+MAX_WAITING_PER_HOST = 8
+MAX_SERVING = {"local": 1024, "transfer": 256}
+HANDSHAKE_S = 10.0
 
 
 # The data of a STORED value (a wire contract, defined in qsrv.protocol).
@@ -104,6 +117,10 @@ class StoreService:
         self._pulls: dict[int, threading.Event] = {}
         self._peers: dict[str, list[SyncConnection]] = {}
         self._conns: set[socket.socket] = set()
+        self._slots = threading.Lock()
+        self._waiting: Counter[str] = Counter()  # (port, host) and port -> waiting connections
+        self._serving: Counter[str] = Counter()  # port -> connections being served
+        self.refused = 0  # connections closed at once for being over a limit
         self._next_conn = 0
         self._closed = False
         for target in (self._serve_local, self._serve_transfer):
@@ -162,19 +179,48 @@ class StoreService:
             os.rmdir(self._dir)
 
     # ---- serving -----------------------------------------------------------------------------
-    def _accept_loop(self, listener: socket.socket, handler: Callable[[socket.socket], None]
-                     ) -> None:
+    def _accept_loop(self, port: str, listener: socket.socket,
+                     handler: Callable[[socket.socket, Callable[[], None]], None]) -> None:
         while not self._closed:
             try:
-                sock, _ = listener.accept()
+                sock, peer = listener.accept()
             except OSError:
                 return
-            threading.Thread(target=self._guarded, args=(handler, sock), daemon=True).start()
+            host = str(peer[0]) if isinstance(peer, tuple) and peer else ""
+            if not self._wait_slot(port, host):
+                self.refused += 1
+                with contextlib.suppress(OSError):
+                    sock.close()
+                continue
+            threading.Thread(target=self._guarded, args=(port, host, handler, sock),
+                             daemon=True).start()
 
-    def _guarded(self, handler: Callable[[socket.socket], None], sock: socket.socket) -> None:
+    def _wait_slot(self, port: str, host: str) -> bool:
+        """Count a new connection as waiting, unless a limit is reached."""
+        with self._slots:
+            if self._waiting[port] >= MAX_WAITING or self._serving[port] >= MAX_SERVING[port]:
+                return False
+            if host and self._waiting[f"{port}/{host}"] >= MAX_WAITING_PER_HOST:
+                return False
+            self._waiting[port] += 1
+            if host:
+                self._waiting[f"{port}/{host}"] += 1
+            return True
+
+    def _guarded(self, port: str, host: str,
+                 handler: Callable[[socket.socket, Callable[[], None]], None],
+                 sock: socket.socket) -> None:
+        state = {"waiting": True}
+
+        def authenticated() -> None:  # waiting -> served
+            with self._slots:
+                self._unwait(port, host)
+                state["waiting"] = False
+                self._serving[port] += 1
+
         self._conns.add(sock)
         try:
-            handler(sock)
+            handler(sock, authenticated)
         except (QsrvError, OSError) as exc:
             if not self._closed:
                 log.info("store connection closed: %s", exc)
@@ -182,19 +228,35 @@ class StoreService:
             self._conns.discard(sock)
             with contextlib.suppress(OSError):
                 sock.close()
+            with self._slots:
+                if state["waiting"]:
+                    self._unwait(port, host)
+                else:
+                    self._serving[port] -= 1
+
+    def _unwait(self, port: str, host: str) -> None:
+        self._waiting[port] -= 1
+        if host:
+            key = f"{port}/{host}"
+            self._waiting[key] -= 1
+            if self._waiting[key] <= 0:
+                del self._waiting[key]
 
     def _serve_local(self) -> None:
-        self._accept_loop(self._local, self._local_conn)
+        self._accept_loop("local", self._local, self._local_conn)
 
     def _serve_transfer(self) -> None:
-        self._accept_loop(self._tcp, self._transfer_conn)
+        self._accept_loop("transfer", self._tcp, self._transfer_conn)
 
-    def _local_conn(self, sock: socket.socket) -> None:
+    def _local_conn(self, sock: socket.socket, authenticated: Callable[[], None]) -> None:
         with self._lock:
             self._next_conn += 1
             conn = self._next_conn
         sc = SyncConnection.accept(sock, self.token, {"store": self.store.name},
-                                   roles=frozenset({"store"}), client_no=conn)
+                                   roles=frozenset({"store"}), client_no=conn,
+                                   timeout=HANDSHAKE_S, credentials=_unexpired,
+                                   derived_roles=frozenset({"store"}))
+        authenticated()
         pins: Counter[int] = Counter()
         creating: set[int] = set()
         try:
@@ -289,9 +351,12 @@ class StoreService:
             self.on_copied(oid)
 
     # ---- transfers between nodes -------------------------------------------------------------
-    def _transfer_conn(self, sock: socket.socket) -> None:
+    def _transfer_conn(self, sock: socket.socket, authenticated: Callable[[], None]) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        SyncConnection.accept(sock, self.token, {}, roles=frozenset({"transfer"}))
+        SyncConnection.accept(sock, self.token, {}, roles=frozenset({"transfer"}),
+                              timeout=HANDSHAKE_S, credentials=_unexpired,
+                              derived_roles=frozenset({"transfer"}))
+        authenticated()
         sender = TransferSender(self._locked)
         while True:
             data = sock.recv(1 << 16)
@@ -323,6 +388,12 @@ class StoreService:
             raise
         with self._lock:
             pool.append(sc)
+
+
+def _unexpired(credential: str) -> str | None:
+    """A scoped credential may pull objects until it expires (the store does not hear of
+    revocations; the scheduler does)."""
+    return credential_refusal(credential, revoked=False)
 
 
 def node_key() -> str:

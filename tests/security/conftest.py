@@ -1,0 +1,122 @@
+"""Two tenants on one real deployment, as the attacker of the issue had it: ``qsrv scheduler``
+and ``qsrv worker`` started through the CLI, a gateway process joined to them with a chosen
+``--job-sandbox``, users alice (the attacker) and bob.
+
+Sandboxes are never skipped silently: bubblewrap must be installed (CI installs it); the
+``users`` sandbox needs root, and with ``QSRV_REQUIRE_SANDBOXES=1`` (CI) a missing prerequisite
+fails instead of skipping with its reason.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from qsrv.gateway import add_user, set_password, start_gateway_process
+from tests._support import Gate
+from tests._support.processes import Proc, stop_process
+
+REQUIRED = os.environ.get("QSRV_REQUIRE_SANDBOXES") == "1"
+
+
+def require(condition: bool, why: str) -> None:
+    """Skip (with the reason) when a prerequisite is missing; fail instead under CI."""
+    if not condition:
+        if REQUIRED:
+            pytest.fail(f"{why} (QSRV_REQUIRE_SANDBOXES=1: it may not be skipped)")
+        pytest.skip(why)
+
+
+def require_bwrap() -> None:
+    require(shutil.which("bwrap") is not None,
+            "bubblewrap is not installed (apt-get install bubblewrap): the bwrap sandbox "
+            "cannot be tested")
+
+
+@dataclass
+class Deployment:
+    url: str
+    data_dir: Path
+    cluster: str
+    tokens: dict[str, str]  # user name -> token
+    ids: dict[str, int]
+    gateway: Proc
+    procs: list[Proc] = field(default_factory=list)
+
+    def headers(self, user: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens[user]}"}
+
+
+@pytest.fixture
+def gate() -> Iterator[Gate]:
+    with Gate(timeout=60) as g:
+        yield g
+
+
+def qsrv_env(token: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QSRV_")}
+    env["QSRV_TOKEN"] = token
+    return env
+
+
+@contextmanager
+def deployment(root: Path, sandbox: str, users: tuple[str, str] = ("alice", "bob"),
+               *, extra: tuple[str, ...] = ()) -> Iterator[Deployment]:
+    """The deployment; stopped gateway first (it ends its jobs), then worker and scheduler."""
+    cluster_token = secrets.token_hex(16)
+    env = qsrv_env(cluster_token)
+    scheduler = subprocess.Popen(
+        [sys.executable, "-m", "qsrv", "scheduler", "--port", "0"], env=env,
+        stdout=subprocess.PIPE, text=True)
+    procs: list[Proc] = [scheduler]
+    try:
+        assert scheduler.stdout is not None
+        address = scheduler.stdout.readline().split()[-1]
+        procs.insert(0, subprocess.Popen(
+            [sys.executable, "-m", "qsrv", "worker", "--address", address, "--cpus", "2"],
+            env=env))
+        data_dir = root / "gateway"
+        tokens, ids = {}, {}
+        for name in users:  # before the gateway starts: it checks its sandbox against them
+            user, tokens[name] = add_user(data_dir, name)
+            ids[name] = user.user_id
+            set_password(data_dir, name, secrets.token_urlsafe(12))
+        gateway, url = start_gateway_process(
+            address, cluster_token, data_dir, extra_args=("--job-sandbox", sandbox, *extra))
+        procs.insert(0, gateway)
+        yield Deployment(url, data_dir, address, tokens, ids, gateway, procs)
+    finally:
+        for proc in procs:
+            stop_process(proc, 30)
+
+
+async def request(method: str, url: str, headers: dict[str, str] | None = None,
+                  **kwargs: Any) -> tuple[int, Any]:
+    async with aiohttp.ClientSession() as session, \
+            session.request(method, url, headers=headers or {}, **kwargs) as resp:
+        body = await resp.read()
+        try:
+            return resp.status, json.loads(body)
+        except ValueError:
+            return resp.status, body
+
+
+def program_dir(root: Path, source: str, **files: str) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "main.py").write_text(textwrap.dedent(source))
+    for name, text in files.items():
+        (root / name).write_text(text)
+    return root
