@@ -274,7 +274,8 @@ class Store:
         try:
             yield self._conn
         except BaseException:
-            self._conn.execute("ROLLBACK")
+            if self._conn.in_transaction:  # SQLite already rolled back on a full disk
+                self._conn.execute("ROLLBACK")
             raise
         self._conn.execute("COMMIT")
 

@@ -9,14 +9,19 @@ fails instead of skipping with its reason.
 
 from __future__ import annotations
 
+import bz2
+import dataclasses
+import gzip
+import io
 import json
 import os
 import secrets
 import shutil
 import subprocess
 import sys
+import tarfile
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,8 +30,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from qsrv.gateway import add_user, set_password, start_gateway_process
+from qsrv.gateway import GatewayConfig, add_user, set_password, start_gateway_process
 from tests._support import Gate
+from tests._support.gateway import ThreadedGateway
 from tests._support.processes import Proc, stop_process
 
 REQUIRED = os.environ.get("QSRV_REQUIRE_SANDBOXES") == "1"
@@ -120,3 +126,70 @@ def program_dir(root: Path, source: str, **files: str) -> Path:
     for name, text in files.items():
         (root / name).write_text(text)
     return root
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path / "data"
+
+
+@pytest.fixture
+def make_gateway(data_dir: Path) -> Iterator[Callable[..., ThreadedGateway]]:
+    """Gateways in this process (``ThreadedGateway``); stopped at the end."""
+    started: list[ThreadedGateway] = []
+
+    def make(**overrides: Any) -> ThreadedGateway:
+        config = GatewayConfig(data_dir=data_dir, port=0, stop_grace_s=2.0,
+                               log_flush_interval_s=0.1)
+        gateway = ThreadedGateway(dataclasses.replace(config, **overrides))
+        started.append(gateway)
+        return gateway
+
+    yield make
+    for gateway in reversed(started):
+        gateway.stop()
+
+
+def tar_of(*members: tuple[tarfile.TarInfo, bytes | None], mode: str = "w:gz") -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode=mode) as tar:  # type: ignore[call-overload]
+        for info, data in members:
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+    return buffer.getvalue()
+
+
+def file_member(name: str, data: bytes) -> tuple[tarfile.TarInfo, bytes]:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    return info, data
+
+
+def upload_form(archive: bytes, title: str = "p", entrypoint: str = "main.py"
+                ) -> aiohttp.FormData:
+    form = aiohttp.FormData()
+    form.add_field("metadata", json.dumps({"title": title, "entrypoint": entrypoint}),
+                   content_type="application/json")
+    form.add_field("archive", archive, filename="a.tar.gz", content_type="application/gzip")
+    return form
+
+
+def long_name_bomb(declared: int = 2 << 30, padding: int = 8 << 20) -> bytes:
+    """A gzip whose tar starts with a GNU long-name header declaring ``declared`` bytes."""
+    header = tarfile.TarInfo("././@LongLink")
+    header.type = tarfile.GNUTYPE_LONGNAME
+    header.size = declared
+    return gzip.compress(header.tobuf(format=tarfile.GNU_FORMAT) + bytes(padding), 9)
+
+
+def zeros_bomb(size: int = 250 << 20) -> bytes:
+    """A bz2 of ``size`` zero bytes (a few hundred bytes)."""
+    return bz2.compress(bytes(size), 9)
+
+
+def headed_zeros_bomb(size: int) -> bytes:
+    """A bz2 tar whose one member holds ``size`` zero bytes: all of it must be decompressed
+    to reach the end of the archive."""
+    info = tarfile.TarInfo("main.py")
+    info.size = size
+    body = info.tobuf(format=tarfile.GNU_FORMAT) + bytes(size + (-size % 512)) + bytes(1024)
+    return bz2.compress(body, 9)

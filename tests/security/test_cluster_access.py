@@ -1,0 +1,204 @@
+"""The cluster's doors: a job's scoped credential (a driver only, revoked when the job ends,
+even across a scheduler restart), and floods of idle or slow sockets on every port while a
+driver keeps working."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import struct
+import textwrap
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+import qsrv
+from qsrv.errors import AuthenticationError, ConnectionLostError
+from qsrv.gateway import Client, Program, add_user, start_gateway_process
+from qsrv.transport import SyncConnection
+from tests._support import stop_process, wait_for
+from tests._support.cluster import TOKEN, Cluster, free_port
+
+JOB = """
+import os
+import qsrv
+from qsrv.gateway import save_result
+
+@qsrv.distribute_task
+def plus_one(x):
+    return x + 1
+
+qsrv.init()  # QSRV_ADDRESS, and QSRV_TOKEN: the job's own credential
+save_result({"token": os.environ["QSRV_TOKEN"], "value": qsrv.get(plus_one(41))})
+"""
+
+
+def _refusal(address: str, token: str, role: str = "driver") -> str:
+    try:
+        SyncConnection(address, token, role, timeout=10).close()
+    except AuthenticationError as exc:
+        return str(exc)
+    return ""
+
+
+@pytest.fixture
+def cluster() -> Iterator[Cluster]:
+    qsrv.shutdown()
+    c = Cluster(free_port())
+    try:
+        c.worker("w", "--cpus", "2")
+        wait_for(lambda: c.ready({"w"}), what="the worker")
+        yield c
+    finally:
+        qsrv.shutdown()
+        c.stop()
+
+
+def test_a_jobs_credential_is_a_driver_until_the_job_ends(cluster: Cluster,
+                                                          tmp_path: Path) -> None:
+    data_dir = tmp_path / "gateway"
+    token = add_user(data_dir, "alice")[1]
+    gateway, url = start_gateway_process(cluster.address, TOKEN, data_dir)
+    try:
+        folder = tmp_path / "job"
+        folder.mkdir()
+        (folder / "main.py").write_text(textwrap.dedent(JOB))
+        result = Client(url, token).run(Program("p", "main.py", folder)).result(timeout=120)
+        assert result["value"] == 42  # it ran a task on the cluster as a driver
+        credential = result["token"]
+        assert credential.startswith("qsrvcred:") and TOKEN not in credential
+        assert "never as 'worker'" in _refusal(cluster.address, credential, "worker")
+        # the job ended: its credential is revoked (the gateway told the scheduler)
+        assert "revoked" in wait_for(lambda: _refusal(cluster.address, credential),
+                                     what="the credential's revocation")
+        # a restarted scheduler forgets what it was told: the gateway tells it again
+        port = int(cluster.address.rsplit(":", 1)[1])
+        cluster.start_scheduler(port)
+        assert "revoked" in wait_for(lambda: _refusal(cluster.address, credential),
+                                     timeout=60, what="the revocation, sent again")
+    finally:
+        stop_process(gateway, 30)
+
+
+# -- floods -------------------------------------------------------------------------------------
+
+
+def _flood(address: str, count: int, source: str = "127.0.0.2") -> list[socket.socket]:
+    """``count`` idle connections from another loopback address."""
+    host, port = address.rsplit(":", 1)
+    socks = []
+    for _ in range(count):
+        sock = socket.socket()
+        sock.bind((source, 0))
+        sock.settimeout(10)
+        with contextlib.suppress(OSError):
+            sock.connect((host.strip("[]"), int(port)))
+            socks.append(sock)
+    return socks
+
+
+def _closed_by_peer(sock: socket.socket) -> bool:
+    """Whether the peer closed ``sock`` (without waiting)."""
+    sock.setblocking(False)
+    try:
+        return sock.recv(1) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+
+
+def _closed(socks: list[socket.socket]) -> int:
+    return sum(_closed_by_peer(s) for s in socks)
+
+
+@qsrv.distribute_task
+def double(x: int) -> int:
+    return 2 * x
+
+
+def test_idle_sockets_from_one_address_leave_others_their_slots(cluster: Cluster) -> None:
+    """500 idle sockets from one address: only its share of the waiting slots is taken; a
+    connected driver keeps working and a new one connects."""
+    qsrv.init(address=cluster.address, token=TOKEN)
+    flood = _flood(cluster.address, 500)
+    try:
+        assert qsrv.get([double(i) for i in range(20)], timeout=60) == [
+            2 * i for i in range(20)]
+        assert _refusal(cluster.address, TOKEN) == ""  # a new driver from another address
+        wait_for(lambda: _closed(flood) >= len(flood) - 16,
+                 what="the connections over this address's share to be closed")
+    finally:
+        for sock in flood:
+            sock.close()
+
+
+def test_slow_sockets_on_a_workers_transfer_port_hold_few_threads(cluster: Cluster) -> None:
+    qsrv.init(address=cluster.address, token=TOKEN)
+    [worker] = cluster.status()["workers"]
+    address = worker["info"]["store"]["address"]
+    agent = psutil.Process(cluster.workers["w"].pid)
+    before = agent.num_threads()
+    flood = _flood(address, 300)
+    try:
+        wait_for(lambda: _closed(flood) >= 300 - 8,
+                 what="the connections over the limit to be closed")
+        assert agent.num_threads() <= before + 8 + 2
+        assert qsrv.get([double(i) for i in range(10)], timeout=60) == [
+            2 * i for i in range(10)]
+    finally:
+        for sock in flood:
+            sock.close()
+
+
+def _trickle(sock: socket.socket, stop: threading.Event, sent: list[int]) -> None:
+    """A frame prefix announcing a small header, then its bytes one at a time."""
+    try:
+        sock.sendall(struct.pack("!II", 60, 0))
+        while not stop.is_set() and sent[0] < 200:
+            sock.sendall(b"\x90")
+            sent[0] += 1
+            stop.wait(0.05)
+    except OSError:
+        return
+
+
+def test_the_handshake_deadline_is_total_not_per_byte() -> None:
+    """A peer that sends a byte every 50 ms never completes a handshake; it is dropped at the
+    deadline, long before it runs out of bytes (a per-read timeout would wait for ever)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    client = socket.create_connection(listener.getsockname())
+    server, _ = listener.accept()
+    stop, sent = threading.Event(), [0]
+    trickler = threading.Thread(target=_trickle, args=(client, stop, sent), daemon=True)
+    trickler.start()
+    try:
+        with pytest.raises(ConnectionLostError):
+            SyncConnection.accept(server, TOKEN, {}, roles=frozenset({"transfer"}),
+                                  timeout=1.0)
+        assert sent[0] < 200  # it was still trickling when it was dropped
+    finally:
+        stop.set()
+        trickler.join(10)
+        client.close()
+        listener.close()
+
+
+def test_the_schedulers_handshake_deadline_is_total() -> None:
+    with Cluster(0, "--handshake-timeout", "1") as c:
+        host, port = c.address.rsplit(":", 1)
+        client = socket.create_connection((host, int(port)))
+        stop, sent = threading.Event(), [0]
+        trickler = threading.Thread(target=_trickle, args=(client, stop, sent), daemon=True)
+        trickler.start()
+        try:
+            wait_for(lambda: not trickler.is_alive() or _closed_by_peer(client), timeout=30,
+                     what="the scheduler to drop the slow peer")
+            assert sent[0] < 200
+        finally:
+            stop.set()
+            trickler.join(10)
+            client.close()
