@@ -36,6 +36,7 @@ class Task:
         "retry_exc",
         "shape",
         "state",
+        "timeout",
         "subscribers",
         "waiting",
     )
@@ -53,6 +54,7 @@ class Task:
         self.retry_exc = msg.retry_exceptions
         self.name = name  # shared with every task of the same name
         self.deadline = 0.0  # 0: none
+        self.timeout = msg.timeout  # seconds from submission; 0: none
         self.state: TaskState = PENDING  # changed only through _lifecycle.set_state
         self.waiting = 0  # arguments not yet computed
         self.holders = 1  # the owner

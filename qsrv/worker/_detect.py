@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import os
 import shutil
 import subprocess
@@ -26,18 +25,8 @@ def memory_bytes() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
-@functools.cache
-def _gpu_ids() -> tuple[str, ...]:
-    return tuple(_list_gpus())
-
-
 def gpu_ids() -> list[str]:
-    """Visible NVIDIA GPUs: CUDA_VISIBLE_DEVICES if set, else what nvidia-smi lists (asked
-    once per process)."""
-    return list(_gpu_ids())
-
-
-def _list_gpus() -> list[str]:
+    """Visible NVIDIA GPUs: CUDA_VISIBLE_DEVICES if set, else what nvidia-smi lists."""
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None:
         return [d.strip() for d in visible.split(",") if d.strip() and d.strip() != "-1"]
