@@ -149,15 +149,28 @@ class FramedProtocol(asyncio.BufferedProtocol):
             return
         self.transport.writelines(pieces)
 
-    def close(self, reason: str) -> None:
+    def close(self, reason: str, *, level: int = logging.WARNING) -> None:
+        """Close, logging `reason` (if any) at `level`: a warning for what went wrong here
+        (protocol errors, expired handshakes); the owner passes a lower level for closes it
+        decided itself (a cancelled task's executor), which its own log already tells."""
         if self._closed:
             return
         if reason:
-            log.warning("closing connection %s: %s", self.peer, reason)
+            log.log(level, "closing connection %s: %s", self.name, reason)
         self._close_reason = reason
         self._closed = True
         if self.transport is not None:
             self.transport.close()
+
+    @property
+    def name(self) -> str:
+        """The peer as a log line should name it: its role and number once authenticated
+        (a Unix socket's peer has no address), and its address when it has one."""
+        address = self.peer if self.peer not in ("", "?") else ""
+        role, number = self.conn.role, self.conn.client_no
+        if not (role and number):  # not authenticated (yet): all we know is where it is
+            return address or "(unauthenticated peer)"
+        return f"{role} {number} ({address})" if address else f"{role} {number}"
 
     @property
     def closed(self) -> bool:
