@@ -474,7 +474,7 @@ class StoreFailed(Message, tag=55, frozen=True):
 
 
 # ---- scoped credentials (see _credentials.py) ------------------------------------------------
-class HelloAs(Message, tag=6, frozen=True):
+class HelloAs(Message, tag=7, frozen=True):
     """A Hello from the holder of a derived credential: ``credential`` is its id (the secret
     never travels); the challenge that follows is keyed by the secret derived from it."""
 
