@@ -11,15 +11,49 @@ import asyncio
 import contextlib
 import logging
 import ssl
+import time
 from collections.abc import Callable
 from typing import Any
 
-from qsrv.errors import ConnectionLostError, ProtocolError
+from qsrv.errors import AuthenticationError, ConnectionLostError, ProtocolError
 from qsrv.protocol import Connection, State
 from qsrv.transport._sync import parse_address, unix_path
 from qsrv.transport._tls import client_context, closed_in_handshake, tls_failure
 
 log = logging.getLogger("qsrv.transport")
+
+
+class RateLimitedLog:
+    """Warnings about one kind of event, at most one per key (a peer's address) per
+    `interval` seconds; the next one says how many were held back meanwhile."""
+
+    def __init__(self, interval: float = 10.0, max_keys: int = 4096, *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval = interval
+        self._clock = clock
+        self.max_keys = max_keys
+        self._last: dict[str, float] = {}
+        self._held: dict[str, int] = {}
+
+    def warn(self, key: str, message: str, *args: object) -> bool:
+        """Log it (True) or count it as held back (False)."""
+        host = key.rsplit(":", 1)[0]  # one peer, whatever its port
+        now = self._clock()
+        last = self._last.get(host)
+        if last is not None and now - last < self.interval:
+            self._held[host] = self._held.get(host, 0) + 1
+            return False
+        if len(self._last) >= self.max_keys:
+            self._last.clear()
+            self._held.clear()
+        self._last[host] = now
+        held = self._held.pop(host, 0)
+        suffix = f" ({held} more from there in the last {self.interval:g} s)" if held else ""
+        log.warning(message + suffix, *args)
+        return True
+
+
+refused = RateLimitedLog()  # refused authentications, per peer address
 
 
 class FramedProtocol(asyncio.BufferedProtocol):
@@ -97,7 +131,11 @@ class FramedProtocol(asyncio.BufferedProtocol):
             replies = self.conn.data_to_send()
             if replies and self.transport is not None:
                 self.transport.writelines(replies)
-            self.close(f"protocol error from {self.peer}: {exc}")
+            if self.conn.server and isinstance(exc, AuthenticationError):
+                refused.warn(self.peer, "refused a peer at %s: %s", self.peer, exc)
+                self.close(f"authentication refused: {exc}", level=logging.DEBUG)
+            else:
+                self.close(f"protocol error from {self.peer}: {exc}")
 
     def _after_handshake_step(self) -> None:
         state = self.conn.state
@@ -111,6 +149,10 @@ class FramedProtocol(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_deadline()
+        if self.conn.server and self.conn.state is State.WAIT_AUTH and not self._close_reason:
+            # it hung up on our proof: its token is not ours (or it is not a qsrv peer)
+            refused.warn(self.peer, "refused a peer at %s: it left during the token challenge "
+                         "(a wrong cluster token at its end?)", self.peer)
         reason = self._close_reason or (f"connection lost: {exc}" if exc else "peer closed")
         if not self._close_reason and not self.conn.server and not self.conn.is_open() \
                 and self._tcp:  # the scheduler hung up mid-handshake: TLS at one end only?

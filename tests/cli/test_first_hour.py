@@ -101,3 +101,38 @@ def test_status_says_gpus_offered_and_detected() -> None:
     assert "gpus=0" not in text  # read as a device id before
     worker["info"] = {"gpus_detected": 1}
     assert "WARNING" not in render(status)
+
+
+def test_scheduler_logs_refused_authentications_rate_limited(tmp_path: Path) -> None:
+    log = tmp_path / "scheduler.log"
+    with log.open("w") as err:
+        scheduler = subprocess.Popen(
+            [sys.executable, "-m", "qsrv", "scheduler", "--port", "0"], text=True,
+            stdout=subprocess.PIPE, stderr=err, env=_env(TOKEN))
+    try:
+        assert scheduler.stdout is not None
+        address = scheduler.stdout.readline().split()[-1]
+        for _ in range(3):
+            worker = _qsrv("worker", "--address", address, env=_env("wrong-token"))
+            assert worker.returncode != 0 and "token" in worker.stderr
+    finally:
+        scheduler.terminate()
+        scheduler.wait(10)
+    lines = [line for line in log.read_text().splitlines() if "refused a peer at" in line]
+    assert len(lines) == 1, log.read_text()  # three attempts, one line per address per 10 s
+    assert "127.0.0.1" in lines[0] and "token" in lines[0]
+
+
+def test_rate_limited_log_says_how_many_it_held_back(caplog: pytest.LogCaptureFixture) -> None:
+    from qsrv.transport import RateLimitedLog
+
+    clock = [100.0]
+    limited = RateLimitedLog(interval=10.0, clock=lambda: clock[0])
+    with caplog.at_level("WARNING", logger="qsrv.transport"):
+        assert limited.warn("10.0.0.1:5000", "refused %s", "a")
+        assert not limited.warn("10.0.0.1:5001", "refused %s", "b")  # same host, other port
+        assert limited.warn("10.0.0.2:5000", "refused %s", "c")      # another host
+        clock[0] += 11
+        assert limited.warn("10.0.0.1:5002", "refused %s", "d")
+    texts = [r.getMessage() for r in caplog.records]
+    assert texts == ["refused a", "refused c", "refused d (1 more from there in the last 10 s)"]
