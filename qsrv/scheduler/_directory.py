@@ -93,9 +93,14 @@ class Directory:
             owner.tasks.pop(tid, None)
             if tid in owner.holds:
                 out.append(Send(task.owner, ObjectValue(tid, status, data, bufs, refs)))
+                if owner.scope is not None and refs:  # a tenant may read what it was given
+                    owner.scope.update(refs)
         for conn in task.subscribers or ():
             if conn != task.owner and conn in clients:
                 out.append(Send(conn, ObjectValue(tid, status, data, bufs, refs)))
+                scope = clients[conn].scope
+                if scope is not None and refs:
+                    scope.update(refs)
         for dependent in task.dependents or ():
             if dependent.state != PENDING:
                 continue
@@ -142,6 +147,9 @@ class Directory:
             elif isinstance(obj, Obj):
                 self._out.append(Send(conn, ObjectValue(oid, obj.status, obj.data, obj.bufs,
                                                         obj.refs)))
+                client = self._clients.get(conn)
+                if client is not None and client.scope is not None and obj.refs:
+                    client.scope.update(obj.refs)
             else:
                 if obj.subscribers is None:
                     obj.subscribers = []

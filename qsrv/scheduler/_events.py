@@ -14,6 +14,7 @@ class Connected:
     conn: int
     role: str  # "driver", "worker" or "executor"
     client_no: int
+    tenant: str = ""  # a scoped credential's tenant (a gateway job's): its reads are checked
 
 
 @dataclass(frozen=True, slots=True)

@@ -86,11 +86,15 @@ class Obj:
 class Client:
     """An authenticated connection: a driver, a worker agent or an executor."""
 
-    __slots__ = ("conn", "holds", "no", "role", "tasks")
+    __slots__ = ("conn", "holds", "no", "role", "scope", "tasks", "tenant")
 
-    def __init__(self, conn: int, role: str, no: int) -> None:
+    def __init__(self, conn: int, role: str, no: int, tenant: str = "") -> None:
         self.conn = conn
         self.role = role
         self.no = no  # its id namespace (see qsrv.protocol.ID_BITS)
+        self.tenant = tenant  # a scoped credential's (a gateway job's), "" for the token's
+        # A tenant's client reads only ids of its namespace and the ids in this set: refs
+        # inside values it was sent (see _validate.check_readable). None: reads anything.
+        self.scope: set[int] | None = set() if tenant else None
         self.holds: set[int] = set()  # ids it holds a ref to (each counted once in holders)
         self.tasks: dict[int, Task] = {}  # its unfinished tasks by id, in submission order

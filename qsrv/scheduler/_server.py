@@ -147,7 +147,8 @@ class SchedulerServer:
         self.protocols[conn_id] = proto
         self.gate.opened(proto)
         proto.accept(client_no, {"conn": conn_id})
-        self._apply(self.state.handle(Connected(conn_id, proto.conn.role, client_no)))
+        self._apply(self.state.handle(Connected(conn_id, proto.conn.role, client_no,
+                                                proto.conn.tenant)))
 
     def _close_conn(self, conn: int, reason: str) -> None:
         proto = self.protocols.get(conn)

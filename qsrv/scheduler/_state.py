@@ -78,6 +78,7 @@ from qsrv.scheduler._validate import (
     check_amounts,
     check_location,
     check_new_id,
+    check_readable,
     client_of,
     executor_of,
     worker_of,
@@ -134,7 +135,8 @@ class SchedulerState:
         elif type(event) is Tick:
             self._tick(event.now)
         elif type(event) is Connected:
-            self.clients[event.conn] = Client(event.conn, event.role, event.client_no)
+            self.clients[event.conn] = Client(event.conn, event.role, event.client_no,
+                                              event.tenant)
         elif type(event) is Disconnected:
             self._disconnected(event.conn, event.reason)
         out = self._out
@@ -182,6 +184,8 @@ class SchedulerState:
         client = client_of(self.clients, conn)
         objects = self.directory.objects
         check_new_id(client, msg.task_id, objects)
+        if client.scope is not None:
+            check_readable(client, msg.deps)
         fn_id = self._fn_keys.get(msg.fn_id)
         if fn_id is None:
             raise ProtocolViolation("task refers to a function that was never registered")
@@ -221,6 +225,8 @@ class SchedulerState:
     def _on_put(self, conn: int, msg: PutObject) -> None:
         client = client_of(self.clients, conn)
         check_new_id(client, msg.object_id, self.directory.objects)
+        if client.scope is not None:
+            check_readable(client, msg.refs)
         if msg.status == OK:
             where = None
         elif msg.status == STORED:
@@ -232,11 +238,15 @@ class SchedulerState:
 
     def _on_refs(self, conn: int, msg: RefUpdate) -> None:
         client = client_of(self.clients, conn)
+        if client.scope is not None:
+            check_readable(client, msg.add)
         self.directory.add_refs(client, msg.add)
         self.directory.drop_refs(client, msg.drop)
 
     def _on_subscribe(self, conn: int, msg: Subscribe) -> None:
-        client_of(self.clients, conn)
+        client = client_of(self.clients, conn)
+        if client.scope is not None:
+            check_readable(client, msg.ids)
         self.directory.subscribe(conn, msg.ids)
 
     def _on_cancel(self, conn: int, msg: Cancel) -> None:

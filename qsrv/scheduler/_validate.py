@@ -33,6 +33,18 @@ def check_new_id(client: Client, oid: int, objects: dict[int, Task | Obj]) -> No
         raise ProtocolViolation(f"object id {oid} is not this client's to create")
 
 
+def check_readable(client: Client, ids: list[int]) -> None:
+    """A tenant's client (a gateway job's driver) names only objects of its own namespace
+    (its tasks and puts) or refs it was given inside values sent to it. Others: no check."""
+    scope = client.scope
+    if scope is None:
+        return
+    no = client.no
+    for oid in ids:
+        if oid >> ID_BITS != no and oid not in scope:
+            raise ProtocolViolation(f"object {oid:#x} is not this tenant's to read")
+
+
 def check_amounts(resources: dict[str, int]) -> None:
     for v in resources.values():
         if type(v) is not int or v < 0:
