@@ -342,7 +342,8 @@ def ray_queued(counts: dict[str, Any]) -> tuple[dict[str, Any], Any]:
     time.sleep(3.0)
     drained = {k: c.rss(p) for k, p in pids.items()}
     result = {
-        "count": submitted, "requested": counts["queued"], "reduced": submitted < counts["queued"],
+        "count": submitted, "requested": n, "reduced": submitted < n,
+        "capped_from": counts["queued"],
         "submit_s": t_submit, "submit_per_s": submitted / t_submit, "ingest_s": None,
         "rss_before": before, "rss_queued": queued_rss, "rss_drained": drained,
         "bytes_per_task": {k: (queued_rss[k] - before[k]) / submitted for k in pids},
@@ -419,7 +420,8 @@ def render(res: dict[str, Any]) -> str:
         after = ", ".join(f"{k} {c.fmt_bytes(q['rss_drained'][k])} ({grown[k]:+,} B)"
                           for k in q["rss_before"])
         lines.append(
-            f"| {name} | {q['count']:,}{' (reduced)' if q['reduced'] else ''} "
+            f"| {name} | {q['count']:,}{' (reduced)' if q['reduced'] else ''}"
+            f"{' (capped)' if q.get('capped_from', q['count']) > q['count'] else ''} "
             f"| {q['submit_s']:.1f} ({q['submit_per_s']:,.0f}) "
             f"| {c.fmt(q['ingest_s'], '.1f')} | {per['driver']:,.0f} | {side:,.0f} "
             f"| {_us(q['round_trip_meanwhile'])} ({_us(q['round_trip_meanwhile'], 'p99_us')}) "

@@ -1,10 +1,11 @@
 """The driver's connection: user threads and a flusher thread write, a reader thread receives.
 
 Submissions queue in the core's outbox; a flusher thread, woken once per burst, sends what has
-accumulated as one frame. A user thread about to wait (get, wait) sends the outbox itself
-first, so the round trip never waits for a thread hand-off. Writers combine: whoever holds the
-send lock also sends what others queued meanwhile. The reader thread blocks on the socket and
-hands values to the core, which wakes the waiters.
+accumulated as one frame (and, every _IDLE_FLUSH_INTERVAL when nothing else happens, the refs
+dropped meanwhile). A user thread about to wait (get, wait) sends the outbox itself first, so
+the round trip never waits for a thread hand-off. Writers combine: whoever holds the send lock
+also sends what others queued meanwhile. The reader thread blocks in recv on the socket (one
+system call per read, no poll) and hands values to the core, which wakes the waiters.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ class Driver:
         self._replies: dict[int, Future[dict[str, Any]]] = {}
         self._req_ids = itertools.count(1)
         self._closing = False
+        self._tty = sys.stderr.isatty()  # progress lines while a get waits long
         self._reader = threading.Thread(target=self._read_forever, name="qsrv-reader",
                                         daemon=True)
         self._reader.start()
@@ -73,7 +75,7 @@ class Driver:
 
     def _flush_forever(self) -> None:
         while not self._closing:
-            self._flush_wanted.wait()
+            self._flush_wanted.wait(_IDLE_FLUSH_INTERVAL)  # also sends refs dropped while idle
             self._flush_wanted.clear()
             self.flush_soon()
             if self.core.closed is not None:
@@ -105,7 +107,7 @@ class Driver:
         core = self.core
         try:
             while True:
-                messages = self.sc.receive(_IDLE_FLUSH_INTERVAL)
+                messages = self.sc.receive()
                 for msg in messages:
                     if type(msg) is ObjectValue:
                         core.on_value(msg)
@@ -128,7 +130,7 @@ class Driver:
     # ---- waiting (user threads) --------------------------------------------------------------
     def _block(self, done: threading.Event, timeout: float | None) -> bool:
         self.flush_soon()  # send what this thread queued before waiting for its answer
-        if timeout is not None or not sys.stderr.isatty():
+        if timeout is not None or not self._tty:
             return done.wait(timeout)
         start = time.monotonic()
         while not done.wait(_PROGRESS_AFTER):
