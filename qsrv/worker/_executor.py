@@ -22,6 +22,7 @@ from qsrv.client import ClientCore, Runtime, RuntimeContext, install
 from qsrv.codec import dumps, loads
 from qsrv.errors import CONNECTION_ENDED
 from qsrv.protocol import (
+    OK,
     TASK_ERROR,
     FunctionDef,
     ObjectValue,
@@ -34,6 +35,8 @@ from qsrv.protocol import (
 )
 from qsrv.store import NodeStore
 from qsrv.transport import SyncConnection
+
+_NONE = dumps(None)[0]  # a task's None result, pickled once
 
 
 class Executor:
@@ -108,8 +111,13 @@ class Executor:
             result = fn(*args, **kwargs)
             if inspect.iscoroutine(result):  # not isawaitable: an ObjectRef is awaitable
                 result = self._event_loop().run_until_complete(result)
-            data, bufs, refs = dumps(result)
-            status, data, bufs = self.core.encode(msg.task_id, data, bufs)
+            bufs: tuple[Any, ...]
+            refs: list[int]
+            if result is None:  # the most common result: its bytes are known
+                status, data, bufs, refs = OK, _NONE, (), []
+            else:
+                data, bufs, refs = dumps(result)
+                status, data, bufs = self.core.encode(msg.task_id, data, bufs)
         except Exception as exc:
             status = TASK_ERROR
             retryable = msg.retry_exceptions and (
