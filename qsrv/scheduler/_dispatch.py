@@ -4,7 +4,7 @@ executors. Pure; changes only through `SchedulerState.handle`.
 - A task holds its shape's resources on its worker exactly while it is RUNNING and not blocked
   (a blocked task keeps only its GPU devices).
 - An executor runs its `task`, then its `queue` in order: tasks sent ahead, only short ones of
-  the same shape. The running task's capacity passes to the next, and is released when the
+  the same shape, about AHEAD_BUDGET seconds of their measured run time at most. The running task's capacity passes to the next, and is released when the
   queue is empty. The scheduler's view of that order is the executor's own.
 - An executor is `idle` exactly when it has no task.
 - `active` lists the shapes whose queue is not empty. Queues may hold tasks that were
@@ -35,6 +35,10 @@ from qsrv.scheduler._placement import (
 )
 from qsrv.scheduler._records import Obj, Task
 
+# Tasks sent ahead to one executor hold at most about this much of their functions' measured
+# run time (so a task waits behind at most this much work, on an executor it cannot leave).
+AHEAD_BUDGET = 0.002
+
 
 class Dispatcher:
     def __init__(self, out: list[Action], workers: dict[int, Worker], directory: Directory, *,
@@ -43,8 +47,9 @@ class Dispatcher:
         self.active: dict[ShapeKey, Shape] = {}  # shapes with queued tasks
         self.executors: dict[int, Executor] = {}  # by conn
         self.functions: dict[bytes, bytes] = {}  # function id -> payload, sent once per executor
-        # Send up to `prefetch` tasks ahead to a busy executor when its function's tasks take
-        # under `prefetch_below` seconds: no scheduler round trip between short tasks.
+        # Send tasks ahead to a busy executor when its function's tasks take under
+        # `prefetch_below` seconds: no scheduler round trip between short tasks. As many as
+        # make AHEAD_BUDGET seconds of its measured run time, at least one, at most `prefetch`.
         self.prefetch = prefetch
         self.prefetch_below = prefetch_below
         self.max_executors_per_cpu = max_executors_per_cpu
@@ -146,11 +151,14 @@ class Dispatcher:
     def _send_ahead(self, task: Task) -> bool:
         """Queue a short task behind a running one of the same shape (on the executor with
         the fewest queued); False if none can take it."""
-        if not self.prefetch or self.fn_time.get(task.fn_id, 1e9) >= self.prefetch_below:
+        took = self.fn_time.get(task.fn_id, 1e9)
+        if not self.prefetch or took >= self.prefetch_below:
             return False
         best = self.index.choose_ahead(task.shape)
         if best is None or best.task is None:
             return False
+        if len(best.queue) >= min(self.prefetch, max(1, round(AHEAD_BUDGET / max(took, 1e-9)))):
+            return False  # the shortest queue holds enough of this function's work already
         task.shape.queue.popleft()
         set_state(task, ASSIGNED)
         task.executor = best

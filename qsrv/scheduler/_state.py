@@ -91,7 +91,7 @@ class SchedulerState:
     (`recovery`). They share one list of actions, handed out by `handle()`."""
 
     def __init__(self, *, heartbeat_timeout: float = 5.0, max_executors_per_cpu: int = 4,
-                 prefetch: int = 2, prefetch_below: float = 0.01) -> None:
+                 prefetch: int = 32, prefetch_below: float = 0.01) -> None:
         self.now = 0.0
         self.clients: dict[int, Client] = {}  # by conn
         self.workers: dict[int, Worker] = {}  # by worker id
