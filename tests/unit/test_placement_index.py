@@ -329,3 +329,15 @@ def test_an_executor_registering_late_is_found(h: Harness,
 
 def test_placement_module_scan_is_still_the_reference() -> None:
     assert _placement.choose_worker is choose_worker
+
+
+@pytest.mark.parametrize(("took", "ahead"), [(0.00002, 32), (0.0005, 4), (0.001, 2),
+                                             (0.005, 1)])
+def test_tasks_sent_ahead_hold_about_two_milliseconds_of_work(h: Harness, took: float,
+                                                              ahead: int) -> None:
+    _, (ex,) = h.worker(cpus=1)
+    d = h.driver()
+    h.s.dispatcher.fn_time[b"f" * 16] = took
+    for _ in range(40):
+        h.submit(d)
+    assert len(h.s.executors[ex].queue) == ahead  # at most `prefetch` (32)
