@@ -64,13 +64,14 @@ def held(value: Any, release: Flag) -> Any:
     return value
 
 
-@qsrv.distribute_task
+@qsrv.distribute_task(target={"cpu": 1, "custom": 1})
 def occupy(started: Flag | None = None, release: Flag | None = None) -> None:
     """Holds a CPU until cancelled (or released): says when it starts, if asked.
 
-    Not ``held``: calls of a function whose calls have been short may be sent ahead to queue
-    behind a running one, and then do not start while that runs. No call of this function
-    ends quickly.
+    The scheduler may send a call of a function whose calls have been short ahead, to queue
+    behind a running task of the same target, where it waits until that one ends. So this is
+    not ``held`` (no call of it ends quickly), and its target is its own (no other task
+    queues behind it).
     """
     if started is not None:
         started.set()

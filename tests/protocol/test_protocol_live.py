@@ -326,8 +326,9 @@ def old_version(sched: Scheduler) -> str:
     sock.sendall(frame(Hello(PROTOCOL_VERSION + 1, "driver", os.urandom(32))))
     data = read_until_closed(sock)
     [reject] = messages_in(data)
-    assert isinstance(reject, Reject) and "version" in reject.reason
-    return f"peer speaks protocol version {PROTOCOL_VERSION + 1}"
+    assert isinstance(reject, Reject)
+    assert f"protocol version {PROTOCOL_VERSION + 1} not supported" in reject.reason
+    return ""  # its log line may be held back: refusals are logged once a while per peer host
 
 
 def malformed_after_handshake(sched: Scheduler) -> str:
