@@ -202,3 +202,37 @@ def test_the_schedulers_handshake_deadline_is_total() -> None:
             stop.set()
             trickler.join(10)
             client.close()
+
+
+STEAL = """
+import os
+import qsrv
+from qsrv.gateway import save_result
+
+@qsrv.distribute_task
+def steal():
+    raw = open("/proc/self/environ", "rb").read().split(b"\\0")
+    env = dict(kv.decode().split("=", 1) for kv in raw if b"=" in kv)
+    return env.get("QSRV_TOKEN", "")
+
+qsrv.init()
+save_result(qsrv.get(steal()))
+"""
+
+
+@pytest.mark.xfail(strict=True, reason="not yet: executors are not tagged by tenant and hold "
+                   "the cluster token (and run as the agent's OS user), so a job's task can "
+                   "read it; see the README's security notes")
+def test_a_jobs_task_cannot_take_the_cluster_token_from_its_executor(
+        cluster: Cluster, tmp_path: Path) -> None:
+    data_dir = tmp_path / "gateway"
+    token = add_user(data_dir, "alice")[1]
+    gateway, url = start_gateway_process(cluster.address, TOKEN, data_dir)
+    try:
+        folder = tmp_path / "job"
+        folder.mkdir()
+        (folder / "main.py").write_text(textwrap.dedent(STEAL))
+        stolen = Client(url, token).run(Program("p", "main.py", folder)).result(timeout=120)
+        assert _refusal(cluster.address, stolen or "none", "worker") != ""
+    finally:
+        stop_process(gateway, 30)
