@@ -46,6 +46,7 @@ class ClusterLink:
         self._task: asyncio.Task[None] | None = None
         self._sc: SyncConnection | None = None
         self._closing = False
+        self._sending = 0
         self.connected = asyncio.Event()  # set while a connection is up (tests wait on it)
 
     def credential(self, tenant: str, name: str, expires: float) -> tuple[str, str]:
@@ -63,6 +64,13 @@ class ClusterLink:
         """Connect now (and keep connecting): revocations the scheduler forgot go again."""
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="qsrv-cluster-link")
+
+    async def flush(self, timeout: float) -> None:
+        """Wait (at most ``timeout`` s) until what was revoked has gone out."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while (self._pending or self._sending) and self.connected.is_set() \
+                and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)
 
     async def close(self) -> None:
         self._closing = True
@@ -134,10 +142,13 @@ class ClusterLink:
                 with contextlib.suppress(Exception):
                     await watcher
 
-    @staticmethod
-    async def _send(sc: SyncConnection, ids: list[str]) -> None:
-        for start in range(0, len(ids), _BATCH):
-            await asyncio.to_thread(sc.send, [RevokeCredentials(ids[start:start + _BATCH])])
+    async def _send(self, sc: SyncConnection, ids: list[str]) -> None:
+        self._sending += 1
+        try:
+            for start in range(0, len(ids), _BATCH):
+                await asyncio.to_thread(sc.send, [RevokeCredentials(ids[start:start + _BATCH])])
+        finally:
+            self._sending -= 1
 
 
 def _wait_closed(sc: SyncConnection) -> None:

@@ -247,6 +247,7 @@ class GatewayService:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._flusher
         if self._link is not None:
+            await self._link.flush(2.0)  # the ended jobs' credentials, revoked now if it can
             await self._link.close()
         self._pool.shutdown(wait=False, cancel_futures=True)
         if self._store is not None:

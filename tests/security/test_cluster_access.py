@@ -236,3 +236,26 @@ def test_a_jobs_task_cannot_take_the_cluster_token_from_its_executor(
         assert _refusal(cluster.address, stolen or "none", "worker") != ""
     finally:
         stop_process(gateway, 30)
+
+
+def test_credentials_of_jobs_killed_with_the_gateway_are_revoked(cluster: Cluster,
+                                                                 tmp_path: Path) -> None:
+    from tests._support import GATE_CLIENT, Gate
+
+    data_dir = tmp_path / "gateway"
+    token = add_user(data_dir, "alice")[1]
+    gateway, url = start_gateway_process(cluster.address, TOKEN, data_dir)
+    folder = tmp_path / "job"
+    folder.mkdir()
+    with Gate(timeout=60) as gate:
+        (folder / "main.py").write_text(
+            GATE_CLIENT + f"import os\ngate({gate.port}, os.environ['QSRV_TOKEN'].encode())\n")
+        try:
+            Client(url, token).run(Program("p", "main.py", folder))
+            conn = gate.accept()
+            credential = conn.makefile().readline().strip()
+            assert _refusal(cluster.address, credential) == ""  # valid while it runs
+        finally:
+            stop_process(gateway, 30)  # ends the job with the gateway
+    assert "revoked" in wait_for(lambda: _refusal(cluster.address, credential),
+                                 what="the credential's revocation at shutdown")
