@@ -36,8 +36,8 @@ class Task:
         "retry_exc",
         "shape",
         "state",
-        "timeout",
         "subscribers",
+        "timeout",
         "waiting",
     )
 
