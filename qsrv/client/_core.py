@@ -10,7 +10,12 @@ Invariants:
   once when it drops to 0 (RefUpdate.drop). Refs minted here are held by the scheduler from
   their SubmitTask/PutObject on.
 - `values` holds received values only for ids with counts > 0.
-- `expect` holds ids whose value will be pushed without asking: own tasks, subscriptions.
+- `expect` holds ids whose value will be pushed without asking: own tasks, subscriptions --
+  while a ref is held (dropping the last one forgets it: nothing is pushed after that).
+
+Memory comes back after a burst: when the refs counted here drain to a fraction of their peak,
+`take_outbox` rebuilds the tables that grew with them (dicts and sets never shrink) and, after
+a large drain, returns free heap pages to the system (`qsrv._memory`).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from qsrv._memory import Peak, shrink_dict, shrink_set, trim
 from qsrv.client._ref import ObjectRef
 from qsrv.codec import dumps, loads
 from qsrv.errors import (
@@ -49,6 +55,8 @@ from qsrv.protocol import (
     decode_system_error,
 )
 from qsrv.store import MIN_STORED, NodeStore, fetch
+
+_LARGE_DRAIN = 16_384  # refs: a drain from a peak this large is worth a heap trim
 
 
 def _size(data: bytes, bufs: tuple[Any, ...]) -> int:
@@ -132,6 +140,7 @@ class ClientCore:
         self.token = ""  # proves this process to the nodes it pulls objects from
         self._store_retry = 0.0
         self.duplicates = 0  # values delivered again for an id that had one: must stay 0
+        self._peak = Peak()  # of len(counts)
 
     # ---- creating refs ----------------------------------------------------------------------
     def _mint(self) -> int:
@@ -263,12 +272,25 @@ class ClientCore:
                 elif count == 0:
                     del counts[oid]
                     self.values.pop(oid, None)
+                    self.expect.discard(oid)
                     drops.append(oid)
             out, self._outbox = self._outbox, []
             if drops or self._adds:
                 out.append(RefUpdate(self._adds, drops))
                 self._adds = []
+            drained = self._peak.drained(len(counts))
+            if drained:
+                self._compact()
+        if drained >= _LARGE_DRAIN:
+            trim()
         return out
+
+    def _compact(self) -> None:
+        """The refs drained (lock held): rebuild the tables that grew with them."""
+        shrink_dict(self.counts)
+        shrink_dict(self.values)
+        shrink_set(self.expect)
+        shrink_dict(self.waiters)
 
     def on_value(self, msg: ObjectValue) -> None:
         oid = msg.object_id

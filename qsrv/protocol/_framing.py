@@ -33,8 +33,8 @@ _RECV_CHUNK = 256 * 1024
 _KEEP_RING = 4 * _RECV_CHUNK
 # What a sender aims at per frame, below the receiver's limits: throughput comes from
 # batching, and a few thousand messages batch as well as a few hundred thousand.
-FRAME_MESSAGES = 8192
-FRAME_HEADER = 4 * 2**20
+FRAME_MESSAGES = 1024
+FRAME_HEADER = 2**20
 
 Buffer = bytes | bytearray | memoryview
 

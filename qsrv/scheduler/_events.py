@@ -39,7 +39,13 @@ class Disconnected:
 
 @dataclass(frozen=True, slots=True)
 class Tick:
+    """Time passes. ``stalled``: seconds of the time since the last tick the scheduler's
+    event loop ran late (busy, or not given the CPU), so could not read what peers sent;
+    ``lag``: the longest single delay among them."""
+
     now: float
+    stalled: float = 0.0
+    lag: float = 0.0
 
 
 Event = Connected | Received | ReceivedBatch | Disconnected | Tick

@@ -21,7 +21,7 @@ docstrings of _lifecycle, _directory, _dispatch, _recovery); here they are check
 - resources: each worker's free amounts are its totals less what its executors' tasks hold
   (a blocked task holds only its GPU share), and so is each GPU device's;
 - shapes: `feasible` is whether some worker could ever hold the shape; queues hold only READY
-  tasks (once) and finished ones left behind;
+  tasks (once) and finished ones left behind; `counts` counts its unfinished tasks by state;
 - placement index: an indexed shape lists exactly the workers where it fits now, those with an
   idle executor under their current (load, id) and the others by id, each with an entry in its
   heap; a shape not indexed lists none; the index knows exactly the registered workers; each
@@ -209,6 +209,15 @@ def _executors_and_resources(s: SchedulerState, bad: list[str]) -> None:
 def _shapes(s: SchedulerState, bad: list[str]) -> None:
     shapes = s.dispatcher.shapes
     workers = list(s.workers.values())
+    by_state: Counter[tuple[int, int]] = Counter()  # (id of the shape, state)
+    for obj in s.directory.objects.values():
+        if isinstance(obj, Task):
+            by_state[id(obj.shape), obj.state] += 1
+    for key, shape in shapes.items():
+        counted = [by_state[id(shape), state] for state in (PENDING, READY, ASSIGNED, RUNNING)]
+        if shape.counts[:4] != counted:
+            bad.append(f"shape {key} counts {shape.counts[:4]} unfinished tasks by state, "
+                       f"not {counted}")
     for key, shape in s.dispatcher.active.items():
         if shapes.get(key) is not shape:
             bad.append(f"active shape {key} is not a known shape")

@@ -28,8 +28,10 @@ Transition table (`set_state` refuses anything else with an InvariantError)::
 A RUNNING task may also be `blocked` (waiting on tasks it submitted): it then lends its
 non-GPU resources back to its worker until it is unblocked. That is a flag, not a state.
 
-`set_state` is one table lookup; the checks over the whole scheduler live in
-`SchedulerState.validate_state()` (_invariants.py).
+`set_state` is one table lookup; it also keeps the count of each shape's tasks by state
+(`Shape.counts`, what `qsrv status` shows without a scan; a new task is counted PENDING by
+`count_new`). The checks over the whole scheduler live in `SchedulerState.validate_state()`
+(_invariants.py).
 """
 
 from __future__ import annotations
@@ -75,9 +77,18 @@ class InvariantError(AssertionError):
     """The scheduler broke one of its own rules: a bug in the scheduler, never a peer's fault."""
 
 
+def count_new(task: Task) -> None:
+    """A task enters the scheduler (PENDING): its shape counts it."""
+    task.shape.counts[task.state] += 1
+
+
 def set_state(task: Task, new: TaskState) -> None:
     """Move ``task`` to ``new``; every change of a task's state goes through here."""
-    if not _MOVES[task.state] >> new & 1:
+    old = task.state
+    if not _MOVES[old] >> new & 1:
         raise InvariantError(f"task {task.id:#x} ({task.name!r}): no transition "
-                             f"{task.state.name} -> {new.name}")
+                             f"{old.name} -> {new.name}")
+    counts = task.shape.counts
+    counts[old] -= 1
+    counts[new] += 1
     task.state = new

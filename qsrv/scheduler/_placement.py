@@ -37,8 +37,8 @@ class Shape:
     """One distinct target, shared by all tasks that ask for it; holds their ready queue and
     its part of the placement index."""
 
-    __slots__ = ("ahead", "ahead_heap", "busy", "busy_heap", "feasible", "gpu", "idle",
-                 "idle_heap", "indexed", "key", "need", "queue", "warned")
+    __slots__ = ("ahead", "ahead_heap", "busy", "busy_heap", "counts", "feasible", "gpu",
+                 "idle", "idle_heap", "indexed", "key", "need", "queue", "warned")
 
     def __init__(self, need: dict[str, int]) -> None:
         self.need = need
@@ -47,6 +47,7 @@ class Shape:
         self.queue: deque[Task] = deque()  # ready tasks, oldest first (may hold dead entries)
         self.feasible = False
         self.warned = False
+        self.counts = [0, 0, 0, 0, 0]  # its tasks by TaskState (kept by _lifecycle.set_state)
         # Placement index (kept while `indexed`): workers where the shape fits now, with an
         # idle executor (worker id -> its key) and without one (worker ids); heaps over both.
         self.indexed = False

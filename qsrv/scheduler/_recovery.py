@@ -10,8 +10,11 @@ Pure; changes only through `SchedulerState.handle`.
   its executor (Aer runs cannot be interrupted): the process is killed and its resources
   return at once. One sent ahead stays in its executor's queue as a placeholder; its value is
   dropped when it comes.
-- A worker silent for `heartbeat_timeout` seconds, or whose connection drops, is removed: the
-  values only its store kept are lost, its executors are gone.
+- A worker silent for `heartbeat_timeout` seconds of the scheduler's *awake* time, or whose
+  connection drops, is removed: the values only its store kept are lost, its executors are
+  gone. Awake time (`awake`) leaves out the time the scheduler's own event loop was stalled
+  (Tick.stalled): a heartbeat the scheduler could not read because it was busy, or not given
+  the CPU, is not the worker's fault.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ class Recovery:
                  worker_by_conn: dict[int, Worker], directory: Directory,
                  dispatcher: Dispatcher, *, heartbeat_timeout: float) -> None:
         self.heartbeat_timeout = heartbeat_timeout
+        self.awake = 0.0  # the clock heartbeats are judged by: time less the stalls
+        self._last_tick = 0.0
         # (deadline, task id), a heap; entries of tasks that finished meanwhile are skipped.
         self.deadlines: list[tuple[float, int]] = []
         self._out = out
@@ -43,6 +48,17 @@ class Recovery:
     def set_deadline(self, task: Task, deadline: float) -> None:
         task.deadline = deadline
         heapq.heappush(self.deadlines, (deadline, task.id))
+
+    def compact(self) -> None:
+        """Drop the deadlines of tasks that finished meanwhile (else kept until they pass)."""
+        objects = self._directory.objects
+        kept = []
+        for deadline, tid in self.deadlines:
+            task = objects.get(tid)
+            if type(task) is Task and task.deadline == deadline:
+                kept.append((deadline, tid))
+        heapq.heapify(kept)
+        self.deadlines = kept
 
     def retry(self, task: Task) -> bool:
         """Queue a RUNNING task again if it has retries left (one is used)."""
@@ -91,9 +107,11 @@ class Recovery:
             self.executor_gone(ex, f"its worker {worker.id} ({worker.name}) was removed: {reason}")
         self._dispatcher.refresh_feasibility()
 
-    def tick(self, now: float) -> None:
+    def tick(self, now: float, stalled: float = 0.0) -> None:
         """Workers silent too long are removed; tasks past their deadline fail."""
-        limit = now - self.heartbeat_timeout
+        self.awake += max(0.0, now - self._last_tick - stalled)
+        self._last_tick = now
+        limit = self.awake - self.heartbeat_timeout
         for worker in [w for w in self._workers.values() if w.last_seen < limit]:
             self._out.append(Close(worker.conn, "no heartbeat"))
             self.remove_worker(worker, f"no heartbeat for {self.heartbeat_timeout:g} s")

@@ -1,12 +1,23 @@
 """The scheduler process: a TCP server that feeds `SchedulerState` and carries out its actions.
 
 All decisions live in `SchedulerState`; this module only moves bytes, keeps time and logs.
+
+Responsive under any burst: the work of one event-loop turn is bounded. A small batch of
+messages is handled as it is read; a large one (a frame of thousands of submits or cancels, a
+ref update of a million ids) waits in its connection's backlog, whose reading is paused, and
+is handled `SLICE` units at a time, one slice per turn, connections taking turns -- heartbeats
+and small requests from others are read and answered between slices. A ticker measures how
+late the loop runs (`lag`) every `probe_interval` and tells the state machine how long it
+was stalled (Tick.stalled), which liveness leaves out: a heartbeat the scheduler did not read
+because it was busy is not the worker's fault. After the state compacts memory following a
+drain, free heap pages go back to the system (`release_memory`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import ipaddress
 import itertools
 import logging
@@ -14,10 +25,20 @@ import os
 import secrets
 import socket
 import time
+from collections import deque
 from typing import Any
 
+from qsrv._memory import trim
 from qsrv.errors import ConfigError
-from qsrv.protocol import DEFAULT_LIMITS, Connection, Limits
+from qsrv.protocol import (
+    DEFAULT_LIMITS,
+    Connection,
+    Limits,
+    ObjectsCopied,
+    RefUpdate,
+    Subscribe,
+    TaskReturned,
+)
 from qsrv.scheduler._events import (
     Action,
     Close,
@@ -33,6 +54,38 @@ from qsrv.scheduler._state import SchedulerState
 from qsrv.transport import FramedProtocol
 
 log = logging.getLogger("qsrv.scheduler")
+
+# Work units handled per event-loop turn: a message is one unit, a list of ids in it one per
+# id (a ref update of a million ids is a million units, cut into slices).
+SLICE = 1024
+_LISTS: dict[type[Any], tuple[str, ...]] = {
+    RefUpdate: ("add", "drop"), Subscribe: ("ids",), ObjectsCopied: ("ids",),
+    TaskReturned: ("task_ids",)}
+
+
+def weight(messages: list[Any]) -> int:
+    """Work units of these messages (see SLICE)."""
+    total = len(messages)
+    for msg in messages:
+        fields = _LISTS.get(type(msg))
+        if fields is not None:
+            total += sum(len(getattr(msg, f)) for f in fields)
+    return total
+
+
+def cut(msg: Any, size: int = SLICE) -> list[Any]:
+    """A message carrying long lists of ids as several, each at most ``size`` ids, with the
+    same effect in order (a ref update: its adds, then its drops)."""
+    if type(msg) is RefUpdate:
+        return ([RefUpdate(msg.add[i : i + size], []) for i in range(0, len(msg.add), size)]
+                + [RefUpdate([], msg.drop[i : i + size])
+                   for i in range(0, len(msg.drop), size)]) or [msg]
+    if type(msg) is Subscribe or type(msg) is ObjectsCopied:
+        return [type(msg)(msg.ids[i : i + size]) for i in range(0, len(msg.ids), size)] or [msg]
+    if type(msg) is TaskReturned:
+        return [TaskReturned(msg.task_ids[i : i + size])
+                for i in range(0, len(msg.task_ids), size)] or [msg]
+    return [msg]
 
 
 def is_loopback(host: str) -> bool:
@@ -52,8 +105,9 @@ class SchedulerServer:
     def __init__(self, host: str = "127.0.0.1", port: int = 7420, token: str | None = None, *,
                  limits: Limits = DEFAULT_LIMITS, heartbeat_timeout: float = 5.0,
                  handshake_timeout: float = 10.0, tick_interval: float = 0.25,
-                 max_pending: int = 128,
-                 max_pending_per_host: int = 16, ssl: Any = None, unix: str | None = None) -> None:
+                 probe_interval: float = 0.05, max_pending: int = 128,
+                 max_pending_per_host: int = 16, ssl: Any = None,
+                 unix: str | None = None) -> None:
         if not token and not is_loopback(host):
             raise ConfigError(
                 f"refusing to listen on {host} without a token: anyone who reaches the port "
@@ -72,7 +126,15 @@ class SchedulerServer:
         self.unix = unix  # also listen on this Unix socket (same-machine clients, no TCP)
         self._unix_server: asyncio.AbstractServer | None = None
         self.tick_interval = tick_interval
+        self.probe_interval = min(probe_interval, tick_interval)  # loop lag measured this often
         self.state = SchedulerState(heartbeat_timeout=heartbeat_timeout)
+        # Messages received but not yet handled, by connection; connections with a backlog,
+        # in the order they take turns.
+        self._backlog: dict[int, deque[Any]] = {}
+        self._turns: deque[int] = deque()
+        self._draining = False
+        self._closed_with_backlog: dict[int, str] = {}  # conn -> why, once its backlog is done
+        self._compactions = 0
         self.protocols: dict[int, FramedProtocol] = {}
         self._conn_ids = itertools.count(1)
         # A random start keeps ids minted before a restart from colliding with new ones.
@@ -154,13 +216,85 @@ class SchedulerServer:
         proto = self.protocols.get(conn)
         if proto is not None:
             proto.close(reason)
+        self._drop_backlog(conn)
 
     def _on_messages(self, proto: FramedProtocol, messages: list[Any]) -> None:
-        self._apply(self.state.handle(ReceivedBatch(proto.id, messages)))
+        conn = proto.id
+        if conn not in self._backlog and weight(messages) <= SLICE:
+            self._apply(self.state.handle(ReceivedBatch(conn, messages)))
+            return
+        # A burst: handled a slice per turn; this connection is not read meanwhile.
+        backlog = self._backlog.get(conn)
+        if backlog is None:
+            backlog = self._backlog[conn] = deque()
+            self._turns.append(conn)
+            if proto.transport is not None and not proto.closed:
+                proto.transport.pause_reading()
+        for msg in messages:
+            if type(msg) in _LISTS and weight([msg]) > SLICE:
+                backlog.extend(cut(msg))
+            else:
+                backlog.append(msg)
+        if not self._draining:
+            self._draining = True
+            asyncio.get_running_loop().call_soon(self._drain)
+
+    def _drain(self) -> None:
+        """One turn's share of the backlogs: at most SLICE units, connections in turn."""
+        try:
+            self._drain_slice()
+        finally:
+            if self._turns:
+                asyncio.get_running_loop().call_soon(self._drain)
+            else:
+                self._draining = False
+
+    def _drain_slice(self) -> None:
+        budget = SLICE
+        turns, backlogs = self._turns, self._backlog
+        while budget > 0 and turns:
+            conn = turns[0]
+            backlog = backlogs[conn]
+            batch = []
+            while backlog and budget > 0:
+                msg = backlog.popleft()
+                batch.append(msg)
+                budget -= 1 if type(msg) not in _LISTS else weight([msg])
+            if batch:
+                self._apply(self.state.handle(ReceivedBatch(conn, batch)))
+                if backlogs.get(conn) is not backlog:
+                    continue  # closed by the scheduler meanwhile: its backlog was dropped
+            if backlog:
+                turns.rotate(-1)
+                continue
+            turns.popleft()
+            self._caught_up(conn)
+
+    def _caught_up(self, conn: int) -> None:
+        """A connection's backlog is handled: read it again, or finish closing it."""
+        del self._backlog[conn]
+        why = self._closed_with_backlog.pop(conn, None)
+        if why is not None:
+            if self.protocols.pop(conn, None) is not None:
+                self._apply(self.state.handle(Disconnected(conn, why)))
+            return
+        proto = self.protocols.get(conn)
+        if proto is not None and proto.transport is not None and not proto.closed:
+            proto.transport.resume_reading()
+
+    def _drop_backlog(self, conn: int) -> None:
+        """The scheduler closed this connection: the rest of what it sent is ignored."""
+        if self._backlog.pop(conn, None) is not None:
+            self._turns.remove(conn)
 
     def _on_close(self, proto: FramedProtocol, reason: str) -> None:
         self.gate.closed(proto)
-        if proto.id and self.protocols.pop(proto.id, None) is not None:
+        if not proto.id:
+            return
+        if proto.id in self._backlog:  # what it sent before it went is handled first
+            self._closed_with_backlog[proto.id] = reason
+            return
+        if self.protocols.pop(proto.id, None) is not None:
             self._apply(self.state.handle(Disconnected(proto.id, reason)))
 
     def _apply(self, actions: list[Action]) -> None:
@@ -174,13 +308,41 @@ class SchedulerServer:
                 proto = protocols.get(action.conn)
                 if proto is not None:
                     proto.close(action.reason)
+                if action.conn in self._backlog:
+                    self._drop_backlog(action.conn)
             elif type(action) is Log:
                 log.log(logging.getLevelName(action.level.upper()), "%s", action.text)
 
     async def _tick_forever(self) -> None:
+        """Every `probe_interval`: how late this wake-up came (the loop's lag); every
+        `tick_interval`: a Tick, with the time the loop was stalled since the last one."""
+        clock = time.monotonic
+        last_tick = clock()
+        stalled = lag = 0.0
         while True:
-            await asyncio.sleep(self.tick_interval)
-            self._apply(self.state.handle(Tick(time.monotonic())))
+            due = clock() + self.probe_interval
+            await asyncio.sleep(self.probe_interval)
+            now = clock()
+            late = max(0.0, now - due)
+            stalled += late
+            lag = max(lag, late)
+            if now - last_tick >= self.tick_interval * 0.999:
+                self._apply(self.state.handle(Tick(now, stalled, lag)))
+                last_tick, stalled, lag = now, 0.0, 0.0
+                if self.state.compactions != self._compactions:
+                    self._compactions = self.state.compactions
+                    release_memory()
+
+    def backlog(self) -> int:
+        """Messages received and not yet handled (all connections)."""
+        return sum(len(b) for b in self._backlog.values())
+
+
+def release_memory() -> None:
+    """After a large drain: a full collection (it also empties the interpreter's free lists,
+    which pin memory the drain freed), then free heap pages back to the system."""
+    gc.collect()
+    trim()
 
 
 def install_uvloop() -> None:

@@ -11,11 +11,17 @@ each with its own module and its own rules:
     _directory.py   every object: Task while computed, Obj once it exists; holders; nodes
     _dispatch.py    queues by shape, placement on executors, tasks sent ahead, capacity
     _recovery.py    retries, timeouts, cancellation, executors and workers that are gone
-    _status.py      what `qsrv status` shows
+    _status.py      what `qsrv status` shows (counts kept as tasks move, no scan)
     _invariants.py  `validate_state()`: every rule above, checked over the whole state
 
 Peers are untrusted: a message that breaks the rules closes that one connection (as if it
 dropped) and changes nothing else; the rest of its frame is ignored.
+
+Memory comes back after a burst: when the directory has drained to a fraction of its peak, a
+tick rebuilds what grew with it (`_compact`: the directory, clients' indexes, node indexes,
+the deadline heap; queues holding many cancelled tasks are rebuilt at any tick); after a
+large drain it counts one more in `compactions` (the IO layer then returns free heap pages
+to the system).
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, ClassVar
 
+from qsrv._memory import Peak, shrink_dict, shrink_set
 from qsrv._resources import display
 from qsrv.protocol import (
     OK,
@@ -68,11 +75,11 @@ from qsrv.scheduler._events import (
     Send,
     Tick,
 )
-from qsrv.scheduler._lifecycle import FINISHED, RUNNING
+from qsrv.scheduler._lifecycle import FINISHED, READY, RUNNING, count_new
 from qsrv.scheduler._placement import Executor, Worker
 from qsrv.scheduler._records import Client, Obj, Task
 from qsrv.scheduler._recovery import Recovery
-from qsrv.scheduler._status import describe
+from qsrv.scheduler._status import LoopLag, describe
 from qsrv.scheduler._validate import (
     ProtocolViolation,
     check_amounts,
@@ -83,6 +90,8 @@ from qsrv.scheduler._validate import (
     executor_of,
     worker_of,
 )
+
+_LARGE_DRAIN = 16_384  # objects: a drain from a peak this large is worth a heap trim
 
 
 class SchedulerState:
@@ -107,6 +116,9 @@ class SchedulerState:
         self.directory.ready = self.dispatcher.enqueue
         self.recovery = Recovery(self._out, self.workers, self.worker_by_conn, self.directory,
                                  self.dispatcher, heartbeat_timeout=heartbeat_timeout)
+        self.loop_lag = LoopLag()
+        self._objects_peak = Peak()
+        self.compactions = 0  # times memory was compacted after a large drain
 
     @property
     def objects(self) -> dict[int, Task | Obj]:
@@ -132,8 +144,9 @@ class SchedulerState:
                 dispatcher.batching = False
             if dispatcher.wanted:
                 dispatcher.dispatch()
+            self._objects_peak.see(len(self.directory.objects))
         elif type(event) is Tick:
-            self._tick(event.now)
+            self._tick(event)
         elif type(event) is Connected:
             self.clients[event.conn] = Client(event.conn, event.role, event.client_no,
                                               event.tenant)
@@ -153,8 +166,8 @@ class SchedulerState:
 
     def status(self, asker: int = 0) -> dict[str, Any]:
         """Workers, task counts, infeasible targets; `clients` counts drivers but the asker."""
-        return describe(self.directory.objects, self.workers, self.dispatcher.shapes,
-                        self.clients, asker)
+        return describe(len(self.directory.objects), self.workers, self.dispatcher.shapes,
+                        self.clients, asker, self.loop_lag.describe())
 
     def _receive(self, conn: int, msg: Message) -> bool:
         """Handle one message; False if it broke the rules (the connection is being closed)."""
@@ -196,6 +209,7 @@ class SchedulerState:
             name = msg.name if len(self._names) > 100_000 else self._names.setdefault(msg.name,
                                                                                       msg.name)
         task = Task(msg, conn, shape, fn_id, name)
+        count_new(task)
         objects[task.id] = task
         client.holds.add(task.id)
         client.tasks[task.id] = task
@@ -268,7 +282,7 @@ class SchedulerState:
         wid = self._next_worker
         self._next_worker += 1
         worker = Worker(wid, conn, msg.name, msg.resources, msg.gpu_ids, msg.pid, msg.info,
-                        self.now)
+                        self.recovery.awake)
         self.workers[wid] = worker
         self.worker_by_conn[conn] = worker
         self._out.append(Send(conn, WorkerAccepted(wid)))
@@ -287,7 +301,7 @@ class SchedulerState:
 
     def _on_heartbeat(self, conn: int, msg: Heartbeat) -> None:
         worker = worker_of(self.worker_by_conn, conn, "heartbeat")
-        worker.last_seen = self.now
+        worker.last_seen = self.recovery.awake
 
     # ---- executors -------------------------------------------------------------------------
     def _on_register_executor(self, conn: int, msg: RegisterExecutor) -> None:
@@ -350,10 +364,41 @@ class SchedulerState:
             self.directory.drop_refs(client, list(client.holds))
         self.dispatcher.dispatch()
 
-    def _tick(self, now: float) -> None:
-        self.now = now
-        self.recovery.tick(now)
+    def _tick(self, tick: Tick) -> None:
+        self.loop_lag.record(tick.now - self.now, tick.stalled, tick.lag)
+        self.now = tick.now
+        self.recovery.tick(tick.now, tick.stalled)
         self.dispatcher.dispatch()
+        self._compact_queues()
+        peak = self._objects_peak.drained(len(self.directory.objects))
+        if peak:
+            self._compact()
+            if peak >= _LARGE_DRAIN:
+                self.compactions += 1
+
+    # ---- memory after a drain --------------------------------------------------------------
+    def _compact(self) -> None:
+        """The directory drained: rebuild what grew with it (dicts and sets never shrink)."""
+        directory = self.directory
+        shrink_dict(directory.objects)
+        for client in self.clients.values():
+            shrink_set(client.holds)
+            shrink_dict(client.tasks)
+        for ids in directory.on_node.values():
+            shrink_set(ids)
+        shrink_dict(self._names)
+        self.recovery.compact()
+
+    def _compact_queues(self) -> None:
+        """Rebuild a shape's queue when most of it is tasks finished meanwhile (cancelled,
+        timed out): they are skipped when popped, but held until then."""
+        for shape in self.dispatcher.active.values():
+            queue = shape.queue
+            ready = shape.counts[READY]
+            if len(queue) - ready > max(4096, ready):
+                live = [t for t in queue if t.state == READY]
+                queue.clear()
+                queue.extend(live)
 
     _handlers: ClassVar[dict[type[Message], Callable[[SchedulerState, int, Any], None]]] = {
         RegisterFunction: _on_register_function,
