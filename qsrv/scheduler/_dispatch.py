@@ -4,8 +4,10 @@ executors. Pure; changes only through `SchedulerState.handle`.
 - A task holds its shape's resources on its worker exactly while it is RUNNING and not blocked
   (a blocked task keeps only its GPU devices).
 - An executor runs its `task`, then its `queue` in order: tasks sent ahead, only short ones of
-  the same shape, about AHEAD_BUDGET seconds of their measured run time at most. The running task's capacity passes to the next, and is released when the
-  queue is empty. The scheduler's view of that order is the executor's own.
+  the same shape behind a short one (`short`: its function's measured run time was under
+  `prefetch_below` when it started), about AHEAD_BUDGET seconds of that time at most. The
+  running task's capacity passes to the next, and is released when the queue is empty. The
+  scheduler's view of that order is the executor's own.
 - An executor is `idle` exactly when it has no task.
 - `active` lists the shapes whose queue is not empty. Queues may hold tasks that were
   cancelled or timed out meanwhile; they are skipped when popped.
@@ -174,6 +176,7 @@ class Dispatcher:
         set_state(task, RUNNING)
         task.executor, task.gpu_ids = ex, gpu_ids
         ex.task = task
+        ex.short = self.fn_time.get(task.fn_id, 1e9) < self.prefetch_below
         index = self.index
         index.update(worker)
         index.ahead(ex)
@@ -211,6 +214,7 @@ class Dispatcher:
         if ex.queue:
             nxt = ex.queue.popleft()
             ex.task, nxt.gpu_ids = nxt, task.gpu_ids
+            ex.short = self.fn_time.get(nxt.fn_id, 1e9) < self.prefetch_below
             if nxt.state == ASSIGNED:  # else a placeholder: cancelled or timed out meanwhile
                 set_state(nxt, RUNNING)
             task.executor = None

@@ -25,8 +25,8 @@ docstrings of _lifecycle, _directory, _dispatch, _recovery); here they are check
 - placement index: an indexed shape lists exactly the workers where it fits now, those with an
   idle executor under their current (load, id) and the others by id, each with an entry in its
   heap; a shape not indexed lists none; the index knows exactly the registered workers; each
-  shape's `ahead` lists exactly the executors running a task of it, not blocked, with fewer
-  than `prefetch` tasks queued, under their current (queued, worker id, connection).
+  shape's `ahead` lists exactly the executors running a short task of it, not blocked, with
+  fewer than `prefetch` tasks queued, under their current (queued, worker id, connection).
 """
 
 from __future__ import annotations
@@ -269,7 +269,7 @@ def _placement_index(s: SchedulerState, bad: list[str]) -> None:
     expected_ahead: dict[int, tuple[object, tuple[int, int, int]]] = {}
     for conn, ex in s.dispatcher.executors.items():
         task = ex.task
-        if task is not None and not task.blocked and len(ex.queue) < index.prefetch:
+        if task is not None and ex.short and not task.blocked and len(ex.queue) < index.prefetch:
             expected_ahead[conn] = (task.shape, (len(ex.queue), ex.worker.id, conn))
             if ex.ahead_of is not task.shape:
                 bad.append(f"executor {conn} may take a task sent ahead but is not listed")

@@ -64,7 +64,7 @@ class Shape:
 class Executor:
     """An executor subprocess of a worker; runs one task at a time."""
 
-    __slots__ = ("ahead_of", "conn", "fns", "pid", "queue", "task", "worker")
+    __slots__ = ("ahead_of", "conn", "fns", "pid", "queue", "short", "task", "worker")
 
     def __init__(self, conn: int, worker: Worker, pid: int) -> None:
         self.conn = conn
@@ -76,6 +76,8 @@ class Executor:
         self.queue: deque[Task] = deque()
         self.fns: set[bytes] = set()  # functions this executor already has
         self.ahead_of: Shape | None = None  # the shape whose `ahead` lists it, if any
+        # Its task's function was short when the task started here: tasks may wait behind it.
+        self.short = False
 
 
 class Worker:
@@ -235,8 +237,8 @@ class PlacementIndex:
         return None, None
 
     def choose_ahead(self, shape: Shape) -> Executor | None:
-        """The executor running a task of ``shape`` (not blocked) with the fewest tasks sent
-        ahead, fewer than `prefetch`; ties go to the lowest worker id, then connection."""
+        """The executor running a short task of ``shape`` (not blocked) with the fewest tasks
+        sent ahead, fewer than `prefetch`; ties go to the lowest worker id, then connection."""
         ahead, heap = shape.ahead, shape.ahead_heap
         while heap:
             top = heap[0]
@@ -259,8 +261,8 @@ class PlacementIndex:
         """``ex``'s running task, its blocked flag or the tasks queued on it changed."""
         task = ex.task
         old = ex.ahead_of
-        if (task is not None and not task.blocked and len(ex.queue) < self.prefetch
-                and self._executors.get(ex.conn) is ex):
+        if (task is not None and ex.short and not task.blocked
+                and len(ex.queue) < self.prefetch and self._executors.get(ex.conn) is ex):
             shape = task.shape
             if old is not None and old is not shape:
                 old.ahead.pop(ex.conn, None)

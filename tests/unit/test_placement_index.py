@@ -11,13 +11,16 @@ from typing import Any
 
 import pytest
 
+from qsrv._resources import SCALE
 from qsrv.protocol import (
     OK,
     STORED,
     Cancel,
     PutObject,
     RegisterExecutor,
+    RegisterFunction,
     SpawnExecutor,
+    SubmitTask,
     TaskBlocked,
     TaskDone,
     TaskUnblocked,
@@ -38,7 +41,7 @@ def scan_ahead(d: Dispatcher, shape: Shape) -> Executor | None:
         for ex in w.executors.values():
             running = ex.task
             if (running is not None and running.shape is shape and not running.blocked
-                    and len(ex.queue) < d.prefetch
+                    and ex.short and len(ex.queue) < d.prefetch
                     and (best is None or len(ex.queue) < len(best.queue))):
                 best = ex
     return best
@@ -301,6 +304,7 @@ def test_validate_state_notices_a_stale_index(h: Harness) -> None:
 
     w, _ = h.worker(cpus=2)
     d = h.driver()
+    fast(h, d)
     h.submit(d)
     shape = next(iter(h.s.dispatcher.index.shapes.values()))
     key = shape.idle.pop(w)
@@ -341,3 +345,19 @@ def test_tasks_sent_ahead_hold_about_two_milliseconds_of_work(h: Harness, took: 
     for _ in range(40):
         h.submit(d)
     assert len(h.s.executors[ex].queue) == ahead  # at most `prefetch` (32)
+
+
+def test_short_tasks_do_not_wait_behind_a_long_one_of_the_same_shape(h: Harness) -> None:
+    _, (slow_ex,) = h.worker(cpus=1)
+    _, (fast_ex,) = h.worker(cpus=1)
+    d = h.driver()
+    h.send(d, RegisterFunction(b"g" * 16, b"slow"))
+    slow = h.oid(d)
+    h.send(d, SubmitTask(slow, b"g" * 16, b"", (), [], {"cpu": SCALE}, 0, 0.0, False, "slow"))
+    assert h.s.objects[slow].executor.conn == slow_ex  # type: ignore[union-attr]
+    h.s.dispatcher.fn_time[b"f" * 16] = 0.00002
+    runs(h.submit(d)[1])  # on the other executor
+    for _ in range(5):
+        h.submit(d)
+    assert len(h.s.executors[slow_ex].queue) == 0  # nothing waits behind the slow task
+    assert len(h.s.executors[fast_ex].queue) == 5
