@@ -126,4 +126,5 @@ class Recovery:
             why = (infeasible_reason(task.shape, list(self._workers.values())) if infeasible
                    else "still running" if task.state == RUNNING else "not scheduled in time")
             self.abort(task, "infeasible" if infeasible else "timeout",
-                       f"task {task.name!r} did not finish within its timeout: {why}")
+                       f"task {task.name!r} did not finish within its timeout of "
+                       f"{task.timeout:g} s: {why}")

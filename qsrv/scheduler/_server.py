@@ -306,8 +306,8 @@ class SchedulerServer:
                     proto.send(action.msg)
             elif type(action) is Close:
                 proto = protocols.get(action.conn)
-                if proto is not None:
-                    proto.close(action.reason)
+                if proto is not None:  # the state machine logs what is worth a warning
+                    proto.close(action.reason, level=logging.INFO)
                 if action.conn in self._backlog:
                     self._drop_backlog(action.conn)
             elif type(action) is Log:

@@ -245,7 +245,7 @@ def test_cancel_queued_and_running_tasks(flags: Callable[[str], Flag]) -> None:
 
 
 def test_task_timeout_and_infeasible_timeout() -> None:
-    with pytest.raises(TaskTimeoutError):
+    with pytest.raises(TaskTimeoutError, match=r"within its timeout of 0\.5 s: still running"):
         qsrv.get(sleep.options(timeout=0.5)(30), timeout=20)
     with pytest.raises(InfeasibleTaskError, match="gpu"):
         qsrv.get(square.options(target={"gpu": 4}, timeout=0.5)(1), timeout=20)
