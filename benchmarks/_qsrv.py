@@ -64,8 +64,8 @@ class Local:
         args = cmdline(proc)[1:4]
         if args[:2] == ["-m", "qsrv"] and len(args) > 2:
             return {"scheduler": "scheduler", "worker": "worker agent"}.get(args[2], args[2])
-        if args[:2] == ["-m", "qsrv.worker._executor"]:
-            return "executors"
+        if args[:2] in (["-m", "qsrv.worker._executor"], ["-m", "qsrv.worker._standby"]):
+            return "executors"  # an executor started ahead of its worker's registration too
         try:
             return proc.name() or "?"
         except psutil.Error:
