@@ -27,6 +27,8 @@ def register(sub: Any) -> None:
     add_cluster_options(p)
     add_client_tls_options(p)
     p.add_argument("--json", action="store_true", help="print the raw status as JSON")
+    p.add_argument("--timeout", type=float, default=10.0,
+                   help="seconds to wait for the scheduler's answer (default 10)")
     p.set_defaults(func=run)
 
 
@@ -64,6 +66,13 @@ def render(status: dict[str, Any]) -> str:
                  f"waiting={t['waiting']} infeasible={t['infeasible']}")
     for item in status["infeasible"]:
         lines.append(f"  infeasible x{item['count']}: {item['reason']}")
+    if status.get("infeasible_more"):
+        lines.append(f"  ... and {status['infeasible_more']} more infeasible target(s)")
+    sched = status.get("scheduler")
+    if isinstance(sched, dict) and isinstance(sched.get("loop_lag_ms"), dict):
+        lag = sched["loop_lag_ms"]
+        lines.append(f"scheduler: event-loop lag avg {lag.get('avg', 0):.1f} ms, max "
+                     f"{lag.get('max', 0):.1f} ms over the last {sched.get('window_s', 0):.0f} s")
     return "\n".join(lines)
 
 
@@ -113,6 +122,6 @@ def _quantum_lines(quantum: dict[str, Any]) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     apply_client_tls(args)
     address, token = cluster_of(args)
-    status = fetch_status(address, token)
+    status = fetch_status(address, token, args.timeout)
     print(json.dumps(status, indent=2) if args.json else render(status))
     return 0

@@ -208,13 +208,17 @@ def _reconnect(lost: Runtime, timeout: float = 30.0) -> Runtime:
             return runtime
 
 
-def cluster_status() -> dict[str, Any]:
-    """Workers (total/free resources, executors) and task counts, as `qsrv status` shows.
-    Like every call, the first one connects (or starts the local cluster)."""
+def cluster_status(timeout: float = 10.0) -> dict[str, Any]:
+    """Workers (total/free resources, executors), task counts and the scheduler's event-loop
+    lag, as `qsrv status` shows. Like every call, the first one connects (or starts the local
+    cluster). GetTimeoutError when no answer comes within ``timeout`` seconds (what this
+    driver submitted before is handled first)."""
+    if isinstance(timeout, bool) or not timeout > 0:
+        raise ConfigError(f"timeout must be a positive number of seconds, got {timeout!r}")
     driver = connected().driver  # reconnects if the scheduler was lost
     if driver is None:
         raise NotConnectedError("qsrv.status() is for drivers: inside a task there is none")
-    return driver.status()
+    return driver.status(timeout)
 
 
 # ---- values --------------------------------------------------------------------------------

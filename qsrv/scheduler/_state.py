@@ -365,7 +365,7 @@ class SchedulerState:
         self.dispatcher.dispatch()
 
     def _tick(self, tick: Tick) -> None:
-        self.loop_lag.record(tick.now - self.now, tick.stalled, tick.lag)
+        self.loop_lag.record(tick.now - self.now if self.now else 0.0, tick.stalled, tick.lag)
         self.now = tick.now
         self.recovery.tick(tick.now, tick.stalled)
         self.dispatcher.dispatch()
