@@ -6,6 +6,11 @@ idle size unless it rebuilds what grew and asks the allocator to return free pag
 says when a container has drained (fallen to a fraction of its peak); `shrink_dict` and
 `shrink_set` rebuild one in place (same object, table sized for what is left); `trim` returns
 free heap pages to the system where the C library can (glibc's malloc_trim), else does nothing.
+
+glibc gives threads heaps of their own ("arenas") and `malloc_trim` cannot shrink the top of
+those: a driver whose reader and flusher threads decoded and encoded a million messages keeps
+tens of MiB resident. Under the GIL those arenas buy nothing, so `limit_arenas` caps them at
+two for the threads started after it (not where ``MALLOC_ARENA_MAX`` is set: that wins).
 """
 
 from __future__ import annotations
@@ -13,8 +18,8 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import os
 import sys
-from collections.abc import Callable
 from typing import Any
 
 
@@ -66,24 +71,38 @@ def shrink_set(s: set[Any]) -> None:
         s.clear()
 
 
+_M_ARENA_MAX = -8  # mallopt parameter (malloc.h)
+
+
 @functools.cache
-def _malloc_trim() -> Callable[[int], int] | None:
+def _libc() -> ctypes.CDLL | None:
     if not sys.platform.startswith("linux"):
         return None
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        fn = libc.malloc_trim
-    except (OSError, AttributeError):  # musl and others have no malloc_trim
+        libc.malloc_trim.argtypes = [ctypes.c_size_t]
+        libc.malloc_trim.restype = ctypes.c_int
+        libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+        libc.mallopt.restype = ctypes.c_int
+    except (OSError, AttributeError):  # musl and others have neither
         return None
-    fn.argtypes = [ctypes.c_size_t]
-    fn.restype = ctypes.c_int
-    return fn
+    return libc
+
+
+@functools.cache
+def limit_arenas(arenas: int = 2) -> bool:
+    """Cap glibc's heaps for threads at ``arenas`` (once per process; False where that is not
+    available or ``MALLOC_ARENA_MAX`` decides)."""
+    libc = _libc()
+    if libc is None or "MALLOC_ARENA_MAX" in os.environ:
+        return False
+    return bool(libc.mallopt(_M_ARENA_MAX, arenas))
 
 
 def trim() -> bool:
     """Return free heap pages to the system (glibc); False where that is not available."""
-    fn = _malloc_trim()
-    if fn is None:
+    libc = _libc()
+    if libc is None:
         return False
-    fn(0)
+    libc.malloc_trim(0)
     return True

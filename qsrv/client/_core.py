@@ -15,7 +15,9 @@ Invariants:
 
 Memory comes back after a burst: when the refs counted here drain to a fraction of their peak,
 `take_outbox` rebuilds the tables that grew with them (dicts and sets never shrink) and, after
-a large drain, returns free heap pages to the system (`qsrv._memory`).
+a large drain, returns free heap pages to the system, then once more a second later (what
+was sent and received about the drain is freed by then); the threads of the transport share
+glibc's heaps (`qsrv._memory`).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from qsrv._memory import Peak, shrink_dict, shrink_set, trim
+from qsrv._memory import Peak, limit_arenas, shrink_dict, shrink_set, trim
 from qsrv.client._ref import ObjectRef
 from qsrv.codec import dumps, loads
 from qsrv.errors import (
@@ -141,6 +143,7 @@ class ClientCore:
         self._store_retry = 0.0
         self.duplicates = 0  # values delivered again for an id that had one: must stay 0
         self._peak = Peak()  # of len(counts)
+        limit_arenas()  # before the transport starts its threads
 
     # ---- creating refs ----------------------------------------------------------------------
     def _mint(self) -> int:
@@ -283,6 +286,9 @@ class ClientCore:
                 self._compact()
         if drained >= _LARGE_DRAIN:
             trim()
+            later = threading.Timer(1.0, trim)
+            later.daemon = True
+            later.start()
         return out
 
     def _compact(self) -> None:

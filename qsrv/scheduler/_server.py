@@ -10,7 +10,13 @@ and small requests from others are read and answered between slices. A ticker me
 late the loop runs (`lag`) every `probe_interval` and tells the state machine how long it
 was stalled (Tick.stalled), which liveness leaves out: a heartbeat the scheduler did not read
 because it was busy is not the worker's fault. After the state compacts memory following a
-drain, free heap pages go back to the system (`release_memory`).
+drain, a full collection runs and free heap pages go back to the system (`qsrv._memory.trim`).
+
+Full garbage collections are throttled while the server runs (`FullCollections`): CPython
+starts one each time the tracked objects grew by a quarter, which, while a million tasks
+come in, means a few dozen walks over everything, up to half a second each. The young
+generations still collect as usual; full ones run from the ticker, at most every
+`GC_INTERVAL` seconds and at most `GC_SHARE` of the time.
 """
 
 from __future__ import annotations
@@ -54,6 +60,10 @@ from qsrv.scheduler._state import SchedulerState
 from qsrv.transport import FramedProtocol
 
 log = logging.getLogger("qsrv.scheduler")
+
+GC_INTERVAL = 10.0  # seconds between full collections, at least
+GC_SHARE = 0.05  # of the time spent in full collections, at most
+_NEVER = float("inf")
 
 # Work units handled per event-loop turn: a message is one unit, a list of ids in it one per
 # id (a ref update of a million ids is a million units, cut into slices).
@@ -135,6 +145,7 @@ class SchedulerServer:
         self._draining = False
         self._closed_with_backlog: dict[int, str] = {}  # conn -> why, once its backlog is done
         self._compactions = 0
+        self._full_gc = FullCollections()
         self.protocols: dict[int, FramedProtocol] = {}
         self._conn_ids = itertools.count(1)
         # A random start keeps ids minted before a restart from colliding with new ones.
@@ -148,6 +159,7 @@ class SchedulerServer:
 
     async def start(self) -> str:
         loop = asyncio.get_running_loop()
+        self._full_gc.take_over()
         self.state.handle(Tick(time.monotonic()))
         self._server = await loop.create_server(self._protocol, self.host, self.port,
                                                 reuse_address=True, backlog=1024, ssl=self.ssl)
@@ -170,6 +182,7 @@ class SchedulerServer:
     async def close(self) -> None:
         if self._ticker is not None:
             self._ticker.cancel()
+        self._full_gc.give_back()
         servers = [s for s in (self._server, self._unix_server) if s is not None]
         for server in servers:
             server.close()
@@ -319,6 +332,7 @@ class SchedulerServer:
         clock = time.monotonic
         last_tick = clock()
         stalled = lag = 0.0
+        release_again = _NEVER
         while True:
             due = clock() + self.probe_interval
             await asyncio.sleep(self.probe_interval)
@@ -329,20 +343,53 @@ class SchedulerServer:
             if now - last_tick >= self.tick_interval * 0.999:
                 self._apply(self.state.handle(Tick(now, stalled, lag)))
                 last_tick, stalled, lag = now, 0.0, 0.0
-                if self.state.compactions != self._compactions:
+                if self.state.compactions != self._compactions or now >= release_again:
+                    # after a large drain, and once more when what followed it settled
+                    drained = self.state.compactions != self._compactions
+                    release_again = now + 2.0 if drained else _NEVER
                     self._compactions = self.state.compactions
-                    release_memory()
+                    self._full_gc.run(now)
+                    trim()  # the drain's pages back to the system
+                else:
+                    self._full_gc.maybe(now)
 
     def backlog(self) -> int:
         """Messages received and not yet handled (all connections)."""
         return sum(len(b) for b in self._backlog.values())
 
 
-def release_memory() -> None:
-    """After a large drain: a full collection (it also empties the interpreter's free lists,
-    which pin memory the drain freed), then free heap pages back to the system."""
-    gc.collect()
-    trim()
+class FullCollections:
+    """Full garbage collections on the server's schedule instead of CPython's (see the module
+    docstring). A full collection also empties the interpreter's free lists, which pin memory
+    a drain freed."""
+
+    def __init__(self) -> None:
+        self._saved: tuple[int, int, int] | None = None
+        self._next = 0.0
+
+    def take_over(self) -> None:
+        if self._saved is None:
+            self._saved = gc.get_threshold()
+            young, middle, _ = self._saved
+            gc.set_threshold(young, middle, 2**30)  # the oldest generation: never on its own
+
+    def give_back(self) -> None:
+        if self._saved is not None:
+            gc.set_threshold(*self._saved)
+            self._saved = None
+
+    def maybe(self, now: float) -> None:
+        """A full collection if one is due and objects reached the oldest generation since."""
+        if self._saved is not None and now >= self._next and gc.get_count()[2] > 0:
+            self.run(now)
+
+    def run(self, now: float) -> None:
+        t0 = time.monotonic()
+        gc.collect()
+        took = time.monotonic() - t0
+        self._next = now + max(GC_INTERVAL, took / GC_SHARE)
+        if took > 0.1:
+            log.debug("full garbage collection: %.0f ms", took * 1e3)
 
 
 def install_uvloop() -> None:

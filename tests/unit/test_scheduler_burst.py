@@ -304,3 +304,22 @@ def test_a_connection_the_scheduler_closes_mid_burst_loses_its_backlog() -> None
         assert b.closed
 
     asyncio.run(scenario())
+
+
+def test_full_collections_run_on_the_servers_schedule() -> None:
+    import gc
+
+    from qsrv.scheduler._server import GC_INTERVAL, FullCollections
+
+    before = gc.get_threshold()
+    full = FullCollections()
+    full.take_over()
+    try:
+        assert gc.get_threshold()[:2] == before[:2] and gc.get_threshold()[2] >= 2**30
+        runs = gc.get_stats()[2]["collections"]
+        full.run(100.0)
+        full.maybe(100.0 + GC_INTERVAL / 2)  # not due yet
+        assert gc.get_stats()[2]["collections"] == runs + 1
+    finally:
+        full.give_back()
+    assert gc.get_threshold() == before
