@@ -14,6 +14,8 @@ from qsrv.protocol._credentials import (
 )
 from qsrv.protocol._framing import (
     DEFAULT_LIMITS,
+    FRAME_HEADER,
+    FRAME_MESSAGES,
     HANDSHAKE_LIMITS,
     Buffer,
     FrameDecoder,
@@ -81,6 +83,8 @@ __all__ = [
     "CREDENTIAL_PREFIX",
     "DEFAULT_LIMITS",
     "DERIVED_ROLES",
+    "FRAME_HEADER",
+    "FRAME_MESSAGES",
     "HANDSHAKE_LIMITS",
     "ID_BITS",
     "OK",

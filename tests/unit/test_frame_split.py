@@ -14,6 +14,8 @@ from hypothesis import strategies as st
 from qsrv.errors import LocalProtocolError
 from qsrv.protocol import (
     DEFAULT_LIMITS,
+    FRAME_HEADER,
+    FRAME_MESSAGES,
     Cancel,
     Connection,
     FrameDecoder,
@@ -26,7 +28,6 @@ from qsrv.protocol import (
     decode_frame,
     encode_frame_of,
 )
-from qsrv.protocol._framing import FRAME_HEADER, FRAME_MESSAGES
 
 TOKEN = "frame-split-token"
 
