@@ -254,6 +254,9 @@ class Bubblewrap(Sandbox):
                 made.add(str(path))
         argv += ["--ro-bind", "/etc", "/etc"]
         made.add("/etc")
+        # The job's own places (its /tmp above all) first: the interpreter, a virtualenv or
+        # qsrv's sources may live under /tmp, and are bound over them below, not hidden.
+        argv += binds
         for root in _python_roots(python or self.python):
             if any(root == m or root.startswith(m + "/") for m in made):
                 continue
@@ -264,7 +267,7 @@ class Bubblewrap(Sandbox):
             real = os.path.realpath(hidden)
             if any(real == m or real.startswith(m + "/") for m in made):
                 argv += ["--tmpfs", real]  # inside a bound path: masked by an empty one
-        argv += ["--proc", "/proc", "--dev", "/dev", *binds]
+        argv += ["--proc", "/proc", "--dev", "/dev"]
         return argv
 
     def _drop(self) -> list[str]:
