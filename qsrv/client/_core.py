@@ -15,13 +15,15 @@ Invariants:
 
 Memory comes back after a burst: when the refs counted here drain to a fraction of their peak,
 `take_outbox` rebuilds the tables that grew with them (dicts and sets never shrink) and, after
-a large drain, returns free heap pages to the system, then once more a second later (what
-was sent and received about the drain is freed by then); the threads of the transport share
-glibc's heaps (`qsrv._memory`).
+a large drain, returns free heap pages to the system, then once more a second later after a
+full collection (what was sent and received about the drain is freed by then, and the
+interpreter's free lists, which pin what the drain freed, are emptied); the threads of the
+transport share glibc's main heap (`qsrv._memory.limit_arenas`).
 """
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import threading
 import time
@@ -59,6 +61,12 @@ from qsrv.protocol import (
 from qsrv.store import MIN_STORED, NodeStore, fetch
 
 _LARGE_DRAIN = 16_384  # refs: a drain from a peak this large is worth a heap trim
+
+
+def _release() -> None:
+    """After a large drain has settled: a full collection, then free pages back."""
+    gc.collect()
+    trim()
 
 
 def _size(data: bytes, bufs: tuple[Any, ...]) -> int:
@@ -286,7 +294,7 @@ class ClientCore:
                 self._compact()
         if drained >= _LARGE_DRAIN:
             trim()
-            later = threading.Timer(1.0, trim)
+            later = threading.Timer(1.0, _release)
             later.daemon = True
             later.start()
         return out
