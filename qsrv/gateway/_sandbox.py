@@ -257,15 +257,17 @@ class Bubblewrap(Sandbox):
         # The job's own places (its /tmp above all) first: the interpreter, a virtualenv or
         # qsrv's sources may live under /tmp, and are bound over them below, not hidden.
         argv += binds
+        bound = set(made)  # what is mounted; `made` also holds the parents created for it
         for root in _python_roots(python or self.python):
-            if any(root == m or root.startswith(m + "/") for m in made):
+            if any(root == m or root.startswith(m + "/") for m in bound):
                 continue
             argv += _parents(root, made)
             argv += ["--ro-bind", root, root]
             made.add(root)
+            bound.add(root)
         for hidden in self.hidden:
             real = os.path.realpath(hidden)
-            if any(real == m or real.startswith(m + "/") for m in made):
+            if any(real == m or real.startswith(m + "/") for m in bound):
                 argv += ["--tmpfs", real]  # inside a bound path: masked by an empty one
         argv += ["--proc", "/proc", "--dev", "/dev"]
         return argv
