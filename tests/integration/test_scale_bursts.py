@@ -24,7 +24,7 @@ from tests._support import stop_processes, wait_for
 from tests._support.cluster import cli_env, cli_status, qsrv_cli
 
 TASKS = int(os.environ.get("QSRV_BURST_TASKS", "1000000"))
-HEARTBEAT_TIMEOUT = 2.0
+HEARTBEAT_TIMEOUT = 3.0  # short; a worker agent starved of CPU on a loaded machine may miss 2 s
 
 DRIVER = """
 import json, sys, qsrv
@@ -155,7 +155,7 @@ def test_a_million_tasks_submitted_and_cancelled_at_once(burst_cluster: BurstClu
 @pytest.mark.timeout(600)
 def test_a_scheduler_busy_for_ten_seconds_keeps_every_worker(burst_cluster: BurstCluster,
                                                              tmp_path: Path) -> None:
-    """Bursts keep the scheduler busy for five heartbeat timeouts of CPU time."""
+    """Bursts keep the scheduler busy for more than three heartbeat timeouts of CPU time."""
     out = burst_cluster.drive(tmp_path, "busy", 100_000, busy_s=10.0)
     assert out["busy_s"] >= 10.0, out
     assert out["after"] == 1
