@@ -71,7 +71,7 @@ from qsrv.protocol._messages import (
 )
 
 PROTOCOL_VERSION = 1
-ROLES = frozenset({"driver", "worker", "executor", "store", "transfer", "gateway"})
+ROLES = frozenset({"driver", "worker", "executor", "store", "transfer", "gateway", "monitor"})
 _HANDSHAKE_TAGS = frozenset(cls.TAG for cls in (Hello, HelloAs, Challenge, Auth, Welcome,
                                                 Reject))
 _LIMIT_FIELDS = ("max_header", "max_buffers", "max_buffer", "max_frame", "max_messages")

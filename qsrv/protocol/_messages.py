@@ -491,6 +491,25 @@ class RevokeCredentials(Message, tag=60, frozen=True):
     ids: list[str]
 
 
+# ---- monitors (dashboards, timelines): read-only observers of the scheduler -----------------
+class MonitorRequest(Message, tag=80, frozen=True):
+    """Monitor -> scheduler: what it has seen since ``since`` (epoch seconds; 0: all it
+    keeps), as one `MonitorUpdate`; with ``follow`` > 0, one more every ``follow`` seconds
+    until the connection closes."""
+
+    req_id: int
+    since: float
+    follow: float
+
+
+class MonitorUpdate(Message, tag=81, frozen=True):
+    """Scheduler -> monitor: the cluster's status, counters by function, the task events and
+    failures since the last update (see qsrv.scheduler._monitor for the shapes)."""
+
+    req_id: int
+    update: dict[str, Any]
+
+
 for _cls in Message.__subclasses__():
     _register(_cls)
 _ALL_TAGS = frozenset(_REGISTRY)
