@@ -510,6 +510,47 @@ class MonitorUpdate(Message, tag=81, frozen=True):
     update: dict[str, Any]
 
 
+# ---- reservations: capacity held on one worker (see qsrv/scheduler/_reservations.py) -----
+class Reserve(Message, tag=70, frozen=True):
+    """Driver -> scheduler: hold ``resources`` on one worker until released. ``res_id`` is
+    minted in the driver's id namespace; ``timeout``: seconds to become ready (0: none)."""
+
+    res_id: int
+    resources: dict[str, int]  # normalised (see qsrv._resources)
+    name: str
+    timeout: float
+
+
+class ReleaseReservation(Message, tag=71, frozen=True):
+    res_id: int
+
+
+class ReservationUpdate(Message, tag=72, frozen=True):
+    """Scheduler -> the holder: the reservation's status changed ("pending", "ready",
+    "infeasible", "released"); ``worker``: the name of the worker holding it ("" if none)."""
+
+    res_id: int
+    status: str
+    worker: str
+    reason: str
+
+
+class SubmitReserved(Message, tag=73, frozen=True):
+    """A SubmitTask whose task runs only inside reservation ``reservation``."""
+
+    reservation: int
+    task_id: int
+    fn_id: bytes
+    args: bytes
+    bufs: Bufs
+    deps: list[int]
+    resources: dict[str, int]
+    max_retries: int
+    timeout: float
+    retry_exceptions: bool
+    name: str
+
+
 for _cls in Message.__subclasses__():
     _register(_cls)
 _ALL_TAGS = frozenset(_REGISTRY)
