@@ -84,6 +84,7 @@ from qsrv.gateway._models import (
     User,
 )
 from qsrv.gateway._passwords import MAX_LENGTH, dummy_hash, verify_password
+from qsrv.gateway._quantum import QuantumConfig, QuantumService
 from qsrv.gateway._queue import JobQueue
 from qsrv.gateway._runner import JobOutcome, JobRunner, JobSpec, RunnerConfig, kill_orphans
 from qsrv.gateway._sandbox import CHOICES, HOW_TO_CHOOSE, Sandbox, make_sandbox
@@ -134,6 +135,7 @@ class GatewayConfig:
     login_token_ttl_s: float = 24 * 3600.0
     job_credential_ttl_s: float = 7 * 86400.0
     archive_workers: int = 2
+    quantum_batch_timeout_s: float = 600.0  # an open batch idle this long: TIMED_OUT
 
     def runner_config(self) -> RunnerConfig:
         return RunnerConfig(
@@ -187,6 +189,9 @@ class GatewayService:
             self._link = ClusterLink(config.cluster_address, config.cluster_token,
                                      self._recent_credentials)
         self.files = UserFiles(config.data_dir / "files", config.archive_limits.max_archive_bytes)
+        self.quantum = QuantumService(QuantumConfig(
+            cluster_address=config.cluster_address, cluster_token=config.cluster_token,
+            batch_timeout_s=config.quantum_batch_timeout_s))
         if config.port:
             host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(config.host,
                                                                             config.host)
@@ -221,6 +226,7 @@ class GatewayService:
             self._secure_layout()
             self._settings()
             self._recover()
+            await self.quantum.start(self.store)
         except BaseException:
             if self._store is not None:
                 self._store.close()
@@ -236,6 +242,7 @@ class GatewayService:
     async def close(self) -> None:
         """Stop running jobs (they end FAILED: the gateway stopped), keep queued ones queued."""
         self._closing = True
+        await self.quantum.close()
         self.runner.stop_all()
         tasks = [task for _, task in self._tasks.values()]
         if tasks:
