@@ -7,9 +7,10 @@ renders; users, programs, jobs, logs, results and isolation are the same records
 doors. Invariants:
 
 - Every path is served with and without its trailing slash (the client uses both).
-- These routes authenticate themselves (``_http`` lets ``UPSTREAM_PREFIXES`` through): with a
-  user token (``Authorization: Bearer``), except the login route and the two calls a running job
-  makes about itself (sub-status, error event), which also accept that job's own token.
+- Two sub-applications (``_web.door``): ``build_app`` at ``/api/v1`` and ``build_login_app``
+  at ``/dj-rest-auth``. Their middleware authenticates every route with a user token
+  (``Authorization: Bearer``), except the login route (public) and the two calls a running
+  job makes about itself (sub-status, error event), which also accept that job's own token.
   ``Service-Channel`` and ``Service-CRN`` are accepted and ignored.
 - Errors leave as ``{"message": text}`` with the status of their ``GatewayError`` class: the
   client shows the values of an error body as its exception text.
@@ -20,7 +21,7 @@ doors. Invariants:
   traceback), which is what the client raises from ``job.result()``.
 - Providers, custom images and installing dependencies are not supported and are refused with
   a message saying so (a dependency already installed is accepted).
-- Bodies are read through ``_bodies``: malformed ones are a 400, oversize ones a 413, refused
+- Bodies are read through ``_web``: malformed ones are a 400, oversize ones a 413, refused
   before ``100 Continue`` on every route with a body.
 - A user's file is served from a descriptor opened without following links, and only when it
   is a regular file: a job that replaced it by a link cannot make the gateway serve anything
@@ -30,31 +31,33 @@ doors. Invariants:
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import os
 import stat
-from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import BodyPartReader, web
 
-from qsrv.gateway._bodies import check_length, expect_within, reading_body
-from qsrv.gateway._errors import (
-    GatewayError,
-    InvalidRequestError,
-    NotFoundError,
-    PayloadTooLargeError,
-)
+from qsrv.gateway._errors import InvalidRequestError, NotFoundError, PayloadTooLargeError
 from qsrv.gateway._models import JobEvent, JobRecord, JobStatus, ProgramVersion, User, isoformat
 from qsrv.gateway._requirements import missing_requirements
 from qsrv.gateway._service import GatewayService
+from qsrv.gateway._web import (
+    Route,
+    check_length,
+    current_job,
+    current_user,
+    door,
+    int_query,
+    json_body,
+    reading_body,
+    service_of,
+    timestamp,
+)
 
-__all__ = ["UPSTREAM_PREFIXES", "add_upstream_routes", "note_gateway_url", "openapi_paths"]
+__all__ = ["build_app", "build_login_app", "note_gateway_url"]
 
-UPSTREAM_PREFIXES = ("/api/v1/", "/dj-rest-auth/")
-_SERVICE = web.AppKey("upstream_service", GatewayService)
 _FIELD_LIMIT = 64 << 10  # any form field but the artifact
 _MAX_PARTS = 32
 _CHUNK = 1 << 16
@@ -67,26 +70,20 @@ _QISKIT_WORDS = {"INITIALIZING": "QUEUED", "QUEUED": "QUEUED", "RUNNING": "RUNNI
                  "CANCELING": "STOPPING", "CANCELED": "STOPPED", "DONE": "SUCCEEDED",
                  "ERROR": "FAILED", "PENDING": "QUEUED"}
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+def _render(status: int, kind: str, message: str) -> web.Response:
+    """The client shows the values of an error body as its exception text."""
+    return web.json_response({"message": message}, status=status)
 
 
-def _render(exc: GatewayError) -> web.Response:
-    response = web.json_response({"message": str(exc)}, status=exc.status)
-    retry = getattr(exc, "retry_after", None)
-    if retry:
-        response.headers["Retry-After"] = str(int(retry))
-    return response
+def build_app(service: GatewayService) -> web.Application:
+    """The door at ``/api/v1``."""
+    return door(service, _ROUTES, render=_render)
 
 
-def _renders_errors(handler: Handler) -> Handler:
-    @functools.wraps(handler)
-    async def wrapped(request: web.Request) -> web.StreamResponse:
-        try:
-            return await handler(request)
-        except GatewayError as exc:
-            return _render(exc)
-
-    return wrapped
+def build_login_app(service: GatewayService) -> web.Application:
+    """The password login at ``/dj-rest-auth``."""
+    return door(service, _LOGIN_ROUTES, render=_render)
 
 
 def note_gateway_url(request: web.Request, service: GatewayService) -> None:
@@ -103,19 +100,6 @@ def note_gateway_url(request: web.Request, service: GatewayService) -> None:
 # -- helpers ----------------------------------------------------------------------------------
 
 
-def _service(request: web.Request) -> GatewayService:
-    return request.app[_SERVICE]
-
-
-def _token(request: web.Request) -> str:
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    return token.strip() if scheme.lower() == "bearer" else ""
-
-
-def _user(request: web.Request) -> User:
-    return _service(request).authenticate(_token(request))
-
-
 def _no_provider(value: Any) -> None:
     if value not in (None, ""):
         raise InvalidRequestError(
@@ -123,41 +107,9 @@ def _no_provider(value: Any) -> None:
         )
 
 
-def _query_int(request: web.Request, name: str, default: int) -> int:
-    raw = request.query.get(name, "")
-    try:
-        return int(raw) if raw else default
-    except ValueError:
-        raise InvalidRequestError(f"query parameter {name} must be an integer") from None
-
-
-def _timestamp(raw: str) -> float:
-    try:
-        when = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        try:
-            return float(raw)
-        except ValueError:
-            raise InvalidRequestError(f"bad time {raw!r}: use ISO 8601") from None
-    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
-
-
-async def _json_object(request: web.Request) -> dict[str, Any]:
-    if not request.can_read_body:
-        return {}
-    try:
-        async with reading_body():
-            body = await request.json()
-    except InvalidRequestError:
-        raise InvalidRequestError("the body must be a JSON object") from None
-    if not isinstance(body, dict):
-        raise InvalidRequestError("the body must be a JSON object")
-    return body
-
-
 async def _form_or_json(request: web.Request) -> dict[str, Any]:
     if request.content_type == "application/json":
-        return await _json_object(request)
+        return await json_body(request, empty=True)
     async with reading_body():
         form = await request.post()
     return {k: v for k, v in form.items() if isinstance(v, str)}
@@ -235,26 +187,23 @@ def _json_field(fields: dict[str, str], name: str, default: Any) -> Any:
 # -- programs ---------------------------------------------------------------------------------
 
 
-@_renders_errors
 async def _list_programs(request: web.Request) -> web.Response:
-    service = _service(request)
+    service = service_of(request)
     _no_provider(request.query.get("provider"))
-    programs = service.programs(_user(request))
+    programs = service.programs(current_user(request))
     return web.json_response([_program_json(p) for p in programs])
 
 
-@_renders_errors
 async def _program_by_title(request: web.Request) -> web.Response:
-    service = _service(request)
+    service = service_of(request)
     _no_provider(request.query.get("provider"))
-    versions = service.program_versions(_user(request), request.match_info["title"])
+    versions = service.program_versions(current_user(request), request.match_info["title"])
     return web.json_response(_program_json(versions[-1]))
 
 
-@_renders_errors
 async def _upload_program(request: web.Request) -> web.Response:
-    service = _service(request)
-    user = _user(request)
+    service = service_of(request)
+    user = current_user(request)
     check_length(request, _upload_limit(request))
     if not request.content_type.startswith("multipart/"):
         raise InvalidRequestError("upload a function as multipart/form-data")
@@ -305,11 +254,10 @@ async def _upload_program(request: web.Request) -> web.Response:
     return web.json_response(_program_json(program))
 
 
-@_renders_errors
 async def _run_program(request: web.Request) -> web.Response:
-    service = _service(request)
-    user = _user(request)
-    body = await _json_object(request)
+    service = service_of(request)
+    user = current_user(request)
+    body = await json_body(request, empty=True)
     _no_provider(body.get("provider"))
     title = body.get("title")
     arguments = body.get("arguments") or "{}"
@@ -324,13 +272,12 @@ async def _run_program(request: web.Request) -> web.Response:
 # -- jobs -------------------------------------------------------------------------------------
 
 
-@_renders_errors
 async def _list_jobs(request: web.Request) -> web.Response:
-    service = _service(request)
-    user = _user(request)
+    service = service_of(request)
+    user = current_user(request)
     _no_provider(request.query.get("provider"))
-    limit = _query_int(request, "limit", 10)
-    offset = _query_int(request, "offset", 0)
+    limit = int_query(request, "limit", 10)
+    offset = int_query(request, "offset", 0)
     statuses = []
     for word in filter(None, request.query.get("status", "").upper().split(",")):
         try:
@@ -340,7 +287,7 @@ async def _list_jobs(request: web.Request) -> web.Response:
     created_after = request.query.get("created_after")
     jobs, count = service.jobs(
         user, limit=limit, offset=offset, statuses=statuses,
-        created_after=_timestamp(created_after) if created_after else None,
+        created_after=timestamp(created_after) if created_after else None,
         title=request.query.get("function") or None,
     )
     return web.json_response({
@@ -351,16 +298,14 @@ async def _list_jobs(request: web.Request) -> web.Response:
     })
 
 
-@_renders_errors
 async def _get_job(request: web.Request) -> web.Response:
-    job = _service(request).job(_user(request), request.match_info["job_id"])
+    job = service_of(request).job(current_user(request), request.match_info["job_id"])
     return web.json_response(_job_json(job))
 
 
-@_renders_errors
 async def _job_result(request: web.Request) -> web.Response:
-    service = _service(request)
-    user = _user(request)
+    service = service_of(request)
+    user = current_user(request)
     job = service.job(user, request.match_info["job_id"])
     if job.status is JobStatus.FAILED:  # what the client shows when there is no error event
         return web.json_response({"result": json.dumps(job.error or "the job failed")})
@@ -369,16 +314,14 @@ async def _job_result(request: web.Request) -> web.Response:
     return web.json_response({"result": service.result_json(user, job.job_id)})
 
 
-@_renders_errors
 async def _job_logs(request: web.Request) -> web.Response:
-    logs = _service(request).logs(_user(request), request.match_info["job_id"])
+    logs = service_of(request).logs(current_user(request), request.match_info["job_id"])
     return web.json_response({"logs": logs.decode("utf-8", "replace")})
 
 
-@_renders_errors
 async def _stop_job(request: web.Request) -> web.Response:
-    service = _service(request)
-    user = _user(request)
+    service = service_of(request)
+    user = current_user(request)
     job_id = request.match_info["job_id"]
     before = service.job(user, job_id).status  # the body's "service" is not used
     if before.terminal:
@@ -387,10 +330,9 @@ async def _stop_job(request: web.Request) -> web.Response:
     return web.json_response({"message": f"Job has been stopped: {job.status}."})
 
 
-@_renders_errors
 async def _job_events(request: web.Request) -> web.Response:
-    service = _service(request)
-    user = _user(request)
+    service = service_of(request)
+    user = current_user(request)
     job = service.job(user, request.match_info["job_id"])
     events = [_event_json(e) for e in service.events(user, job.job_id)]
     if job.status is JobStatus.FAILED and not any(e["event_type"] == "ERROR" for e in events):
@@ -399,12 +341,11 @@ async def _job_events(request: web.Request) -> web.Response:
     return web.json_response([e for e in events if not wanted or e["event_type"] == wanted])
 
 
-@_renders_errors
 async def _add_job_event(request: web.Request) -> web.Response:
     """From a running job (``qiskit_serverless.send_error``)."""
-    service = _service(request)
-    job = service.authenticate_job(_token(request), request.match_info["job_id"])
-    body = await _json_object(request)
+    service = service_of(request)
+    job = current_job(request)
+    body = await json_body(request, empty=True)
     if str(body.get("type", "")).upper() != "ERROR":
         raise InvalidRequestError("only events of type ERROR can be reported")
     data: dict[str, Any] = {k: body[k] for k in ("code", "message", "exception", "args")
@@ -413,11 +354,10 @@ async def _add_job_event(request: web.Request) -> web.Response:
     return web.json_response({"message": "Event recorded."})
 
 
-@_renders_errors
 async def _set_sub_status(request: web.Request) -> web.Response:
     """From a running job (``qiskit_serverless.update_status``)."""
-    service = _service(request)
-    job = service.authenticate_job(_token(request), request.match_info["job_id"])
+    service = service_of(request)
+    job = current_job(request)
     sub_status = str((await _form_or_json(request)).get("sub_status", ""))
     if sub_status not in SUB_STATUSES:
         raise InvalidRequestError(
@@ -436,21 +376,19 @@ def _function(request: web.Request, user: User) -> str:
     title = request.query.get("function", "")
     if not title:
         raise InvalidRequestError("query parameter 'function' (a function's title) is required")
-    _service(request).program_versions(user, title)  # NotFoundError unless it is theirs
+    service_of(request).program_versions(user, title)  # NotFoundError unless it is theirs
     return title
 
 
-@_renders_errors
 async def _list_files(request: web.Request) -> web.Response:
-    user = _user(request)
+    user = current_user(request)
     title = _function(request, user)
-    return web.json_response({"results": _service(request).files.list(user.user_id, title)})
+    return web.json_response({"results": service_of(request).files.list(user.user_id, title)})
 
 
-@_renders_errors
 async def _upload_file(request: web.Request) -> web.Response:
-    service = _service(request)
-    user = _user(request)
+    service = service_of(request)
+    user = current_user(request)
     title = _function(request, user)
     check_length(request, _upload_limit(request))
     if not request.content_type.startswith("multipart/"):
@@ -470,11 +408,10 @@ async def _upload_file(request: web.Request) -> web.Response:
     return web.json_response({"message": "File uploaded.", "file": name, "size": size})
 
 
-@_renders_errors
 async def _download_file(request: web.Request) -> web.StreamResponse:
-    user = _user(request)
+    user = current_user(request)
     title = _function(request, user)
-    path = _service(request).files.path(user.user_id, title, request.query.get("file", ""))
+    path = service_of(request).files.path(user.user_id, title, request.query.get("file", ""))
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
@@ -502,95 +439,68 @@ async def _download_file(request: web.Request) -> web.StreamResponse:
         os.close(fd)
 
 
-@_renders_errors
 async def _delete_file(request: web.Request) -> web.Response:
-    user = _user(request)
+    user = current_user(request)
     title = _function(request, user)
-    _service(request).files.delete(user.user_id, title, request.query.get("file", ""))
+    service_of(request).files.delete(user.user_id, title, request.query.get("file", ""))
     return web.json_response({"message": "Requested file was deleted."})
 
 
 # -- login ------------------------------------------------------------------------------------
 
 
-@_renders_errors
 async def _login(request: web.Request) -> web.Response:
     """Password login (the classic ``GatewayProvider(username=..., password=...)``)."""
     form = await _form_or_json(request)
-    token = await _service(request).login(str(form.get("username", "")),
+    token = await service_of(request).login(str(form.get("username", "")),
                                           str(form.get("password", "")),
                                           request.remote or "")
     return web.json_response({"access": token})
 
 
-_ROUTES: tuple[tuple[str, str, Handler, str], ...] = (
-    ("GET", "/api/v1/programs", _list_programs, "The latest version of each of your functions"),
-    ("POST", "/api/v1/programs/upload", _upload_program,
-     "Upload a function (multipart: title, entrypoint, artifact = tar of the working dir, "
-     "dependencies, env_vars, description)"),
-    ("GET", "/api/v1/programs/get_by_title/{title}", _program_by_title,
-     "One of your functions, by title"),
-    ("POST", "/api/v1/programs/run", _run_program,
-     "Run a function: JSON with title and arguments (JSON text); answers the job"),
-    ("GET", "/api/v1/jobs", _list_jobs,
-     "A page of your jobs: limit, offset, status, created_after, function"),
-    ("GET", "/api/v1/jobs/{job_id}", _get_job, "A job: id, status, sub_status, program, created"),
-    ("GET", "/api/v1/jobs/{job_id}/result", _job_result, "The job's result, as JSON text"),
-    ("GET", "/api/v1/jobs/{job_id}/logs", _job_logs, "The job's output"),
-    ("POST", "/api/v1/jobs/{job_id}/stop", _stop_job, "Stop the job"),
-    ("GET", "/api/v1/jobs/{job_id}/events", _job_events, "The job's events (type=ERROR, ...)"),
-    ("POST", "/api/v1/jobs/{job_id}/event", _add_job_event,
-     "A running job reports an error (its own token or its owner's)"),
-    ("PATCH", "/api/v1/jobs/{job_id}/sub_status", _set_sub_status,
-     "A running job sets its sub-status (its own token or its owner's)"),
-    ("GET", "/api/v1/files", _list_files, "Your files of a function"),
-    ("POST", "/api/v1/files/upload", _upload_file, "Upload a file for a function"),
-    ("GET", "/api/v1/files/download", _download_file, "Download one of your files"),
-    ("DELETE", "/api/v1/files/delete", _delete_file, "Delete one of your files"),
-    ("POST", "/dj-rest-auth/keycloak/login", _login,
-     "Password login: form username, password; answers {\"access\": token}"),
+def _upload_limit(request: web.Request) -> int:
+    return int(service_of(request).config.archive_limits.max_archive_bytes + _FIELD_LIMIT * 2)
+
+
+def _route(method: str, path: str, handler: Any, summary: str, **extra: Any) -> Route:
+    """Every path is served with and without its trailing slash."""
+    operation = {"summary": f"{summary} (Quantum Serverless client)",
+                 "tags": ["quantum-serverless"],
+                 "responses": {"200": {"description": "JSON"},
+                               "default": {"description": "Error: {\"message\": text}"}}}
+    return Route(method, path, handler, operation, slash=True, **extra)
+
+
+_ROUTES: tuple[Route, ...] = (
+    _route("GET", "/programs", _list_programs, "The latest version of each of your functions"),
+    _route("POST", "/programs/upload", _upload_program,
+           "Upload a function (multipart: title, entrypoint, artifact = tar of the working "
+           "dir, dependencies, env_vars, description)", body_limit=_upload_limit),
+    _route("GET", "/programs/get_by_title/{title}", _program_by_title,
+           "One of your functions, by title"),
+    _route("POST", "/programs/run", _run_program,
+           "Run a function: JSON with title and arguments (JSON text); answers the job"),
+    _route("GET", "/jobs", _list_jobs,
+           "A page of your jobs: limit, offset, status, created_after, function"),
+    _route("GET", "/jobs/{job_id}", _get_job,
+           "A job: id, status, sub_status, program, created"),
+    _route("GET", "/jobs/{job_id}/result", _job_result, "The job's result, as JSON text"),
+    _route("GET", "/jobs/{job_id}/logs", _job_logs, "The job's output"),
+    _route("POST", "/jobs/{job_id}/stop", _stop_job, "Stop the job"),
+    _route("GET", "/jobs/{job_id}/events", _job_events, "The job's events (type=ERROR, ...)"),
+    _route("POST", "/jobs/{job_id}/event", _add_job_event,
+           "A running job reports an error (its own token or its owner's)", auth="job"),
+    _route("PATCH", "/jobs/{job_id}/sub_status", _set_sub_status,
+           "A running job sets its sub-status (its own token or its owner's)", auth="job"),
+    _route("GET", "/files", _list_files, "Your files of a function"),
+    _route("POST", "/files/upload", _upload_file, "Upload a file for a function",
+           body_limit=_upload_limit),
+    _route("GET", "/files/download", _download_file, "Download one of your files"),
+    _route("DELETE", "/files/delete", _delete_file, "Delete one of your files"),
 )
 
-
-def _upload_limit(request: web.Request) -> int:
-    return int(_service(request).config.archive_limits.max_archive_bytes + _FIELD_LIMIT * 2)
-
-
-_UPLOADS = frozenset({"/api/v1/programs/upload", "/api/v1/files/upload"})
-
-
-def add_upstream_routes(app: web.Application, service: GatewayService,
-                        body_limit: int = 1 << 20) -> None:
-    """Mount the Quantum Serverless routes, each with and without its trailing slash; every
-    route with a body refuses an oversize one before ``100 Continue`` (uploads after checking
-    the token too)."""
-    app[_SERVICE] = service
-    for method, path, handler, _ in _ROUTES:
-        if path in _UPLOADS:
-            expect = expect_within(_upload_limit, _user, _render)
-        else:
-            expect = expect_within(lambda request: body_limit, render=_render)
-        for variant in (path, path + "/"):
-            app.router.add_route(method, variant, handler, expect_handler=expect)
-
-
-def openapi_paths() -> dict[str, Any]:
-    """The OpenAPI description of these routes, for ``_openapi``."""
-    paths: dict[str, Any] = {}
-    for method, path, _, summary in _ROUTES:
-        params = [{"name": segment[1:-1], "in": "path", "required": True,
-                   "schema": {"type": "string"}}
-                  for segment in path.split("/") if segment.startswith("{")]
-        operation: dict[str, Any] = {
-            "summary": f"{summary} (Quantum Serverless client)",
-            "tags": ["quantum-serverless"],
-            "responses": {"200": {"description": "JSON"},
-                          "default": {"description": "Error: {\"message\": text}"}},
-        }
-        if params:
-            operation["parameters"] = params
-        if path.startswith("/dj-rest-auth/"):
-            operation["security"] = []
-        for variant in (path, path + "/"):
-            paths.setdefault(variant, {})[method.lower()] = operation
-    return paths
+_LOGIN_ROUTES: tuple[Route, ...] = (
+    _route("POST", "/keycloak/login", _login,
+           "Password login: form username, password; answers {\"access\": token}",
+           auth="public"),
+)
