@@ -56,6 +56,7 @@ from qsrv.scheduler._events import (
     Tick,
 )
 from qsrv.scheduler._gatekeeper import Gatekeeper
+from qsrv.scheduler._monitor import Monitor
 from qsrv.scheduler._state import SchedulerState
 from qsrv.transport import FramedProtocol
 
@@ -138,6 +139,7 @@ class SchedulerServer:
         self.tick_interval = tick_interval
         self.probe_interval = min(probe_interval, tick_interval)  # loop lag measured this often
         self.state = SchedulerState(heartbeat_timeout=heartbeat_timeout)
+        self.monitor = Monitor(self.state)  # what dashboards and timelines see
         # Messages received but not yet handled, by connection; connections with a backlog,
         # in the order they take turns.
         self._backlog: dict[int, deque[Any]] = {}
@@ -189,6 +191,7 @@ class SchedulerServer:
         for proto in list(self.protocols.values()):
             proto.close("")
         self.gate.close_all()
+        self.monitor.close_all()
         for server in servers:
             await server.wait_closed()
         if self.unix:
@@ -209,6 +212,9 @@ class SchedulerServer:
         self.gate.authenticated(proto)
         if proto.conn.role == "gateway":  # the cluster token's holder, revoking credentials
             self.gate.serve_gateway(proto)
+            return
+        if proto.conn.role == "monitor":  # read-only: never a client of the state machine
+            self.monitor.serve(proto)
             return
         if proto.conn.role not in ("driver", "worker", "executor"):
             assert proto.transport is not None
@@ -233,6 +239,7 @@ class SchedulerServer:
 
     def _on_messages(self, proto: FramedProtocol, messages: list[Any]) -> None:
         conn = proto.id
+        self.monitor.observe(conn, messages)
         if conn not in self._backlog and weight(messages) <= SLICE:
             self._apply(self.state.handle(ReceivedBatch(conn, messages)))
             return
@@ -343,6 +350,7 @@ class SchedulerServer:
             if now - last_tick >= self.tick_interval * 0.999:
                 self._apply(self.state.handle(Tick(now, stalled, lag)))
                 last_tick, stalled, lag = now, 0.0, 0.0
+                self.monitor.tick(now)
                 if self.state.compactions != self._compactions or now >= release_again:
                     # after a large drain, and once more when what followed it settled
                     drained = self.state.compactions != self._compactions

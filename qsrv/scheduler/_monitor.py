@@ -1,0 +1,254 @@
+"""What monitors (dashboards, `qsrv timeline`) see of the scheduler, at a bounded cost.
+
+A monitor is a connection of role ``monitor``, authenticated with the cluster token like any
+other (a scoped credential never gets it: see qsrv.protocol). It is not a client of the state
+machine: it cannot submit, read a value, hold a ref or register. It may only send
+`MonitorRequest`; anything else closes it.
+
+What is kept, always, whoever watches (so a timeline covers the recent past):
+
+- **task events**, one per task run: ``[end, elapsed, task id, function name, worker id,
+  executor pid, ok]`` (``end`` in epoch seconds, when the scheduler read the result; ``elapsed``
+  the seconds the function ran, as its executor measured). In a ring of `capacity` events;
+  above `max_rate` events a second, one in N is kept (``sampled_out`` counts the others).
+- **counters by function** (submitted, done, failed, seconds run, longest run) for at most
+  `MAX_FUNCTIONS` names (the others count under ``"(other)"``), histograms of run time and
+  of queue wait (submission to start; submission times kept for at most `MAX_WAITING` tasks).
+- **failures** (a task's error, as the executor encoded it, cut to `MAX_ERROR` bytes), the
+  last `MAX_FAILURES` of them. The scheduler never opens them: a monitor reads the text.
+
+All of it is fed by `observe()`, called by the IO layer with each batch of messages read,
+before the state machine handles it: one type check per message, a few dict operations per
+task. Updates go out on the ticker, to each watching monitor at its own interval, at most
+`MAX_EVENTS_PER_UPDATE` events each.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from bisect import bisect_left
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from qsrv.protocol import OK, STORED, MonitorRequest, MonitorUpdate, SubmitTask, TaskDone
+
+if TYPE_CHECKING:
+    from qsrv.scheduler._state import SchedulerState
+    from qsrv.transport import FramedProtocol
+
+__all__ = ["BUCKETS", "Monitor"]
+
+log = logging.getLogger("qsrv.scheduler")
+
+MAX_FUNCTIONS = 1000
+MAX_WAITING = 50_000
+MAX_FAILURES = 100
+MAX_ERROR = 16_384
+MAX_EVENTS_PER_UPDATE = 10_000
+MIN_FOLLOW = 0.1
+OTHER = "(other)"
+# Upper bounds (seconds) of the run-time and queue-wait histograms; the last bucket is +Inf.
+BUCKETS = (0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0)
+
+
+class _Watch:
+    __slots__ = ("cursor", "fail_cursor", "interval", "next", "proto", "req_id")
+
+    def __init__(self, proto: FramedProtocol, req_id: int, interval: float,
+                 cursor: int, fail_cursor: int, now: float) -> None:
+        self.proto = proto
+        self.req_id = req_id
+        self.interval = interval
+        self.cursor = cursor
+        self.fail_cursor = fail_cursor
+        self.next = now + interval
+
+
+class Monitor:
+    def __init__(self, state: SchedulerState, *, capacity: int = 20_000,
+                 max_rate: float = 5_000.0) -> None:
+        self.state = state
+        self.capacity = capacity
+        self.max_rate = max_rate
+        self.events: deque[tuple[float, float, int, str, int, int, bool]] = deque(
+            maxlen=capacity)
+        self.seq = 0  # events ever kept; the ring holds the last len(events) of them
+        self.failures: deque[tuple[float, int, str, int, int, bytes]] = deque(
+            maxlen=MAX_FAILURES)
+        self.fail_seq = 0
+        self.functions: dict[str, list[float]] = {}  # name -> [submitted, done, failed, s, max]
+        self.submitted_at: dict[int, float] = {}
+        self.run_hist = [0] * (len(BUCKETS) + 1)
+        self.wait_hist = [0] * (len(BUCKETS) + 1)
+        self.run_sum = 0.0
+        self.wait_sum = 0.0
+        self.submitted = 0
+        self.done = 0
+        self.failed = 0
+        self.sampled_out = 0
+        self._window = 0.0
+        self._in_window = 0
+        self.watches: list[_Watch] = []
+        self.monitors: set[FramedProtocol] = set()
+        self.started = time.time()
+
+    # ---- observing -----------------------------------------------------------------------
+    def _function(self, name: str) -> list[float]:
+        entry = self.functions.get(name)
+        if entry is None:
+            if len(self.functions) >= MAX_FUNCTIONS:
+                name = OTHER
+                entry = self.functions.get(name)
+            if entry is None:
+                entry = self.functions[name] = [0, 0, 0, 0.0, 0.0]
+        return entry
+
+    def observe(self, conn: int, messages: list[Any]) -> None:
+        """A batch of messages from connection ``conn``, about to be handled."""
+        now = 0.0
+        for msg in messages:
+            t = type(msg)
+            if t is TaskDone:
+                if not now:
+                    now = time.time()
+                self._done(conn, msg, now)
+            elif t is SubmitTask:
+                if not now:
+                    now = time.time()
+                self.submitted += 1
+                self._function(msg.name)[0] += 1
+                waiting = self.submitted_at
+                if len(waiting) >= MAX_WAITING:  # bounded: tasks that never ran leave here
+                    waiting.clear()
+                waiting[msg.task_id] = now
+
+    def _done(self, conn: int, msg: TaskDone, now: float) -> None:
+        ex = self.state.dispatcher.executors.get(conn)
+        task = self.state.directory.objects.get(msg.task_id)
+        name = getattr(task, "name", "?")
+        ok = msg.status == OK or msg.status == STORED
+        elapsed = msg.elapsed
+        entry = self._function(name)
+        if ok:
+            self.done += 1
+            entry[1] += 1
+        else:
+            self.failed += 1
+            entry[2] += 1
+        entry[3] += elapsed
+        if elapsed > entry[4]:
+            entry[4] = elapsed
+        self.run_hist[bisect_left(BUCKETS, elapsed)] += 1
+        self.run_sum += elapsed
+        submitted = self.submitted_at.pop(msg.task_id, None)
+        if submitted is not None:
+            wait = max(0.0, now - elapsed - submitted)
+            self.wait_hist[bisect_left(BUCKETS, wait)] += 1
+            self.wait_sum += wait
+        wid = ex.worker.id if ex is not None else 0
+        pid = ex.pid if ex is not None else 0
+        if not ok:
+            self.failures.append((now, msg.task_id, name, wid, pid, msg.data[:MAX_ERROR]))
+            self.fail_seq += 1
+        # sampling above max_rate events a second
+        if now - self._window >= 1.0:
+            self._window, self._in_window = now, 0
+        self._in_window += 1
+        if self._in_window > self.max_rate:
+            stride = 1 + int(self._in_window // self.max_rate)
+            if self._in_window % stride:
+                self.sampled_out += 1
+                return
+        self.events.append((now, elapsed, msg.task_id, name, wid, pid, ok))
+        self.seq += 1
+
+    # ---- monitors ------------------------------------------------------------------------
+    def serve(self, proto: FramedProtocol) -> None:
+        """Accept a monitor's connection: it only ever sends MonitorRequest."""
+        proto.accept(0, {"monitor": True})
+        proto.on_messages = self._messages
+        self.monitors.add(proto)
+
+    def _messages(self, proto: FramedProtocol, messages: list[Any]) -> None:
+        for msg in messages:
+            if type(msg) is not MonitorRequest:
+                proto.close(f"a monitor sent {type(msg).__name__}: monitors only watch",
+                            level=logging.INFO)
+                self.monitors.discard(proto)
+                return
+            self._request(proto, msg)
+
+    def _request(self, proto: FramedProtocol, msg: MonitorRequest) -> None:
+        since = msg.since if msg.since == msg.since else 0.0  # NaN: everything
+        first = self.seq - len(self.events)
+        skip = sum(1 for e in self.events if e[0] < since) if since > 0 else 0
+        fail_first = self.fail_seq - len(self.failures)
+        fail_skip = sum(1 for f in self.failures if f[0] < since) if since > 0 else 0
+        watch = _Watch(proto, msg.req_id, max(MIN_FOLLOW, msg.follow), first + skip,
+                       fail_first + fail_skip, time.monotonic())
+        self._send(watch, limit=self.capacity)
+        if msg.follow > 0:
+            self.watches = [w for w in self.watches
+                            if not (w.proto is proto and w.req_id == msg.req_id)]
+            self.watches.append(watch)
+
+    def tick(self, now: float) -> None:
+        """Send each watching monitor its update when due (``now``: monotonic)."""
+        if not self.watches:
+            return
+        alive = []
+        for watch in self.watches:
+            if watch.proto.closed:
+                self.monitors.discard(watch.proto)
+                continue
+            alive.append(watch)
+            if now >= watch.next:
+                watch.next = now + watch.interval
+                self._send(watch)
+        self.watches = alive
+
+    def _send(self, watch: _Watch, limit: int = MAX_EVENTS_PER_UPDATE) -> None:
+        first = self.seq - len(self.events)
+        start = max(watch.cursor, first)
+        if self.seq - start > limit:
+            start = self.seq - limit  # a slow reader gets the newest
+        events = [list(e) for e in itertools.islice(self.events, start - first, None)]
+        watch.cursor = self.seq
+        fail_first = self.fail_seq - len(self.failures)
+        fstart = max(watch.fail_cursor, fail_first)
+        failures = [list(f) for f in itertools.islice(self.failures, fstart - fail_first, None)]
+        watch.fail_cursor = self.fail_seq
+        watch.proto.send(MonitorUpdate(watch.req_id, self.update(events, failures)))
+
+    def update(self, events: list[Any], failures: list[Any]) -> dict[str, Any]:
+        state = self.state
+        awake = state.recovery.awake
+        workers: dict[str, Any] = {}
+        for w in state.workers.values():
+            executors = [[ex.pid, ex.task.name if ex.task is not None else "", len(ex.queue)]
+                         for ex in itertools.islice(w.executors.values(), 256)]
+            workers[str(w.id)] = {"heartbeat_age": max(0.0, awake - w.last_seen),
+                                  "executors": executors}
+        return {
+            "now": time.time(),
+            "started": self.started,
+            "status": state.status(),
+            "workers": workers,
+            "totals": {"submitted": self.submitted, "done": self.done, "failed": self.failed,
+                       "sampled_out": self.sampled_out, "events_kept": len(self.events),
+                       "capacity": self.capacity},
+            "functions": {k: list(v) for k, v in self.functions.items()},
+            "histograms": {"buckets": list(BUCKETS), "run": list(self.run_hist),
+                           "run_sum": self.run_sum, "wait": list(self.wait_hist),
+                           "wait_sum": self.wait_sum},
+            "events": events,
+            "failures": failures,
+        }
+
+    def close_all(self) -> None:
+        for proto in list(self.monitors):
+            proto.close("")
+        self.monitors.clear()
+        self.watches.clear()
