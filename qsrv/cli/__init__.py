@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -16,7 +17,8 @@ from qsrv.errors import QsrvError
 
 # Subcommand modules, in the order --help lists them.
 _COMMANDS = ("start", "stop", "scheduler", "worker", "status", "gateway", "user", "programs",
-             "jobs")
+             "jobs",
+             "dashboard", "timeline")
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
@@ -36,6 +38,11 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                 continue  # that subcommand is not part of this build
             raise
         module.register(sub)
+    for command in sub.choices.values():  # every command logs as text or JSON lines
+        if not any("--log-format" in a.option_strings for a in command._actions):
+            command.add_argument("--log-format", choices=("text", "json"), default=None,
+                                 help="log lines as text or JSON objects (default: "
+                                      "$QSRV_LOG_FORMAT, else text)")
     return parser
 
 
@@ -71,6 +78,14 @@ def _command(argv: Sequence[str]) -> str | None:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser(_command(argv)).parse_args(argv)
+    if getattr(args, "log_format", None) == "json" or (
+            getattr(args, "log_format", None) is None
+            and os.environ.get("QSRV_LOG_FORMAT") == "json"):
+        from qsrv.cli._common import use_json_logs
+
+        use_json_logs()
+    elif getattr(args, "log_format", None) == "text":
+        os.environ.pop("QSRV_LOG_FORMAT", None)
     try:
         code: int = args.func(args)
     except KeyboardInterrupt:

@@ -47,3 +47,31 @@ def cluster_of(args: argparse.Namespace) -> tuple[str, str]:
 def setup_logging(level: str) -> None:
     logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger().setLevel(getattr(logging, level.upper(), logging.INFO))
+    if os.environ.get("QSRV_LOG_FORMAT") == "json":
+        use_json_logs()
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time (epoch s), level, logger, message, pid, and the
+    exception's traceback when there is one."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        import json
+
+        entry = {"time": round(record.created, 6), "level": record.levelname,
+                 "logger": record.name, "message": record.getMessage(), "pid": record.process}
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def use_json_logs() -> None:
+    """Every handler of the root logger writes JSON lines (and the processes this one starts
+    do too: QSRV_LOG_FORMAT=json is inherited)."""
+    os.environ["QSRV_LOG_FORMAT"] = "json"
+    root = logging.getLogger()
+    if not root.handlers:
+        root.addHandler(logging.StreamHandler())
+    for handler in root.handlers:
+        handler.setFormatter(JsonFormatter())

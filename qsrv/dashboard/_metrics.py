@@ -126,6 +126,16 @@ class ClusterCollector(Collector):
                                        labels=["worker"])
         store_cap = GaugeMetricFamily("qsrv_store_bytes_capacity", "Object store capacity",
                                       labels=["worker"])
+        store_objects = GaugeMetricFamily("qsrv_store_objects", "Objects in a node's store",
+                                          labels=["worker"])
+        pinned = GaugeMetricFamily("qsrv_store_pinned", "Objects pinned in a node's store",
+                                   labels=["worker"])
+        spilled = GaugeMetricFamily("qsrv_store_spilled", "Objects spilled to disk",
+                                    labels=["worker"])
+        spilled_bytes = GaugeMetricFamily("qsrv_store_spilled_bytes", "Bytes spilled to disk",
+                                          labels=["worker"])
+        evictions = CounterMetricFamily("qsrv_store_evictions", "Copies evicted from a store",
+                                        labels=["worker"])
         extra = latest.get("workers", {})
         for w in workers:
             wid = str(w["id"])
@@ -141,13 +151,16 @@ class ClusterCollector(Collector):
                     free.add_metric([wid, res], v)
             if wid in extra:
                 heartbeat.add_metric([wid], extra[wid].get("heartbeat_age", 0.0))
-            store = w.get("info", {}).get("store", {})
-            if isinstance(store, dict):
-                if isinstance(store.get("used"), int | float):
-                    store_used.add_metric([wid], store["used"])
-                if isinstance(store.get("capacity"), int | float):
-                    store_cap.add_metric([wid], store["capacity"])
-        yield from (executors, running, total, free, heartbeat, store_used, store_cap)
+            stats = (w.get("info") or {}).get("store_stats")
+            if isinstance(stats, dict):
+                for family, key in ((store_used, "used"), (store_cap, "capacity"),
+                                    (store_objects, "objects"), (spilled, "spilled"),
+                                    (spilled_bytes, "spilled_bytes"), (evictions, "evictions"),
+                                    (pinned, "pinned")):
+                    if isinstance(stats.get(key), int | float):
+                        family.add_metric([wid], stats[key])
+        yield from (executors, running, total, free, heartbeat, store_used, store_cap,
+                    store_objects, pinned, spilled, spilled_bytes, evictions)
 
 
 def cluster_registry(feed: Feed) -> CollectorRegistry:

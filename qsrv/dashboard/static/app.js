@@ -61,12 +61,12 @@ function engines(info) {
 }
 
 function store(info) {
-  const s = info && info.store;
+  const s = info && info.store_stats;
   if (!s || typeof s !== "object") return "";
   if (typeof s.used === "number" && typeof s.capacity === "number") {
-    return (s.used / 1048576).toFixed(1) + " / " + (s.capacity / 1048576).toFixed(0) + " MiB";
+    return (s.used / 1048576).toFixed(1) + " / " + (s.capacity / 1048576).toFixed(0) + " MiB, " + (s.objects || 0) + " objects";
   }
-  return s.address || "";
+  return "";
 }
 
 function renderCluster(c) {

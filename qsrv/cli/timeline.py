@@ -1,0 +1,55 @@
+"""`qsrv timeline`: the recent task events of a cluster in Chrome's trace format."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from qsrv.cli._common import (
+    add_client_tls_options,
+    add_cluster_options,
+    apply_client_tls,
+    cluster_of,
+)
+from qsrv.errors import ConfigError
+
+
+def register(sub: Any) -> None:
+    p: argparse.ArgumentParser = sub.add_parser(
+        "timeline", help="write recent task events as a Chrome trace",
+        description="Write the task events the scheduler keeps (one per task run: function, "
+                    "worker, executor, start, duration) in Chrome's trace format; open the "
+                    "file in chrome://tracing or https://ui.perfetto.dev.")
+    add_cluster_options(p)
+    add_client_tls_options(p)
+    p.add_argument("--output", "-o", default="-",
+                   help="file to write (default: standard output)")
+    p.add_argument("--since", default=None,
+                   help="only events of the last DURATION (e.g. 60s, 5m, 1h; default: all "
+                        "the scheduler keeps)")
+    p.add_argument("--timeout", type=float, default=10.0,
+                   help="seconds to wait for the scheduler (default 10)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from qsrv.dashboard import parse_since, timeline
+
+    apply_client_tls(args)
+    address, token = cluster_of(args)
+    try:
+        since = parse_since(args.since)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    trace = timeline(address, token, since, timeout=args.timeout)
+    text = json.dumps(trace)
+    if args.output == "-":
+        sys.stdout.write(text + "\n")
+    else:
+        with open(args.output, "w", encoding="utf-8") as f:
+            f.write(text)
+        tasks = sum(1 for e in trace["traceEvents"] if e.get("ph") == "X")
+        print(f"{tasks} task event(s) written to {args.output}", file=sys.stderr)
+    return 0
