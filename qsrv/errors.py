@@ -24,7 +24,8 @@ The tree::
     ├── ObjectStoreFullError        the object store has no room, even after eviction
     ├── GatewayError                a gateway request was refused; ``status`` is its HTTP status
     │   ├── InvalidRequestError     400: malformed request (ValueError too)
-    │   │   └── ArchiveError        400: the working-directory archive is unsafe or malformed
+    │   │   ├── ArchiveError        400: the working-directory archive is unsafe or malformed
+    │   │   └── InvalidProgramError 400: a quantum program or job does not fit its platform
     │   ├── UnauthorizedError       401: missing or unknown token
     │   ├── ForbiddenError          403: the user may not do this
     │   ├── NotFoundError           404: no such user, program or job for this user (LookupError)
@@ -58,6 +59,7 @@ __all__ = [
     "GatewayUnavailableError",
     "GetTimeoutError",
     "InfeasibleTaskError",
+    "InvalidProgramError",
     "InvalidRequestError",
     "JobError",
     "JobFailedError",
@@ -252,6 +254,18 @@ class ArchiveError(InvalidRequestError):
     """
 
     kind = "invalid_archive"
+
+
+class InvalidProgramError(InvalidRequestError):
+    """A quantum program, or a job of one, cannot run on its platform: too wide, too many shots
+    or circuits, a variable missing or unknown, the wrong engine, a Pulser sequence its device
+    refuses, a payload its engine cannot read. ``reason`` says which, in words."""
+
+    kind = "invalid_program"
+
+    def __init__(self, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason if reason is not None else message
 
 
 class UnauthorizedError(GatewayError):

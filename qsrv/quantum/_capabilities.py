@@ -125,9 +125,14 @@ def probe_capabilities(memory_bytes: int, gpu_ids: list[str]) -> dict[str, Any]:
     "max_qubits": {device: {method: {precision: n}}}, "warnings": [...]}``. "GPU" is listed
     only when Aer really ran a circuit on one; GPUs the worker was given (``--gpus``) that Aer
     cannot use are a logged warning and an entry in ``warnings``. Without qiskit-aer the
-    result is ``{"error": ...}``, ``devices`` empty.
+    result is ``{"error": ...}``, ``devices`` empty. ``engines``: the optional engines
+    (``perceval``, ``pulser``), each its version and limits or ``{"error": ...}``
+    (`qsrv.quantum.engines` derives platforms from them).
     """
+    from qsrv.quantum.engines import probe_engines
+
     warnings: list[str] = []
+    engines = probe_engines()
     try:
         import qiskit
         import qiskit_aer
@@ -137,7 +142,7 @@ def probe_capabilities(memory_bytes: int, gpu_ids: list[str]) -> dict[str, Any]:
         log.warning("%s; it will not be given circuits", message)
         return {"error": message, "devices": [], "methods": [], "precisions": [],
                 "memory_bytes": int(memory_bytes), "gpu_ids": list(gpu_ids),
-                "max_qubits": {}, "warnings": [message]}
+                "max_qubits": {}, "warnings": [message], "engines": engines}
     methods = [m for m in AerSimulator().available_methods() if m != "automatic"]
     devices = ["CPU"]
     gpu_memory = None
@@ -168,4 +173,5 @@ def probe_capabilities(memory_bytes: int, gpu_ids: list[str]) -> dict[str, Any]:
         "gpu_memory_bytes": gpu_memory,
         "max_qubits": max_q,
         "warnings": warnings,
+        "engines": engines,
     }

@@ -7,7 +7,8 @@ in a subprocess that exits when done.
 
 The cache lives under the user's cache directory (``$XDG_CACHE_HOME/qsrv``, else
 ``~/.cache/qsrv``), one file per key: the versions of qiskit, qiskit-aer (and qiskit-aer-gpu),
-Python and of the probe itself; the CPU model and count, the machine's memory and the memory
+of the optional engines (perceval-quandela, pulser, pulser-simulation), Python and of the
+probe itself; the CPU model and count, the machine's memory and the memory
 offered; the GPUs given and what nvidia-smi says of them. A change of any of these is another
 key. Files are written atomically (a temporary file renamed over the old one) and a file that
 cannot be read or does not match its key is ignored. Agents that start together on one
@@ -39,7 +40,12 @@ PROBE_TIMEOUT: Final = 600.0  # seconds; a GPU's first run may compile kernels
 _PROBE: Final = ("import json, sys\n"
                  "from qsrv.quantum import probe_capabilities\n"
                  "print(json.dumps(probe_capabilities(int(sys.argv[1]), sys.argv[2:])))\n")
-_PROBE_SOURCE: Final = Path(__file__).resolve().parent.parent / "quantum" / "_capabilities.py"
+_QUANTUM: Final = Path(__file__).resolve().parent.parent / "quantum"
+_PROBE_SOURCES: Final = (_QUANTUM / "_capabilities.py", _QUANTUM / "engines" / "_probe.py",
+                         _QUANTUM / "engines" / "_pulser.py")
+#: Distributions whose versions change what the probe finds.
+_DISTRIBUTIONS: Final = ("qiskit", "qiskit-aer", "qiskit-aer-gpu", "perceval-quandela",
+                         "exqalibur", "pulser-core", "pulser-simulation")
 
 
 def cache_dir() -> Path:
@@ -58,10 +64,13 @@ def _version(dist: str) -> str | None:
 
 def _probe_digest() -> str:
     """The probe's own source: a probe that changed is not trusted to give the same answer."""
-    try:
-        return hashlib.sha256(_PROBE_SOURCE.read_bytes()).hexdigest()[:16]
-    except OSError:
-        return ""
+    digest = hashlib.sha256()
+    for path in _PROBE_SOURCES:
+        try:
+            digest.update(path.read_bytes())
+        except OSError:
+            return ""
+    return digest.hexdigest()[:16]
 
 
 def probe_key(memory_bytes: int, gpu_ids: list[str]) -> dict[str, Any]:
@@ -71,9 +80,7 @@ def probe_key(memory_bytes: int, gpu_ids: list[str]) -> dict[str, Any]:
         "probe": _probe_digest(),
         "python": sys.version,
         "prefix": sys.prefix,
-        "qiskit": _version("qiskit"),
-        "qiskit-aer": _version("qiskit-aer"),
-        "qiskit-aer-gpu": _version("qiskit-aer-gpu"),
+        **{dist: _version(dist) for dist in _DISTRIBUTIONS},
         "cpu_model": _detect.cpu_model(),
         "cpu_count": os.cpu_count(),
         "machine_memory": _detect.memory_bytes(),
