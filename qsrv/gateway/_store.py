@@ -2,8 +2,10 @@
 
 Invariants:
 
-- This is the only module that speaks SQL. It stores and returns ``_models`` records and opaque
-  bytes (archives, pickled arguments and results, logs); it never unpickles anything.
+- This is the only module that speaks SQL, with ``_quantum/_store.py`` for the quantum
+  service's tables (``q_*``, created here by migration 4, on this module's connection). It
+  stores and returns ``_models`` records and opaque bytes (archives, pickled arguments and
+  results, logs); it never unpickles anything.
 - One ``Store`` is used from one thread (the gateway's event loop, or a CLI command). Statements
   are short; several processes may open the same file (WAL mode, busy timeout), e.g. ``qsrv user
   add`` while the gateway runs.
@@ -143,6 +145,100 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX jobs_by_finish ON jobs (finished_at) WHERE credential IS NOT NULL;
     ALTER TABLE programs ADD COLUMN archive_file TEXT;
     """,
+    # 4: the quantum service (``_quantum``): programs by hash, sessions, batches, quantum jobs,
+    # their results, idempotency keys. ``num`` orders listings (newest first) and pins a
+    # listing's snapshot; a session's active deduplication id is unique.
+    """
+    CREATE TABLE q_programs (
+        hash        TEXT PRIMARY KEY,
+        kind        TEXT NOT NULL,
+        data        TEXT NOT NULL,
+        created_at  REAL NOT NULL
+    );
+    CREATE TABLE q_sessions (
+        num                  INTEGER PRIMARY KEY AUTOINCREMENT,
+        session_id           TEXT NOT NULL UNIQUE,
+        user_id              INTEGER NOT NULL REFERENCES users(user_id) ON DELETE CASCADE,
+        project              TEXT,
+        platform             TEXT NOT NULL,
+        deduplication_id     TEXT,
+        name                 TEXT NOT NULL,
+        status               TEXT NOT NULL,
+        reason               TEXT,
+        message              TEXT,
+        max_duration_s       REAL NOT NULL,
+        max_idle_duration_s  REAL NOT NULL,
+        created_at           REAL NOT NULL,
+        started_at           REAL,
+        terminated_at        REAL,
+        last_job_at          REAL NOT NULL,
+        reservation_id       TEXT,
+        internal             INTEGER NOT NULL DEFAULT 0,
+        next_seq             INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE UNIQUE INDEX q_sessions_dedup ON q_sessions (user_id, platform, deduplication_id)
+        WHERE deduplication_id IS NOT NULL AND status IN ('starting', 'running');
+    CREATE INDEX q_sessions_by_user ON q_sessions (user_id, num);
+    CREATE INDEX q_sessions_by_status ON q_sessions (status);
+    CREATE TABLE q_batches (
+        num           INTEGER PRIMARY KEY AUTOINCREMENT,
+        batch_id      TEXT NOT NULL UNIQUE,
+        user_id       INTEGER NOT NULL REFERENCES users(user_id) ON DELETE CASCADE,
+        project       TEXT,
+        session_id    TEXT NOT NULL,
+        platform      TEXT NOT NULL,
+        status        TEXT NOT NULL,
+        open          INTEGER NOT NULL,
+        parent_id     TEXT,
+        tags          TEXT NOT NULL,
+        program_hash  TEXT NOT NULL REFERENCES q_programs(hash),
+        configuration TEXT NOT NULL,
+        created_at    REAL NOT NULL,
+        updated_at    REAL NOT NULL,
+        ended_at      REAL,
+        activity_at   REAL NOT NULL,
+        timeout_s     REAL NOT NULL
+    );
+    CREATE INDEX q_batches_by_user ON q_batches (user_id, num);
+    CREATE INDEX q_batches_by_session ON q_batches (session_id);
+    CREATE INDEX q_batches_by_status ON q_batches (status);
+    CREATE TABLE q_jobs (
+        num           INTEGER PRIMARY KEY AUTOINCREMENT,
+        job_id        TEXT NOT NULL UNIQUE,
+        user_id       INTEGER NOT NULL REFERENCES users(user_id) ON DELETE CASCADE,
+        project       TEXT,
+        batch_id      TEXT,
+        session_id    TEXT NOT NULL,
+        seq           INTEGER NOT NULL,
+        status        TEXT NOT NULL,
+        shots         INTEGER NOT NULL,
+        variables     TEXT NOT NULL,
+        program_hash  TEXT NOT NULL REFERENCES q_programs(hash),
+        seed          INTEGER,
+        platform      TEXT NOT NULL,
+        created_at    REAL NOT NULL,
+        started_at    REAL,
+        ended_at      REAL,
+        errors        TEXT NOT NULL DEFAULT '[]',
+        parent_id     TEXT
+    );
+    CREATE INDEX q_jobs_by_user ON q_jobs (user_id, num);
+    CREATE INDEX q_jobs_by_session ON q_jobs (session_id, status, seq);
+    CREATE INDEX q_jobs_by_batch ON q_jobs (batch_id, seq);
+    CREATE TABLE q_results (
+        job_id  TEXT PRIMARY KEY REFERENCES q_jobs(job_id) ON DELETE CASCADE,
+        counts  TEXT NOT NULL,
+        native  TEXT
+    );
+    CREATE TABLE q_idempotency (
+        user_id     INTEGER NOT NULL REFERENCES users(user_id) ON DELETE CASCADE,
+        key         TEXT NOT NULL,
+        kind        TEXT NOT NULL,
+        batch_id    TEXT NOT NULL,
+        created_at  REAL NOT NULL,
+        PRIMARY KEY (user_id, key)
+    );
+    """,
 )
 
 _PROGRAM_COLUMNS = (
@@ -249,6 +345,11 @@ class Store:
 
     def close(self) -> None:
         self._conn.close()
+
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """The connection, for ``_quantum._store`` (the quantum service's tables)."""
+        return self._conn
 
     @property
     def schema_version(self) -> int:

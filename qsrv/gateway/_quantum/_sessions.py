@@ -1,0 +1,192 @@
+"""A session's loop: hold its reservation, run its jobs in order, stop it when its time is up.
+
+One ``SessionLoop`` (an asyncio task) per active session. It only runs things; every state
+change goes through the service (``job_started``, ``job_ended``, ``session_expired``...), which
+also stops the loop (``stop``) when the session ends for any reason.
+
+- Starting: the platform's spec (its target) is read, the reservation asked for and waited on;
+  while the cluster cannot be reached or lists no worker for the platform, it tries again with
+  a back-off. A reservation no worker can ever hold stops the session (``infeasible``).
+- Running: the first PENDING job (lowest ``seq``) runs as a task inside the reservation; the
+  loop waits for its result, for a wake-up (a new job, a cancel) or for the session's next
+  deadline (max duration, idle), whichever comes first -- never a polling sleep.
+- A job whose reservation was lost (its holder's connection broke, e.g. the scheduler
+  restarted) goes back to PENDING and runs again in a new reservation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from qsrv.errors import (
+    GatewayError,
+    GetTimeoutError,
+    QsrvError,
+    ReservationError,
+    TaskCancelledError,
+)
+from qsrv.gateway._quantum._models import QJobRecord, QResult, StopReason
+from qsrv.gateway._quantum._runner import Holding, JobRun
+
+if TYPE_CHECKING:
+    from qsrv.client import ObjectRef
+    from qsrv.gateway._quantum._service import QuantumService
+
+__all__ = ["SessionLoop"]
+
+_log = logging.getLogger("qsrv.gateway")
+_RETRY_S = (0.2, 0.5, 1.0, 2.0, 5.0)
+_ERROR_MAX = 4000  # characters of a job's error kept
+
+
+class SessionLoop:
+    def __init__(self, service: QuantumService, session_id: str) -> None:
+        self.service = service
+        self.session_id = session_id
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._stopped = False
+        self._holding: Holding | None = None
+        self._current: tuple[str, ObjectRef] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"qsrv-session-{self.session_id}")
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def cancel_job(self, job_id: str) -> None:
+        """The running job ``job_id`` was cancelled: cancel its task."""
+        if self._current is not None and self._current[0] == job_id:
+            self.service.cluster.cancel(self._current[1])
+        self._wake.set()
+
+    def stop(self) -> None:
+        """The session ended: stop, cancel the running job's task, release the reservation."""
+        self._stopped = True
+        if self._current is not None:
+            self.service.cluster.cancel(self._current[1])
+        if self._holding is not None:
+            self._holding.release()
+        if self._task is not None and self._task is not asyncio.current_task():
+            self._task.cancel()
+        self._wake.set()
+
+    def abandon(self) -> None:
+        """The gateway is closing: stop without changing the session (a restart resumes it)."""
+        self.stop()
+
+    async def finished(self) -> None:
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        try:
+            if not await self._hold():
+                return
+            while not self._stopped:
+                self._wake.clear()
+                if self.service.session_expired(self.session_id):
+                    return
+                job = self.service.store.next_job(self.session_id)
+                if job is None:
+                    await self._sleep()
+                    continue
+                await self._run_job(job)
+        except asyncio.CancelledError:
+            pass
+        except Exception:
+            _log.exception("the loop of session %s failed", self.session_id)
+            with contextlib.suppress(Exception):
+                self.service.session_failed(self.session_id, StopReason.ERROR,
+                                            "the gateway failed to run it; see its log")
+        finally:
+            if self._holding is not None:
+                self._holding.release()
+            self.service.loop_ended(self.session_id)
+
+    async def _hold(self) -> bool:
+        """Reserve the platform and wait until the reservation is placed; False if the
+        session ended meanwhile."""
+        failures = 0
+        while not self._stopped:
+            session = self.service.store.session(self.session_id)
+            if session is None or not session.active:
+                return False
+            try:
+                platform = await self.service._platform_for(session.platform)
+                if self._holding is not None:
+                    self._holding.release()
+                self._holding = Holding(platform.target, f"session {self.session_id}")
+                await self._holding.ready()
+            except ReservationError as exc:
+                reason = getattr(exc, "reason", None) or str(exc)
+                self.service.session_failed(self.session_id, StopReason.INFEASIBLE, reason)
+                return False
+            except (GatewayError, QsrvError, OSError) as exc:
+                delay = _RETRY_S[min(failures, len(_RETRY_S) - 1)]
+                failures += 1
+                _log.info("session %s cannot reserve %s yet (%s); trying again in %g s",
+                          self.session_id, session.platform, exc, delay)
+                await self._sleep(delay)
+                continue
+            self.service.session_started(self.session_id, self._holding.id)
+            return True
+        return False
+
+    async def _sleep(self, at_most: float | None = None) -> None:
+        """Until woken, or the session's next deadline (or ``at_most`` seconds)."""
+        session = self.service.store.session(self.session_id)
+        ends = None if session is None else session.deadline()
+        wait = None if ends is None else max(0.0, ends - time.time()) + 0.001
+        if at_most is not None:
+            wait = at_most if wait is None else min(wait, at_most)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), wait)
+
+    async def _run_job(self, job: QJobRecord) -> None:
+        service = self.service
+        if not service.job_started(job):
+            return
+        session = service.store.session(self.session_id)
+        batch = service.store.batch(job.batch_id, with_jobs=False) if job.batch_id else None
+        options = batch.configuration.get("options") if batch is not None else None
+        run = JobRun(job.id, job.program.kind, job.program.data, job.shots, dict(job.variables),
+                     job.platform, job.seed, options if isinstance(options, dict) else None)
+        assert self._holding is not None
+        left = None
+        if session is not None and session.started_at is not None:
+            left = max(0.01, session.started_at + session.max_duration_s - time.time())
+        try:
+            ref = self._holding.submit(run)
+        except QsrvError as exc:
+            service.job_ended(job.id, None, _error_text(exc))
+            return
+        self._current = (job.id, ref)
+        try:
+            counts, native = await asyncio.wait_for(service.cluster.result(ref), left)
+        except (TimeoutError, GetTimeoutError):  # the session's maximum duration came
+            service.cluster.cancel(ref)
+        except TaskCancelledError:
+            pass  # cancel_job marked it
+        except ReservationError as exc:
+            service.job_requeued(job.id, f"its reservation was lost ({exc}); it runs again")
+            self._current = None
+            await self._hold()
+        except Exception as exc:
+            service.job_ended(job.id, None, _error_text(exc))
+        else:
+            service.job_ended(job.id, QResult(counts, native), None)
+        finally:
+            self._current = None
+
+
+def _error_text(exc: BaseException) -> str:
+    cause = getattr(exc, "cause", None)
+    text = f"{type(cause).__name__}: {cause}" if cause is not None else \
+        f"{type(exc).__name__}: {exc}"
+    return text[:_ERROR_MAX]
