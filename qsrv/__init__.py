@@ -23,6 +23,7 @@ from qsrv.client import (
     put,
     runtime_context,
     shutdown,
+    timeline,
     wait,
 )
 from qsrv.client import cluster_status as status
@@ -98,5 +99,6 @@ __all__ = [
     "save_result",
     "shutdown",
     "status",
+    "timeline",
     "wait",
 ]

@@ -12,6 +12,7 @@ PUBLIC = {
     "QsrvError", "RemoteFunction", "TaskCancelledError", "TaskError", "TaskTimeoutError",
     "WorkerDiedError", "__version__", "cancel", "distribute_task", "get", "init",
     "is_initialized", "put", "runtime_context", "shutdown", "status", "wait",
+    "timeline",
 }
 
 

@@ -38,7 +38,7 @@ def init(address: str | None = None, token: str | None = None, *,
          num_cpus: float | None = None, num_gpus: int | None = None,
          memory: int | str | None = None, resources: dict[str, float] | None = None,
          gateway: bool = False, data_dir: str | None = None,
-         connect_timeout: float = 60.0) -> dict[str, Any]:
+         connect_timeout: float = 60.0, dashboard: bool = False) -> dict[str, Any]:
     """Connect this process to a cluster; returns ``{"address": ..., "local": bool}``.
 
     With no address (and no ``QSRV_ADDRESS``) it joins the cluster ``qsrv start`` keeps for
@@ -50,6 +50,8 @@ def init(address: str | None = None, token: str | None = None, *,
     ``gateway=True`` it also starts the programs-and-jobs gateway (state under ``data_dir``,
     default ``~/.qsrv``) and sets ``QSRV_GATEWAY``/``QSRV_GATEWAY_TOKEN`` so that
     ``qsrv.Client()`` reaches it; the result then has ``gateway`` and ``gateway_token``.
+    With ``dashboard=True`` a dashboard of the cluster runs in this process: its URL (with a
+    one-time login token) is printed and is the result's ``dashboard``.
     """
     with _lock:
         current = _runtime.active
@@ -97,7 +99,55 @@ def init(address: str | None = None, token: str | None = None, *,
             info.update(gateway=cluster.gateway_url, gateway_token=cluster.gateway_token)
             os.environ["QSRV_GATEWAY"] = cluster.gateway_url
             os.environ["QSRV_GATEWAY_TOKEN"] = cluster.gateway_token
+        if dashboard:
+            info["dashboard"] = _start_dashboard(address, token)
         return info
+
+
+_dashboard: Any = None  # the DashboardServer init(dashboard=True) started
+
+
+def _start_dashboard(address: str, token: str) -> str:
+    """A dashboard of this cluster on 127.0.0.1:7423 (another free port if that one is
+    taken), in a thread of this process; prints and returns its login URL."""
+    global _dashboard
+    from qsrv.dashboard import DEFAULT_PORT, DashboardServer
+
+    for port in (DEFAULT_PORT, 0):
+        server = DashboardServer(address, token, port=port)
+        try:
+            url = server.start_in_thread()
+        except OSError:
+            continue
+        _dashboard = server
+        print(f"qsrv dashboard: {url}", flush=True)
+        return url
+    raise ConfigError("could not start the dashboard")
+
+
+def _stop_dashboard() -> None:
+    global _dashboard
+    server, _dashboard = _dashboard, None
+    if server is not None:
+        server.stop_thread()
+
+
+def timeline(since: float | str | None = None, timeout: float = 10.0) -> dict[str, Any]:
+    """The recent task events of this cluster as a Chrome trace document
+    (``{"traceEvents": [...]}``: one complete event per task run, on its worker (pid) and
+    executor (tid)); ``since``: only the last seconds (``60`` or ``"60s"``)."""
+    from qsrv.dashboard import parse_since
+    from qsrv.dashboard import timeline as fetch
+
+    driver = connected().driver
+    if driver is None:
+        raise NotConnectedError("qsrv.timeline() is for drivers: inside a task there is none")
+    try:
+        seconds = parse_since(since)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    trace: dict[str, Any] = fetch(driver.address, driver.token, seconds, timeout=timeout)
+    return trace
 
 
 def local_gateway(data_dir: str | None = None) -> dict[str, str]:
@@ -147,6 +197,7 @@ def shutdown() -> None:
         if current is None or current.in_executor:
             return
         _runtime.uninstall()
+        _stop_dashboard()
         _close(current.driver, current.cluster)
 
 
@@ -243,31 +294,37 @@ def _ids(refs: object, what: str) -> list[int]:
     return [r._id for r in items]
 
 
-def get(refs: ObjectRef | Iterable[ObjectRef], *, timeout: float | None = None) -> Any:
+def get(refs: ObjectRef | Iterable[ObjectRef], *, timeout: float | None = None,
+        progress: bool | None = None) -> Any:
     """The value of a ref, or the list of values of a list of refs.
 
     Blocks in plain code; in a thread running an event loop (asyncio or trio) it returns an
     awaitable instead (``await qsrv.get(refs)``). Raises the task's own exception (also a
     TaskError), GetTimeoutError when `timeout` seconds pass first.
+
+    ``progress=True`` shows a progress bar (finished / failed / total, rate, time left; a
+    widget in Jupyter); by default one appears for 100 refs or more still waited on after
+    2 s in an interactive terminal or a notebook (``QSRV_PROGRESS=0``: never).
     """
     if _bridge.in_async_context():
-        return get_async(refs, timeout=timeout)
-    return get_blocking(refs, timeout=timeout)
+        return get_async(refs, timeout=timeout, progress=progress)
+    return get_blocking(refs, timeout=timeout, progress=progress)
 
 
-def get_blocking(refs: ObjectRef | Iterable[ObjectRef], *, timeout: float | None = None) -> Any:
+def get_blocking(refs: ObjectRef | Iterable[ObjectRef], *, timeout: float | None = None,
+                 progress: bool | None = None) -> Any:
     """`get` that blocks, even in a thread that runs an event loop."""
     ids = _ids(refs, "get")
-    values = _wait.get(connected().core, ids, timeout)
+    values = _wait.get(connected().core, ids, timeout, progress)
     return values[0] if isinstance(refs, ObjectRef) else values
 
 
-async def get_async(refs: ObjectRef | Iterable[ObjectRef], *, timeout: float | None = None
-                    ) -> Any:
+async def get_async(refs: ObjectRef | Iterable[ObjectRef], *, timeout: float | None = None,
+                    progress: bool | None = None) -> Any:
     """`get` for async code (asyncio or trio). Cancelling the awaiting task stops the wait,
     not the tasks."""
     ids = _ids(refs, "get")
-    values = await _wait.get_async(connected().core, ids, timeout)
+    values = await _wait.get_async(connected().core, ids, timeout, progress)
     return values[0] if isinstance(refs, ObjectRef) else values
 
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from qsrv import _bridge
+from qsrv.client import _progress
 from qsrv.errors import GetTimeoutError
 
 if TYPE_CHECKING:  # the core makes ObjectRefs, whose `await` waits here
@@ -92,11 +93,32 @@ def _values(core: ClientCore, ids: list[int], ready: set[int], timeout: float | 
     return [core.value(oid) for oid in ids]
 
 
-def get(core: ClientCore, ids: list[int], timeout: float | None) -> list[Any]:
-    """The values of `ids`, in order; raises a task's error, or GetTimeoutError."""
-    return _values(core, ids, wait_ids(core, ids, len(set(ids)), timeout), timeout)
+def get(core: ClientCore, ids: list[int], timeout: float | None,
+        progress: bool | None = None) -> list[Any]:
+    """The values of `ids`, in order; raises a task's error, or GetTimeoutError. A progress
+    bar as `_progress.wanted` decides."""
+    count = len(set(ids))
+    show, delay = _progress.wanted(progress, count)
+    if not show:
+        return _values(core, ids, wait_ids(core, ids, count, timeout), timeout)
+    bar = _progress.RefProgress(core, ids, delay=delay)
+    try:
+        ready = wait_ids(core, ids, count, timeout)
+    finally:
+        bar.close()
+    return _values(core, ids, ready, timeout)
 
 
-async def get_async(core: ClientCore, ids: list[int], timeout: float | None) -> list[Any]:
+async def get_async(core: ClientCore, ids: list[int], timeout: float | None,
+                    progress: bool | None = None) -> list[Any]:
     """`get` for async code."""
-    return _values(core, ids, await wait_ids_async(core, ids, len(set(ids)), timeout), timeout)
+    count = len(set(ids))
+    show, delay = _progress.wanted(progress, count)
+    if not show:
+        return _values(core, ids, await wait_ids_async(core, ids, count, timeout), timeout)
+    bar = _progress.RefProgress(core, ids, delay=delay)
+    try:
+        ready = await wait_ids_async(core, ids, count, timeout)
+    finally:
+        bar.close()
+    return _values(core, ids, ready, timeout)
