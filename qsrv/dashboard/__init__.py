@@ -10,6 +10,12 @@ Static pages shipped in the package (no build step, nothing fetched: works offli
 
 from qsrv.dashboard._app import COOKIE, Viewer, dashboard_app
 from qsrv.dashboard._errors import error_text
+from qsrv.dashboard._gateway import (
+    GatewayMetrics,
+    gateway_app,
+    gateway_metrics,
+    install_gateway_metrics,
+)
 from qsrv.dashboard._metrics import ClusterCollector, cluster_registry
 from qsrv.dashboard._server import DEFAULT_PORT, DashboardServer, is_loopback
 from qsrv.dashboard._source import Feed, MonitorClient
@@ -21,11 +27,15 @@ __all__ = [
     "ClusterCollector",
     "DashboardServer",
     "Feed",
+    "GatewayMetrics",
     "MonitorClient",
     "Viewer",
     "cluster_registry",
     "dashboard_app",
     "error_text",
+    "gateway_app",
+    "gateway_metrics",
+    "install_gateway_metrics",
     "is_loopback",
     "parse_since",
     "timeline",

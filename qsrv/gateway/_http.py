@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
+from qsrv.dashboard import gateway_app, gateway_metrics, install_gateway_metrics
 from qsrv.gateway import _native_http, _upstream_http
 from qsrv.gateway._openapi import json_content, openapi_spec
 from qsrv.gateway._service import GatewayService
@@ -32,6 +33,7 @@ _DOORS: tuple[tuple[str, Callable[[GatewayService], web.Application]], ...] = (
     ("/v1", _native_http.build_app),
     ("/api/v1", _upstream_http.build_app),
     ("/dj-rest-auth", _upstream_http.build_login_app),
+    ("/dashboard", gateway_app),
 )
 
 
@@ -39,6 +41,7 @@ def build_app(service: GatewayService) -> web.Application:
     """The root application with every door mounted."""
     root = door(service, _ROUTES, client_max_size=json_limit(service))
     root.middlewares.append(_note_url)
+    install_gateway_metrics(root, service)  # /metrics: requests by route, status, latency
     root[DOORS] = []
     for prefix, build in _DOORS:
         app = build(service)
@@ -68,4 +71,7 @@ _ROUTES = (
     Route("GET", "/openapi.json", _openapi, {
         "summary": "This description (no token needed)",
         "responses": {"200": json_content({"type": "object"}, "OpenAPI 3")}}, auth="public"),
+    Route("GET", "/metrics", gateway_metrics, {
+        "summary": "Prometheus metrics (Authorization: Bearer <cluster token>)",
+        "responses": {"200": {"description": "Prometheus text format"}}}, auth="public"),
 )
