@@ -64,9 +64,14 @@ def _bool(request: web.Request, name: str) -> bool | None:
     raise InvalidRequestError(f"query parameter {name} must be true or false")
 
 
-def _date(request: web.Request, name: str) -> float | None:
+# Dates are shown to the microsecond: a bound read back from a shown date includes the record
+# it was read from (the service's times are finer).
+_SHOWN = 1e-6
+
+
+def _date(request: web.Request, name: str, side: float) -> float | None:
     raw = request.query.get(name)
-    return None if raw in (None, "") else timestamp(raw)
+    return None if raw in (None, "") else timestamp(raw) + side * _SHOWN
 
 
 def _statuses(request: web.Request, allowed: frozenset[str]) -> list[str] | None:
@@ -94,8 +99,8 @@ def job_filters(request: web.Request, user: User, *,
         id=ids,
         batch_id=batch_id if batch_id is not None else _many(request, "batch_id"),
         status=_statuses(request, _JOB_STATUSES),
-        start_date=_date(request, "start_date"),
-        end_date=_date(request, "end_date"),
+        start_date=_date(request, "start_date", -1),
+        end_date=_date(request, "end_date", +1),
         min_shots=_int(request, "min_runs"),
         max_shots=_int(request, "max_runs"),
         project=_many(request, "project_id"),
@@ -115,8 +120,8 @@ def batch_filters(request: web.Request, user: User, platforms: list[str] | None)
     return BatchFilters(
         id=ids,
         status=_statuses(request, _BATCH_STATUSES),
-        start_date=_date(request, "start_date"),
-        end_date=_date(request, "end_date"),
+        start_date=_date(request, "start_date", -1),
+        end_date=_date(request, "end_date", +1),
         project=_many(request, "project_id"),
         platform=platforms,
         open=_bool(request, "open"),

@@ -110,7 +110,7 @@ async def create_batch(request: web.Request) -> web.Response:
     sequence = body.get("sequence_builder")
     if sequence is not None:
         program = pulser_program(sequence, "sequence_builder")
-    elif jobs and all(job.program is not None for job in jobs):
+    elif jobs and all(job.program is not None for job in jobs) and jobs[0].program:
         program = jobs[0].program
     else:
         raise InvalidRequestError(

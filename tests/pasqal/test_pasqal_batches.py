@@ -1,0 +1,203 @@
+"""pasqal-cloud's batch flows against a qsrv gateway: the issue's snippet, results equal to
+pulser-simulation run directly, open batches (add, retry, close), rebatch with each filter,
+cancelling a batch, jobs by filter and a running job."""
+
+from __future__ import annotations
+
+import warnings
+from datetime import datetime
+from typing import Any
+
+import pytest
+
+from tests._support import wait_for
+from tests.pasqal.conftest import PROJECT, Gateway, sequence, simulate
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from pasqal_cloud import SDK
+    from pasqal_cloud.device import DeviceTypeName, EmuFreeConfig, EmulatorType
+    from pasqal_cloud.errors import JobCancellingError, JobCreationError
+    from pasqal_cloud.utils.constants import BatchStatus, JobStatus
+    from pasqal_cloud.utils.filters import (
+        CancelJobFilters,
+        JobFilters,
+        PaginationParams,
+        RebatchFilters,
+    )
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+def _when(iso: str) -> datetime:
+    return datetime.fromisoformat(iso)
+
+
+def test_the_issue_snippet_runs_unmodified(pasqal: Gateway, serialized: str) -> None:
+    sdk = pasqal.sdk()
+    batch = sdk.create_batch(serialized, [{"runs": 20, "variables": {"omega_max": 6}},
+                                          {"runs": 50, "variables": {"omega_max": 10.5}}],
+                             wait=True)
+    assert batch.status == "DONE" and not batch.open and batch.project_id == PROJECT
+    assert [job.runs for job in batch.ordered_jobs] == [20, 50]
+    for job in batch.ordered_jobs:
+        assert job.status == "DONE" and job.batch_id == batch.id
+        assert job.result is not None and sum(job.result.values()) == job.runs
+        assert all(len(bits) == 2 and set(bits) <= {"0", "1"} for bits in job.result)
+    open_batch = sdk.create_batch(serialized, [{"runs": 20, "variables": {"omega_max": 6}}],
+                                  open=True, emulator=EmulatorType.EMU_FREE,
+                                  configuration=EmuFreeConfig(strict_validation=True))
+    assert open_batch.open and open_batch.device_type == "EMU_FREE"
+    open_batch.add_jobs([{"runs": 50, "variables": {"omega_max": 10.5}}], wait=True)
+    assert [j.status for j in open_batch.ordered_jobs] == ["DONE", "DONE"]
+    open_batch.retry(open_batch.ordered_jobs[0], wait=True)
+    assert len(open_batch.ordered_jobs) == 3
+    retried = open_batch.ordered_jobs[2]
+    assert (retried.runs, retried.variables, retried.status) == (20, {"omega_max": 6}, "DONE")
+    open_batch.close()
+    assert not open_batch.open
+    wait_for(lambda: sdk.get_batch_status(open_batch.id) is BatchStatus.DONE,
+             what="the closed batch is DONE")
+    page = sdk.get_jobs(filters=JobFilters(batch_id=batch.id),
+                        pagination_params=PaginationParams(offset=0, limit=40))
+    assert page.total == 2
+    assert {j.id for j in page.results} == {j.id for j in batch.ordered_jobs}
+    specs = sdk.get_device_specs_dict()
+    assert "EMU_FREE" in specs
+
+
+def test_closed_batch_results_equal_pulser_simulation_with_the_same_seed(
+        sdk: SDK) -> None:
+    seq = sequence(atoms=3, duration=300)
+    jobs: list[dict[str, Any]] = [{"runs": 40, "variables": {"omega_max": 6}},
+            {"runs": 70, "variables": {"omega_max": 10.5}}]
+    batch = sdk.create_batch(seq.to_abstract_repr(), jobs, device_type=DeviceTypeName.EMU_FREE,
+                             configuration=EmuFreeConfig(extra_config={"seed": 1234}),
+                             wait=True)
+    assert batch.status == "DONE"
+    for job, spec in zip(batch.ordered_jobs, jobs, strict=True):
+        expected = simulate(seq, spec["runs"], 1234, **spec["variables"])
+        assert job.result == expected
+        assert job.full_result is not None and job.full_result["counter"] == expected
+    # The job's own view agrees with the batch's.
+    again = sdk.get_job(batch.ordered_jobs[1].id)
+    assert again.status == "DONE" and again.result == batch.ordered_jobs[1].result
+    assert again.sequence is None  # it runs its batch's sequence
+
+
+def test_a_job_with_its_own_sequence(sdk: SDK) -> None:
+    batch_seq = sequence(atoms=2)
+    own = sequence(atoms=3, variable=False)
+    batch = sdk.create_batch(
+        batch_seq.to_abstract_repr(),
+        [{"runs": 10, "variables": {"omega_max": 6}},
+         {"runs": 15, "serialized_sequence": own.to_abstract_repr()}],
+        configuration=EmuFreeConfig(extra_config={"seed": 5}), wait=True)
+    first, second = batch.ordered_jobs
+    assert first.result == simulate(batch_seq, 10, 5, omega_max=6)
+    assert second.result == simulate(own, 15, 5)
+    assert sdk.get_job(second.id).sequence == own.to_abstract_repr()
+
+
+def test_open_batch_add_retry_close(sdk: SDK, serialized: str) -> None:
+    batch = sdk.create_batch(serialized, [], open=True)
+    assert batch.open and batch.status in ("PENDING", "RUNNING")
+    batch.add_jobs([{"runs": 5, "variables": {"omega_max": 1.0}},
+                    {"runs": 6, "variables": {"omega_max": 2.0}}])
+    batch.add_jobs([{"runs": 7, "variables": {"omega_max": 3.0}}], wait=True)
+    assert [(j.runs, j.status) for j in batch.ordered_jobs] == [
+        (5, "DONE"), (6, "DONE"), (7, "DONE")]
+    assert sdk.get_batch_status(batch.id) is not BatchStatus.DONE  # still open
+    batch.retry(batch.ordered_jobs[1], wait=True)
+    assert [j.runs for j in batch.ordered_jobs] == [5, 6, 7, 6]
+    assert batch.ordered_jobs[3].variables == {"omega_max": 2.0}
+    batch.close(wait=True)
+    wait_for(lambda: sdk.get_batch_status(batch.id) is BatchStatus.DONE, what="batch DONE")
+    batch.refresh()
+    assert batch.status == "DONE" and not batch.open and batch.complete
+    with pytest.raises(JobCreationError):
+        batch.add_jobs([{"runs": 1, "variables": {"omega_max": 1.0}}])
+
+
+def test_rebatch_with_each_filter(sdk: SDK, serialized: str) -> None:
+    batch = sdk.create_batch(serialized, [{"runs": 10, "variables": {"omega_max": 1.0}}],
+                             open=True)
+    batch.add_jobs([{"runs": 20, "variables": {"omega_max": 2.0}}])
+    batch.add_jobs([{"runs": 30, "variables": {"omega_max": 3.0}}])
+    batch.close(wait=True)
+    jobs = batch.ordered_jobs
+    assert [j.status for j in jobs] == ["DONE"] * 3
+
+    def rebatched(filters: RebatchFilters | None) -> list[tuple[int, str | None]]:
+        new = sdk.rebatch(batch.id, filters)
+        assert new.parent_id == batch.id and new.id != batch.id
+        return [(j.runs, j.parent_id) for j in new.ordered_jobs]
+
+    a, b, c = jobs
+    assert rebatched(None) == [(10, a.id), (20, b.id), (30, c.id)]
+    assert rebatched(RebatchFilters(id=[a.id, c.id])) == [(10, a.id), (30, c.id)]
+    assert rebatched(RebatchFilters(status=JobStatus.DONE)) == [
+        (10, a.id), (20, b.id), (30, c.id)]
+    assert rebatched(RebatchFilters(min_runs=20)) == [(20, b.id), (30, c.id)]
+    assert rebatched(RebatchFilters(max_runs=20)) == [(10, a.id), (20, b.id)]
+    assert rebatched(RebatchFilters(start_date=_when(b.created_at))) == [
+        (20, b.id), (30, c.id)]
+    assert rebatched(RebatchFilters(end_date=_when(b.created_at))) == [
+        (10, a.id), (20, b.id)]
+    new = sdk.rebatch(batch.id, RebatchFilters(min_runs=30))
+    done = sdk.get_batch(new.id)
+    wait_for(lambda: sdk.get_batch_status(new.id) is BatchStatus.DONE, what="rebatch runs")
+    done.refresh()
+    assert [(j.runs, j.variables, j.status) for j in done.ordered_jobs] == [
+        (30, {"omega_max": 3.0}, "DONE")]
+
+
+def test_cancel_a_batch_and_many_batches(sdk: SDK, serialized: str) -> None:
+    first = sdk.create_batch(serialized, [{"runs": 5, "variables": {"omega_max": 1.0}}],
+                             open=True)
+    first.cancel()
+    assert first.status == "CANCELED"
+    assert sdk.get_batch_status(first.id) is BatchStatus.CANCELED
+    second = sdk.create_batch(serialized, [], open=True)
+    third = sdk.create_batch(serialized, [], open=True)
+    missing = "6f1b8bde-4f0c-4d5c-8d7e-2d6c7f2a9b10"
+    response = sdk.cancel_batches([second.id, third.id, missing])
+    assert {b.id for b in response.batches} == {second.id, third.id}
+    assert {b.status for b in response.batches} == {"CANCELED"}
+    assert [str(k) for k in response.errors] == [missing]
+
+
+def test_cancel_jobs_by_filter_and_a_running_job(sdk: SDK) -> None:
+    slow = sequence(atoms=12, duration=6000).to_abstract_repr()
+    batch = sdk.create_batch(slow, [{"runs": r, "variables": {"omega_max": 6.0}}
+                                    for r in range(11, 17)], open=True)
+    # The last two by their runs, through the batch's cancel-jobs filters (jobs run one at
+    # a time, in order: these are still waiting).
+    response = sdk.cancel_jobs(batch.id, CancelJobFilters(min_runs=15))
+    assert sorted(j.runs for j in response.jobs) == [15, 16]
+    assert {j.status for j in response.jobs} == {"CANCELED"}
+    assert sdk.get_job_status(response.jobs[0].id) is JobStatus.CANCELED
+    # A running job, cancelled while it runs (should it end before the cancel reaches it,
+    # the next one is tried).
+    cancelled = None
+    for _ in range(5):
+        running = wait_for(
+            lambda: sdk.get_jobs(JobFilters(batch_id=batch.id, status=JobStatus.RUNNING)).results,
+            what="a running job")
+        try:
+            job = sdk.cancel_job(running[0].id)
+        except JobCancellingError:
+            continue
+        if job.status == "CANCELED":
+            cancelled = sdk.get_job(job.id)
+            break
+    assert cancelled is not None and cancelled.status == "CANCELED"
+    assert cancelled.start_timestamp is not None  # it had started
+    batch.close()
+    wait_for(lambda: sdk.get_batch_status(batch.id) in (BatchStatus.DONE, BatchStatus.ERROR),
+             what="the batch ends")
+    batch.refresh()
+    by_runs = {j.runs: j.status for j in batch.ordered_jobs}
+    assert [by_runs[r] for r in (15, 16)] == ["CANCELED"] * 2
+    assert by_runs[cancelled.runs] == "CANCELED"
+    assert set(by_runs.values()) <= {"DONE", "CANCELED"}

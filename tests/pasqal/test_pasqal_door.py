@@ -1,0 +1,184 @@
+"""The rest of what pasqal-cloud touches: strict validation errors as the SDK reports them,
+device specs rebuilt with pulser, device types and configurations qsrv refuses, workloads,
+result links, projects, a bad token and another user's objects."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import pytest
+import requests
+
+from tests.pasqal.conftest import PROJECT, Gateway, make_sdk, sequence, simulate
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from pasqal_cloud import SDK
+    from pasqal_cloud.device import DeviceTypeName, EmuFreeConfig
+    from pasqal_cloud.errors import (
+        BatchCancellingError,
+        BatchCreationError,
+        BatchFetchingError,
+        JobFetchingError,
+        WorkloadCreationError,
+        WorkloadFetchingError,
+    )
+    from pasqal_cloud.utils.filters import BatchFilters, JobFilters
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+def _refused(sdk: SDK, serialized: str, jobs: list[dict[str, Any]], **kw: Any) -> str:
+    before = sdk.get_batches(BatchFilters(project_id=PROJECT)).total
+    with pytest.raises(BatchCreationError) as info:
+        sdk.create_batch(serialized, jobs, **kw)
+    assert sdk.get_batches(BatchFilters(project_id=PROJECT)).total == before  # none queued
+    return str(info.value)
+
+
+def test_strict_validation_reports_why(sdk: SDK) -> None:
+    strict = {"configuration": EmuFreeConfig(strict_validation=True)}
+    too_many = sequence(atoms=13).to_abstract_repr()
+    text = _refused(sdk, too_many, [{"runs": 5, "variables": {"omega_max": 1.0}}], **strict)
+    assert "Batch creation failed: 400" in text and "13 atoms" in text and "12" in text
+
+    from pulser import Pulse, Register, Sequence
+    from pulser.devices import DigitalAnalogDevice
+
+    digital = Sequence(Register({"q0": (0.0, 0.0), "q1": (6.0, 0.0)}), DigitalAnalogDevice)
+    digital.declare_channel("raman", "raman_local", initial_target="q0")
+    digital.add(Pulse.ConstantPulse(100, 1.0, 0.0, 0.0), "raman")
+    text = _refused(sdk, digital.to_abstract_repr(), [{"runs": 5}], **strict)
+    assert "raman_local" in text
+
+    text = _refused(sdk, sequence().to_abstract_repr(), [{"runs": 5, "variables": {}}],
+                    **strict)
+    assert "omega_max" in text
+    text = _refused(sdk, sequence().to_abstract_repr(),
+                    [{"runs": 5, "variables": {"omega_max": 1.0, "nope": 2}}], **strict)
+    assert "nope" in text
+
+
+def test_device_types_and_configurations_qsrv_cannot_honour(sdk: SDK,
+                                                             serialized: str) -> None:
+    jobs = [{"runs": 5, "variables": {"omega_max": 1.0}}]
+    for device in (DeviceTypeName.EMU_MPS, DeviceTypeName.FRESNEL, DeviceTypeName.EMU_TN):
+        text = _refused(sdk, serialized, jobs, device_type=device)
+        assert str(device) in text and "EMU_FREE" in text and "pulser.qutip.cpu" in text
+    text = _refused(sdk, serialized, jobs, configuration=EmuFreeConfig(with_noise=True))
+    assert "noise" in text
+    text = _refused(sdk, serialized, jobs,
+                    configuration=EmuFreeConfig(extra_config={"dt": 5}))
+    assert "'dt'" in text
+    webhooked = make_sdk(sdk._client.endpoints.core.rsplit("/pasqal/", 1)[0],
+                         sdk._client.user_token() or "")
+    webhooked.webhook = "http://example.invalid/hook"
+    assert "webhook" in _refused(webhooked, serialized, jobs)
+
+
+def test_device_specs_are_rebuilt_by_pulser(pasqal: Gateway, sdk: SDK) -> None:
+    from pulser.devices import AnalogDevice, Device
+    from pulser.json.abstract_repr.deserializer import deserialize_device
+
+    specs = sdk.get_device_specs_dict()
+    assert set(specs) == {"EMU_FREE"}
+    device = deserialize_device(specs["EMU_FREE"])
+    assert isinstance(device, Device) and device.max_atom_num == 12
+    assert set(device.channels) == set(AnalogDevice.channels)
+    # The same without a token (the SDK's public specs).
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from pasqal_cloud import SDK as Public
+        from pasqal_cloud.endpoints import Endpoints
+    anonymous = Public(endpoints=Endpoints(core=pasqal.url + "/pasqal/core",
+                                           account=pasqal.url + "/pasqal/account"))
+    public = anonymous.get_device_specs_dict()
+    assert public == specs
+    # A sequence made for that device runs on it.
+    from pulser import Pulse, Register, Sequence
+
+    seq = Sequence(Register({"a": (0.0, 0.0), "b": (7.0, 0.0)}), device)
+    seq.declare_channel("g", "rydberg_global")
+    seq.add(Pulse.ConstantPulse(100, 3.0, 0.0, 0.0), "g")
+    batch = sdk.create_batch(seq.to_abstract_repr(), [{"runs": 9}],
+                             configuration=EmuFreeConfig(strict_validation=True,
+                                                         extra_config={"seed": 2}),
+                             wait=True)
+    assert batch.ordered_jobs[0].result == simulate(seq, 9, 2)
+
+
+def test_workloads(sdk: SDK) -> None:
+    seq = sequence(atoms=2)
+    config = {"sequence": seq.to_abstract_repr(), "runs": 25,
+              "variables": {"omega_max": 4.0}, "seed": 9}
+    workload = sdk.create_workload("pulser", "EMU_FREE", config, wait=True)
+    assert workload.status == "DONE" and workload.backend == "EMU_FREE"
+    assert workload.result == {"counter": simulate(seq, 25, 9, omega_max=4.0)}
+    again = sdk.get_workload(workload.id)
+    assert again.result == workload.result and again.config["runs"] == 25
+    slow = dict(config, sequence=sequence(atoms=12, duration=6000).to_abstract_repr(), runs=5)
+    pending = sdk.create_workload("pulser", "EMU_FREE", slow)
+    cancelled = sdk.cancel_workload(pending.id)
+    assert cancelled.status == "CANCELED"
+    assert sdk.get_workload(pending.id).status == "CANCELED"
+    with pytest.raises(WorkloadCreationError, match="workload_type"):
+        sdk.create_workload("qadence", "EMU_FREE", config)
+    with pytest.raises(WorkloadCreationError, match="EMU_MPS"):
+        sdk.create_workload("pulser", "EMU_MPS", config)
+    batch = sdk.create_batch(seq.to_abstract_repr(), [], open=True)
+    with pytest.raises(WorkloadFetchingError, match="404"):
+        sdk.get_workload(batch.id)  # a batch is not a workload
+    sdk.cancel_batch(batch.id)
+
+
+def test_result_links_are_signed_for_their_job(sdk: SDK, serialized: str) -> None:
+    batch = sdk.create_batch(serialized, [{"runs": 8, "variables": {"omega_max": 2.0}}],
+                             wait=True)
+    job = batch.ordered_jobs[0]
+    link = sdk._client._authenticated_request(
+        "GET", sdk._client._get_url("get_job_results_link", job_id=job.id))["data"][
+        "results_link"]
+    plain = requests.get(link, timeout=30)  # no token: the link is the credential
+    assert plain.status_code == 200 and plain.json()["counter"] == job.result
+    assert requests.get(link.replace("token=", "token=x"), timeout=30).status_code == 404
+    other = sdk.create_batch(serialized, [{"runs": 3, "variables": {"omega_max": 2.0}}],
+                             wait=True).ordered_jobs[0]
+    swapped = link.replace(job.id, other.id)
+    assert requests.get(swapped, timeout=30).status_code == 404
+
+
+def test_projects(pasqal: Gateway, serialized: str) -> None:
+    sdk = pasqal.sdk(project="projects-a")
+    sdk.create_batch(serialized, [], open=True).cancel()
+    pasqal.sdk(project="projects-b").create_batch(serialized, [], open=True).cancel()
+    names = {p.id for p in sdk.get_all_projects()}
+    assert {"projects-a", "projects-b"} <= names
+    assert sdk.switch_to_project("projects-b") == "projects-b"
+    assert sdk.project_id == "projects-b"
+
+
+def test_a_bad_token_is_refused(pasqal: Gateway, serialized: str) -> None:
+    bad = make_sdk(pasqal.url, "qsrv_not-a-token")
+    with pytest.raises(BatchCreationError, match="401"):
+        bad.create_batch(serialized, [{"runs": 1, "variables": {"omega_max": 1.0}}])
+    with pytest.raises(JobFetchingError, match="401"):
+        bad.get_jobs()
+
+
+def test_another_users_batch_is_missing(sdk: SDK, bob_sdk: SDK, serialized: str) -> None:
+    batch = sdk.create_batch(serialized, [{"runs": 4, "variables": {"omega_max": 1.0}}],
+                             wait=True)
+    job = batch.ordered_jobs[0]
+    with pytest.raises(BatchFetchingError, match="404"):
+        bob_sdk.get_batch(batch.id)
+    with pytest.raises(BatchFetchingError, match="404"):
+        bob_sdk.get_batch_status(batch.id)
+    with pytest.raises(JobFetchingError, match="404"):
+        bob_sdk.get_job(job.id)
+    with pytest.raises(BatchCancellingError, match="404"):
+        bob_sdk.cancel_batch(batch.id)
+    assert bob_sdk.get_jobs(JobFilters(id=job.id)).total == 0
+    assert bob_sdk.get_jobs(JobFilters(batch_id=batch.id)).total == 0
+    assert bob_sdk.get_batches(BatchFilters(id=batch.id)).total == 0
+    assert sdk.get_batch(batch.id).status == "DONE"

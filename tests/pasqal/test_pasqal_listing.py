@@ -1,0 +1,167 @@
+"""get_jobs and get_batches through pasqal-cloud: each filter, pages and totals, and paging
+while other batches and jobs are being inserted."""
+
+from __future__ import annotations
+
+import warnings
+from datetime import datetime
+
+import pytest
+
+from tests.pasqal.conftest import Gateway
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from pasqal_cloud import SDK
+    from pasqal_cloud.utils.constants import BatchStatus, JobStatus
+    from pasqal_cloud.utils.filters import BatchFilters, JobFilters, PaginationParams
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+def _when(iso: str) -> datetime:
+    return datetime.fromisoformat(iso)
+
+
+def _ids(sdk: SDK, filters: JobFilters) -> set[str]:
+    page = sdk.get_jobs(filters=filters)
+    assert page.total == len(page.results)
+    return {j.id for j in page.results}
+
+
+def _batch_ids(sdk: SDK, filters: BatchFilters) -> set[str]:
+    page = sdk.get_batches(filters=filters)
+    assert page.total == len(page.results)
+    return {b.id for b in page.results}
+
+
+def test_get_jobs_with_each_filter_and_pages(pasqal: Gateway, serialized: str) -> None:
+    sdk = pasqal.sdk(project="jobs-p1")
+    # omega_max=100 is over the channel's maximum: that job ends in ERROR when it is built.
+    first = sdk.create_batch(serialized, [{"runs": 10, "variables": {"omega_max": 1.0}},
+                                          {"runs": 20, "variables": {"omega_max": 2.0}},
+                                          {"runs": 30, "variables": {"omega_max": 100.0}}],
+                             wait=True)
+    j10, j20, j30 = first.ordered_jobs
+    assert [j.status for j in first.ordered_jobs] == ["DONE", "DONE", "ERROR"]
+    assert j30.errors
+    other = pasqal.sdk(project="jobs-p2").create_batch(
+        serialized, [{"runs": 40, "variables": {"omega_max": 4.0}}], wait=True)
+    (j40,) = other.ordered_jobs
+    both = [first.id, other.id]
+    everything = {j10.id, j20.id, j30.id, j40.id}
+
+    assert _ids(sdk, JobFilters(batch_id=first.id)) == {j10.id, j20.id, j30.id}
+    assert _ids(sdk, JobFilters(batch_id=both)) == everything
+    assert _ids(sdk, JobFilters(id=[j10.id, j40.id])) == {j10.id, j40.id}
+    assert _ids(sdk, JobFilters(id=j20.id)) == {j20.id}
+    assert _ids(sdk, JobFilters(batch_id=both, status=JobStatus.ERROR)) == {j30.id}
+    assert _ids(sdk, JobFilters(batch_id=both, status=[JobStatus.DONE])) == {
+        j10.id, j20.id, j40.id}
+    assert _ids(sdk, JobFilters(batch_id=both, min_runs=20)) == {j20.id, j30.id, j40.id}
+    assert _ids(sdk, JobFilters(batch_id=both, max_runs=20)) == {j10.id, j20.id}
+    assert _ids(sdk, JobFilters(batch_id=both, min_runs=15, max_runs=35)) == {j20.id, j30.id}
+    assert _ids(sdk, JobFilters(project_id="jobs-p2")) == {j40.id}
+    assert _ids(sdk, JobFilters(batch_id=both, errors=True)) == {j30.id}
+    assert _ids(sdk, JobFilters(batch_id=both, errors=False)) == {j10.id, j20.id, j40.id}
+    assert _ids(sdk, JobFilters(batch_id=both, start_date=_when(j40.created_at))) == {j40.id}
+    assert _ids(sdk, JobFilters(batch_id=both, end_date=_when(j30.created_at))) == {
+        j10.id, j20.id, j30.id}
+    alice_id = first.user_id
+    assert _ids(sdk, JobFilters(batch_id=both, user_id=alice_id)) == everything
+    assert _ids(sdk, JobFilters(batch_id=both, user_id="someone-else")) == set()
+
+    # Pages: newest first, totals over the whole match.
+    seen: list[str] = []
+    for offset in (0, 2, 4):
+        page = sdk.get_jobs(filters=JobFilters(batch_id=both),
+                            pagination_params=PaginationParams(offset=offset, limit=2))
+        assert page.total == 4 and page.offset == offset
+        assert len(page.results) == (2 if offset < 4 else 0)
+        seen += [j.id for j in page.results]
+    assert set(seen) == everything and len(seen) == 4
+    created = [_when(sdk.get_job(i).created_at) for i in seen]
+    assert created == sorted(created, reverse=True)
+    # A batch's jobs in their order, all pages (what Batch.ordered_jobs reads).
+    ordered = sdk._client.get_batch_jobs(first.id)
+    assert [j["id"] for j in ordered] == [j10.id, j20.id, j30.id]
+
+
+def test_get_batches_with_each_filter_and_pages(pasqal: Gateway, serialized: str) -> None:
+    sdk = pasqal.sdk(project="batches-p1")
+    closed = sdk.create_batch(serialized, [{"runs": 5, "variables": {"omega_max": 1.0}}],
+                              tags=["alpha", "beta"], wait=True)
+    opened = sdk.create_batch(serialized, [], open=True, tags=["beta"])
+    elsewhere = pasqal.sdk(project="batches-p2").create_batch(serialized, [], open=True)
+    mine = {closed.id, opened.id, elsewhere.id}
+    try:
+        assert _batch_ids(sdk, BatchFilters(id=list(mine))) == mine
+        assert _batch_ids(sdk, BatchFilters(id=closed.id)) == {closed.id}
+        assert _batch_ids(sdk, BatchFilters(project_id="batches-p1")) == {closed.id, opened.id}
+        assert _batch_ids(sdk, BatchFilters(project_id=["batches-p1", "batches-p2"])) == mine
+        assert _batch_ids(sdk, BatchFilters(id=list(mine), status=BatchStatus.DONE)) == {
+            closed.id}
+        assert _batch_ids(sdk, BatchFilters(id=list(mine), open=True)) == {
+            opened.id, elsewhere.id}
+        assert _batch_ids(sdk, BatchFilters(id=list(mine), open=False)) == {closed.id}
+        assert _batch_ids(sdk, BatchFilters(id=list(mine), tag="beta")) == {
+            closed.id, opened.id}
+        assert _batch_ids(sdk, BatchFilters(id=list(mine), tag="alpha")) == {closed.id}
+        assert _batch_ids(sdk, BatchFilters(id=list(mine), device_type="EMU_FREE")) == mine
+        assert _batch_ids(sdk, BatchFilters(id=list(mine), device_type="FRESNEL")) == set()
+        assert _batch_ids(sdk, BatchFilters(id=list(mine),
+                                            start_date=_when(opened.created_at))) == {
+            opened.id, elsewhere.id}
+        assert _batch_ids(sdk, BatchFilters(id=list(mine),
+                                            end_date=_when(opened.created_at))) == {
+            closed.id, opened.id}
+        assert _batch_ids(sdk, BatchFilters(id=list(mine), user_id=closed.user_id)) == mine
+        assert _batch_ids(sdk, BatchFilters(id=list(mine), user_id="nobody")) == set()
+        pages = [sdk.get_batches(BatchFilters(id=list(mine)),
+                                 PaginationParams(offset=offset, limit=2))
+                 for offset in (0, 2)]
+        assert [p.total for p in pages] == [3, 3]
+        assert [b.id for p in pages for b in p.results] == [
+            elsewhere.id, opened.id, closed.id]  # newest first
+        tagged = sdk.set_batch_tags(opened.id, ["gamma"])
+        assert tagged.tags == ["gamma"]
+        assert _batch_ids(sdk, BatchFilters(id=list(mine), tag="gamma")) == {opened.id}
+    finally:
+        sdk.cancel_batches([opened.id, elsewhere.id])
+
+
+def test_pages_and_totals_while_others_insert(pasqal: Gateway, serialized: str) -> None:
+    """Walking pages newest first while another client adds jobs and batches between every
+    two reads: each page is counted when it is read (totals grow with the inserts and end at
+    the true count), and nothing that existed when the walk began is skipped."""
+    sdk = pasqal.sdk(project="inserts")
+    other = pasqal.sdk(project="inserts")
+    target = sdk.create_batch(serialized, [{"runs": 1, "variables": {"omega_max": 1.0}}
+                                           for _ in range(12)], open=True)
+    made: list[str] = []
+
+    def insert() -> None:
+        other.add_jobs(target.id, [{"runs": 1, "variables": {"omega_max": 2.0}}])
+        made.append(other.create_batch(serialized, [], open=True).id)
+
+    existing_jobs = _ids(sdk, JobFilters(batch_id=target.id))
+    existing_batches = _batch_ids(sdk, BatchFilters(project_id="inserts"))
+    try:
+        for filters, existing in ((JobFilters(batch_id=target.id), existing_jobs),
+                                  (BatchFilters(project_id="inserts"), existing_batches)):
+            seen: set[str] = set()
+            totals: list[int] = []
+            offset = 0
+            while offset == 0 or offset < totals[-1]:
+                get = sdk.get_jobs if isinstance(filters, JobFilters) else sdk.get_batches
+                page = get(filters, PaginationParams(offset=offset, limit=5))
+                totals.append(page.total)
+                seen |= {r.id for r in page.results}
+                insert()
+                offset += 5
+            assert totals == sorted(totals) and totals[-1] > totals[0]
+            assert existing <= seen
+        assert sdk.get_jobs(JobFilters(batch_id=target.id)).total == 12 + len(made)
+        assert sdk.get_batches(BatchFilters(project_id="inserts")).total == 1 + len(made)
+    finally:
+        sdk.cancel_batches([target.id, *made])
