@@ -23,6 +23,7 @@ from qsrv.gateway._quantum import (
     Pagination,
     QStatus,
     SessionRecord,
+    SessionStatus,
 )
 from qsrv.gateway._scaleway import _payloads, _shapes
 from qsrv.gateway._scaleway._store import JobNote, ScalewayStore, SessionNote
@@ -201,8 +202,10 @@ async def get_session(request: web.Request) -> web.Response:
 
 async def terminate_session(request: web.Request) -> web.Response:
     user = current_user(request)
-    session = await service_of(request).quantum.terminate_session(
-        user, request.match_info["session_id"])
+    quantum = service_of(request).quantum
+    session = quantum.session(user, request.match_info["session_id"])
+    if session.status != SessionStatus.STOPPED:  # terminating an ended session changes nothing
+        session = await quantum.terminate_session(user, session.id)
     return web.json_response(_session_json(request, user, session))
 
 

@@ -1,0 +1,102 @@
+"""Perceval's own Scaleway session (perceval-quandela, unmodified) against the door: the
+documented flow, a session shared through a deduplication id, start()/stop()."""
+
+from __future__ import annotations
+
+import perceval as pcvl
+import perceval.providers.scaleway as scw
+import pytest
+import requests
+from requests import HTTPError
+
+from tests.scaleway.conftest import PERCEVAL, Door
+
+
+def _sessions(door: Door, project: str) -> list[dict[str, object]]:
+    response = requests.get(f"{door.api}/sessions", params={"project_id": project},
+                            headers={"X-Auth-Token": door.token}, timeout=30)
+    response.raise_for_status()
+    return response.json()["sessions"]  # type: ignore[no-any-return]
+
+
+def _toy_sampler(session: scw.Session) -> pcvl.algorithm.Sampler:
+    processor = session.build_remote_processor()
+    processor.set_circuit(pcvl.Circuit(m=2, name="a-toy-circuit") // pcvl.BS.H())
+    processor.with_input(pcvl.BasicState("|0,1>"))
+    processor.min_detected_photons_filter(1)  # Perceval >= 1.3 asks it of remote processors
+    return pcvl.algorithm.Sampler(processor, max_shots_per_call=10_000)
+
+
+def test_the_documented_flow_samples_in_a_session_ended_by_the_with_block(
+        door: Door, project: str) -> None:
+    with scw.Session(platform_name=PERCEVAL, project_id=project, token=door.token,
+                     deduplication_id="my-workshop", url=door.url) as session:
+        sampler = _toy_sampler(session)
+        job = sampler.samples(100)
+        counts = sampler.sample_count(200)
+        [running] = _sessions(door, project)
+        assert running["status"] == "running"
+        assert running["deduplication_id"] == "my-workshop"
+    samples = job["results"]
+    assert len(samples) == 100
+    # A beam splitter fed one photon: it leaves by one mode or the other, never both.
+    assert {str(s) for s in samples} <= {"|1,0>", "|0,1>"}
+    assert {str(s) for s in samples} == {"|1,0>", "|0,1>"}  # 2^-99 to fail by chance
+    assert sum(counts["results"].values()) == 200
+    assert {str(s) for s in counts["results"]} <= {"|1,0>", "|0,1>"}
+    [ended] = _sessions(door, project)
+    assert ended["status"] == "stopped"
+    assert ended["finished_job_count"] == 2
+    assert ended["progress_message"].startswith("terminated")
+
+
+def test_two_sessions_with_one_deduplication_id_share_one_session(
+        door: Door, project: str) -> None:
+    first = scw.Session(platform_name=PERCEVAL, project_id=project, token=door.token,
+                        deduplication_id="shared", url=door.url)
+    second = scw.Session(platform_name=PERCEVAL, project_id=project, token=door.token,
+                         deduplication_id="shared", url=door.url)
+    first.start()
+    second.start()
+    try:
+        [shared] = _sessions(door, project)
+        assert shared["status"] in ("starting", "running")
+        one = _toy_sampler(first).sample_count(50)
+        two = _toy_sampler(second).sample_count(60)
+        assert sum(one["results"].values()) == 50
+        assert sum(two["results"].values()) == 60
+        [shared] = _sessions(door, project)
+        assert shared["finished_job_count"] == 2
+    finally:
+        first.stop()
+        second.stop()  # the session is already stopped: terminating it again is no error
+    [ended] = _sessions(door, project)
+    assert ended["status"] == "stopped"
+
+
+def test_start_and_stop_and_a_job_after_stop_is_refused(door: Door, project: str) -> None:
+    session = scw.Session(platform_name=PERCEVAL, project_id=project, token=door.token,
+                          url=door.url, max_idle_duration_s=600, max_duration_s=1200)
+    session.start()
+    sampler = _toy_sampler(session)
+    counts = sampler.sample_count(20)
+    assert sum(counts["results"].values()) == 20
+    session.stop()
+    [stopped] = _sessions(door, project)
+    assert stopped["status"] == "stopped"
+    with pytest.raises(HTTPError, match=r"precondition_failed|stopped|ended"):
+        sampler.sample_count(20)
+
+
+def test_an_unknown_platform_is_refused_by_perceval_before_any_session(
+        door: Door, project: str) -> None:
+    with pytest.raises(HTTPError, match="Empty platform list"):
+        scw.Session(platform_name="no.such.platform", project_id=project, token=door.token,
+                    url=door.url)
+    assert _sessions(door, project) == []
+
+
+def test_a_wrong_token_is_refused(door: Door, project: str) -> None:
+    with pytest.raises(HTTPError, match="401"):
+        scw.Session(platform_name=PERCEVAL, project_id=project, token="not-a-token",
+                    url=door.url)
