@@ -137,6 +137,11 @@ def _fits(resources: Mapping[str, Any], target: Mapping[str, float]) -> bool:
     return all(_amount(resources, k) + 1e-9 >= v for k, v in target.items())
 
 
+def _slots(resources: Mapping[str, Any], target: Mapping[str, float]) -> int:
+    """How many reservations of `target` fit in `resources`."""
+    return min(int((_amount(resources, k) + 1e-9) // v) for k, v in target.items() if v > 0)
+
+
 def _hardware(worker: Mapping[str, Any]) -> Hardware:
     quantum = _quantum(worker) or {}
     total = worker.get("total") or {}
@@ -162,8 +167,9 @@ def _pending(status: Mapping[str, Any], target: Mapping[str, float]) -> int:
     for reservation in status.get("reservations") or ():
         if not isinstance(reservation, Mapping) or reservation.get("status") != "pending":
             continue
-        asked = {k: float(v) for k, v in (reservation.get("target") or {}).items()}
-        if asked == dict(target):
+        asked = reservation.get("target") or {}
+        if isinstance(asked, Mapping) and set(asked) == set(target) and all(
+                abs(_amount(asked, k) - v) < 1e-9 for k, v in target.items()):
             count += 1
     return count
 
@@ -188,10 +194,10 @@ def platforms(status: Mapping[str, Any]) -> list[Platform]:
         best_worker, best = max(entries, key=lambda e: (
             e[1].max_qubits, _amount(e[0].get("total") or {}, "cpu")))
         holding = [w for w in capable if _fits(w.get("total") or {}, target)]
-        room = [w for w in holding if _fits(w.get("free") or {}, target)]
+        room = sum(_slots(w.get("free") or {}, target) for w in holding)
         if not holding:
             availability = "unavailable"
-        elif len(room) > _pending(status, target):
+        elif room > _pending(status, target):
             availability = "available"
         else:
             availability = "busy"
