@@ -20,6 +20,7 @@ The tree::
     ├── InfeasibleTaskError         no worker could ever satisfy the task's target
     │   └── QuantumPlacementError   no worker can hold the simulation (memory, device, method)
     ├── WorkerDiedError             the task's executor or worker died, retries exhausted
+    ├── ReservationError            a reservation is infeasible or released (``reason`` says why)
     ├── ObjectLostError             the object's value no longer exists anywhere
     ├── ObjectStoreFullError        the object store has no room, even after eviction
     ├── GatewayError                a gateway request was refused; ``status`` is its HTTP status
@@ -74,6 +75,7 @@ __all__ = [
     "QsrvError",
     "QuantumPlacementError",
     "RemoteProtocolError",
+    "ReservationError",
     "SerializationError",
     "TaskCancelledError",
     "TaskError",
@@ -225,6 +227,16 @@ class WorkerDiedError(QsrvError):
     """The executor or worker running the task died and the retries are used up."""
 
 
+class ReservationError(QsrvError):
+    """A reservation cannot hold its capacity: no worker can ever satisfy it (infeasible), or it
+    was released (by ``release()``, its holder's disconnection, its timeout). Tasks submitted to
+    it fail with this error; ``reason`` says why."""
+
+    def __init__(self, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason if reason is not None else message
+
+
 class ObjectLostError(QsrvError):
     """The object's value no longer exists anywhere in the cluster."""
 
@@ -351,6 +363,7 @@ SYSTEM_ERRORS: dict[str, type[QsrvError]] = {
     "timeout": TaskTimeoutError,
     "infeasible": InfeasibleTaskError,
     "worker_died": WorkerDiedError,
+    "reservation": ReservationError,
     "lost": ObjectLostError,
     "store_full": ObjectStoreFullError,
 }

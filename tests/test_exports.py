@@ -13,6 +13,7 @@ PUBLIC = {
     "WorkerDiedError", "__version__", "cancel", "distribute_task", "get", "init",
     "is_initialized", "put", "runtime_context", "shutdown", "status", "wait",
     "timeline",
+    "Reservation", "ReservationError", "reserve",
 }
 
 

@@ -22,8 +22,9 @@ from qsrv.transport import SyncConnection
 def register(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser(
         "status", help="show workers, resources and tasks of a cluster",
-        description="Show each worker's total and free resources and executors, and the "
-                    "numbers of running, queued, waiting and infeasible tasks.")
+        description="Show each worker's total and free resources and executors, the "
+                    "numbers of running, queued, waiting and infeasible tasks, and the "
+                    "reservations (capacity held on one worker).")
     add_cluster_options(p)
     add_client_tls_options(p)
     p.add_argument("--json", action="store_true", help="print the raw status as JSON")
@@ -68,12 +69,31 @@ def render(status: dict[str, Any]) -> str:
         lines.append(f"  infeasible x{item['count']}: {item['reason']}")
     if status.get("infeasible_more"):
         lines.append(f"  ... and {status['infeasible_more']} more infeasible target(s)")
+    lines.extend(_reservation_lines(status.get("reservations") or []))
     sched = status.get("scheduler")
     if isinstance(sched, dict) and isinstance(sched.get("loop_lag_ms"), dict):
         lag = sched["loop_lag_ms"]
         lines.append(f"scheduler: event-loop lag avg {lag.get('avg', 0):.1f} ms, max "
                      f"{lag.get('max', 0):.1f} ms over the last {sched.get('window_s', 0):.0f} s")
     return "\n".join(lines)
+
+
+def _reservation_lines(reservations: list[dict[str, Any]]) -> list[str]:
+    """One line per reservation: its id and name, target, status, where, its tasks."""
+    if not reservations:
+        return []
+    lines = [f"reservations: {len(reservations)}"]
+    for r in reservations:
+        target = ", ".join(f"{k}={v}" for k, v in (r.get("target") or {}).items())
+        name = f" {r['name']!r}" if r.get("name") else ""
+        where = f" on worker {r.get('worker_id')} {r['worker']}" if r.get("worker") else ""
+        tenant = f" tenant={r['tenant']}" if r.get("tenant") else ""
+        line = (f"  {r.get('id')}{name}: {{{target}}} {r.get('status')}{where} "
+                f"tasks={r.get('tasks', 0)} executors={r.get('executors', 0)}{tenant}")
+        if r.get("reason"):
+            line += f" ({r['reason']})"
+        lines.append(line)
+    return lines
 
 
 def _gpu_lines(worker: dict[str, Any]) -> list[str]:

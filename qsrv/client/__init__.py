@@ -22,13 +22,15 @@ from qsrv.client._api import (
 from qsrv.client._core import ClientCore
 from qsrv.client._progress import ProgressBar
 from qsrv.client._ref import ObjectRef
+from qsrv.client._reservation import Reservation, reserve
 from qsrv.client._runtime import Runtime, RuntimeContext, install, uninstall
 from qsrv.client._tasks import RemoteFunction, distribute_task
 
 __all__ = [
-    "ClientCore", "ObjectRef", "ProgressBar", "RemoteFunction", "Runtime", "RuntimeContext",
+    "ClientCore", "ObjectRef", "ProgressBar", "RemoteFunction", "Reservation", "Runtime",
+    "RuntimeContext",
     "cancel", "cluster_status", "connected", "distribute_task", "get", "get_async",
-    "get_blocking", "init", "install", "is_initialized", "local_gateway", "put",
+    "get_blocking", "init", "install", "is_initialized", "local_gateway", "put", "reserve",
     "runtime_context", "shutdown", "timeline", "uninstall", "wait", "wait_async",
     "wait_blocking",
 ]

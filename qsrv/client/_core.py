@@ -54,6 +54,10 @@ from qsrv.protocol import (
     PutObject,
     RefUpdate,
     RegisterFunction,
+    ReleaseReservation,
+    ReservationUpdate,
+    Reserve,
+    SubmitReserved,
     SubmitTask,
     Subscribe,
     decode_system_error,
@@ -76,15 +80,17 @@ def _size(data: bytes, bufs: tuple[Any, ...]) -> int:
 class TaskOptions:
     """Options of one task submission (already validated)."""
 
-    __slots__ = ("max_retries", "name", "resources", "retry_exceptions", "timeout")
+    __slots__ = ("max_retries", "name", "reservation", "resources", "retry_exceptions",
+                 "timeout")
 
     def __init__(self, name: str, resources: dict[str, int], max_retries: int,
-                 timeout: float | None, retry_exceptions: bool) -> None:
+                 timeout: float | None, retry_exceptions: bool, reservation: int = 0) -> None:
         self.name = name
         self.resources = resources
         self.max_retries = max_retries
         self.timeout = timeout
         self.retry_exceptions = retry_exceptions
+        self.reservation = reservation  # the id of the reservation it runs in; 0: none
 
 
 def function_id(payload: bytes) -> bytes:
@@ -151,6 +157,8 @@ class ClientCore:
         self._store_retry = 0.0
         self.duplicates = 0  # values delivered again for an id that had one: must stay 0
         self._peak = Peak()  # of len(counts)
+        # Reservations held through this connection: id -> what to tell of their updates.
+        self.reservations: dict[int, Callable[[str, str, str], None]] = {}
         limit_arenas()  # before the transport starts its threads
 
     # ---- creating refs ----------------------------------------------------------------------
@@ -177,11 +185,46 @@ class ClientCore:
             oid = self._mint()
             self.counts[oid] = 1
             self.expect.add(oid)
-            self._outbox.append(SubmitTask(
-                oid, fn_id, data, bufs, refs, opts.resources, opts.max_retries,
-                float(opts.timeout or 0.0), opts.retry_exceptions, opts.name))
+            if opts.reservation:
+                self._outbox.append(SubmitReserved(
+                    opts.reservation, oid, fn_id, data, bufs, refs, opts.resources,
+                    opts.max_retries, float(opts.timeout or 0.0), opts.retry_exceptions,
+                    opts.name))
+            else:
+                self._outbox.append(SubmitTask(
+                    oid, fn_id, data, bufs, refs, opts.resources, opts.max_retries,
+                    float(opts.timeout or 0.0), opts.retry_exceptions, opts.name))
         self.flush_soon()
         return oid
+
+    # ---- reservations -------------------------------------------------------------------------
+    def reserve(self, resources: dict[str, int], name: str, timeout: float,
+                on_update: Callable[[str, str, str], None]) -> int:
+        """Ask for a reservation; returns its id. ``on_update(status, worker, reason)`` is
+        called (on the transport's thread) each time the scheduler reports a change, and once
+        with "released" if the connection ends first."""
+        with self.lock:
+            self._check_open()
+            rid = self._mint()
+            self.reservations[rid] = on_update
+            self._outbox.append(Reserve(rid, resources, name, timeout))
+        self.flush_soon()
+        return rid
+
+    def release(self, rid: int) -> None:
+        with self.lock:
+            if self.reservations.pop(rid, None) is None or self.closed is not None:
+                return
+            self._outbox.append(ReleaseReservation(rid))
+        self.flush_soon()
+
+    def on_reservation(self, msg: ReservationUpdate) -> None:
+        with self.lock:
+            notify = self.reservations.get(msg.res_id)
+            if msg.status == "released":
+                self.reservations.pop(msg.res_id, None)
+        if notify is not None:
+            notify(msg.status, msg.worker, msg.reason)
 
     def put(self, value: Any) -> int:
         """Store a value; returns its id (held once, for the caller's ref)."""
@@ -323,9 +366,12 @@ class ClientCore:
         with self.lock:
             self.closed = exc
             waiters, self.waiters = self.waiters, {}
+            held, self.reservations = self.reservations, {}
         for oid, callbacks in waiters.items():
             for cb in callbacks:
                 cb(oid)
+        for notify in held.values():  # the scheduler releases what this connection held
+            notify("released", "", f"the connection to the scheduler ended ({exc})")
 
     # ---- waiting ----------------------------------------------------------------------------
     def watch(self, ids: Iterable[int], cb: Callable[[int], None]) -> list[int]:

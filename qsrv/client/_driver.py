@@ -27,7 +27,7 @@ from qsrv.errors import (
     GetTimeoutError,
     QsrvError,
 )
-from qsrv.protocol import Notice, ObjectValue, StatusReply, StatusRequest
+from qsrv.protocol import Notice, ObjectValue, ReservationUpdate, StatusReply, StatusRequest
 from qsrv.store import NodeStore, node_key
 from qsrv.transport import SyncConnection
 
@@ -117,6 +117,8 @@ class Driver:
                         fut = self._replies.pop(msg.req_id, None)
                         if fut is not None:
                             fut.set_result(msg.status)
+                    elif type(msg) is ReservationUpdate:
+                        core.on_reservation(msg)
                 if core.dropped:
                     self.flush_soon()
         except CONNECTION_ENDED as exc:

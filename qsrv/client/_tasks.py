@@ -15,13 +15,15 @@ from qsrv import _resources
 from qsrv.client._api import connected
 from qsrv.client._core import TaskOptions, function_id
 from qsrv.client._ref import ObjectRef
+from qsrv.client._reservation import Reservation
 from qsrv.errors import ConfigError
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 # ---- tasks ---------------------------------------------------------------------------------
-_OPTION_NAMES = frozenset({"target", "max_retries", "timeout", "retry_exceptions", "name"})
+_OPTION_NAMES = frozenset({"target", "max_retries", "timeout", "retry_exceptions", "name",
+                           "reservation"})
 
 
 def _task_options(fn: Callable[..., Any], options: dict[str, Any]
@@ -30,7 +32,14 @@ def _task_options(fn: Callable[..., Any], options: dict[str, Any]
     if unknown:
         raise ConfigError(f"unknown task option(s) {sorted(unknown)}; "
                           f"known: {sorted(_OPTION_NAMES)}")
-    resources = _resources.normalize_target(options.get("target"))
+    reservation = options.get("reservation")
+    if reservation is not None and not isinstance(reservation, Reservation):
+        raise ConfigError(f"reservation must be a qsrv.Reservation (from qsrv.reserve()) or "
+                          f"None, got {reservation!r}")
+    if reservation is not None and options.get("target") is None:
+        resources = dict(reservation._resources)  # the whole reservation, unless told
+    else:
+        resources = _resources.normalize_target(options.get("target"))
     max_retries = options.get("max_retries", 3)
     if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
         raise ConfigError(f"max_retries must be an int >= 0, got {max_retries!r}")
@@ -48,7 +57,8 @@ def _task_options(fn: Callable[..., Any], options: dict[str, Any]
             raise ConfigError("retry_exceptions must be a bool or a list of exception types")
         retry_flag, retry_types = bool(types), tuple(types)
     name = str(options.get("name") or getattr(fn, "__qualname__", repr(fn)))
-    return TaskOptions(name, resources, max_retries, timeout, retry_flag), retry_types
+    return TaskOptions(name, resources, max_retries, timeout, retry_flag,
+                       reservation._rid if reservation is not None else 0), retry_types
 
 
 def _ship_local_module_by_value(fn: Callable[..., Any]) -> None:
@@ -113,7 +123,9 @@ def distribute_task(fn: Any = None, /, **options: Any) -> Any:
     ``target`` maps resource names to amounts (``cpu``, ``gpu``, ``memory``/``mem``, any custom
     tag; default one CPU); ``max_retries`` counts retries after its executor or worker died;
     ``timeout`` (seconds from submission) fails the task if it has not finished by then;
-    ``retry_exceptions`` also retries on the task's own errors (True or a list of types).
+    ``retry_exceptions`` also retries on the task's own errors (True or a list of types);
+    ``reservation`` (a `qsrv.Reservation`, usually given through ``.options()``) runs it only
+    inside that reservation, with its whole target unless ``target`` is given.
     Options are checked here, so a malformed target fails at decoration time.
     """
     if fn is not None:

@@ -16,14 +16,28 @@ executors. Pure; changes only through `SchedulerState.handle`.
 - The placement index (`index`) is told of every change to a worker's free amounts or idle
   executors, and to an executor's running task or queue, where the change is made: choosing
   a worker or an executor to send ahead to walks no list of workers or executors.
+- A task submitted into a reservation waits in the reservation's queue, not its shape's, and
+  runs on an executor dedicated to the reservation, out of the reservation's capacity (see
+  _reservations.py). Pending reservations are placed before tasks: capacity that frees goes
+  to them first.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from qsrv._resources import SCALE
-from qsrv.protocol import FunctionDef, Notice, ObjectValue, RunTask, SpawnExecutor
+from qsrv._resources import SCALE, fits
+from qsrv.protocol import (
+    SYSTEM_ERROR,
+    FunctionDef,
+    Notice,
+    ObjectValue,
+    RunTask,
+    SpawnExecutor,
+    encode_system_error,
+)
 from qsrv.scheduler._directory import Directory
 from qsrv.scheduler._events import Action, Log, Send
 from qsrv.scheduler._lifecycle import ASSIGNED, READY, RUNNING, set_state
@@ -36,6 +50,9 @@ from qsrv.scheduler._placement import (
     infeasible_reason,
 )
 from qsrv.scheduler._records import Obj, Task
+
+if TYPE_CHECKING:
+    from qsrv.scheduler._reservations import Reservation
 
 # Tasks sent ahead to one executor hold at most about this much of their functions' measured
 # run time (so a task waits behind at most this much work, on an executor it cannot leave).
@@ -62,6 +79,15 @@ class Dispatcher:
         self._workers = workers
         self._directory = directory
         self.index = PlacementIndex(workers, self.executors, prefetch=prefetch)
+        # Reservations (kept by _reservations.Reservations, which sets these): the live ones,
+        # the ready ones with queued tasks, and its hooks.
+        self.reservations: dict[int, Reservation] = {}
+        self.reserved_active: dict[int, Reservation] = {}
+        self.reservations_waiting: dict[int, Reservation] = {}
+        self.place_reservations: Callable[[], None] = _nothing
+        self.reserved_executor: Callable[[Reservation], bool] = _never
+        self.claim_executor: Callable[[Executor], bool] = _never_ex
+        self.reservations_changed: Callable[[], None] = _nothing
 
     # ---- queues --------------------------------------------------------------------------
     def shape_of(self, resources: dict[str, int]) -> Shape:
@@ -73,8 +99,19 @@ class Dispatcher:
         return shape
 
     def enqueue(self, task: Task) -> None:
-        """The task is READY: it waits in its shape's queue (a warning if nothing can run it)."""
+        """The task is READY: it waits in its shape's queue (a warning if nothing can run it),
+        or in its reservation's."""
         set_state(task, READY)
+        res = task.reservation
+        if res is not None:
+            refused = res.refusal()
+            if refused is not None:  # released or infeasible while the task waited
+                self._directory.finish(task, SYSTEM_ERROR, encode_system_error(
+                    "reservation", f"task {task.name!r} cannot run: {refused}"), (), [])
+                return
+            res.queue.append(task)
+            self.reserved_active[res.id] = res
+            return
         shape = task.shape
         shape.queue.append(task)
         self.active[shape.key] = shape
@@ -89,7 +126,7 @@ class Dispatcher:
         """Tasks given back unstarted go to the front of their queues, order kept."""
         for task in reversed(tasks):
             task.executor = None
-            if task.state == ASSIGNED:
+            if task.state == ASSIGNED:  # never one of a reservation: none is sent ahead
                 set_state(task, READY)
                 task.shape.queue.appendleft(task)
                 self.active[task.shape.key] = task.shape
@@ -103,6 +140,8 @@ class Dispatcher:
             shape.feasible = any(w.could_ever_fit(shape) for w in workers)
             if shape.feasible:
                 shape.warned = False
+        if self.reservations:
+            self.reservations_changed()
 
     # ---- placement -----------------------------------------------------------------------
     def dispatch(self) -> None:
@@ -111,6 +150,11 @@ class Dispatcher:
             self.wanted = True
             return
         self.wanted = False
+        if self.reservations:
+            if self.reservations_waiting:
+                self.place_reservations()
+            if self.reserved_active:
+                self._dispatch_reserved()
         active = self.active
         if not active:
             return
@@ -136,6 +180,37 @@ class Dispatcher:
                 self._run(task, worker)
             if not queue:
                 del active[key]
+
+    def _dispatch_reserved(self) -> None:
+        """Start the queued tasks of ready reservations that their free capacity holds."""
+        for rid, res in list(self.reserved_active.items()):
+            queue = res.queue
+            while queue:
+                task = queue[0]
+                if task.state != READY:
+                    queue.popleft()
+                    continue
+                if res.worker is None or not fits(task.shape.need, res.free):
+                    break
+                if not res.idle and not self.reserved_executor(res):
+                    break
+                queue.popleft()
+                self._run_reserved(task, res)
+            if not queue:
+                self.reserved_active.pop(rid, None)
+
+    def _run_reserved(self, task: Task, res: Reservation) -> None:
+        ex = res.idle.pop()
+        need = task.shape.need
+        free = res.free
+        for key, amount in need.items():
+            free[key] = free.get(key, 0) - amount
+        gpu = task.shape.gpu
+        gpu_ids = res.gpu_ids[: max(1, gpu // SCALE)] if gpu and res.gpu_ids else None
+        set_state(task, RUNNING)
+        task.executor, task.gpu_ids = ex, gpu_ids
+        ex.task = task
+        self._send_task(ex, task, gpu_ids)
 
     def _need_executor(self, worker: Worker) -> None:
         """Ask for one more executor on a worker with free capacity but none idle. Past the
@@ -202,6 +277,8 @@ class Dispatcher:
         ex = Executor(conn, worker, pid)
         self.executors[conn] = ex
         worker.executors[conn] = ex
+        if worker.claims and self.claim_executor(ex):
+            return  # dedicated to a reservation that waited for one
         worker.spawning = max(0, worker.spawning - 1)
         worker.idle.append(ex)
         self.index.update(worker)
@@ -220,7 +297,8 @@ class Dispatcher:
             task.executor = None
             self.index.ahead(ex)
         else:
-            ex.worker.idle.append(ex)
+            res = ex.reservation
+            (ex.worker.idle if res is None else res.idle).append(ex)
             self.free_executor(ex, task)
 
     def free_executor(self, ex: Executor, task: Task) -> None:
@@ -229,9 +307,17 @@ class Dispatcher:
         if task.blocked:
             need = {"gpu": need["gpu"]} if "gpu" in need else {}
             task.blocked = False
-        ex.worker.release(need, task.gpu_ids)
         ex.task = None
         task.executor = None
+        res = ex.reservation
+        if res is not None:  # back into the reservation's capacity (its devices stay its)
+            free = res.free
+            for key, amount in need.items():
+                free[key] = free.get(key, 0) + amount
+            if res.queue:
+                self.reserved_active[res.id] = res
+            return
+        ex.worker.release(need, task.gpu_ids)
         self.index.update(ex.worker)
         self.index.ahead(ex)
 
@@ -250,7 +336,12 @@ class Dispatcher:
         worker = ex.worker
         worker.executors.pop(ex.conn, None)
         self.index.ahead(ex)  # no longer an executor: off the index
-        if ex in worker.idle:
+        res = ex.reservation
+        if res is not None:
+            res.executors.pop(ex.conn, None)
+            if ex in res.idle:
+                res.idle.remove(ex)
+        elif ex in worker.idle:
             worker.idle.remove(ex)
         self.requeue_front(list(ex.queue))
         ex.queue.clear()
@@ -267,7 +358,15 @@ class Dispatcher:
         if task.blocked:
             return False
         task.blocked = True
-        ex.worker.release({k: v for k, v in task.shape.need.items() if k != "gpu"}, None)
+        lent = {k: v for k, v in task.shape.need.items() if k != "gpu"}
+        res = ex.reservation
+        if res is not None:
+            for key, amount in lent.items():
+                res.free[key] = res.free.get(key, 0) + amount
+            if res.queue:
+                self.reserved_active[res.id] = res
+            return True
+        ex.worker.release(lent, None)
         self.index.update(ex.worker)
         self.index.ahead(ex)
         return True
@@ -275,6 +374,24 @@ class Dispatcher:
     def unblock(self, ex: Executor, task: Task) -> None:
         if task.blocked:
             task.blocked = False
-            ex.worker.acquire({k: v for k, v in task.shape.need.items() if k != "gpu"}, None)
+            lent = {k: v for k, v in task.shape.need.items() if k != "gpu"}
+            res = ex.reservation
+            if res is not None:
+                for key, amount in lent.items():
+                    res.free[key] = res.free.get(key, 0) - amount
+                return
+            ex.worker.acquire(lent, None)
             self.index.update(ex.worker)
             self.index.ahead(ex)
+
+
+def _nothing() -> None:
+    return None
+
+
+def _never(res: Reservation) -> bool:
+    return False
+
+
+def _never_ex(ex: Executor) -> bool:
+    return False

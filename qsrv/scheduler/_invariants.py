@@ -19,7 +19,16 @@ docstrings of _lifecycle, _directory, _dispatch, _recovery); here they are check
 - executors: idle exactly when they have no task; what runs and what waits on them points back
   at them, in the states that may;
 - resources: each worker's free amounts are its totals less what its executors' tasks hold
-  (a blocked task holds only its GPU share), and so is each GPU device's;
+  (a blocked task holds only its GPU share) and what its ready reservations hold, and so is
+  each GPU device's; a ready reservation's free amounts are its target less what the tasks
+  running on its executors hold;
+- reservations: live ones are pending, ready or infeasible; ready exactly when placed on a
+  registered worker that lists it; the waiting ones (to place) are exactly the others, and
+  infeasible exactly when no worker could ever hold them; their executors are dedicated to
+  them, on their worker, idle (in their list, never the worker's) exactly when without a task,
+  never sent tasks ahead; a reservation waits in its worker's claims exactly while it asked
+  for an executor; their queues hold only their READY tasks (once) and finished ones; a READY
+  task of a reservation is in its queue and the reservation is active;
 - shapes: `feasible` is whether some worker could ever hold the shape; queues hold only READY
   tasks (once) and finished ones left behind; `counts` counts its unfinished tasks by state;
 - placement index: an indexed shape lists exactly the workers where it fits now, those with an
@@ -56,6 +65,7 @@ def check(s: SchedulerState) -> None:
     _registries(s, bad)
     _objects(s, bad)
     _executors_and_resources(s, bad)
+    _reservations(s, bad)
     _shapes(s, bad)
     _placement_index(s, bad)
     if bad:
@@ -159,7 +169,17 @@ def _task(s: SchedulerState, task: Task, bad: list[str], executors: dict[int, Ex
         bad.append(f"{name} is not its executor's task")
     if task.blocked and state != RUNNING:
         bad.append(f"{name} is blocked")
-    if state == READY:
+    res = task.reservation
+    if res is not None and state != PENDING and s.reservations.live.get(res.id) is not res:
+        bad.append(f"{name} is in reservation {res.id:#x}, which is not live")
+    if state == ASSIGNED and res is not None:
+        bad.append(f"{name} of a reservation was sent ahead")
+    if state == READY and res is not None:
+        if sum(1 for t in res.queue if t is task) != 1:
+            bad.append(f"{name} is not in its reservation's queue exactly once")
+        if s.dispatcher.reserved_active.get(res.id) is not res:
+            bad.append(f"{name} waits in a reservation that is not active")
+    elif state == READY:
         if sum(1 for t in task.shape.queue if t is task) != 1:
             bad.append(f"{name} is not in its shape's queue exactly once")
         if s.dispatcher.active.get(task.shape.key) is not task.shape:
@@ -175,8 +195,17 @@ def _executors_and_resources(s: SchedulerState, bad: list[str]) -> None:
             bad.append(f"worker {w.id} lists an idle executor twice")
         held: Counter[str] = Counter()
         devices: Counter[str] = Counter()
+        for res in w.reservations.values():
+            held.update(res.need)
+            gpu = res.shape.gpu
+            for d in res.gpu_ids or ():
+                devices[d] += gpu if gpu < SCALE else SCALE
         for ex in w.executors.values():
             task = ex.task
+            if ex.reservation is not None:
+                if id(ex) in idle:
+                    bad.append(f"executor {ex.conn} of a reservation is idle in its worker's list")
+                continue  # its task holds the reservation's capacity: see _reservations
             if (task is None) != (id(ex) in idle):
                 bad.append(f"executor {ex.conn} is {'' if id(ex) in idle else 'not '}idle, "
                            f"{'without' if task is None else 'with'} a task")
@@ -288,3 +317,69 @@ def _placement_index(s: SchedulerState, bad: list[str]) -> None:
                 bad.append(f"shape {key}: executor {conn} is missing from its heap")
     if listed != len(expected_ahead):
         bad.append(f"{listed} executors listed for tasks sent ahead, not {len(expected_ahead)}")
+
+
+def _reservations(s: SchedulerState, bad: list[str]) -> None:
+    book = s.reservations
+    workers = list(s.workers.values())
+    for rid, res in book.live.items():
+        name = f"reservation {rid:#x} ({res.status})"
+        if res.id != rid or res.status not in ("pending", "ready", "infeasible"):
+            bad.append(f"{name} is filed wrongly or has a final status")
+        ready = res.status == "ready"
+        w = res.worker
+        if ready != (w is not None) or (w is not None and (
+                s.workers.get(w.id) is not w or w.reservations.get(rid) is not res)):
+            bad.append(f"{name} is placed on worker {w and w.id}, which does not list it")
+        if (rid in book.waiting) == ready or (rid in book.waiting
+                                               and book.waiting[rid] is not res):
+            bad.append(f"{name} is {'' if rid in book.waiting else 'not '}waiting to be placed")
+        feasible = any(wk.could_ever_fit(res.shape) for wk in workers)
+        if not ready and (res.status == "infeasible") == feasible:
+            bad.append(f"{name} is marked {res.status} wrongly")
+        if (res.spawning > 0) != (w is not None and res in w.claims):
+            bad.append(f"{name} asked for an executor {res.spawning} times, claims disagree")
+        held: Counter[str] = Counter()
+        idle = set(map(id, res.idle))
+        if len(idle) != len(res.idle) or any(ex.conn not in res.executors for ex in res.idle):
+            bad.append(f"{name} lists an idle executor twice or one not its own")
+        for conn, ex in res.executors.items():
+            if ex.reservation is not res or ex.worker is not w or ex.conn != conn \
+                    or s.dispatcher.executors.get(conn) is not ex:
+                bad.append(f"{name} lists executor {conn}, not dedicated to it on its worker")
+            if (ex.task is None) != (id(ex) in idle):
+                bad.append(f"{name}'s executor {conn} is idle={id(ex) in idle} with task "
+                           f"{ex.task and ex.task.id:#x}")
+            if ex.queue or ex.ahead_of is not None:
+                bad.append(f"{name}'s executor {conn} has tasks sent ahead")
+            task = ex.task
+            if task is not None:
+                if task.reservation is not res:
+                    bad.append(f"{name}'s executor {conn} runs a task of another")
+                need = task.shape.need
+                held.update({"gpu": need["gpu"]} if task.blocked and "gpu" in need
+                            else {} if task.blocked else need)
+        if ready:
+            for key in {*res.need, *res.free, *held}:
+                if res.need.get(key, 0) - held[key] != res.free.get(key, 0):
+                    bad.append(f"{name} has {res.free.get(key, 0)} {key} free; its tasks "
+                               f"hold {held[key]} of {res.need.get(key, 0)}")
+        elif res.executors or res.free:
+            bad.append(f"{name} is not placed but has executors or capacity")
+        for task in res.queue:
+            if task.reservation is not res or task.state not in (READY, FINISHED):
+                bad.append(f"{name}'s queue holds task {task.id:#x} ({task.state.name})")
+    for rid in book.waiting:
+        if book.live.get(rid) is not book.waiting[rid]:
+            bad.append(f"reservation {rid:#x} waits to be placed but is not live")
+    for rid, res in s.dispatcher.reserved_active.items():
+        if book.live.get(rid) is not res:
+            bad.append(f"reservation {rid:#x} is active but not live")
+    for ex in s.dispatcher.executors.values():
+        owner = ex.reservation
+        if owner is not None and owner.executors.get(ex.conn) is not ex:
+            bad.append(f"executor {ex.conn} is dedicated to a reservation that does not list it")
+    for w in s.workers.values():
+        for res in w.claims:
+            if book.live.get(res.id) is not res or res.worker is not w:
+                bad.append(f"worker {w.id} has a claim of reservation {res.id:#x}, not live on it")

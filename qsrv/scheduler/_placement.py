@@ -26,6 +26,7 @@ from qsrv._resources import SCALE, display, fits
 
 if TYPE_CHECKING:
     from qsrv.scheduler._records import Task
+    from qsrv.scheduler._reservations import Reservation
 
 
 ShapeKey = tuple[tuple[str, int], ...]
@@ -64,12 +65,16 @@ class Shape:
 class Executor:
     """An executor subprocess of a worker; runs one task at a time."""
 
-    __slots__ = ("ahead_of", "conn", "fns", "pid", "queue", "short", "task", "worker")
+    __slots__ = ("ahead_of", "conn", "fns", "pid", "queue", "reservation", "short", "task",
+                 "worker")
 
     def __init__(self, conn: int, worker: Worker, pid: int) -> None:
         self.conn = conn
         self.worker = worker
         self.pid = pid
+        # The reservation it is dedicated to (it runs only that one's tasks, and is idle in
+        # that one's list, never its worker's); None: it serves its worker's shared capacity.
+        self.reservation: Reservation | None = None
         self.task: Task | None = None  # the task it runs (holding the shape's capacity)
         # Tasks sent ahead, in the order the executor will run them; the running task's
         # capacity passes to the next. Cancelled ones stay as placeholders (results dropped).
@@ -84,6 +89,7 @@ class Worker:
     """A worker agent: its capacity, what is free, and its executors."""
 
     __slots__ = (
+        "claims",
         "conn",
         "executors",
         "free",
@@ -94,6 +100,7 @@ class Worker:
         "last_seen",
         "name",
         "pid",
+        "reservations",
         "spawning",
         "total",
     )
@@ -116,6 +123,10 @@ class Worker:
         self.idle: list[Executor] = []
         self.spawning = 0
         self.last_seen = now
+        # Reservations holding part of its capacity (by id); those waiting for an executor
+        # to be dedicated to them, oldest first (an executor that registers goes to the first).
+        self.reservations: dict[int, Reservation] = {}
+        self.claims: list[Reservation] = []
 
     def could_ever_fit(self, shape: Shape) -> bool:
         return fits(shape.need, self.total)

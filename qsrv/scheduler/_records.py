@@ -6,11 +6,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from qsrv.protocol import Bufs, SubmitTask
+from qsrv.protocol import Bufs, SubmitReserved, SubmitTask
 from qsrv.scheduler._lifecycle import PENDING, TaskState
 
 if TYPE_CHECKING:
     from qsrv.scheduler._placement import Executor, Shape
+    from qsrv.scheduler._reservations import Reservation
 
 NO_DEPS: list[int] = []  # shared by every task without arguments to wait for; never mutated
 
@@ -33,6 +34,7 @@ class Task:
         "max_retries",
         "name",
         "owner",
+        "reservation",
         "retry_exc",
         "shape",
         "state",
@@ -41,8 +43,8 @@ class Task:
         "waiting",
     )
 
-    def __init__(self, msg: SubmitTask, owner: int, shape: Shape, fn_id: bytes,
-                 name: str) -> None:
+    def __init__(self, msg: SubmitTask | SubmitReserved, owner: int, shape: Shape,
+                 fn_id: bytes, name: str) -> None:
         self.id = msg.task_id
         self.owner = owner  # the connection that submitted it
         self.fn_id = fn_id  # shared with every task of the function
@@ -63,6 +65,8 @@ class Task:
         self.executor: Executor | None = None  # while ASSIGNED or RUNNING
         self.gpu_ids: list[str] | None = None  # the devices it holds while RUNNING
         self.blocked = False  # RUNNING, waiting on others: its non-GPU share is lent out
+        # The reservation it runs inside (its queue, its executors, its capacity), if any.
+        self.reservation: Reservation | None = None
 
 
 class Obj:

@@ -20,6 +20,7 @@ Pure; changes only through `SchedulerState.handle`.
 from __future__ import annotations
 
 import heapq
+from collections.abc import Callable
 
 from qsrv.protocol import SYSTEM_ERROR, KillExecutor, encode_system_error
 from qsrv.scheduler._directory import Directory
@@ -44,6 +45,8 @@ class Recovery:
         self._worker_by_conn = worker_by_conn
         self._directory = directory
         self._dispatcher = dispatcher
+        # Told of a worker removed, after its executors are gone (its reservations wait).
+        self.worker_removed: Callable[[Worker, str], None] = _ignore
 
     def set_deadline(self, task: Task, deadline: float) -> None:
         task.deadline = deadline
@@ -105,6 +108,7 @@ class Recovery:
         for ex in list(worker.executors.values()):
             self._out.append(Close(ex.conn, f"worker {worker.id} removed"))
             self.executor_gone(ex, f"its worker {worker.id} ({worker.name}) was removed: {reason}")
+        self.worker_removed(worker, reason)
         self._dispatcher.refresh_feasibility()
 
     def tick(self, now: float, stalled: float = 0.0) -> None:
@@ -122,9 +126,14 @@ class Recovery:
             task = objects.get(tid)
             if type(task) is not Task:
                 continue
-            infeasible = task.state == READY and not task.shape.feasible
+            infeasible = (task.state == READY and not task.shape.feasible
+                          and task.reservation is None)
             why = (infeasible_reason(task.shape, list(self._workers.values())) if infeasible
                    else "still running" if task.state == RUNNING else "not scheduled in time")
             self.abort(task, "infeasible" if infeasible else "timeout",
                        f"task {task.name!r} did not finish within its timeout of "
                        f"{task.timeout:g} s: {why}")
+
+
+def _ignore(worker: Worker, reason: str) -> None:
+    return None

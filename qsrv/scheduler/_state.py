@@ -11,6 +11,7 @@ each with its own module and its own rules:
     _directory.py   every object: Task while computed, Obj once it exists; holders; nodes
     _dispatch.py    queues by shape, placement on executors, tasks sent ahead, capacity
     _recovery.py    retries, timeouts, cancellation, executors and workers that are gone
+    _reservations.py  capacity held on one worker for one holder; the tasks run inside it
     _status.py      what `qsrv status` shows (counts kept as tasks move, no scan)
     _invariants.py  `validate_state()`: every rule above, checked over the whole state
 
@@ -32,6 +33,7 @@ from typing import Any, ClassVar
 from qsrv._memory import Peak, shrink_dict, shrink_set
 from qsrv._resources import display
 from qsrv.protocol import (
+    ID_BITS,
     OK,
     STORED,
     SYSTEM_ERROR,
@@ -48,8 +50,11 @@ from qsrv.protocol import (
     RegisterExecutor,
     RegisterFunction,
     RegisterWorker,
+    ReleaseReservation,
+    Reserve,
     StatusReply,
     StatusRequest,
+    SubmitReserved,
     SubmitTask,
     Subscribe,
     TaskBlocked,
@@ -79,6 +84,7 @@ from qsrv.scheduler._lifecycle import FINISHED, READY, RUNNING, count_new
 from qsrv.scheduler._placement import Executor, Worker
 from qsrv.scheduler._records import Client, Obj, Task
 from qsrv.scheduler._recovery import Recovery
+from qsrv.scheduler._reservations import Reservations
 from qsrv.scheduler._status import LoopLag, describe
 from qsrv.scheduler._validate import (
     ProtocolViolation,
@@ -116,6 +122,9 @@ class SchedulerState:
         self.directory.ready = self.dispatcher.enqueue
         self.recovery = Recovery(self._out, self.workers, self.worker_by_conn, self.directory,
                                  self.dispatcher, heartbeat_timeout=heartbeat_timeout)
+        self.reservations = Reservations(self._out, self.clients, self.workers, self.directory,
+                                         self.dispatcher, self.recovery.abort)
+        self.recovery.worker_removed = self.reservations.worker_lost
         self.loop_lag = LoopLag()
         self._objects_peak = Peak()
         self.compactions = 0  # times memory was compacted after a large drain
@@ -165,9 +174,12 @@ class SchedulerState:
         _invariants.check(self)
 
     def status(self, asker: int = 0) -> dict[str, Any]:
-        """Workers, task counts, infeasible targets; `clients` counts drivers but the asker."""
-        return describe(len(self.directory.objects), self.workers, self.dispatcher.shapes,
-                        self.clients, asker, self.loop_lag.describe())
+        """Workers, task counts, infeasible targets, reservations; `clients` counts drivers
+        but the asker."""
+        out = describe(len(self.directory.objects), self.workers, self.dispatcher.shapes,
+                       self.clients, asker, self.loop_lag.describe())
+        out["reservations"] = self.reservations.describe()
+        return out
 
     def _receive(self, conn: int, msg: Message) -> bool:
         """Handle one message; False if it broke the rules (the connection is being closed)."""
@@ -193,7 +205,8 @@ class SchedulerState:
         self.dispatcher.functions.setdefault(msg.fn_id, msg.payload)
         self._fn_keys.setdefault(msg.fn_id, msg.fn_id)
 
-    def _on_submit(self, conn: int, msg: SubmitTask) -> None:
+    def _on_submit(self, conn: int, msg: SubmitTask | SubmitReserved,
+                   reservation: int = 0) -> None:
         client = client_of(self.clients, conn)
         objects = self.directory.objects
         check_new_id(client, msg.task_id, objects)
@@ -216,6 +229,10 @@ class SchedulerState:
         if msg.timeout > 0:
             self.recovery.set_deadline(task, self.now + msg.timeout)
         failed: tuple[int, bytes, Bufs] | None = None
+        if reservation:
+            refused = self.reservations.admit(client, task, reservation)
+            if refused is not None:
+                failed = SYSTEM_ERROR, encode_system_error("reservation", refused), ()
         for dep in msg.deps:
             obj = objects.get(dep)
             if obj is None:
@@ -235,6 +252,24 @@ class SchedulerState:
         elif task.waiting == 0:
             self.dispatcher.enqueue(task)
             self.dispatcher.dispatch()
+
+    def _on_submit_reserved(self, conn: int, msg: SubmitReserved) -> None:
+        self._on_submit(conn, msg, msg.reservation or -1)
+
+    # ---- reservations ------------------------------------------------------------------------
+    def _on_reserve(self, conn: int, msg: Reserve) -> None:
+        client = client_of(self.clients, conn)
+        if msg.res_id >> ID_BITS != client.no or msg.res_id in self.reservations.live \
+                or msg.res_id in self.reservations.released:
+            raise ProtocolViolation(f"reservation id {msg.res_id} is not this client's to create")
+        check_amounts(msg.resources)
+        self.reservations.reserve(client, msg)
+        self.dispatcher.dispatch()
+
+    def _on_release(self, conn: int, msg: ReleaseReservation) -> None:
+        client = client_of(self.clients, conn)
+        self.reservations.release_by(client, msg.res_id)
+        self.dispatcher.dispatch()
 
     def _on_put(self, conn: int, msg: PutObject) -> None:
         client = client_of(self.clients, conn)
@@ -356,6 +391,7 @@ class SchedulerState:
         if worker is not None:
             self.recovery.remove_worker(worker, f"connection lost ({reason})")
         if client is not None:
+            self.reservations.holder_gone(conn)
             # Its tasks have nobody to report to: cancel what has not finished, drop its refs.
             for task in list(client.tasks.values()):
                 if task.state != FINISHED:  # else it failed with an argument cancelled before
@@ -368,6 +404,7 @@ class SchedulerState:
         self.loop_lag.record(tick.now - self.now if self.now else 0.0, tick.stalled, tick.lag)
         self.now = tick.now
         self.recovery.tick(tick.now, tick.stalled)
+        self.reservations.tick(tick.now)
         self.dispatcher.dispatch()
         self._compact_queues()
         peak = self._objects_peak.drained(len(self.directory.objects))
@@ -403,6 +440,9 @@ class SchedulerState:
     _handlers: ClassVar[dict[type[Message], Callable[[SchedulerState, int, Any], None]]] = {
         RegisterFunction: _on_register_function,
         SubmitTask: _on_submit,
+        SubmitReserved: _on_submit_reserved,
+        Reserve: _on_reserve,
+        ReleaseReservation: _on_release,
         PutObject: _on_put,
         RefUpdate: _on_refs,
         Subscribe: _on_subscribe,

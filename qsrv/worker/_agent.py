@@ -131,6 +131,7 @@ class WorkerAgent:
         self._session_no = 0
         self._capabilities: dict[str, Any] | None = None
         self._probing = False
+        self._killed: set[int] = set()  # executors killed as the scheduler asked
         for path in sweep_stale():
             log.warning("removed the object store arena %s of an agent that died", path)
         for path in _leftovers.sweep_dirs([None, config.spill_dir]):
@@ -282,6 +283,7 @@ class WorkerAgent:
                     self._spawn()
             elif isinstance(msg, KillExecutor) and msg.pid in self.children:
                 log.info("killing executor %d: %s", msg.pid, msg.reason)
+                self._killed.add(msg.pid)
                 _kill(msg.pid)
 
     def _accepted(self, proto: FramedProtocol, worker_id: int) -> None:
@@ -406,9 +408,12 @@ class WorkerAgent:
         del self.children[proc.pid]
         if self._stopping or session != self._session_no:
             return
+        asked = proc.pid in self._killed
+        self._killed.discard(proc.pid)
         if code != 0:
-            log.warning("executor %d exited with %s; starting a new one", proc.pid,
-                        _describe_exit(code))
+            log.log(logging.INFO if asked else logging.WARNING,
+                    "executor %d exited with %s; starting a new one", proc.pid,
+                    _describe_exit(code))
         if asyncio.get_running_loop().time() - started < 1.0:
             await asyncio.sleep(1.0)  # do not spin on an executor that dies at start
         self._spawn()
