@@ -14,15 +14,22 @@ Transition table (`set_state` refuses anything else with an InvariantError)::
 
     from       to        when
     PENDING    READY     its last argument exists (at once when it has none to wait for)
-    PENDING    FINISHED  an argument failed or is gone; cancelled; timed out; its owner left
+    PENDING    FINISHED  an argument failed or is gone; cancelled; timed out; its owner left;
+                         its reservation is released, infeasible or not its tenant's
     READY      ASSIGNED  sent ahead to a busy executor running a short task of its shape
+                         (never a task of a reservation)
     READY      RUNNING   placed on an idle executor; holds its shape's resources from now on
-    READY      FINISHED  cancelled; timed out (or infeasible past its timeout); its owner left
+                         (a reservation's task: on an executor dedicated to the reservation,
+                         out of the reservation's capacity)
+    READY      FINISHED  cancelled; timed out (or infeasible past its timeout); its owner left;
+                         its reservation was released or turned infeasible
     ASSIGNED   RUNNING   its executor finished the task before it: the capacity passes on
     ASSIGNED   READY     given back unstarted (TaskReturned), or its executor is gone
     ASSIGNED   FINISHED  cancelled or timed out: stays in the executor's queue as a placeholder
     RUNNING    READY     retried: its executor died, or it raised an error it may retry on
-    RUNNING    FINISHED  its value or error came back; cancelled or timed out (executor killed)
+                         (a reservation's task waits in the reservation's queue again)
+    RUNNING    FINISHED  its value or error came back; cancelled or timed out (executor killed);
+                         its reservation was released (its executors are stopped)
     FINISHED   -         final: the task's entry in the directory is a value (`Obj`) now
 
 A RUNNING task may also be `blocked` (waiting on tasks it submitted): it then lends its
