@@ -410,7 +410,7 @@ class QuantumService:
         if old.open:
             raise ConflictError(f"batch {batch_id} is open: close it before rebatching")
         chosen = self.store.matching_jobs(
-            user.user_id, replace(filters or JobFilters(), batch_id=old.id))
+            user.user_id, replace(_job_filters(filters), batch_id=old.id))
         if not chosen:
             raise InvalidRequestError(f"no job of batch {batch_id} matches the filters")
         now = time.time()
@@ -434,7 +434,7 @@ class QuantumService:
 
     async def cancel_jobs(self, user: User, filters: JobFilters) -> list[QJobRecord]:
         """Cancel every PENDING or RUNNING job of the user matching ``filters``."""
-        found = self.store.matching_jobs(user.user_id, filters,
+        found = self.store.matching_jobs(user.user_id, _job_filters(filters),
                                          (QStatus.PENDING, QStatus.RUNNING))
         self._cancel_jobs(found, "cancelled")
         return [self.job(user, j.id) for j in found]
@@ -448,8 +448,11 @@ class QuantumService:
     def batches(self, user: User, filters: BatchFilters | None = None,
                 page: Pagination | None = None) -> Page[BatchRecord]:
         filters = filters or BatchFilters()
+        if not isinstance(filters, BatchFilters):
+            raise InvalidRequestError("batch filters must be BatchFilters")
         for value in filters.values("status") or ():
             _status(value)
+        _check_dates(filters.start_date, filters.end_date)
         return self.store.list_batches(user.user_id, filters, page or Pagination())
 
     def job(self, user: User, job_id: str) -> QJobRecord:
@@ -460,10 +463,7 @@ class QuantumService:
 
     def jobs(self, user: User, filters: JobFilters | None = None,
              page: Pagination | None = None) -> Page[QJobRecord]:
-        filters = filters or JobFilters()
-        for value in filters.values("status") or ():
-            _status(value)
-        return self.store.list_jobs(user.user_id, filters, page or Pagination())
+        return self.store.list_jobs(user.user_id, _job_filters(filters), page or Pagination())
 
     def result(self, user: User, job_id: str) -> QResult:
         job = self.job(user, job_id)
@@ -798,6 +798,29 @@ def _expiry(record: SessionRecord, now: float) -> StopReason:
     if record.started_at is not None and now >= record.started_at + record.max_duration_s:
         return StopReason.MAX_DURATION
     return StopReason.IDLE
+
+
+def _job_filters(filters: JobFilters | None) -> JobFilters:
+    """``filters`` checked: statuses known, shots and dates numbers."""
+    if filters is None:
+        return JobFilters()
+    if not isinstance(filters, JobFilters):
+        raise InvalidRequestError("job filters must be JobFilters")
+    for value in filters.values("status") or ():
+        _status(value)
+    for name in ("min_shots", "max_shots"):
+        value = getattr(filters, name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise InvalidRequestError(f"{name} must be an integer, got {value!r}")
+    _check_dates(filters.start_date, filters.end_date)
+    return filters
+
+
+def _check_dates(*dates: Any) -> None:
+    for value in dates:
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)
+                                  or not math.isfinite(value)):
+            raise InvalidRequestError(f"dates are epoch seconds, got {value!r}")
 
 
 def _status(value: Any) -> QStatus:

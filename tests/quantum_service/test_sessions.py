@@ -1,0 +1,206 @@
+"""Sessions: get-or-create, durations, expiry with reasons, order and exclusivity of their
+jobs, isolation between users."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Callable
+
+import pytest
+
+import qsrv
+from qsrv.client import wait_blocking
+from qsrv.errors import ConflictError, InvalidRequestError, NotFoundError
+from qsrv.gateway._models import User
+from qsrv.gateway._quantum import (
+    JobSpec,
+    QStatus,
+    SessionStatus,
+    StopReason,
+    parse_duration,
+)
+from tests._support import wait_for
+from tests._support.cluster import Cluster
+from tests._support.gateway import ThreadedGateway
+from tests.quantum_service.conftest import AER, Quantum, bell, slow
+
+
+@pytest.mark.parametrize(("text", "seconds"), [
+    ("30m", 1800.0), ("5min", 300.0), ("1h", 3600.0), ("3600s", 3600.0), (90, 90.0),
+    ("90", 90.0), ("1.5h", 5400.0), ("2 minutes", 120.0), ("1d", 86400.0)])
+def test_durations_parse(text: str | int, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("bad", ["30x", "m", "", "-5m", "0", 0, -1, True, None, "1h30m",
+                                 float("inf"), "5 fortnights"])
+def test_bad_durations_are_clear_errors(bad: object) -> None:
+    with pytest.raises(InvalidRequestError, match="max_duration"):
+        parse_duration(bad, name="max_duration")  # type: ignore[arg-type]
+
+
+def test_concurrent_get_or_create_gives_one_session(q: Quantum, alice: User,
+                                                    bob: User) -> None:
+    results = q.gather(*(q.service.open_session(alice, AER, deduplication_id="workshop",
+                                                 max_duration="30m", max_idle_duration="5min")
+                         for _ in range(20)))
+    assert not [r for r in results if isinstance(r, BaseException)], results
+    assert len({s.id for s, _ in results}) == 1
+    assert sum(created for _, created in results) == 1
+    # From threads too, through separate calls into the loop.
+    got: list[str] = []
+
+    def open_one() -> None:
+        got.append(q.open_session(alice, AER, deduplication_id="workshop")[0].id)
+
+    threads = [threading.Thread(target=open_one) for _ in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert set(got) == {results[0][0].id}
+    # Another user, or no deduplication id: sessions of their own.
+    other, created = q.open_session(bob, AER, deduplication_id="workshop")
+    assert created and other.id != results[0][0].id
+    a, b = q.open_session(alice, AER)[0], q.open_session(alice, AER)[0]
+    assert a.id != b.id
+    page = q.sessions(alice)
+    assert page.total == 3 and {s.id for s in page.results} == {results[0][0].id, a.id, b.id}
+    for s in (results[0][0], other, a, b):
+        q.terminate_session(s.user_id and (alice if s.user_id == alice.user_id else bob), s.id)
+
+
+def test_session_starts_then_runs_and_its_options_are_checked(q: Quantum, alice: User) -> None:
+    session, created = q.open_session(alice, AER, max_duration="30m", max_idle_duration="5min",
+                                      name="mine", project="p1")
+    assert created and session.status in (SessionStatus.STARTING, SessionStatus.RUNNING)
+    session = q.wait_session(alice, session.id, 60, statuses=[SessionStatus.RUNNING])
+    assert session.status is SessionStatus.RUNNING and session.started_at is not None
+    assert session.max_duration_s == 1800 and session.max_idle_duration_s == 300
+    assert session.name == "mine" and session.project == "p1" and session.reservation_id
+    with pytest.raises(InvalidRequestError, match="max_idle_duration"):
+        q.open_session(alice, AER, max_duration="5m", max_idle_duration="1h")
+    with pytest.raises(InvalidRequestError, match="unknown unit"):
+        q.open_session(alice, AER, max_duration="5 parsecs")
+    with pytest.raises(NotFoundError, match="no platform 'nope'"):
+        q.open_session(alice, "nope")
+    with pytest.raises(InvalidRequestError, match="unknown session status"):
+        q.sessions(alice, status="sleeping")
+    stopped = q.terminate_session(alice, session.id)
+    assert stopped.status is SessionStatus.STOPPED and stopped.reason is StopReason.TERMINATED
+    assert stopped.terminated_at is not None
+    assert q.sessions(alice, status="stopped").total == 1
+    assert q.sessions(alice, status="running").total == 0
+    with pytest.raises(ConflictError, match="stopped"):
+        q.submit(alice, session.id, JobSpec(10, program=bell()))
+
+
+def _reservation(reservation_id: str | None) -> dict[str, object] | None:
+    return next((r for r in qsrv.status()["reservations"] if r["id"] == reservation_id), None)
+
+
+def test_idle_expiry_releases_the_reservation(q: Quantum, alice: User) -> None:
+    session, _ = q.open_session(alice, AER, max_duration="1h", max_idle_duration=1)
+    session = q.wait_session(alice, session.id, 60, statuses=[SessionStatus.RUNNING])
+    assert _reservation(session.reservation_id) is not None
+    ended = q.wait_session(alice, session.id, 60)
+    assert ended.status is SessionStatus.STOPPED and ended.reason is StopReason.IDLE
+    wait_for(lambda: _reservation(session.reservation_id) is None, timeout=30)
+    # A job submitted to it now is refused.
+    with pytest.raises(ConflictError):
+        q.submit(alice, session.id, JobSpec(10, program=bell()))
+
+
+def test_max_duration_expiry_cancels_what_is_left(q: Quantum, alice: User) -> None:
+    session, _ = q.open_session(alice, AER, max_duration=3, max_idle_duration=3)
+    session = q.wait_session(alice, session.id, 60, statuses=[SessionStatus.RUNNING])
+    # Jobs keep the idle clock moving: the maximum ends it, whatever is queued.
+    jobs = [q.submit(alice, session.id, JobSpec(1, program=slow())) for _ in range(3)]
+    ended = q.wait_session(alice, session.id, 120)
+    assert ended.reason is StopReason.MAX_DURATION
+    states = [q.job(alice, j.id) for j in jobs]
+    assert all(j.status in (QStatus.DONE, QStatus.CANCELED) for j in states)
+    assert any(j.status is QStatus.CANCELED and "max_duration" in j.errors[-1]
+               for j in states)
+    wait_for(lambda: _reservation(session.reservation_id) is None, timeout=30)
+
+
+def test_jobs_run_in_order_one_at_a_time(q: Quantum, alice: User) -> None:
+    session, _ = q.open_session(alice, AER)
+    jobs = [q.submit(alice, session.id, JobSpec(10 + i, program=bell(), seed=i))
+            for i in range(6)]
+    assert [j.seq for j in jobs] == list(range(6))
+    done = [q.wait_job(alice, j.id, 120) for j in jobs]
+    assert all(j.status is QStatus.DONE for j in done)
+    for before, after in itertools.pairwise(done):
+        assert before.ended_at is not None and after.started_at is not None
+        assert before.ended_at <= after.started_at  # never two at once
+    counts = [q.result(alice, j.id).counts for j in done]
+    assert [sum(c.values()) for c in counts] == [10 + i for i in range(6)]
+    assert all(set(c) <= {"00", "11"} for c in counts)
+    page = q.sessions(alice)
+    assert page.results[0].last_job_at >= (done[-1].ended_at or 0)
+    q.terminate_session(alice, session.id)
+
+
+def test_terminate_cancels_queued_and_running_jobs(q: Quantum, alice: User) -> None:
+    session, _ = q.open_session(alice, AER)
+    first = q.submit(alice, session.id, JobSpec(1, program=slow()))
+    queued = q.submit(alice, session.id, JobSpec(1, program=bell()))
+    wait_for(lambda: q.job(alice, first.id).status is QStatus.RUNNING, timeout=60)
+    q.terminate_session(alice, session.id)
+    first, queued = q.job(alice, first.id), q.job(alice, queued.id)
+    assert first.status is QStatus.CANCELED and queued.status is QStatus.CANCELED
+    assert "terminated" in queued.errors[-1]
+
+
+def test_another_users_session_is_missing(q: Quantum, alice: User, bob: User) -> None:
+    session, _ = q.open_session(alice, AER)
+    for call in (q.session, q.terminate_session, q.delete_session):
+        with pytest.raises(NotFoundError):
+            call(bob, session.id)
+    with pytest.raises(NotFoundError):
+        q.submit(bob, session.id, JobSpec(10, program=bell()))
+    assert q.sessions(bob).total == 0
+    q.delete_session(alice, session.id)
+    with pytest.raises(NotFoundError):
+        q.session(alice, session.id)
+
+
+@pytest.fixture
+def one_cpu_cluster() -> object:
+    c = Cluster()
+    c.worker("solo", "--cpus", "1")
+    try:
+        wait_for(lambda: c.ready({"solo"}), timeout=120)
+        yield c
+    finally:
+        c.stop()
+
+
+def test_jobs_run_only_inside_the_reservation(
+        one_cpu_cluster: Cluster, make_gateway: Callable[..., ThreadedGateway],
+        data_dir: object) -> None:
+    """The worker has one CPU and the session holds it: a plain task cannot start, the
+    session's jobs run (so they run inside the reservation), and once the session ends the
+    plain task runs."""
+    gateway = make_gateway(cluster_address=one_cpu_cluster.address)
+    q = Quantum(gateway)
+    alice = q.user("alice")
+    session, _ = q.open_session(alice, AER)
+    session = q.wait_session(alice, session.id, 60, statuses=[SessionStatus.RUNNING])
+
+    @qsrv.distribute_task(target={"cpu": 1})
+    def plain() -> str:
+        return "ran"
+
+    ref = plain()  # this process is the gateway's driver
+    jobs = [q.submit(alice, session.id, JobSpec(5, program=bell())) for _ in range(3)]
+    assert all(q.wait_job(alice, j.id, 120).status is QStatus.DONE for j in jobs)
+    ready, _ = wait_blocking([ref], timeout=0.5)
+    assert not ready  # the reservation's capacity is the session's alone
+    reservation = _reservation(session.reservation_id)
+    assert reservation is not None and reservation["worker"] == "solo"
+    q.terminate_session(alice, session.id)
+    assert qsrv.get(ref, timeout=60) == "ran"
