@@ -13,6 +13,7 @@ terminal or a notebook, unless ``QSRV_PROGRESS=0``; ``progress=False`` never.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import threading
 import time
@@ -71,8 +72,17 @@ def _make_bar(total: int | None, desc: str, initial: int, file: TextIO | None,
             pass
     from tqdm import tqdm  # type: ignore[import-untyped]
 
-    return tqdm(total=total, desc=desc, initial=initial, file=file or sys.stderr, unit=unit,
-                dynamic_ncols=True, mininterval=REFRESH, smoothing=0.1)
+    out = file or sys.stderr
+    try:  # a terminal that reports no size (a bare pty) gets $COLUMNS x $LINES or 80 x 24
+        size = os.get_terminal_size(out.fileno())
+        dynamic = size.columns > 0 and size.lines > 0
+    except (AttributeError, OSError, ValueError):
+        dynamic = False
+    fallback = shutil.get_terminal_size()
+    return tqdm(total=total, desc=desc, initial=initial, file=out, unit=unit,
+                dynamic_ncols=dynamic, ncols=None if dynamic else fallback.columns,
+                nrows=None if dynamic else fallback.lines, mininterval=REFRESH,
+                smoothing=0.1)
 
 
 class ProgressBar:

@@ -113,6 +113,7 @@ _SESSIONS: web.AppKey[_Sessions] = web.AppKey("sessions", _Sessions)
 _FEED: web.AppKey[Any] = web.AppKey("feed", object)
 _SERVICE: web.AppKey[Any] = web.AppKey("service", object)
 _REGISTRY: web.AppKey[Any] = web.AppKey("registry", object)
+_PREFIX: web.AppKey[str] = web.AppKey("prefix", str)
 
 
 def _static(name: str) -> bytes:
@@ -131,7 +132,7 @@ def _need_viewer(request: web.Request) -> Viewer:
 
 
 def _set_cookie(request: web.Request, response: web.StreamResponse, sid: str) -> None:
-    path = request.app.get("prefix") or "/"
+    path = request.app[_PREFIX] or "/"
     response.set_cookie(COOKIE, sid, httponly=True, samesite="Strict", path=path,
                         secure=request.secure, max_age=int(SESSION_TTL))
 
@@ -167,7 +168,7 @@ async def _login(request: web.Request) -> web.StreamResponse:
 async def _logout(request: web.Request) -> web.StreamResponse:
     request.app[_SESSIONS].close(request.cookies.get(COOKIE))
     response = web.HTTPFound("./")
-    response.del_cookie(COOKIE, path=request.app.get("prefix") or "/")
+    response.del_cookie(COOKIE, path=request.app[_PREFIX] or "/")
     raise response
 
 
@@ -366,7 +367,7 @@ def dashboard_app(feed: Feed | None, *, cluster_token: str | None = None,
     app[_FEED] = feed
     app[_SERVICE] = service
     app[_REGISTRY] = cluster_registry(feed) if feed is not None else CollectorRegistry()
-    app["prefix"] = prefix
+    app[_PREFIX] = prefix
     app.router.add_get("/", _index)
     app.router.add_post("/login", _login)
     app.router.add_get("/logout", _logout)
