@@ -13,14 +13,21 @@
 - `state_bytes`, `max_qubits`: memory of a simulation, and the qubits that fit.
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from qsrv.errors import QuantumPlacementError
-from qsrv.quantum._capabilities import max_qubits, probe_capabilities, state_bytes
-from qsrv.quantum._common import Options
-from qsrv.quantum._estimator import Estimator
-from qsrv.quantum._job import QuantumJob
-from qsrv.quantum._placement import backends
-from qsrv.quantum._sampler import Sampler
-from qsrv.quantum._statevector import statevector, with_initial_state
+
+if TYPE_CHECKING:
+    from qsrv.quantum._capabilities import max_qubits, probe_capabilities, state_bytes
+    from qsrv.quantum._common import Options
+    from qsrv.quantum._estimator import Estimator
+    from qsrv.quantum._job import QuantumJob
+    from qsrv.quantum._placement import backends
+    from qsrv.quantum._sampler import Sampler
+    from qsrv.quantum._statevector import statevector, with_initial_state
 
 __all__ = [
     "Estimator",
@@ -35,3 +42,25 @@ __all__ = [
     "statevector",
     "with_initial_state",
 ]
+
+# Imported on first use: qiskit takes a second and ~60 MiB, and who needs only
+# `qsrv.quantum.engines` (a gateway reading programs) should not pay for the primitives.
+_WHERE = {
+    "Estimator": "_estimator", "Options": "_common", "QuantumJob": "_job", "Sampler": "_sampler",
+    "backends": "_placement", "max_qubits": "_capabilities",
+    "probe_capabilities": "_capabilities", "state_bytes": "_capabilities",
+    "statevector": "_statevector", "with_initial_state": "_statevector",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -140,6 +140,15 @@ def test_bad_programs_are_refused_at_construction() -> None:
     assert InvalidProgramError("why").reason == "why" and InvalidProgramError.status == 400
 
 
+def test_public_names() -> None:
+    import qsrv.quantum.engines as engines
+
+    assert sorted(engines.__all__) == [
+        "EngineResult", "Hardware", "InvalidProgramError", "KINDS", "Platform", "Program",
+        "ProgramInfo", "check", "describe", "execute", "perceval_program", "platforms",
+        "probe_engines", "program_from"]
+
+
 # ---- platforms ---------------------------------------------------------------------------------
 def test_platforms_from_a_status(status: dict[str, Any], offer: dict[str, Platform]) -> None:
     assert list(offer) == ["aer.statevector.cpu", "aer.mps.cpu", "perceval.slos.cpu",
@@ -218,10 +227,11 @@ def test_engines_missing_from_the_probe_have_no_platform(
     assert [p.name for p in platforms(_with_worker(status, info={"quantum": old}))] == names
 
 
-def test_importing_qsrv_and_the_engines_imports_no_optional_engine() -> None:
+def test_importing_qsrv_and_the_engines_imports_no_vendor_library() -> None:
     code = ("import sys, qsrv, qsrv.quantum.engines\n"
-            "print(sorted(m for m in ('perceval', 'pulser', 'pulser_simulation', 'qutip')"
-            " if m in sys.modules))\n")
+            "from qsrv.quantum.engines import Program, Platform, check, execute\n"
+            "print(sorted(m for m in ('perceval', 'pulser', 'pulser_simulation', 'qutip',"
+            " 'qiskit', 'qiskit_aer') if m in sys.modules))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=120, check=True)
     assert out.stdout.strip() == "[]"
@@ -347,6 +357,47 @@ def test_execute_equals_each_engine_run_directly() -> None:
         sampled = QutipEmulator.from_sequence(rabi().build(omega_max=6.0)).run() \
             .sample_final_state(300)
     assert atoms == EngineResult(dict(sampled), None)
+
+
+def test_a_perceval_remote_processor_payload_runs_as_perceval_would() -> None:
+    """The JSON a Perceval remote processor sends (the Scaleway door's ``percevalCircuit``),
+    made by Perceval's own payload generator and serialised containers, with a Sampler's
+    iterations: equal to a local Sampler given the same iterations and seed; the result decodes
+    as a RemoteJob decodes it, with the job context echoed."""
+    from perceval.runtime.payload_generator import PayloadGenerator
+    from perceval.serialization._serialized_containers import make_serialized
+
+    experiment = pcvl.Experiment(mzi())
+    experiment.with_input(pcvl.BasicState("|1,0>"))
+    steps = [{"circuit_params": {"phi": 0.2}}, {"circuit_params": {"phi": 1.4},
+                                                "input_state": pcvl.BasicState("|0,1>")}]
+    payload = PayloadGenerator.generate_payload("sample_count", experiment)["payload"]
+    payload.update(iterator=steps, max_shots=800, max_samples=800,
+                   job_context={"result_mapping": ["perceval.utils", "sample_count_to_probs"]})
+    program = Program("perceval", json.dumps(make_serialized(payload)))
+    assert describe(program).parameters == frozenset()  # every iteration sets phi
+    ours = execute(program, 800, {}, platform="perceval.slos.cpu", seed=5)
+
+    pcvl.random_seed(5)
+    local = pcvl.Processor("SLOS", mzi())
+    local.with_input(pcvl.BasicState("|1,0>"))
+    sampler = pcvl.algorithm.Sampler(local, max_shots_per_call=800)
+    sampler.add_iteration_list(steps)
+    direct = sampler.sample_count(800)
+    assert ours.counts == {f"{i}:{state}": n for i, item in enumerate(direct["results_list"])
+                           for state, n in item["results"].items()}
+    decoded = deserialize(json.loads(ours.native or ""), strict=False)
+    assert [r["results"] for r in decoded["results_list"]] == \
+        [r["results"] for r in direct["results_list"]]
+    assert decoded["job_context"]["result_mapping"][1] == "sample_count_to_probs"
+
+
+def test_a_missing_library_is_a_clear_refusal(monkeypatch: pytest.MonkeyPatch) -> None:
+    program = program_from(rabi())
+    monkeypatch.setitem(sys.modules, "pulser", None)
+    with pytest.raises(InvalidProgramError, match="pulser programs cannot be read here: pulser "
+                                                  "is not installed"):
+        describe(program)
 
 
 def test_execute_refuses_what_it_cannot_run() -> None:

@@ -12,11 +12,11 @@ import base64
 import hashlib
 import io
 import json
-from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
 from qsrv.errors import InvalidProgramError
+from qsrv.quantum.engines._cache import Lru
 from qsrv.quantum.engines._program import Program, ProgramInfo
 
 #: Platform methods and the AerSimulator method each runs.
@@ -27,8 +27,7 @@ OPTIONS = frozenset({"precision", "max_parallel_threads", "max_parallel_experime
                      "matrix_product_state_max_bond_dimension",
                      "matrix_product_state_truncation_threshold"})
 
-_CACHE_SIZE = 16
-_circuits: OrderedDict[tuple[str, str], list[Any]] = OrderedDict()
+_circuits: Lru[tuple[str, str], list[Any]] = Lru(16)
 _simulators: dict[tuple[tuple[str, Any], ...], Any] = {}
 
 
@@ -57,7 +56,6 @@ def circuits(program: Program) -> list[Any]:
     key = _digest(program)
     found = _circuits.get(key)
     if found is not None:
-        _circuits.move_to_end(key)
         return found
     try:
         found = _read(program)
@@ -66,10 +64,7 @@ def circuits(program: Program) -> list[Any]:
                                   f"{type(exc).__name__}: {exc}") from None
     if not found:
         raise InvalidProgramError(f"the {program.kind} program holds no circuit")
-    _circuits[key] = found
-    while len(_circuits) > _CACHE_SIZE:
-        _circuits.popitem(last=False)
-    return found
+    return _circuits.put(key, found)
 
 
 def describe(program: Program) -> ProgramInfo:

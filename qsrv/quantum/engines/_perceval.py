@@ -125,9 +125,31 @@ def set_parameters(exp: Any, values: Mapping[str, Any]) -> None:
         params[name].set_value(float(value))
 
 
+def iterations(data: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The payload's iterations (a Perceval Sampler's ``add_iteration``), read by Perceval."""
+    raw = data.get("iterator")
+    if not raw:
+        return []
+    try:
+        found = _serialization().deserialize(raw)
+    except Exception as exc:
+        raise InvalidProgramError(f"cannot read the Perceval iterator: "
+                                  f"{type(exc).__name__}: {exc}") from None
+    if not isinstance(found, list) or not all(isinstance(it, dict) for it in found):
+        raise InvalidProgramError("the Perceval iterator is a list of iterations (objects)")
+    return found
+
+
 def describe(program: Program) -> ProgramInfo:
+    """Free parameters: the circuit's parameters without a value that not every iteration
+    sets (``circuit_params``)."""
     exp = experiment(program)
-    return ProgramInfo("perceval", int(exp.circuit_size), free_parameters(exp), 1)
+    free = free_parameters(exp)
+    steps = iterations(payload(program))
+    if steps:
+        free = free - frozenset.intersection(*(frozenset(step.get("circuit_params") or ())
+                                                for step in steps))
+    return ProgramInfo("perceval", int(exp.circuit_size), free, 1)
 
 
 def photons(program: Program) -> int:
@@ -164,9 +186,9 @@ def execute(program: Program, shots: int, variables: Mapping[str, Any], *, seed:
     if data.get("parameters"):
         processor.set_parameters(dict(data["parameters"]))
     sampler = module.algorithm.Sampler(processor, max_shots_per_call=int(shots))
-    if data.get("iterator"):
-        iterations = ser.deserialize(data["iterator"])
-        sampler.add_iteration_list(list(iterations))
+    steps = iterations(data)
+    if steps:
+        sampler.add_iteration_list(steps)
     command = data.get("command", "sample_count")
     if command == "probs":
         result = sampler.probs()

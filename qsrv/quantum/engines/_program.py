@@ -8,6 +8,7 @@ qiskit (qasm2, qasm3, qpy), Perceval (`perceval.serialization`), Pulser (abstrac
 from __future__ import annotations
 
 import base64
+import importlib.util
 import io
 import json
 from collections.abc import Mapping
@@ -163,10 +164,30 @@ def _qasm_program(text: str) -> Program:
                               "'OPENQASM 3.0;' header) nor a program's JSON")
 
 
+#: The library each engine reads its programs with, and the extra that installs it.
+_LIBRARIES = {"aer": ("qiskit", "qiskit", None), "perceval": ("perceval", "perceval-quandela",
+                                                             "perceval"),
+              "pulser": ("pulser", "pulser", "pulser")}
+
+
+def require(engine: str) -> None:
+    """Raise `InvalidProgramError` when `engine`'s library is not installed in this process."""
+    module, dist, extra = _LIBRARIES[engine]
+    try:
+        found = importlib.util.find_spec(module)
+    except (ImportError, ValueError):  # a broken install, or one blocked in sys.modules
+        found = None
+    if found is None:
+        hint = f" (pip install 'qsrv[{extra}]')" if extra else ""
+        raise InvalidProgramError(f"{engine} programs cannot be read here: {dist} is not "
+                                  f"installed{hint}")
+
+
 def describe(program: Program) -> ProgramInfo:
     """The engine, width, free parameters and circuit count of `program`, read with its
     vendor's library; a program that library cannot read raises `InvalidProgramError`."""
     engine = program.engine
+    require(engine)
     if engine == "aer":
         from qsrv.quantum.engines import _aer
 

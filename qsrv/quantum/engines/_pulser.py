@@ -15,11 +15,11 @@ import contextlib
 import hashlib
 import importlib
 import json
-from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 from qsrv.errors import InvalidProgramError
+from qsrv.quantum.engines._cache import Lru
 from qsrv.quantum.engines._program import Program, ProgramInfo
 
 #: Atoms the QutipEmulator handles in reasonable time (its state grows as 2**atoms).
@@ -30,8 +30,7 @@ DEVICE_NAME = "QsrvQutipEmulator"
 #: Options a job may give (QutipEmulator.from_sequence's).
 OPTIONS = frozenset({"sampling_rate", "with_modulation"})
 
-_CACHE_SIZE = 16
-_sequences: OrderedDict[str, Any] = OrderedDict()
+_sequences: Lru[str, Any] = Lru(16)
 _devices: dict[str, Any] = {}
 
 
@@ -71,17 +70,13 @@ def sequence(program: Program) -> Any:
     key = hashlib.sha256(program.data.encode()).hexdigest()
     found = _sequences.get(key)
     if found is not None:
-        _sequences.move_to_end(key)
         return found
     try:
         found = pulser().Sequence.from_abstract_repr(program.data)
     except Exception as exc:  # pulser's validation (jsonschema) and its own errors
         raise InvalidProgramError(f"cannot read the Pulser sequence: "
                                   f"{type(exc).__name__}: {_short(exc)}") from None
-    _sequences[key] = found
-    while len(_sequences) > _CACHE_SIZE:
-        _sequences.popitem(last=False)
-    return found
+    return _sequences.put(key, found)
 
 
 def _short(exc: BaseException) -> str:
