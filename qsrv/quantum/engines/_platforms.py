@@ -174,10 +174,18 @@ def _pending(status: Mapping[str, Any], target: Mapping[str, float]) -> int:
     return count
 
 
-def platforms(status: Mapping[str, Any]) -> list[Platform]:
+def platforms(status: Mapping[str, Any] | None = None, *,
+              probe_timeout: float = 15.0) -> list[Platform]:
     """The platforms the cluster offers now, from ``qsrv.status()`` (its workers'
     capabilities and free resources, and its reservations when listed), in `NAMES` order.
-    A platform no worker offers is absent."""
+    A platform no worker offers is absent. Without `status`, asks the connected cluster,
+    waiting up to `probe_timeout` s for workers whose capability probe has not reported."""
+    if status is None:
+        import qsrv
+        from qsrv.quantum import backends
+
+        backends(probe_timeout=probe_timeout)  # waits for the workers' probes
+        status = qsrv.status()
     workers = [w for w in status.get("workers") or () if isinstance(w, Mapping)]
     by_name: dict[str, list[tuple[Mapping[str, Any], _Offer]]] = {}
     for worker in workers:
