@@ -9,6 +9,7 @@ and gateway (a gateway's quantum service drives the cluster from this process)."
 
 from __future__ import annotations
 
+import uuid
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,7 +28,7 @@ with warnings.catch_warnings():
     from pasqal_cloud.authentication import TokenProvider
     from pasqal_cloud.endpoints import Endpoints
 
-PROJECT = "qsrv-project"
+PROJECT = "0b6c4a52-6f0e-4a55-9d3c-2f8e7d1c9a01"  # Pasqal project ids are UUIDs
 
 
 class QsrvToken(TokenProvider):
@@ -38,6 +39,10 @@ class QsrvToken(TokenProvider):
 
     def get_token(self) -> str:
         return self.token
+
+
+def new_project() -> str:
+    return str(uuid.uuid4())
 
 
 def make_sdk(url: str, token: str, project: str = PROJECT) -> SDK:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.pasqal.conftest import PROJECT, Gateway, make_sdk, sequence, simulate
+from tests.pasqal.conftest import PROJECT, Gateway, make_sdk, new_project, sequence, simulate
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -27,6 +27,8 @@ with warnings.catch_warnings():
     from pasqal_cloud.utils.filters import BatchFilters, JobFilters
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+PROJECT_A = new_project()
+PROJECT_B = new_project()
 
 
 def _refused(sdk: SDK, serialized: str, jobs: list[dict[str, Any]], **kw: Any) -> str:
@@ -149,13 +151,13 @@ def test_result_links_are_signed_for_their_job(sdk: SDK, serialized: str) -> Non
 
 
 def test_projects(pasqal: Gateway, serialized: str) -> None:
-    sdk = pasqal.sdk(project="projects-a")
+    sdk = pasqal.sdk(project=PROJECT_A)
     sdk.create_batch(serialized, [], open=True).cancel()
-    pasqal.sdk(project="projects-b").create_batch(serialized, [], open=True).cancel()
+    pasqal.sdk(project=PROJECT_B).create_batch(serialized, [], open=True).cancel()
     names = {p.id for p in sdk.get_all_projects()}
-    assert {"projects-a", "projects-b"} <= names
-    assert sdk.switch_to_project("projects-b") == "projects-b"
-    assert sdk.project_id == "projects-b"
+    assert {PROJECT_A, PROJECT_B} <= names
+    assert sdk.switch_to_project(PROJECT_B) == PROJECT_B
+    assert sdk.project_id == PROJECT_B
 
 
 def test_a_bad_token_is_refused(pasqal: Gateway, serialized: str) -> None:

@@ -8,7 +8,7 @@ from datetime import datetime
 
 import pytest
 
-from tests.pasqal.conftest import Gateway
+from tests.pasqal.conftest import Gateway, new_project
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -17,6 +17,11 @@ with warnings.catch_warnings():
     from pasqal_cloud.utils.filters import BatchFilters, JobFilters, PaginationParams
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+JOBS_P1 = new_project()
+JOBS_P2 = new_project()
+BATCHES_P1 = new_project()
+BATCHES_P2 = new_project()
+INSERTS = new_project()
 
 
 def _when(iso: str) -> datetime:
@@ -36,7 +41,7 @@ def _batch_ids(sdk: SDK, filters: BatchFilters) -> set[str]:
 
 
 def test_get_jobs_with_each_filter_and_pages(pasqal: Gateway, serialized: str) -> None:
-    sdk = pasqal.sdk(project="jobs-p1")
+    sdk = pasqal.sdk(project=JOBS_P1)
     # omega_max=100 is over the channel's maximum: that job ends in ERROR when it is built.
     first = sdk.create_batch(serialized, [{"runs": 10, "variables": {"omega_max": 1.0}},
                                           {"runs": 20, "variables": {"omega_max": 2.0}},
@@ -45,7 +50,7 @@ def test_get_jobs_with_each_filter_and_pages(pasqal: Gateway, serialized: str) -
     j10, j20, j30 = first.ordered_jobs
     assert [j.status for j in first.ordered_jobs] == ["DONE", "DONE", "ERROR"]
     assert j30.errors
-    other = pasqal.sdk(project="jobs-p2").create_batch(
+    other = pasqal.sdk(project=JOBS_P2).create_batch(
         serialized, [{"runs": 40, "variables": {"omega_max": 4.0}}], wait=True)
     (j40,) = other.ordered_jobs
     both = [first.id, other.id]
@@ -61,7 +66,7 @@ def test_get_jobs_with_each_filter_and_pages(pasqal: Gateway, serialized: str) -
     assert _ids(sdk, JobFilters(batch_id=both, min_runs=20)) == {j20.id, j30.id, j40.id}
     assert _ids(sdk, JobFilters(batch_id=both, max_runs=20)) == {j10.id, j20.id}
     assert _ids(sdk, JobFilters(batch_id=both, min_runs=15, max_runs=35)) == {j20.id, j30.id}
-    assert _ids(sdk, JobFilters(project_id="jobs-p2")) == {j40.id}
+    assert _ids(sdk, JobFilters(project_id=JOBS_P2)) == {j40.id}
     assert _ids(sdk, JobFilters(batch_id=both, errors=True)) == {j30.id}
     assert _ids(sdk, JobFilters(batch_id=both, errors=False)) == {j10.id, j20.id, j40.id}
     assert _ids(sdk, JobFilters(batch_id=both, start_date=_when(j40.created_at))) == {j40.id}
@@ -88,17 +93,17 @@ def test_get_jobs_with_each_filter_and_pages(pasqal: Gateway, serialized: str) -
 
 
 def test_get_batches_with_each_filter_and_pages(pasqal: Gateway, serialized: str) -> None:
-    sdk = pasqal.sdk(project="batches-p1")
+    sdk = pasqal.sdk(project=BATCHES_P1)
     closed = sdk.create_batch(serialized, [{"runs": 5, "variables": {"omega_max": 1.0}}],
                               tags=["alpha", "beta"], wait=True)
     opened = sdk.create_batch(serialized, [], open=True, tags=["beta"])
-    elsewhere = pasqal.sdk(project="batches-p2").create_batch(serialized, [], open=True)
+    elsewhere = pasqal.sdk(project=BATCHES_P2).create_batch(serialized, [], open=True)
     mine = {closed.id, opened.id, elsewhere.id}
     try:
         assert _batch_ids(sdk, BatchFilters(id=list(mine))) == mine
         assert _batch_ids(sdk, BatchFilters(id=closed.id)) == {closed.id}
-        assert _batch_ids(sdk, BatchFilters(project_id="batches-p1")) == {closed.id, opened.id}
-        assert _batch_ids(sdk, BatchFilters(project_id=["batches-p1", "batches-p2"])) == mine
+        assert _batch_ids(sdk, BatchFilters(project_id=BATCHES_P1)) == {closed.id, opened.id}
+        assert _batch_ids(sdk, BatchFilters(project_id=[BATCHES_P1, BATCHES_P2])) == mine
         assert _batch_ids(sdk, BatchFilters(id=list(mine), status=BatchStatus.DONE)) == {
             closed.id}
         assert _batch_ids(sdk, BatchFilters(id=list(mine), open=True)) == {
@@ -134,8 +139,8 @@ def test_pages_and_totals_while_others_insert(pasqal: Gateway, serialized: str) 
     """Walking pages newest first while another client adds jobs and batches between every
     two reads: each page is counted when it is read (totals grow with the inserts and end at
     the true count), and nothing that existed when the walk began is skipped."""
-    sdk = pasqal.sdk(project="inserts")
-    other = pasqal.sdk(project="inserts")
+    sdk = pasqal.sdk(project=INSERTS)
+    other = pasqal.sdk(project=INSERTS)
     target = sdk.create_batch(serialized, [{"runs": 1, "variables": {"omega_max": 1.0}}
                                            for _ in range(12)], open=True)
     made: list[str] = []
@@ -145,23 +150,24 @@ def test_pages_and_totals_while_others_insert(pasqal: Gateway, serialized: str) 
         made.append(other.create_batch(serialized, [], open=True).id)
 
     existing_jobs = _ids(sdk, JobFilters(batch_id=target.id))
-    existing_batches = _batch_ids(sdk, BatchFilters(project_id="inserts"))
+    existing_batches = _batch_ids(sdk, BatchFilters(project_id=INSERTS))
     try:
-        for filters, existing in ((JobFilters(batch_id=target.id), existing_jobs),
-                                  (BatchFilters(project_id="inserts"), existing_batches)):
+        for filters, existing, limit in ((JobFilters(batch_id=target.id), existing_jobs, 5),
+                                         (BatchFilters(project_id=INSERTS), existing_batches,
+                                          2)):
             seen: set[str] = set()
             totals: list[int] = []
             offset = 0
             while offset == 0 or offset < totals[-1]:
                 get = sdk.get_jobs if isinstance(filters, JobFilters) else sdk.get_batches
-                page = get(filters, PaginationParams(offset=offset, limit=5))
+                page = get(filters, PaginationParams(offset=offset, limit=limit))
                 totals.append(page.total)
                 seen |= {r.id for r in page.results}
                 insert()
-                offset += 5
+                offset += limit
             assert totals == sorted(totals) and totals[-1] > totals[0]
             assert existing <= seen
         assert sdk.get_jobs(JobFilters(batch_id=target.id)).total == 12 + len(made)
-        assert sdk.get_batches(BatchFilters(project_id="inserts")).total == 1 + len(made)
+        assert sdk.get_batches(BatchFilters(project_id=INSERTS)).total == 1 + len(made)
     finally:
         sdk.cancel_batches([target.id, *made])

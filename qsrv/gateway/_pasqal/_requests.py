@@ -10,7 +10,7 @@ status=ERROR``); dates as ISO 8601 (``datetime.isoformat()``, naive means UTC); 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
@@ -18,9 +18,7 @@ from qsrv.gateway._errors import InvalidRequestError
 from qsrv.gateway._models import User
 from qsrv.gateway._quantum import BatchFilters, JobFilters, JobSpec, Pagination, QStatus
 from qsrv.gateway._web import timestamp
-
-if TYPE_CHECKING:
-    from qsrv.quantum.engines import Program
+from qsrv.quantum.engines import Program
 
 __all__ = [
     "NOTHING",
@@ -142,8 +140,6 @@ def pulser_program(sequence: Any, where: str) -> Program:
         raise InvalidRequestError(
             f"{where} must be a Pulser sequence's abstract representation "
             "(sequence.to_abstract_repr())")
-    from qsrv.quantum.engines import Program
-
     return Program(kind="pulser", data=sequence)
 
 
