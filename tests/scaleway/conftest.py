@@ -18,6 +18,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+import requests
 
 from qsrv.gateway import GatewayConfig, add_user
 from tests._support.cluster import TOKEN, Cluster
@@ -50,6 +51,13 @@ def client_module(name: str) -> ModuleType:
     return pytest.importorskip(name, reason=f"{name} needs Python >= 3.12 (CI runs it there)")
 
 
+def _platform_names(door: Door) -> set[str]:
+    response = requests.get(f"{door.api}/platforms", headers={"X-Auth-Token": door.token},
+                            timeout=30)
+    response.raise_for_status()
+    return {p["name"] for p in response.json()["platforms"]}
+
+
 @pytest.fixture(scope="module")
 def door(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Door]:
     data_dir = tmp_path_factory.mktemp("scaleway") / "data"
@@ -63,7 +71,11 @@ def door(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Door]:
         try:
             alice = add_user(data_dir, "alice")[1]
             bob = add_user(data_dir, "bob")[1]
-            yield Door(gateway, gateway.url + "/scaleway", alice, bob, data_dir)
+            found = Door(gateway, gateway.url + "/scaleway", alice, bob, data_dir)
+            # The worker advertises its engines once it has probed them.
+            wait_for(lambda: {AER, PERCEVAL} <= _platform_names(found), timeout=60,
+                     what="the worker's Aer and Perceval platforms")
+            yield found
         finally:
             gateway.stop()
 

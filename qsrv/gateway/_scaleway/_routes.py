@@ -254,16 +254,21 @@ async def list_models(request: web.Request) -> web.Response:
 # -- jobs ----------------------------------------------------------------------------------------
 
 
-def _job_specs(request: web.Request, user: User, body: dict[str, Any],
-               session: SessionRecord) -> tuple[list[JobSpec], str | None, str | None]:
-    """The quantum jobs of a Scaleway job, and the model id and parameters it named."""
+def _job_specs(request: web.Request, user: User, body: dict[str, Any], session: SessionRecord,
+               ) -> tuple[list[JobSpec], dict[str, Any], str | None, str | None]:
+    """The quantum jobs of a Scaleway job, the engine options they run with, and the model id
+    and parameters it named.
+
+    Of the backend options qiskit-scaleway sends (all of its AerBackend's defaults, every
+    time), only ``seed_simulator`` is taken (as each job's seed); of the run options, ``memory``
+    (each shot's outcome, which qiskit's Sampler reads)."""
     circuit = body.get("circuit") or {}
     if not isinstance(circuit, dict):
         raise InvalidRequestError("circuit must be an object")
     perceval = circuit.get("percevalCircuit") or circuit.get("perceval_circuit")
     if perceval:
         program, shots, _ = _payloads.perceval_job(perceval)
-        return [JobSpec(shots=shots, program=program)], None, None
+        return [JobSpec(shots=shots, program=program)], {}, None, None
     note = _store(request).session_note(session.id)
     model_id = _text_field(body, "model_id") or (note.model_id if note else None)
     payload: Any
@@ -285,7 +290,8 @@ def _job_specs(request: web.Request, user: User, body: dict[str, Any],
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise InvalidRequestError(f"seed_simulator must be an integer, got {seed!r}")
     specs = [JobSpec(shots=params.shots, program=p, seed=seed) for p in computation.programs]
-    return specs, model_id, parameters if isinstance(parameters, str) else None
+    options = {"memory": True} if params.options.get("memory") is True else {}
+    return specs, options, model_id, parameters if isinstance(parameters, str) else None
 
 
 async def create_job(request: web.Request) -> web.Response:
@@ -295,10 +301,11 @@ async def create_job(request: web.Request) -> web.Response:
     assert session_id is not None
     quantum = service_of(request).quantum
     session = quantum.session(user, session_id)
-    specs, model_id, parameters = _job_specs(request, user, body, session)
+    specs, options, model_id, parameters = _job_specs(request, user, body, session)
     program: Program | None = specs[0].program
     batch = await quantum.create_batch(user, program, specs, session_id=session.id,
-                                       project=session.project)
+                                       project=session.project,
+                                       configuration={"options": options} if options else None)
     name = _text_field(body, "name") or f"qj-{batch.id[:8]}"
     _store(request).note_job(user.user_id, batch.id, JobNote(name, model_id, parameters,
                                                          _tags(body)))

@@ -1,0 +1,153 @@
+"""qiskit-scaleway (unmodified) against the door: backends, run with and without a session,
+sessions shared by deduplication id, stop_session, the Sampler and Estimator primitives, and
+counts equal to Aer's with the same seed. Needs Python >= 3.12 (see conftest)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import requests
+
+from tests.scaleway.conftest import AER, Door, client_module
+
+qiskit_scaleway = client_module("qiskit_scaleway")
+primitives = client_module("qiskit_scaleway.primitives")
+
+from qiskit import QuantumCircuit  # noqa: E402
+from qiskit.quantum_info import SparsePauliOp  # noqa: E402
+from qiskit_aer import AerSimulator  # noqa: E402
+
+from qsrv.quantum.engines import _aer  # noqa: E402  (which options the Aer engine takes)
+
+
+def _provider(door: Door, project: str) -> Any:
+    return qiskit_scaleway.ScalewayProvider(project_id=project, secret_key=door.token,
+                                            url=door.url)
+
+
+def _bell(measure: bool = True) -> QuantumCircuit:
+    qc = QuantumCircuit(2)
+    qc.h(0)
+    qc.cx(0, 1)
+    if measure:
+        qc.measure_all()
+    return qc
+
+
+def _session(door: Door, session_id: str) -> dict[str, Any]:
+    response = requests.get(f"{door.api}/sessions/{session_id}",
+                            headers={"X-Auth-Token": door.token}, timeout=30)
+    response.raise_for_status()
+    return response.json()  # type: ignore[no-any-return]
+
+
+def test_backends_list_the_aer_platforms_only(door: Door, project: str) -> None:
+    provider = _provider(door, project)
+    backends = provider.backends()
+    names = {b.name for b in backends}
+    assert AER in names
+    assert all(type(b).__name__ == "AerBackend" for b in backends)  # no Perceval platform
+    backend = provider.get_backend(AER)
+    assert backend.num_qubits >= 2
+    assert backend.max_circuits >= 1
+    assert backend.availability in ("available", "scarce")
+    assert backend.version
+    assert provider.backends(operational=True, min_num_qubits=2)
+    with pytest.raises(Exception, match="No backend matches"):
+        provider.get_backend("no.such.platform")
+
+
+def test_run_in_an_explicit_session_shared_by_deduplication_id(door: Door, project: str) -> None:
+    backend = _provider(door, project).get_backend(AER)
+    session_id = backend.start_session(deduplication_id="my-workshop", max_duration="30m",
+                                       max_idle_duration="5min")
+    again = backend.start_session(deduplication_id="my-workshop", max_duration="30m",
+                                  max_idle_duration="5min")
+    assert again == session_id
+    seen = _session(door, session_id)
+    assert seen["max_duration"] == "1800s"
+    assert seen["max_idle_duration"] == "300s"
+    assert seen["deduplication_id"] == "my-workshop"
+    result = backend.run(_bell(), shots=1000, session_id=session_id).result()
+    counts = result.get_counts()
+    assert sum(counts.values()) == 1000
+    assert set(counts) <= {"00", "11"}
+    backend.stop_session(session_id)
+    assert _session(door, session_id)["status"] == "stopped"
+    with pytest.raises(Exception, match="precondition_failed"):
+        backend.run(_bell(), shots=10, session_id=session_id)
+
+
+def test_run_without_a_session_opens_one(door: Door, project: str) -> None:
+    backend = _provider(door, project).get_backend(AER)
+    result = backend.run(_bell(), shots=200).result()
+    assert sum(result.get_counts().values()) == 200
+    listed = requests.get(f"{door.api}/sessions", params={"project_id": project},
+                          headers={"X-Auth-Token": door.token}, timeout=30).json()
+    [auto] = listed["sessions"]
+    assert auto["name"].startswith("auto-")
+    backend.stop_session(auto["id"])
+
+
+def test_several_circuits_in_one_job_each_get_their_result(door: Door, project: str) -> None:
+    backend = _provider(door, project).get_backend(AER)
+    session_id = backend.start_session()
+    try:
+        ones = QuantumCircuit(2)
+        ones.x([0, 1])
+        ones.measure_all()
+        results = backend.run([_bell(), ones], shots=100, session_id=session_id).result()
+        assert len(results) == 2
+        assert set(results[0].get_counts()) <= {"00", "11"}
+        assert results[1].get_counts() == {"11": 100}
+    finally:
+        backend.stop_session(session_id)
+
+
+def test_counts_equal_aers_with_the_same_seed(door: Door, project: str) -> None:
+    qc = QuantumCircuit(3)
+    qc.h(0)
+    qc.rx(0.7, 1)
+    qc.cx(0, 2)
+    qc.ry(1.1, 2)
+    qc.measure_all()
+    backend = _provider(door, project).get_backend(AER)
+    session_id = backend.start_session()
+    try:
+        ours = backend.run(qc, shots=2000, seed_simulator=1234,
+                           session_id=session_id).result().get_counts()
+    finally:
+        backend.stop_session(session_id)
+    direct = AerSimulator(method="statevector").run(qc, shots=2000, seed_simulator=1234)
+    assert ours == direct.result().get_counts()
+
+
+@pytest.mark.xfail(
+    "memory" not in _aer.OPTIONS, strict=True,
+    reason="the Aer engine does not run with memory=True yet (each shot's outcome, which "
+           "qiskit's BackendSamplerV2 reads); the door asks it through the batch's options")
+def test_sampler_primitive_runs_in_the_session(door: Door, project: str) -> None:
+    backend = _provider(door, project).get_backend(AER)
+    session_id = backend.start_session()
+    try:
+        sampler = primitives.Sampler(backend, session_id=session_id)
+        [pub] = sampler.run([_bell()], shots=300).result()
+        counts = pub.data.meas.get_counts()
+        assert sum(counts.values()) == 300
+        assert set(counts) == {"00", "11"}  # each shot's outcome came back (2^-299 to fail)
+    finally:
+        backend.stop_session(session_id)
+
+
+def test_estimator_primitive_runs_in_the_session(door: Door, project: str) -> None:
+    backend = _provider(door, project).get_backend(AER)
+    session_id = backend.start_session()
+    try:
+        estimator = primitives.Estimator(backend, session_id=session_id)
+        [pub] = estimator.run([(_bell(measure=False), SparsePauliOp("ZZ"))]).result()
+        assert float(pub.data.evs) == pytest.approx(1.0)
+        [pub] = estimator.run([(_bell(measure=False), SparsePauliOp("XI"))]).result()
+        assert abs(float(pub.data.evs)) < 0.2
+    finally:
+        backend.stop_session(session_id)
