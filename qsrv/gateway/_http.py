@@ -20,7 +20,7 @@ from collections.abc import Callable
 from aiohttp import web
 
 from qsrv.dashboard import gateway_app, gateway_metrics, install_gateway_metrics
-from qsrv.gateway import _native_http, _upstream_http
+from qsrv.gateway import _native_http, _pasqal, _upstream_http
 from qsrv.gateway._openapi import json_content, openapi_spec
 from qsrv.gateway._service import GatewayService
 from qsrv.gateway._upstream_http import note_gateway_url
@@ -33,6 +33,7 @@ _DOORS: tuple[tuple[str, Callable[[GatewayService], web.Application]], ...] = (
     ("/v1", _native_http.build_app),
     ("/api/v1", _upstream_http.build_app),
     ("/dj-rest-auth", _upstream_http.build_login_app),
+    (_pasqal.PREFIX, _pasqal.build_app),
     ("/dashboard", gateway_app),
 )
 
