@@ -359,6 +359,20 @@ def test_execute_equals_each_engine_run_directly() -> None:
     assert atoms == EngineResult(dict(sampled), None)
 
 
+def test_several_circuits_run_as_one_aer_run_and_unmeasured_ones_count_nothing() -> None:
+    first, second = rx_bell().assign_parameters({"theta": 0.5}), _wide(3)
+    ours = execute(program_from([first, second]), 300, {}, platform="aer.statevector.cpu",
+                   seed=8)
+    theirs = AerSimulator(method="statevector").run([first, second], shots=300,
+                                                     seed_simulator=8).result()
+    assert ours.counts == {**{f"0:{k}": v for k, v in theirs.get_counts(0).items()},
+                           **{f"1:{k}": v for k, v in theirs.get_counts(1).items()}}
+    assert len(json.loads(ours.native or "")["results"]) == 2
+    silent = QuantumCircuit(2)
+    silent.h(0)
+    assert execute(program_from(silent), 10, {}, platform="aer.mps.cpu", seed=1).counts == {}
+
+
 def test_a_perceval_remote_processor_payload_runs_as_perceval_would() -> None:
     """The JSON a Perceval remote processor sends (the Scaleway door's ``percevalCircuit``),
     made by Perceval's own payload generator and serialised containers, with a Sampler's

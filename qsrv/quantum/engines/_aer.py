@@ -122,6 +122,8 @@ def execute(program: Program, shots: int, variables: Mapping[str, Any], *, metho
         raise RuntimeError(f"Aer simulation failed: {result.status}")
     counts: dict[str, int] = {}
     for i in range(len(bound)):
+        if "counts" not in result.data(i):  # nothing measured: no counts (qiskit would raise)
+            continue
         for bits, n in result.get_counts(i).items():
             counts[f"{i}:{bits}" if len(bound) > 1 else bits] = int(n)
     return counts, json.dumps(result.to_dict(), default=_plain)
