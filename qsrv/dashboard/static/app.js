@@ -36,7 +36,7 @@ function fmtTime(t) {
 function hue(name) {
   let h = 0;
   for (let i = 0; i < name.length; i++) h = (h * 31 + name.charCodeAt(i)) >>> 0;
-  return h % 360;
+  return Math.round((h % 1000) * 137.508) % 360;  // spread apart by the golden angle
 }
 
 function colour(name, ok) { return ok ? "hsl(" + hue(name) + ",65%,50%)" : "#c62828"; }
