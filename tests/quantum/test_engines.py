@@ -118,6 +118,9 @@ def test_programs_from_each_kind_and_what_describe_reads() -> None:
 @pytest.mark.parametrize(("program", "match"), [
     (Program("qiskit.qasm2", "OPENQASM 2.0; qreg q[2]; frobnicate q[0];"), "cannot read"),
     (Program("qiskit.qpy", "not base64!"), "cannot read"),
+    (Program("qiskit.qasm2", 'OPENQASM 2.0; include "qelib1.inc"; qreg q[1000000000];'),
+     "declares or indexes a register of 1000000000 \\(qu\\)bits; at most 65536"),
+    (Program("qiskit.qasm3", "OPENQASM 3.0; qubit[70000] q;"), "at most 65536"),
     (Program("pulser", '{"version": "1"}'), "cannot read the Pulser sequence"),
     (Program("perceval", "[]"), "JSON object with 'command' and 'experiment'"),
     (Program("perceval", '{"command": "teleport", "experiment": ""}'), "unknown Perceval"),

@@ -12,6 +12,7 @@ import base64
 import hashlib
 import io
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -35,7 +36,24 @@ def _digest(program: Program) -> tuple[str, str]:
     return program.kind, hashlib.sha256(program.data.encode()).hexdigest()
 
 
+#: The largest bracketed number (register size, index) a QASM program may hold: far above any
+#: width Aer simulates, far below what would exhaust memory when qiskit builds the circuit.
+MAX_QASM_INDEX = 1 << 16
+_BRACKETED = re.compile(r"\[\s*(\d+)\s*\]")
+
+
+def _guard(text: str) -> None:
+    """Refuse, before qiskit reads it, QASM text that declares a register too large to build
+    (qiskit makes an object per qubit: ``qreg q[1000000000];`` would take the process down)."""
+    largest = max((int(n) for n in _BRACKETED.findall(text)), default=0)
+    if largest > MAX_QASM_INDEX:
+        raise InvalidProgramError(f"the program declares or indexes a register of "
+                                  f"{largest} (qu)bits; at most {MAX_QASM_INDEX}")
+
+
 def _read(program: Program) -> list[Any]:
+    if program.kind in ("qiskit.qasm2", "qiskit.qasm3"):
+        _guard(program.data)
     if program.kind == "qiskit.qasm2":
         from qiskit import qasm2  # type: ignore[import-untyped]
 
@@ -59,6 +77,8 @@ def circuits(program: Program) -> list[Any]:
         return found
     try:
         found = _read(program)
+    except InvalidProgramError:
+        raise
     except Exception as exc:  # each reader has its own errors: all mean "cannot read"
         raise InvalidProgramError(f"cannot read the {program.kind} program: "
                                   f"{type(exc).__name__}: {exc}") from None
