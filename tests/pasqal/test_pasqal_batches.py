@@ -17,7 +17,7 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
     from pasqal_cloud import SDK
     from pasqal_cloud.device import DeviceTypeName, EmuFreeConfig, EmulatorType
-    from pasqal_cloud.errors import JobCancellingError, JobCreationError
+    from pasqal_cloud.errors import JobCancellingError, JobCreationError, RebatchError
     from pasqal_cloud.utils.constants import BatchStatus, JobStatus
     from pasqal_cloud.utils.filters import (
         CancelJobFilters,
@@ -58,6 +58,10 @@ def test_the_issue_snippet_runs_unmodified(pasqal: Gateway, serialized: str) -> 
     assert not open_batch.open
     wait_for(lambda: sdk.get_batch_status(open_batch.id) is BatchStatus.DONE,
              what="the closed batch is DONE")
+    # Every job of ``batch`` is DONE: a rebatch of its ERROR jobs has nothing to run, and is
+    # refused with that reason (the service makes no empty batches).
+    with pytest.raises(RebatchError, match=r"400: no job of batch .* matches the filters"):
+        sdk.rebatch(batch.id, RebatchFilters(status=JobStatus.ERROR))
     page = sdk.get_jobs(filters=JobFilters(batch_id=batch.id),
                         pagination_params=PaginationParams(offset=0, limit=40))
     assert page.total == 2

@@ -110,6 +110,31 @@ def test_device_specs_are_rebuilt_by_pulser(pasqal: Gateway, sdk: SDK) -> None:
     assert batch.ordered_jobs[0].result == simulate(seq, 9, 2)
 
 
+def test_pulsers_own_remote_emulator_backend(pasqal: Gateway) -> None:
+    """Pulser's RemoteEmuFreeBackend over pasqal-cloud's PasqalCloudConnection: a batch, and
+    an open batch used as a context."""
+    from pasqal_cloud import PasqalCloudConnection, RemoteEmuFreeBackend
+    from pasqal_cloud.endpoints import Endpoints
+
+    from tests.pasqal.conftest import QsrvToken
+
+    connection = PasqalCloudConnection(
+        project_id=PROJECT, token_provider=QsrvToken(pasqal.alice_token),
+        endpoints=Endpoints(core=pasqal.url + "/pasqal/core",
+                            account=pasqal.url + "/pasqal/account"))
+    assert set(connection.fetch_available_devices()) == {"EMU_FREE"}
+    backend = RemoteEmuFreeBackend(sequence(), connection)
+    results = backend.run(job_params=[{"runs": 30, "variables": {"omega_max": 5.0}}],
+                          wait=True)
+    (result,) = results.results
+    assert sum(result.bitstring_counts.values()) == 30
+    with backend.open_batch():
+        first = backend.run([{"runs": 5, "variables": {"omega_max": 2.0}}], wait=True)
+        second = backend.run([{"runs": 6, "variables": {"omega_max": 3.0}}], wait=True)
+    assert first.batch_id == second.batch_id != results.batch_id
+    assert [sum(r.bitstring_counts.values()) for r in second.results] == [6]
+
+
 def test_workloads(sdk: SDK) -> None:
     seq = sequence(atoms=2)
     config = {"sequence": seq.to_abstract_repr(), "runs": 25,

@@ -91,7 +91,8 @@ def _batch(batch: BatchRecord) -> dict[str, Any]:
 
 def _own_sequence(quantum: QuantumService, user: User, job: QJobRecord) -> dict[str, Any]:
     """A job with its ``sequence`` (None when it runs its batch's)."""
-    batch_program = quantum.batch(user, job.batch_id).program.data if job.batch_id else None
+    batch_program = (quantum.batch(user, job.batch_id, jobs=False).program.data
+                     if job.batch_id else None)
     return job_shape(job, batch_program=batch_program, with_sequence=True)
 
 
@@ -180,7 +181,7 @@ async def list_batches(request: web.Request) -> web.Response:
 async def add_jobs(request: web.Request) -> web.Response:
     user, quantum = current_user(request), _quantum(request)
     batch_id = request.match_info["batch_id"]
-    seed = quantum.batch(user, batch_id).configuration.get("seed")
+    seed = quantum.batch(user, batch_id, jobs=False).configuration.get("seed")
     jobs = job_specs(await _json(request), seed)
     batch = await quantum.add_jobs(user, batch_id, jobs)
     return jsend(_batch(batch))
@@ -196,7 +197,7 @@ async def set_tags(request: web.Request) -> web.Response:
 async def cancel_jobs(request: web.Request) -> web.Response:
     user, quantum = current_user(request), _quantum(request)
     batch_id = request.match_info["batch_id"]
-    quantum.batch(user, batch_id)  # another user's batch is missing, not empty
+    quantum.batch(user, batch_id, jobs=False)  # another user's batch is missing, not empty
     cancelled = await quantum.cancel_jobs(user, job_filters(request, user, batch_id=batch_id))
     return jsend({"jobs": [job_shape(j) for j in cancelled], "errors": {}})
 
