@@ -64,6 +64,7 @@ def test_workers_advertise_engines_and_platforms_follow(cluster: None) -> None:
         assert platform.target == {"cpu": 1.0}
     assert platforms["aer.statevector.cpu"].max_qubits == \
         worker["info"]["quantum"]["max_qubits"]["CPU"]["statevector"]["double"]
+    assert engines.platforms() == list(platforms.values())  # asks the connected cluster
 
 
 def test_aer_program_with_parameters_equals_aer_run_directly(cluster: None) -> None:
