@@ -90,6 +90,15 @@ def test_get_jobs_with_each_filter_and_pages(pasqal: Gateway, serialized: str) -
     # A batch's jobs in their order, all pages (what Batch.ordered_jobs reads).
     ordered = sdk._client.get_batch_jobs(first.id)
     assert [j["id"] for j in ordered] == [j10.id, j20.id, j30.id]
+    # Oldest first across batches and filters, page by page (the SDK's own page walker).
+    url = sdk._client._get_url("get_jobs")
+    oldest_first = sdk._client._request_all_pages("GET", url, params={
+        "batch_id": both, "order_by": "creation_order", "order_by_direction": "ASC",
+        "limit": 1})
+    assert [j["id"] for j in oldest_first] == [j10.id, j20.id, j30.id, j40.id]
+    done_first = sdk._client._request_all_pages("GET", url, params={
+        "batch_id": both, "status": "DONE", "order_by_direction": "ASC", "limit": 2})
+    assert [j["id"] for j in done_first] == [j10.id, j20.id, j40.id]
 
 
 def test_get_batches_with_each_filter_and_pages(pasqal: Gateway, serialized: str) -> None:
