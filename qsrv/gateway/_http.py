@@ -4,6 +4,7 @@ under its own prefix with its own authentication middleware and error shape.
     /health, /openapi.json      the root (no token)
     /v1                         qsrv's own door (``_native_http``: programs, jobs, quantum)
     /api/v1, /dj-rest-auth      the Quantum Serverless door (``_upstream_http``)
+    /scaleway                   the Scaleway QaaS door (``_scaleway``: qaas/v1alpha1)
 
 Adding a door: a package ``qsrv/gateway/_<name>/`` with ``build_app(service) ->
 web.Application`` made by ``qsrv.gateway._web.door(service, routes, render=...)`` (the shared
@@ -20,7 +21,7 @@ from collections.abc import Callable
 from aiohttp import web
 
 from qsrv.dashboard import gateway_app, gateway_metrics, install_gateway_metrics
-from qsrv.gateway import _native_http, _pasqal, _upstream_http
+from qsrv.gateway import _native_http, _pasqal, _scaleway, _upstream_http
 from qsrv.gateway._openapi import json_content, openapi_spec
 from qsrv.gateway._service import GatewayService
 from qsrv.gateway._upstream_http import note_gateway_url
@@ -34,6 +35,7 @@ _DOORS: tuple[tuple[str, Callable[[GatewayService], web.Application]], ...] = (
     ("/api/v1", _upstream_http.build_app),
     ("/dj-rest-auth", _upstream_http.build_login_app),
     (_pasqal.PREFIX, _pasqal.build_app),
+    ("/scaleway", _scaleway.build_app),
     ("/dashboard", gateway_app),
 )
 
