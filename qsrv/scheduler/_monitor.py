@@ -19,7 +19,10 @@ What is kept, always, whoever watches (so a timeline covers the recent past):
 
 All of it is fed by `observe()`, called by the IO layer with each batch of messages read,
 before the state machine handles it: one type check per message, a few dict operations per
-task. Updates go out on the ticker, to each watching monitor at its own interval, at most
+task. ``QSRV_MONITOR=0`` in the scheduler's environment turns the recording off (monitors
+then see the status only; what it costs is measured by benchmarks/bench_dashboard.py).
+
+Updates go out on the ticker, to each watching monitor at its own interval, at most
 `MAX_EVENTS_PER_UPDATE` events each.
 """
 
@@ -27,12 +30,14 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import time
 from bisect import bisect_left
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from qsrv.protocol import OK, STORED, MonitorRequest, MonitorUpdate, SubmitTask, TaskDone
+from qsrv.scheduler._records import Task
 
 if TYPE_CHECKING:
     from qsrv.scheduler._state import SchedulerState
@@ -46,7 +51,7 @@ MAX_FUNCTIONS = 1000
 MAX_WAITING = 50_000
 MAX_FAILURES = 100
 MAX_ERROR = 16_384
-MAX_EVENTS_PER_UPDATE = 10_000
+MAX_EVENTS_PER_UPDATE = 1000  # a followed update's newest events (a snapshot: the whole ring)
 MIN_FOLLOW = 0.1
 OTHER = "(other)"
 # Upper bounds (seconds) of the run-time and queue-wait histograms; the last bucket is +Inf.
@@ -93,6 +98,9 @@ class Monitor:
         self.watches: list[_Watch] = []
         self.monitors: set[FramedProtocol] = set()
         self.started = time.time()
+        self.recording = os.environ.get("QSRV_MONITOR", "1").strip() != "0"
+        if not self.recording:
+            self.observe = self._ignore  # type: ignore[method-assign]
 
     # ---- observing -----------------------------------------------------------------------
     def _function(self, name: str) -> list[float]:
@@ -105,64 +113,93 @@ class Monitor:
                 entry = self.functions[name] = [0, 0, 0, 0.0, 0.0]
         return entry
 
+    def _ignore(self, conn: int, messages: list[Any]) -> None:
+        pass
+
     def observe(self, conn: int, messages: list[Any]) -> None:
         """A batch of messages from connection ``conn``, about to be handled."""
+        done: list[TaskDone] | None = None
         now = 0.0
         for msg in messages:
             t = type(msg)
             if t is TaskDone:
-                if not now:
-                    now = time.time()
-                self._done(conn, msg, now)
+                if done is None:
+                    done = [msg]
+                else:
+                    done.append(msg)
             elif t is SubmitTask:
                 if not now:
                     now = time.time()
-                self.submitted += 1
-                self._function(msg.name)[0] += 1
-                waiting = self.submitted_at
-                if len(waiting) >= MAX_WAITING:  # bounded: tasks that never ran leave here
-                    waiting.clear()
-                waiting[msg.task_id] = now
+                self._submitted(msg, now)
+        if done is not None:
+            self._done(conn, done, now or time.time())
 
-    def _done(self, conn: int, msg: TaskDone, now: float) -> None:
+    def _submitted(self, msg: SubmitTask, now: float) -> None:
+        self.submitted += 1
+        entry = self.functions.get(msg.name)
+        if entry is None:
+            entry = self._function(msg.name)
+        entry[0] += 1
+        waiting = self.submitted_at
+        if len(waiting) >= MAX_WAITING:  # bounded: tasks that never ran leave here
+            waiting.clear()
+        waiting[msg.task_id] = now
+
+    def _done(self, conn: int, msgs: list[TaskDone], now: float) -> None:
         ex = self.state.dispatcher.executors.get(conn)
-        task = self.state.directory.objects.get(msg.task_id)
-        name = getattr(task, "name", "?")
-        ok = msg.status == OK or msg.status == STORED
-        elapsed = msg.elapsed
-        entry = self._function(name)
-        if ok:
-            self.done += 1
-            entry[1] += 1
-        else:
-            self.failed += 1
-            entry[2] += 1
-        entry[3] += elapsed
-        if elapsed > entry[4]:
-            entry[4] = elapsed
-        self.run_hist[bisect_left(BUCKETS, elapsed)] += 1
-        self.run_sum += elapsed
-        submitted = self.submitted_at.pop(msg.task_id, None)
-        if submitted is not None:
-            wait = max(0.0, now - elapsed - submitted)
-            self.wait_hist[bisect_left(BUCKETS, wait)] += 1
-            self.wait_sum += wait
         wid = ex.worker.id if ex is not None else 0
         pid = ex.pid if ex is not None else 0
-        if not ok:
-            self.failures.append((now, msg.task_id, name, wid, pid, msg.data[:MAX_ERROR]))
-            self.fail_seq += 1
-        # sampling above max_rate events a second
+        objects = self.state.directory.objects
+        functions = self.functions
+        submitted_at = self.submitted_at
+        run_hist, wait_hist = self.run_hist, self.wait_hist
+        run_sum = wait_sum = 0.0
+        failed = 0
+        # sampling above max_rate events a second: keep one in `stride` of this batch
         if now - self._window >= 1.0:
             self._window, self._in_window = now, 0
-        self._in_window += 1
-        if self._in_window > self.max_rate:
-            stride = 1 + int(self._in_window // self.max_rate)
-            if self._in_window % stride:
-                self.sampled_out += 1
-                return
-        self.events.append((now, elapsed, msg.task_id, name, wid, pid, ok))
-        self.seq += 1
+        self._in_window += len(msgs)
+        stride = 1 if self._in_window <= self.max_rate else \
+            1 + int(self._in_window // self.max_rate)
+        keep = self.events.append
+        kept = 0
+        for i, msg in enumerate(msgs):
+            task = objects.get(msg.task_id)
+            name = task.name if type(task) is Task else "?"
+            status = msg.status
+            ok = status in (OK, STORED)
+            elapsed = msg.elapsed
+            entry = functions.get(name)
+            if entry is None:
+                entry = self._function(name)
+            if ok:
+                entry[1] += 1
+            else:
+                entry[2] += 1
+                failed += 1
+                self.failures.append((now, msg.task_id, name, wid, pid, msg.data[:MAX_ERROR]))
+                self.fail_seq += 1
+            entry[3] += elapsed
+            if elapsed > entry[4]:
+                entry[4] = elapsed
+            run_hist[bisect_left(BUCKETS, elapsed)] += 1
+            run_sum += elapsed
+            submitted = submitted_at.pop(msg.task_id, None)
+            if submitted is not None:
+                wait = now - elapsed - submitted
+                if wait < 0.0:
+                    wait = 0.0
+                wait_hist[bisect_left(BUCKETS, wait)] += 1
+                wait_sum += wait
+            if stride == 1 or i % stride == 0:
+                keep((now, elapsed, msg.task_id, name, wid, pid, ok))
+                kept += 1
+        self.run_sum += run_sum
+        self.wait_sum += wait_sum
+        self.done += len(msgs) - failed
+        self.failed += failed
+        self.seq += kept
+        self.sampled_out += len(msgs) - kept
 
     # ---- monitors ------------------------------------------------------------------------
     def serve(self, proto: FramedProtocol) -> None:
@@ -236,6 +273,7 @@ class Monitor:
             "started": self.started,
             "status": state.status(),
             "workers": workers,
+            "recording": self.recording,
             "totals": {"submitted": self.submitted, "done": self.done, "failed": self.failed,
                        "sampled_out": self.sampled_out, "events_kept": len(self.events),
                        "capacity": self.capacity},
