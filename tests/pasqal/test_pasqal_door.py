@@ -209,3 +209,35 @@ def test_another_users_batch_is_missing(sdk: SDK, bob_sdk: SDK, serialized: str)
     assert bob_sdk.get_jobs(JobFilters(batch_id=batch.id)).total == 0
     assert bob_sdk.get_batches(BatchFilters(id=batch.id)).total == 0
     assert sdk.get_batch(batch.id).status == "DONE"
+
+
+def test_malformed_requests_are_400s_in_the_sdks_error_shape(pasqal: Gateway) -> None:
+    import gzip
+    import json
+
+    core = pasqal.url + "/pasqal/core"
+    headers = {"Authorization": f"Bearer {pasqal.alice_token}",
+               "Content-Type": "application/json"}
+    gzipped = dict(headers, **{"Content-Encoding": "gzip"})
+    cases = [
+        ("POST", "/api/v1/batches", {"data": b"not gzip at all", "headers": gzipped}),
+        ("POST", "/api/v1/batches", {"data": gzip.compress(b"[1, 2]"), "headers": gzipped}),
+        ("POST", "/api/v1/batches", {"data": json.dumps(
+            {"sequence_builder": "x", "jobs": [{"runs": 1}], "open": "yes"}),
+            "headers": headers}),
+        ("POST", "/api/v1/batches", {"data": json.dumps(
+            {"sequence_builder": "x", "jobs": [{"runs": 0}]}), "headers": headers}),
+        ("GET", "/api/v2/jobs?limit=500", {"headers": headers}),
+        ("GET", "/api/v2/jobs?status=FOO", {"headers": headers}),
+        ("GET", "/api/v2/jobs?start_date=yesterday", {"headers": headers}),
+        ("GET", "/api/v1/batches?queue_priority=HIGH", {"headers": headers}),
+        ("GET", "/api/v1/batches?open=maybe", {"headers": headers}),
+    ]
+    for method, path, kwargs in cases:
+        answer = requests.request(method, core + path, timeout=30, **kwargs)
+        body = answer.json()
+        assert answer.status_code == 400, (path, body)
+        assert body["code"] == 400 and body["status"] == "fail", body
+        assert body["data"]["description"] == body["message"] != ""
+    missing = requests.get(core + "/api/v2/batches/nope", headers=headers, timeout=30)
+    assert missing.status_code == 404 and missing.json()["code"] == 404

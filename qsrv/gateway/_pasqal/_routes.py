@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 from qsrv.gateway._errors import GatewayError, InvalidRequestError, NotFoundError
 from qsrv.gateway._models import User
@@ -50,7 +51,7 @@ from qsrv.gateway._quantum import (
     QJobRecord,
     QuantumService,
 )
-from qsrv.gateway._web import Route, current_user, json_body, reading_body, service_of
+from qsrv.gateway._web import Route, current_user, reading_body, service_of
 
 __all__ = ["LINKS", "RESULT_ROUTE", "ROUTES_TABLE"]
 
@@ -69,12 +70,34 @@ async def _pulser_platforms(quantum: QuantumService) -> list[str]:
 
 
 async def _json(request: web.Request) -> Any:
-    """The body as any JSON value (the SDK sends lists for jobs and tags)."""
+    """The body as any JSON value (the SDK sends lists for jobs and tags, and gzips the
+    bodies of batches and jobs: a body that does not inflate is a 400 too)."""
     try:
         async with reading_body():
             return await request.json()
     except InvalidRequestError:
         raise InvalidRequestError("the body must be JSON") from None
+    except RequestPayloadError:
+        encoding = request.headers.get("Content-Encoding", "identity")
+        raise InvalidRequestError(
+            f"malformed request body: it does not decode as Content-Encoding {encoding}"
+        ) from None
+
+
+async def _object(request: web.Request) -> dict[str, Any]:
+    body = await _json(request)
+    if not isinstance(body, dict):
+        raise InvalidRequestError("the body must be a JSON object")
+    return body
+
+
+def _flag(body: Mapping[str, Any], name: str) -> bool:
+    value = body.get(name)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise InvalidRequestError(f"{name} must be true or false")
+    return value
 
 
 def _tags(value: Any) -> list[str]:
@@ -101,7 +124,7 @@ def _own_sequence(quantum: QuantumService, user: User, job: QJobRecord) -> dict[
 
 async def create_batch(request: web.Request) -> web.Response:
     user, quantum = current_user(request), _quantum(request)
-    body = await json_body(request)
+    body = await _object(request)
     if body.get("webhook"):
         raise InvalidRequestError("webhook: qsrv calls no webhooks; poll the batch instead")
     check_backend_configuration(body.get("backend_configuration"))
@@ -120,7 +143,7 @@ async def create_batch(request: web.Request) -> web.Response:
     if project is not None and not isinstance(project, str):
         raise InvalidRequestError("project_id must be a string")
     batch = await quantum.create_batch(
-        user, program, jobs, platform=platform, open=bool(body.get("open", False)),
+        user, program, jobs, platform=platform, open=_flag(body, "open"),
         tags=_tags(body.get("tags")), project=project, configuration=configuration)
     return jsend(_batch(batch))
 
@@ -149,7 +172,7 @@ async def cancel_batch(request: web.Request) -> web.Response:
 
 async def cancel_batches(request: web.Request) -> web.Response:
     user, quantum = current_user(request), _quantum(request)
-    body = await json_body(request)
+    body = await _object(request)
     ids = body.get("batch_ids")
     if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
         raise InvalidRequestError("batch_ids must be a list of batch ids")
@@ -300,7 +323,7 @@ def _workload(quantum: QuantumService, user: User, batch: BatchRecord) -> dict[s
 
 async def create_workload(request: web.Request) -> web.Response:
     user, quantum = current_user(request), _quantum(request)
-    body = await json_body(request)
+    body = await _object(request)
     kind = body.get("workload_type")
     if kind not in _WORKLOAD_TYPES:
         raise InvalidRequestError(
