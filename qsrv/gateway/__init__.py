@@ -3,6 +3,9 @@
 Public names (everything else in this package is private)::
 
     Client, Program, ProgramInfo, Job, JobList, JobStatus     the client
+    GatewayClient (= Client), Session, Batch, QuantumJob,    the quantum service's client
+    JobFilters, BatchFilters, Pagination, Page, JobSpec,
+    QStatus, SessionStatus, StopReason
     GATEWAY_ENV, GATEWAY_TOKEN_ENV                           its default URL and token
     get_arguments, save_result                               inside a job
     ARGUMENTS_FORMAT_ENV, UPSTREAM_ARGUMENTS_PATH,           a job's environment, as
@@ -33,6 +36,7 @@ if TYPE_CHECKING:  # the same names, eagerly, for type checkers
         GATEWAY_ENV,
         GATEWAY_TOKEN_ENV,
         Client,
+        GatewayClient,
         Job,
         JobList,
         Program,
@@ -55,6 +59,17 @@ if TYPE_CHECKING:  # the same names, eagerly, for type checkers
     )
     from qsrv.gateway._models import JobStatus, isoformat
     from qsrv.gateway._passwords import set_password
+    from qsrv.gateway._quantum._models import (
+        BatchFilters,
+        JobFilters,
+        JobSpec,
+        Page,
+        Pagination,
+        QStatus,
+        SessionStatus,
+        StopReason,
+    )
+    from qsrv.gateway._quantum_client import Batch, QuantumJob, Session
     from qsrv.gateway._requirements import missing_requirements
     from qsrv.gateway._runtime import (
         ARGUMENTS_FORMAT_ENV,
@@ -81,6 +96,18 @@ if TYPE_CHECKING:  # the same names, eagerly, for type checkers
 _WHERE: dict[str, str] = {
     "ArchiveLimits": "_archive",
     "Client": "_client",
+    "GatewayClient": "_client",
+    "Batch": "_quantum_client",
+    "QuantumJob": "_quantum_client",
+    "Session": "_quantum_client",
+    "BatchFilters": "_quantum._models",
+    "JobFilters": "_quantum._models",
+    "JobSpec": "_quantum._models",
+    "Page": "_quantum._models",
+    "Pagination": "_quantum._models",
+    "QStatus": "_quantum._models",
+    "SessionStatus": "_quantum._models",
+    "StopReason": "_quantum._models",
     "GATEWAY_ENV": "_client",
     "GATEWAY_TOKEN_ENV": "_client",
     "Job": "_client",
@@ -135,9 +162,12 @@ __all__ = [
     "UPSTREAM_RESULTS_PATH",
     "ArchiveError",
     "ArchiveLimits",
+    "Batch",
+    "BatchFilters",
     "Client",
     "ConflictError",
     "ForbiddenError",
+    "GatewayClient",
     "GatewayConfig",
     "GatewayError",
     "GatewayServer",
@@ -147,13 +177,22 @@ __all__ = [
     "Job",
     "JobError",
     "JobFailedError",
+    "JobFilters",
     "JobList",
+    "JobSpec",
     "JobStatus",
     "JobStoppedError",
     "NotFoundError",
+    "Page",
+    "Pagination",
     "PayloadTooLargeError",
     "Program",
     "ProgramInfo",
+    "QStatus",
+    "QuantumJob",
+    "Session",
+    "SessionStatus",
+    "StopReason",
     "TooManyRequestsError",
     "UnauthorizedError",
     "add_user",

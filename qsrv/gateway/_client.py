@@ -1,4 +1,5 @@
-"""The gateway's Python client: ``Client``, ``Program``, ``Job``.
+"""The gateway's Python client: ``Client`` (``GatewayClient``), ``Program``, ``Job``; the
+quantum service's part is ``_quantum_client``.
 
 Every method has a synchronous form and an ``*_async`` form doing the same request. The async
 forms work under asyncio and trio alike (HTTP is aiohttp's, on asyncio: under trio it runs on
@@ -37,9 +38,10 @@ from qsrv.gateway._errors import (
     error_for,
 )
 from qsrv.gateway._models import JobStatus
+from qsrv.gateway._quantum_client import QuantumClient
 from qsrv.gateway._runtime import dumps
 
-__all__ = ["Client", "Job", "JobList", "Program", "ProgramInfo"]
+__all__ = ["Client", "GatewayClient", "Job", "JobList", "Program", "ProgramInfo"]
 
 T = TypeVar("T")
 GATEWAY_ENV = "QSRV_GATEWAY"
@@ -175,8 +177,10 @@ class Job:
         return _bridge.call(self.events_async)
 
 
-class Client:
-    """A connection to a gateway: ``Client("http://HOST:7421", token)``.
+class Client(QuantumClient):
+    """A connection to a gateway: ``Client("http://HOST:7421", token)`` (also named
+    ``GatewayClient``): programs and jobs here, the quantum service's platforms, sessions,
+    batches and quantum jobs from ``QuantumClient``.
 
     Without arguments, ``$QSRV_GATEWAY`` and ``$QSRV_GATEWAY_TOKEN`` are used.
     """
@@ -205,7 +209,7 @@ class Client:
         return await _bridge.call_async(self._aiohttp_request, method, path, **kwargs)
 
     async def _aiohttp_request(self, method: str, path: str, *,
-                               params: Mapping[str, str] | None = None, json_body: Any = None,
+                               params: Any = None, json_body: Any = None,
                                data: Any = None, expect100: bool = False,
                                timeout: float | None = None) -> tuple[int, bytes]:
         headers = {"Authorization": f"Bearer {self._token}"}
@@ -307,6 +311,9 @@ class Client:
              created_after: datetime | float | None = None) -> JobList:
         """A page of your jobs, newest first; ``.total`` counts all that match the filters."""
         return _bridge.call(self.jobs_async, limit, offset, status, created_after)
+
+
+GatewayClient = Client
 
 
 def _error_from(status: int, body: bytes) -> GatewayError:

@@ -1,13 +1,791 @@
-"""The quantum service's routes of the ``/v1`` door (platforms, sessions, batches, quantum
-jobs), over ``GatewayService.quantum``."""
+"""The quantum service's routes of the ``/v1`` door: platforms, sessions, batches and quantum
+jobs, over ``GatewayService.quantum``.
+
+Shapes (JSON): a program is ``{"kind": ..., "data": ...}`` (``qsrv.quantum.engines.Program``,
+made on the client's side by ``program_from``); a job to submit is ``{"shots": n,
+"variables": {...}, "program": <program>|null, "seed": n|null}``; times are ISO 8601 (UTC);
+listings are ``{"<things>": [...], "total", "offset", "limit", "snapshot"}``, newest first
+(pass ``snapshot`` back for a listing that stays stable while others insert). Filters are query
+parameters on listings (a list-valued one repeated or comma-separated) and a JSON object in
+bodies (``rebatch``, ``cancel``), with the same names as ``JobFilters``.
+
+Waits (``.../wait?timeout=``) are long-polls: the request is held until the service's event
+for that object fires (terminal job or batch, stopped session) or the timeout (at most 60 s)
+passes, and answers the object as it then is.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+import enum
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
-from qsrv.gateway._web import Route
+from aiohttp import web
 
-__all__ = ["QUANTUM_ROUTES", "QUANTUM_SCHEMAS"]
+from qsrv.gateway._errors import InvalidRequestError
+from qsrv.gateway._models import isoformat
+from qsrv.gateway._openapi import errors, json_content, path_param, query, ref
+from qsrv.gateway._quantum import (
+    BatchFilters,
+    BatchRecord,
+    JobFilters,
+    JobSpec,
+    Page,
+    Pagination,
+    QJobRecord,
+    QStatus,
+    SessionFilters,
+    SessionRecord,
+    SessionStatus,
+)
+from qsrv.gateway._web import (
+    Route,
+    current_user,
+    float_query,
+    json_body,
+    pagination,
+    service_of,
+    timeout_query,
+    timestamp,
+)
 
-QUANTUM_SCHEMAS: dict[str, Any] = {}
-QUANTUM_ROUTES: tuple[Route, ...] = ()
+if TYPE_CHECKING:
+    from qsrv.gateway._quantum import QuantumService
+
+__all__ = ["QUANTUM_ROUTES", "QUANTUM_SCHEMAS", "batch_json", "job_json", "session_json"]
+
+MAX_WAIT_S = 60.0
+_MAX_JOBS = 10_000  # jobs in one request
+
+
+def _quantum(request: web.Request) -> QuantumService:
+    return service_of(request).quantum
+
+
+# -- rendering --------------------------------------------------------------------------------
+
+
+def _time(value: float | None) -> str | None:
+    return None if value is None else isoformat(value)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, enum.Enum):
+        return value.value
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | frozenset | set):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _program_json(program: Any) -> dict[str, Any]:
+    return {"kind": program.kind, "data": program.data}
+
+
+def session_json(s: SessionRecord) -> dict[str, Any]:
+    deadline = s.deadline()
+    return {
+        "id": s.id, "platform": s.platform, "deduplication_id": s.deduplication_id,
+        "name": s.name, "project": s.project, "status": str(s.status),
+        "reason": None if s.reason is None else str(s.reason), "message": s.message,
+        "max_duration_s": s.max_duration_s, "max_idle_duration_s": s.max_idle_duration_s,
+        "created_at": _time(s.created_at), "started_at": _time(s.started_at),
+        "terminated_at": _time(s.terminated_at), "last_job_at": _time(s.last_job_at),
+        "deadline": _time(deadline), "reservation_id": s.reservation_id,
+    }
+
+
+def job_json(j: QJobRecord) -> dict[str, Any]:
+    return {
+        "id": j.id, "batch_id": j.batch_id, "session_id": j.session_id, "seq": j.seq,
+        "platform": j.platform, "project": j.project, "status": str(j.status),
+        "shots": j.shots, "variables": _plain(j.variables), "seed": j.seed,
+        "program_kind": j.program.kind,
+        "created_at": _time(j.created_at), "started_at": _time(j.started_at),
+        "ended_at": _time(j.ended_at), "errors": list(j.errors), "parent_id": j.parent_id,
+        "has_result": j.has_result,
+    }
+
+
+def batch_json(b: BatchRecord, *, program: bool = True) -> dict[str, Any]:
+    out = {
+        "id": b.id, "session_id": b.session_id, "platform": b.platform, "project": b.project,
+        "status": str(b.status), "open": b.open, "parent_id": b.parent_id,
+        "tags": list(b.tags), "configuration": _plain(b.configuration),
+        "created_at": _time(b.created_at), "updated_at": _time(b.updated_at),
+        "ended_at": _time(b.ended_at), "timeout_s": b.timeout_s,
+        "jobs": [job_json(j) for j in b.jobs],
+    }
+    if program:
+        out["program"] = _program_json(b.program)
+    return out
+
+
+def _page_json(name: str, page: Page[Any], render: Callable[[Any], Any]) -> dict[str, Any]:
+    return {name: [render(r) for r in page.results], "total": page.total,
+            "offset": page.offset, "limit": page.limit, "snapshot": page.snapshot}
+
+
+# -- parsing ----------------------------------------------------------------------------------
+
+
+def _str(body: Mapping[str, Any], name: str, *, required: bool = False) -> str | None:
+    value = body.get(name)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or (required and not value):
+        raise InvalidRequestError(f"'{name}' must be a string" +
+                                  (" (required)" if required else " or null"))
+    return value
+
+
+def _int(value: Any, name: str, *, allow_none: bool = True) -> int | None:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidRequestError(f"'{name}' must be an integer")
+    return value
+
+
+def _duration(body: Mapping[str, Any], name: str, default: str) -> str | float:
+    value = body.get(name, default)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise InvalidRequestError(f"'{name}' must be a duration such as '30m' or 3600")
+    return value
+
+
+def _program(value: Any, name: str = "program") -> Any:
+    """A program object from its JSON (``{"kind", "data"}``)."""
+    if not isinstance(value, Mapping) or set(value) - {"kind", "data"} or \
+            not isinstance(value.get("kind"), str) or not isinstance(value.get("data"), str):
+        raise InvalidRequestError(f"'{name}' must be an object {{\"kind\": str, \"data\": str}}")
+    from qsrv.quantum.engines import Program
+
+    return Program(kind=value["kind"], data=value["data"])
+
+
+def _spec(value: Any, where: str) -> JobSpec:
+    if not isinstance(value, Mapping):
+        raise InvalidRequestError(f"{where} must be an object with 'shots' and 'variables'")
+    unknown = set(value) - {"shots", "variables", "program", "seed"}
+    if unknown:
+        raise InvalidRequestError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
+    shots = _int(value.get("shots"), f"{where}.shots", allow_none=False)
+    assert shots is not None
+    variables = value.get("variables") or {}
+    if not isinstance(variables, Mapping):
+        raise InvalidRequestError(f"{where}.variables must be an object")
+    program = value.get("program")
+    return JobSpec(shots=shots, variables=dict(variables),
+                   program=None if program is None else _program(program, f"{where}.program"),
+                   seed=_int(value.get("seed"), f"{where}.seed"))
+
+
+def _specs(value: Any) -> list[JobSpec]:
+    if not isinstance(value, list):
+        raise InvalidRequestError("'jobs' must be a list of jobs")
+    if len(value) > _MAX_JOBS:
+        raise InvalidRequestError(f"at most {_MAX_JOBS} jobs in one request")
+    return [_spec(v, f"jobs[{i}]") for i, v in enumerate(value)]
+
+
+def _tags(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(t, str) for t in value):
+        raise InvalidRequestError("'tags' must be a list of strings")
+    return tuple(value)
+
+
+def _status_words(words: list[str], kind: type[enum.Enum], upper: bool) -> list[Any]:
+    out = []
+    for word in words:
+        try:
+            out.append(kind(word.upper() if upper else word.lower()))
+        except ValueError:
+            names = ", ".join(str(m.value) for m in kind)
+            raise InvalidRequestError(f"unknown status {word!r}; one of {names}") from None
+    return out
+
+
+def _values(raw: Any, name: str) -> list[str] | None:
+    """A list-valued filter from a query (repeated / comma-separated) or a JSON value."""
+    if raw is None:
+        return None
+    items = raw if isinstance(raw, list) else [raw]
+    words: list[str] = []
+    for item in items:
+        if not isinstance(item, str):
+            raise InvalidRequestError(f"filter '{name}' must be a string or a list of strings")
+        words += [w.strip() for w in item.split(",") if w.strip()]
+    return words or None
+
+
+def _date(raw: Any, name: str) -> float | None:
+    if raw is None or raw == "":
+        return None
+    if isinstance(raw, bool):
+        raise InvalidRequestError(f"filter '{name}' must be a time")
+    if isinstance(raw, int | float):
+        return float(raw)
+    if not isinstance(raw, str):
+        raise InvalidRequestError(f"filter '{name}' must be a time (ISO 8601 or epoch seconds)")
+    return timestamp(raw)
+
+
+def _flag(raw: Any, name: str) -> bool | None:
+    if raw is None or raw == "":
+        return None
+    if isinstance(raw, bool):
+        return raw
+    if isinstance(raw, str) and raw.lower() in ("true", "1", "yes", "false", "0", "no"):
+        return raw.lower() in ("true", "1", "yes")
+    raise InvalidRequestError(f"filter '{name}' must be true or false")
+
+
+def _count(raw: Any, name: str) -> int | None:
+    if raw is None or raw == "":
+        return None
+    if isinstance(raw, str):
+        try:
+            return int(raw)
+        except ValueError:
+            raise InvalidRequestError(f"filter '{name}' must be an integer") from None
+    return _int(raw, name)
+
+
+_JOB_FILTERS = frozenset({"id", "batch_id", "session_id", "status", "start_date", "end_date",
+                          "min_shots", "max_shots", "platform", "project", "errors"})
+_BATCH_FILTERS = frozenset({"id", "session_id", "status", "start_date", "end_date", "platform",
+                            "project", "open", "tag", "parent_id"})
+
+
+def _job_filters(source: Mapping[str, Any]) -> JobFilters:
+    unknown = set(source) - _JOB_FILTERS
+    if unknown:
+        raise InvalidRequestError(f"unknown filter(s) {', '.join(sorted(unknown))}")
+    status = _values(source.get("status"), "status")
+    return JobFilters(
+        id=_values(source.get("id"), "id"),
+        batch_id=_values(source.get("batch_id"), "batch_id"),
+        session_id=_values(source.get("session_id"), "session_id"),
+        status=None if status is None else _status_words(status, QStatus, upper=True),
+        start_date=_date(source.get("start_date"), "start_date"),
+        end_date=_date(source.get("end_date"), "end_date"),
+        min_shots=_count(source.get("min_shots"), "min_shots"),
+        max_shots=_count(source.get("max_shots"), "max_shots"),
+        platform=_values(source.get("platform"), "platform"),
+        project=_values(source.get("project"), "project"),
+        errors=_flag(source.get("errors"), "errors"),
+    )
+
+
+def _batch_filters(source: Mapping[str, Any]) -> BatchFilters:
+    unknown = set(source) - _BATCH_FILTERS
+    if unknown:
+        raise InvalidRequestError(f"unknown filter(s) {', '.join(sorted(unknown))}")
+    status = _values(source.get("status"), "status")
+    tag = _values(source.get("tag"), "tag")
+    parent = _values(source.get("parent_id"), "parent_id")
+    return BatchFilters(
+        id=_values(source.get("id"), "id"),
+        session_id=_values(source.get("session_id"), "session_id"),
+        status=None if status is None else _status_words(status, QStatus, upper=True),
+        start_date=_date(source.get("start_date"), "start_date"),
+        end_date=_date(source.get("end_date"), "end_date"),
+        platform=_values(source.get("platform"), "platform"),
+        project=_values(source.get("project"), "project"),
+        open=_flag(source.get("open"), "open"),
+        tag=tag[0] if tag else None,
+        parent_id=parent[0] if parent else None,
+    )
+
+
+_PAGING = frozenset({"offset", "limit", "snapshot", "timeout"})
+
+
+def _query_source(request: web.Request) -> dict[str, Any]:
+    """The query's filters: a repeated parameter as a list."""
+    source: dict[str, Any] = {}
+    for key in request.query:
+        if key in _PAGING or key in source:
+            continue
+        values = request.query.getall(key)
+        source[key] = values if len(values) > 1 else values[0]
+    return source
+
+
+def _page(request: web.Request) -> Pagination:
+    offset, limit = pagination(request, 100)
+    snapshot = float_query(request, "snapshot", None)
+    return Pagination(offset=offset, limit=limit,
+                      snapshot=None if snapshot is None else int(snapshot))
+
+
+def _body_filters(body: Mapping[str, Any]) -> JobFilters | None:
+    filters = body.get("filters")
+    if filters is None:
+        return None
+    if not isinstance(filters, Mapping):
+        raise InvalidRequestError("'filters' must be an object")
+    return _job_filters(filters)
+
+
+# -- platforms --------------------------------------------------------------------------------
+
+
+async def _platforms(request: web.Request) -> web.Response:
+    platforms = await _quantum(request).platforms()
+    return web.json_response({"platforms": [_plain(p) for p in platforms]})
+
+
+async def _platform(request: web.Request) -> web.Response:
+    platform = await _quantum(request).platform(request.match_info["name"])
+    return web.json_response(_plain(platform))
+
+
+# -- sessions ---------------------------------------------------------------------------------
+
+
+async def _open_session(request: web.Request) -> web.Response:
+    body = await json_body(request)
+    unknown = set(body) - {"platform", "deduplication_id", "max_duration",
+                           "max_idle_duration", "name", "project"}
+    if unknown:
+        raise InvalidRequestError(f"unknown field(s) {', '.join(sorted(unknown))}")
+    platform = _str(body, "platform", required=True)
+    assert platform is not None
+    session, created = await _quantum(request).open_session(
+        current_user(request), platform,
+        deduplication_id=_str(body, "deduplication_id"),
+        max_duration=_duration(body, "max_duration", "1h"),
+        max_idle_duration=_duration(body, "max_idle_duration", "20m"),
+        name=_str(body, "name"), project=_str(body, "project"))
+    return web.json_response({"session": session_json(session), "created": created},
+                             status=201 if created else 200)
+
+
+async def _sessions(request: web.Request) -> web.Response:
+    source = _query_source(request)
+    unknown = set(source) - {"status", "platform", "project", "id", "deduplication_id"}
+    if unknown:
+        raise InvalidRequestError(f"unknown filter(s) {', '.join(sorted(unknown))}")
+    status = _values(source.get("status"), "status")
+    dedup = _values(source.get("deduplication_id"), "deduplication_id")
+    filters = SessionFilters(
+        id=_values(source.get("id"), "id"),
+        status=None if status is None else _status_words(status, SessionStatus, upper=False),
+        platform=_values(source.get("platform"), "platform"),
+        project=_values(source.get("project"), "project"),
+        deduplication_id=dedup[0] if dedup else None)
+    page = _quantum(request).sessions(current_user(request), filters=filters,
+                                      page=_page(request))
+    return web.json_response(_page_json("sessions", page, session_json))
+
+
+async def _session(request: web.Request) -> web.Response:
+    session = _quantum(request).session(current_user(request), request.match_info["session_id"])
+    return web.json_response(session_json(session))
+
+
+async def _terminate_session(request: web.Request) -> web.Response:
+    session = await _quantum(request).terminate_session(current_user(request),
+                                                        request.match_info["session_id"])
+    return web.json_response(session_json(session))
+
+
+async def _delete_session(request: web.Request) -> web.Response:
+    await _quantum(request).delete_session(current_user(request),
+                                           request.match_info["session_id"])
+    return web.Response(status=204)
+
+
+async def _wait_session(request: web.Request) -> web.Response:
+    words = _values(_query_source(request).get("status"), "status")
+    statuses = (_status_words(words, SessionStatus, upper=False) if words
+                else [SessionStatus.STOPPED])
+    session = await _quantum(request).wait_session(
+        current_user(request), request.match_info["session_id"],
+        timeout_query(request, 30.0, MAX_WAIT_S), statuses=statuses)
+    return web.json_response(session_json(session))
+
+
+async def _session_job(request: web.Request) -> web.Response:
+    spec = _spec(await json_body(request), "the job")
+    job = await _quantum(request).submit(current_user(request),
+                                         request.match_info["session_id"], spec)
+    return web.json_response(job_json(job), status=201)
+
+
+async def _session_jobs(request: web.Request) -> web.Response:
+    user = current_user(request)
+    session = _quantum(request).session(user, request.match_info["session_id"])
+    filters = dataclasses.replace(_job_filters(_query_source(request)), session_id=session.id)
+    page = _quantum(request).jobs(user, filters, _page(request))
+    return web.json_response(_page_json("jobs", page, job_json))
+
+
+# -- batches ----------------------------------------------------------------------------------
+
+
+async def _create_batch(request: web.Request) -> web.Response:
+    body = await json_body(request)
+    unknown = set(body) - {"program", "jobs", "platform", "session_id", "open",
+                           "idempotency_key", "tags", "project", "configuration"}
+    if unknown:
+        raise InvalidRequestError(f"unknown field(s) {', '.join(sorted(unknown))}")
+    is_open = body.get("open", False)
+    if not isinstance(is_open, bool):
+        raise InvalidRequestError("'open' must be true or false")
+    configuration = body.get("configuration")
+    if configuration is not None and not isinstance(configuration, dict):
+        raise InvalidRequestError("'configuration' must be an object")
+    batch = await _quantum(request).create_batch(
+        current_user(request), _program(body.get("program")), _specs(body.get("jobs", [])),
+        platform=_str(body, "platform"), session_id=_str(body, "session_id"), open=is_open,
+        idempotency_key=_str(body, "idempotency_key"), tags=_tags(body.get("tags")),
+        project=_str(body, "project"), configuration=configuration)
+    return web.json_response(batch_json(batch), status=201)
+
+
+async def _batches(request: web.Request) -> web.Response:
+    page = _quantum(request).batches(current_user(request),
+                                     _batch_filters(_query_source(request)), _page(request))
+    return web.json_response(_page_json("batches", page,
+                                        lambda b: batch_json(b, program=False)))
+
+
+async def _batch(request: web.Request) -> web.Response:
+    batch = _quantum(request).batch(current_user(request), request.match_info["batch_id"])
+    return web.json_response(batch_json(batch))
+
+
+async def _add_jobs(request: web.Request) -> web.Response:
+    body = await json_body(request)
+    unknown = set(body) - {"jobs", "idempotency_key"}
+    if unknown:
+        raise InvalidRequestError(f"unknown field(s) {', '.join(sorted(unknown))}")
+    batch = await _quantum(request).add_jobs(
+        current_user(request), request.match_info["batch_id"], _specs(body.get("jobs")),
+        idempotency_key=_str(body, "idempotency_key"))
+    return web.json_response(batch_json(batch))
+
+
+async def _close_batch(request: web.Request) -> web.Response:
+    batch = await _quantum(request).close_batch(current_user(request),
+                                                request.match_info["batch_id"])
+    return web.json_response(batch_json(batch))
+
+
+async def _cancel_batch(request: web.Request) -> web.Response:
+    batch = await _quantum(request).cancel_batch(current_user(request),
+                                                 request.match_info["batch_id"])
+    return web.json_response(batch_json(batch))
+
+
+async def _set_tags(request: web.Request) -> web.Response:
+    body = await json_body(request)
+    batch = await _quantum(request).set_tags(current_user(request),
+                                             request.match_info["batch_id"],
+                                             _tags(body.get("tags", [])))
+    return web.json_response(batch_json(batch))
+
+
+async def _rebatch(request: web.Request) -> web.Response:
+    body = await json_body(request, empty=True)
+    if set(body) - {"filters"}:
+        raise InvalidRequestError("the body may only hold 'filters'")
+    batch = await _quantum(request).rebatch(current_user(request),
+                                            request.match_info["batch_id"], _body_filters(body))
+    return web.json_response(batch_json(batch), status=201)
+
+
+async def _wait_batch(request: web.Request) -> web.Response:
+    batch = await _quantum(request).wait_batch(current_user(request),
+                                               request.match_info["batch_id"],
+                                               timeout_query(request, 30.0, MAX_WAIT_S))
+    return web.json_response(batch_json(batch))
+
+
+# -- quantum jobs -----------------------------------------------------------------------------
+
+
+async def _jobs(request: web.Request) -> web.Response:
+    page = _quantum(request).jobs(current_user(request), _job_filters(_query_source(request)),
+                                  _page(request))
+    return web.json_response(_page_json("jobs", page, job_json))
+
+
+async def _job(request: web.Request) -> web.Response:
+    job = _quantum(request).job(current_user(request), request.match_info["job_id"])
+    return web.json_response(job_json(job))
+
+
+async def _result(request: web.Request) -> web.Response:
+    result = _quantum(request).result(current_user(request), request.match_info["job_id"])
+    return web.json_response({"counts": dict(result.counts), "native": result.native})
+
+
+async def _cancel_job(request: web.Request) -> web.Response:
+    job = await _quantum(request).cancel_job(current_user(request),
+                                             request.match_info["job_id"])
+    return web.json_response(job_json(job))
+
+
+async def _retry_job(request: web.Request) -> web.Response:
+    job = await _quantum(request).retry_job(current_user(request),
+                                            request.match_info["job_id"])
+    return web.json_response(job_json(job), status=201)
+
+
+async def _cancel_jobs(request: web.Request) -> web.Response:
+    body = await json_body(request)
+    if set(body) - {"filters"}:
+        raise InvalidRequestError("the body may only hold 'filters'")
+    filters = _body_filters(body)
+    if filters is None:
+        raise InvalidRequestError("'filters' (an object) is required")
+    jobs = await _quantum(request).cancel_jobs(current_user(request), filters)
+    return web.json_response({"jobs": [job_json(j) for j in jobs]})
+
+
+async def _wait_job(request: web.Request) -> web.Response:
+    job = await _quantum(request).wait_job(current_user(request), request.match_info["job_id"],
+                                           timeout_query(request, 30.0, MAX_WAIT_S))
+    return web.json_response(job_json(job))
+
+
+# -- the table --------------------------------------------------------------------------------
+
+_SESSION_ID = path_param("session_id", "The session's id")
+_BATCH_ID = path_param("batch_id", "The batch's id")
+_JOB_ID = path_param("job_id", "The quantum job's id")
+_TIMEOUT = query("timeout", {"type": "number", "minimum": 0, "maximum": 60},
+                 "Seconds to hold the request at most (capped at 60)")
+_PAGING_PARAMS = [
+    query("offset", {"type": "integer", "default": 0}, "Skip this many"),
+    query("limit", {"type": "integer", "default": 100, "maximum": 100}, "Page size"),
+    query("snapshot", {"type": "integer"}, "A previous page's snapshot: a stable listing"),
+]
+_LIST = {"type": "array", "items": {"type": "string"}}
+_JOB_FILTER_PARAMS = [
+    query("id", _LIST, "Only these ids"), query("batch_id", _LIST, "Of these batches"),
+    query("session_id", _LIST, "Of these sessions"),
+    query("status", _LIST, "PENDING, RUNNING, DONE, ERROR, CANCELED, TIMED_OUT"),
+    query("start_date", {"type": "string"}, "Created at or after (ISO 8601 or epoch s)"),
+    query("end_date", {"type": "string"}, "Created at or before (ISO 8601 or epoch s)"),
+    query("min_shots", {"type": "integer"}, "At least this many shots"),
+    query("max_shots", {"type": "integer"}, "At most this many shots"),
+    query("platform", _LIST, "On these platforms"), query("project", _LIST, "Of these projects"),
+    query("errors", {"type": "boolean"}, "With (true) or without (false) errors"),
+]
+_BATCH_FILTER_PARAMS = [
+    query("id", _LIST, "Only these ids"), query("session_id", _LIST, "Of these sessions"),
+    query("status", _LIST, "PENDING, RUNNING, DONE, ERROR, CANCELED, TIMED_OUT"),
+    query("start_date", {"type": "string"}, "Created at or after"),
+    query("end_date", {"type": "string"}, "Created at or before"),
+    query("platform", _LIST, "On these platforms"), query("project", _LIST, "Of these projects"),
+    query("open", {"type": "boolean"}, "Open (true) or closed (false)"),
+    query("tag", {"type": "string"}, "Carrying this tag"),
+    query("parent_id", {"type": "string"}, "Rebatched from this batch"),
+]
+_SESSION = json_content(ref("QuantumSession"), "The session")
+_BATCH = json_content(ref("Batch"), "The batch")
+_QJOB = json_content(ref("QuantumJob"), "The quantum job")
+_TIME = {"type": "string", "format": "date-time", "nullable": True}
+_STATUS = {"type": "string", "enum": [s.value for s in QStatus]}
+
+
+def _body(schema: dict[str, Any], required: bool = True) -> dict[str, Any]:
+    return {"required": required, "content": {"application/json": {"schema": schema}}}
+
+
+def _listing(name: str, item: str) -> dict[str, Any]:
+    return json_content({"type": "object", "properties": {
+        name: {"type": "array", "items": ref(item)}, "total": {"type": "integer"},
+        "offset": {"type": "integer"}, "limit": {"type": "integer"},
+        "snapshot": {"type": "integer"}}}, f"A page of {name}, newest first")
+
+
+QUANTUM_SCHEMAS: dict[str, Any] = {
+    "QuantumProgram": {"type": "object", "required": ["kind", "data"], "properties": {
+        "kind": {"type": "string", "description": "qiskit.qasm2, qiskit.qasm3, qiskit.qpy, "
+                 "pulser, perceval"},
+        "data": {"type": "string", "description": "The program's text (qpy: base64)"}}},
+    "JobSpec": {"type": "object", "required": ["shots"], "properties": {
+        "shots": {"type": "integer"}, "variables": {"type": "object"},
+        "program": ref("QuantumProgram"), "seed": {"type": "integer", "nullable": True}}},
+    "JobFilters": {"type": "object", "properties": {
+        "id": _LIST, "batch_id": _LIST, "session_id": _LIST, "status": _LIST,
+        "start_date": {"type": "string"}, "end_date": {"type": "string"},
+        "min_shots": {"type": "integer"}, "max_shots": {"type": "integer"},
+        "platform": _LIST, "project": _LIST, "errors": {"type": "boolean"}}},
+    "Platform": {"type": "object", "properties": {
+        "name": {"type": "string"}, "engine": {"type": "string"}, "method": {"type": "string"},
+        "device": {"type": "string"}, "version": {"type": "string"},
+        "max_qubits": {"type": "integer"}, "max_shots": {"type": "integer"},
+        "max_circuits": {"type": "integer"}, "hardware": {"type": "object"},
+        "availability": {"type": "string", "enum": ["available", "busy", "unavailable"]},
+        "target": {"type": "object"}, "workers": {"type": "integer"},
+        "device_specs": {"type": "string", "nullable": True}}},
+    "QuantumSession": {"type": "object", "properties": {
+        "id": {"type": "string"}, "platform": {"type": "string"},
+        "deduplication_id": {"type": "string", "nullable": True}, "name": {"type": "string"},
+        "status": {"type": "string", "enum": [s.value for s in SessionStatus]},
+        "reason": {"type": "string", "nullable": True},
+        "message": {"type": "string", "nullable": True},
+        "max_duration_s": {"type": "number"}, "max_idle_duration_s": {"type": "number"},
+        "created_at": _TIME, "started_at": _TIME, "terminated_at": _TIME,
+        "last_job_at": _TIME, "deadline": _TIME}},
+    "QuantumJob": {"type": "object", "properties": {
+        "id": {"type": "string"}, "batch_id": {"type": "string", "nullable": True},
+        "session_id": {"type": "string"}, "seq": {"type": "integer"}, "status": _STATUS,
+        "shots": {"type": "integer"}, "variables": {"type": "object"},
+        "created_at": _TIME, "started_at": _TIME, "ended_at": _TIME,
+        "errors": {"type": "array", "items": {"type": "string"}},
+        "parent_id": {"type": "string", "nullable": True}, "has_result": {"type": "boolean"}}},
+    "Batch": {"type": "object", "properties": {
+        "id": {"type": "string"}, "session_id": {"type": "string"},
+        "platform": {"type": "string"}, "status": _STATUS, "open": {"type": "boolean"},
+        "parent_id": {"type": "string", "nullable": True},
+        "tags": {"type": "array", "items": {"type": "string"}},
+        "program": ref("QuantumProgram"),
+        "created_at": _TIME, "updated_at": _TIME, "ended_at": _TIME,
+        "jobs": {"type": "array", "items": ref("QuantumJob")}}},
+}
+
+QUANTUM_ROUTES: tuple[Route, ...] = (
+    Route("GET", "/platforms", _platforms, {
+        "summary": "The platforms the cluster's workers offer, with specs and availability",
+        "responses": {"200": json_content({"type": "object", "properties": {
+            "platforms": {"type": "array", "items": ref("Platform")}}}, "Platforms"),
+            **errors(401)}}),
+    Route("GET", "/platforms/{name}", _platform, {
+        "summary": "One platform", "parameters": [path_param("name", "The platform's name")],
+        "responses": {"200": json_content(ref("Platform"), "The platform"),
+                      **errors(401, 404)}}),
+    Route("POST", "/sessions", _open_session, {
+        "summary": "Get-or-create a session: a running or starting session of yours with the "
+                   "same platform and deduplication id, else a new one (201)",
+        "requestBody": _body({"type": "object", "required": ["platform"], "properties": {
+            "platform": {"type": "string"},
+            "deduplication_id": {"type": "string", "nullable": True},
+            "max_duration": {"type": "string", "description": "'30m', '1h', seconds..."},
+            "max_idle_duration": {"type": "string"}, "name": {"type": "string"},
+            "project": {"type": "string"}}}),
+        "responses": {"200": json_content({"type": "object", "properties": {
+            "session": ref("QuantumSession"), "created": {"type": "boolean"}}},
+            "The existing session"),
+            "201": json_content({"type": "object", "properties": {
+                "session": ref("QuantumSession"), "created": {"type": "boolean"}}},
+                "A new session"), **errors(400, 401, 404, 413)}}),
+    Route("GET", "/sessions", _sessions, {
+        "summary": "Your sessions, newest first",
+        "parameters": [query("status", _LIST, "starting, running, stopping, stopped"),
+                       query("platform", _LIST, "On these platforms"),
+                       query("deduplication_id", {"type": "string"}, "With this id"),
+                       *_PAGING_PARAMS],
+        "responses": {"200": _listing("sessions", "QuantumSession"), **errors(400, 401)}}),
+    Route("GET", "/sessions/{session_id}", _session, {
+        "summary": "A session", "parameters": [_SESSION_ID],
+        "responses": {"200": _SESSION, **errors(401, 404)}}),
+    Route("DELETE", "/sessions/{session_id}", _delete_session, {
+        "summary": "Terminate a session and forget it", "parameters": [_SESSION_ID],
+        "responses": {"204": {"description": "Deleted"}, **errors(401, 404, 409)}}),
+    Route("POST", "/sessions/{session_id}/terminate", _terminate_session, {
+        "summary": "End a session now (reason: terminated); its reservation is released",
+        "parameters": [_SESSION_ID], "responses": {"200": _SESSION, **errors(401, 404)}}),
+    Route("GET", "/sessions/{session_id}/wait", _wait_session, {
+        "summary": "Long-poll: answers once the session reaches one of the statuses "
+                   "(default stopped), or after timeout",
+        "parameters": [_SESSION_ID, _TIMEOUT, query("status", _LIST, "The statuses awaited")],
+        "responses": {"200": _SESSION, **errors(400, 401, 404)}}),
+    Route("POST", "/sessions/{session_id}/jobs", _session_job, {
+        "summary": "Run a job on the session (outside any batch)",
+        "parameters": [_SESSION_ID], "requestBody": _body(ref("JobSpec")),
+        "responses": {"201": _QJOB, **errors(400, 401, 404, 409, 413)}}),
+    Route("GET", "/sessions/{session_id}/jobs", _session_jobs, {
+        "summary": "The session's jobs, newest first",
+        "parameters": [_SESSION_ID, *_JOB_FILTER_PARAMS, *_PAGING_PARAMS],
+        "responses": {"200": _listing("jobs", "QuantumJob"), **errors(400, 401, 404)}}),
+    Route("POST", "/batches", _create_batch, {
+        "summary": "Create a batch of jobs of one program on a platform or a session",
+        "requestBody": _body({"type": "object", "required": ["program"], "properties": {
+            "program": ref("QuantumProgram"),
+            "jobs": {"type": "array", "items": ref("JobSpec")},
+            "platform": {"type": "string"}, "session_id": {"type": "string"},
+            "open": {"type": "boolean"}, "idempotency_key": {"type": "string"},
+            "tags": {"type": "array", "items": {"type": "string"}},
+            "project": {"type": "string"}, "configuration": {"type": "object"}}}),
+        "responses": {"201": _BATCH, **errors(400, 401, 404, 409, 413)}}),
+    Route("GET", "/batches", _batches, {
+        "summary": "Your batches, newest first (without their programs)",
+        "parameters": [*_BATCH_FILTER_PARAMS, *_PAGING_PARAMS],
+        "responses": {"200": _listing("batches", "Batch"), **errors(400, 401)}}),
+    Route("GET", "/batches/{batch_id}", _batch, {
+        "summary": "A batch and its jobs, in order", "parameters": [_BATCH_ID],
+        "responses": {"200": _BATCH, **errors(401, 404)}}),
+    Route("POST", "/batches/{batch_id}/jobs", _add_jobs, {
+        "summary": "Add jobs to an open batch", "parameters": [_BATCH_ID],
+        "requestBody": _body({"type": "object", "required": ["jobs"], "properties": {
+            "jobs": {"type": "array", "items": ref("JobSpec")},
+            "idempotency_key": {"type": "string"}}}),
+        "responses": {"200": _BATCH, **errors(400, 401, 404, 409, 413)}}),
+    Route("POST", "/batches/{batch_id}/close", _close_batch, {
+        "summary": "Close an open batch: it is DONE once its jobs have ended",
+        "parameters": [_BATCH_ID], "responses": {"200": _BATCH, **errors(401, 404, 409)}}),
+    Route("POST", "/batches/{batch_id}/cancel", _cancel_batch, {
+        "summary": "Cancel a batch and its pending jobs", "parameters": [_BATCH_ID],
+        "responses": {"200": _BATCH, **errors(401, 404, 409)}}),
+    Route("PUT", "/batches/{batch_id}/tags", _set_tags, {
+        "summary": "Replace a batch's tags", "parameters": [_BATCH_ID],
+        "requestBody": _body({"type": "object", "properties": {
+            "tags": {"type": "array", "items": {"type": "string"}}}}),
+        "responses": {"200": _BATCH, **errors(400, 401, 404)}}),
+    Route("POST", "/batches/{batch_id}/rebatch", _rebatch, {
+        "summary": "A new batch from a closed batch's jobs (those matching the filters), "
+                   "its parent_id set", "parameters": [_BATCH_ID],
+        "requestBody": _body({"type": "object", "properties": {
+            "filters": ref("JobFilters")}}, required=False),
+        "responses": {"201": _BATCH, **errors(400, 401, 404, 409)}}),
+    Route("GET", "/batches/{batch_id}/wait", _wait_batch, {
+        "summary": "Long-poll: answers once the batch is terminal, or after timeout",
+        "parameters": [_BATCH_ID, _TIMEOUT],
+        "responses": {"200": _BATCH, **errors(400, 401, 404)}}),
+    Route("GET", "/quantum-jobs", _jobs, {
+        "summary": "Your quantum jobs, newest first",
+        "parameters": [*_JOB_FILTER_PARAMS, *_PAGING_PARAMS],
+        "responses": {"200": _listing("jobs", "QuantumJob"), **errors(400, 401)}}),
+    Route("POST", "/quantum-jobs/cancel", _cancel_jobs, {
+        "summary": "Cancel every pending or running job matching the filters",
+        "requestBody": _body({"type": "object", "required": ["filters"], "properties": {
+            "filters": ref("JobFilters")}}),
+        "responses": {"200": json_content({"type": "object", "properties": {
+            "jobs": {"type": "array", "items": ref("QuantumJob")}}}, "The jobs cancelled"),
+            **errors(400, 401)}}),
+    Route("GET", "/quantum-jobs/{job_id}", _job, {
+        "summary": "A quantum job", "parameters": [_JOB_ID],
+        "responses": {"200": _QJOB, **errors(401, 404)}}),
+    Route("GET", "/quantum-jobs/{job_id}/result", _result, {
+        "summary": "A DONE job's counts and the engine's own result (text)",
+        "parameters": [_JOB_ID],
+        "responses": {"200": json_content({"type": "object", "properties": {
+            "counts": {"type": "object"}, "native": {"type": "string", "nullable": True}}},
+            "The result"), **errors(401, 404, 409)}}),
+    Route("POST", "/quantum-jobs/{job_id}/cancel", _cancel_job, {
+        "summary": "Cancel a job", "parameters": [_JOB_ID],
+        "responses": {"200": _QJOB, **errors(401, 404, 409)}}),
+    Route("POST", "/quantum-jobs/{job_id}/retry", _retry_job, {
+        "summary": "Run a job of an open batch again (a new job, parent_id set)",
+        "parameters": [_JOB_ID], "responses": {"201": _QJOB, **errors(401, 404, 409)}}),
+    Route("GET", "/quantum-jobs/{job_id}/wait", _wait_job, {
+        "summary": "Long-poll: answers once the job is terminal, or after timeout",
+        "parameters": [_JOB_ID, _TIMEOUT],
+        "responses": {"200": _QJOB, **errors(400, 401, 404)}}),
+)
