@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from qsrv.gateway._scaleway._routes import ROUTES, STORE, authenticate
+from qsrv.gateway._scaleway._routes import ROUTES, SCHEMAS, STORE, authenticate
 from qsrv.gateway._scaleway._store import ScalewayStore
 from qsrv.gateway._service import GatewayService
 from qsrv.gateway._web import door
@@ -33,7 +33,7 @@ _TYPES = {400: "invalid_arguments", 401: "denied_authentication", 403: "permissi
 
 def error_body(status: int, kind: str, message: str) -> web.Response:
     """An error as Scaleway's API answers one (its clients print the body)."""
-    kind = _TYPES.get(status, "internal" if status >= 500 else kind)
+    kind = _TYPES.get(status, "internal" if status == 500 else kind)
     return web.json_response({"message": message, "type": kind}, status=status)
 
 
@@ -43,7 +43,8 @@ async def _close_store(app: web.Application) -> None:
 
 def build_app(service: GatewayService) -> web.Application:
     """The door's application (its routes, its authentication, its error shape)."""
-    app = door(service, ROUTES, render=error_body, authenticate=authenticate)
+    app = door(service, ROUTES, render=error_body, authenticate=authenticate,
+               schemas=SCHEMAS)
     app[STORE] = ScalewayStore(service.config.data_dir / "scaleway.sqlite3")
     app.on_cleanup.append(_close_store)
     return app

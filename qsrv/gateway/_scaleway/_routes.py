@@ -30,7 +30,7 @@ from qsrv.gateway._scaleway._store import JobNote, ScalewayStore, SessionNote
 from qsrv.gateway._web import Route, bearer_token, current_user, json_body, service_of
 from qsrv.quantum.engines import Platform, Program
 
-__all__ = ["ROUTES", "STORE", "authenticate"]
+__all__ = ["ROUTES", "SCHEMAS", "STORE", "authenticate"]
 
 STORE = web.AppKey("qsrv_scaleway_store", ScalewayStore)
 _API = "/qaas/v1alpha1"
@@ -364,10 +364,25 @@ async def list_nothing(request: web.Request) -> web.Response:
     return _listing(key, [], 0)
 
 
+#: Scaleway's error body, what every route answers a refusal with.
+SCHEMAS: dict[str, Any] = {"ScalewayError": {
+    "type": "object", "required": ["message", "type"],
+    "properties": {"message": {"type": "string"},
+                   "type": {"type": "string", "description": "e.g. invalid_arguments, "
+                            "denied_authentication, not_found, precondition_failed"}}}}
+_ERRORS = {"4XX": {"description": "Refused (Scaleway's error body)",
+                   "content": {"application/json": {
+                       "schema": {"$ref": "#/components/schemas/ScalewayError"}}}}}
+
+
 def _op(summary: str, *params: str) -> dict[str, Any]:
+    """An operation of the door's OpenAPI description (token: the X-Auth-Token header)."""
     return {"summary": summary, "tags": ["scaleway"],
+            "description": "Authenticated by a qsrv gateway token in X-Auth-Token.",
             "parameters": [{"name": p, "in": "query", "schema": {"type": "string"}}
-                           for p in params]}
+                           for p in params],
+            "responses": {"200": {"description": "OK (Scaleway QaaS v1alpha1 shape)"},
+                          **_ERRORS}}
 
 
 _PAGE = ("page", "page_size", "order_by")
@@ -385,7 +400,8 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", f"{_API}/sessions/{{session_id}}/terminate", terminate_session,
           _op("Terminate a session")),
     Route("DELETE", f"{_API}/sessions/{{session_id}}", delete_session,
-          _op("Delete a session")),
+          {**_op("Delete a session"), "responses": {"204": {"description": "Deleted"},
+                                                    **_ERRORS}}),
     Route("GET", f"{_API}/sessions/{{session_id}}/acls", list_session_acls,
           _op("List a session's access rules (none)")),
     Route("POST", f"{_API}/models", create_model, _op("Create a model")),
