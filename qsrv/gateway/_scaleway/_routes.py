@@ -356,7 +356,7 @@ async def list_job_results(request: web.Request) -> web.Response:
     return _listing("job_results", results, len(results))
 
 
-# -- what qsrv does not offer (bookings, applications): empty listings ---------------------------
+# -- what qsrv does not offer (bookings, applications, processes): empty listings ----------
 
 
 async def list_nothing(request: web.Request) -> web.Response:
@@ -415,4 +415,5 @@ ROUTES: tuple[Route, ...] = (
           _op("List a job's results", *_PAGE)),
     Route("GET", f"{_API}/bookings", list_nothing, _op("List bookings (none)")),
     Route("GET", f"{_API}/applications", list_nothing, _op("List applications (none)")),
+    Route("GET", f"{_API}/processes", list_nothing, _op("List processes (none)")),
 )
