@@ -317,6 +317,42 @@ def test_check_refuses_each_misfit_with_its_reason(offer: dict[str, Platform]) -
             check(platform, program, shots, variables)
 
 
+def test_values_pulser_refuses_are_refused_at_check(offer: dict[str, Platform]) -> None:
+    with pytest.raises(InvalidProgramError, match="cannot build the Pulser sequence with these "
+                                                  "variables: The pulse's amplitude goes over"):
+        check(offer["pulser.qutip.cpu"], program_from(rabi()), 10, {"omega_max": 200.0})
+
+
+def test_a_mappable_register_takes_its_traps_as_the_qubits_variable(
+        offer: dict[str, Platform]) -> None:
+    from pulser.register.special_layouts import TriangularLatticeLayout
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        seq = Sequence(TriangularLatticeLayout(20, 6).make_mappable_register(3), AnalogDevice)
+        seq.declare_channel("ryd", "rydberg_global")
+        seq.add(Pulse.ConstantPulse(600, seq.declare_variable("omega"), 0.0, 0.0), "ryd")
+        seq.measure("ground-rydberg")
+    program = program_from(seq)
+    assert describe(program).parameters == {"omega", "qubits"}
+    assert describe(program).width == 3
+    traps = {"q0": 1, "q1": 2, "q2": 5}
+    check(offer["pulser.qutip.cpu"], program, 100, {"omega": 8.0, "qubits": traps})
+    with pytest.raises(InvalidProgramError, match="'trap_id' must be a unique integer"):
+        check(offer["pulser.qutip.cpu"], program, 100, {"omega": 8.0,
+                                                        "qubits": {**traps, "q2": 1}})
+    with pytest.raises(InvalidProgramError, match="variable 'qubits' maps qubit ids to trap"):
+        check(offer["pulser.qutip.cpu"], program, 100, {"omega": 8.0, "qubits": [1, 2, 5]})
+    ours = execute(program, 100, {"omega": 8.0, "qubits": traps}, platform="pulser.qutip.cpu",
+                   seed=4)
+    np.random.seed(4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        built = seq.build(omega=8.0, qubits=traps)
+        expected = QutipEmulator.from_sequence(built).run().sample_final_state(100)
+    assert ours.counts == dict(expected)
+
+
 def test_a_register_the_device_refuses_is_refused(offer: dict[str, Platform]) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

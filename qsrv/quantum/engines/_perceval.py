@@ -122,7 +122,18 @@ def set_parameters(exp: Any, values: Mapping[str, Any]) -> None:
         if name not in params:
             raise InvalidProgramError(f"the Perceval circuit has no parameter {name!r}; it "
                                       f"has {sorted(params)}")
-        params[name].set_value(float(value))
+        try:
+            params[name].set_value(float(value))
+        except Exception as exc:  # out of the parameter's bounds, not a number
+            raise InvalidProgramError(f"Perceval parameter {name!r} cannot take {value!r}: "
+                                      f"{exc}") from None
+
+
+def bind(program: Program, variables: Mapping[str, Any]) -> Any:
+    """A fresh experiment of the program with `variables` set."""
+    exp = experiment(program)
+    set_parameters(exp, variables)
+    return exp
 
 
 def iterations(data: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -178,8 +189,7 @@ def execute(program: Program, shots: int, variables: Mapping[str, Any], *, seed:
     module = pcvl()
     ser = _serialization()
     data = payload(program)
-    exp = experiment(program)
-    set_parameters(exp, variables)
+    exp = bind(program, variables)
     if seed is not None:
         module.random_seed(int(seed))
     processor = module.Processor(BACKEND, exp)

@@ -84,13 +84,22 @@ def _short(exc: BaseException) -> str:
     return text[0][:500] if text else ""
 
 
+#: The variable that places a mappable register's qubits on its layout's traps
+#: (``Sequence.build(qubits={"q0": 3, ...})``).
+QUBITS = "qubits"
+
+
 def atoms(seq: Any) -> int:
-    return len(seq.register.qubit_ids)
+    return len(seq.get_register(include_mappable=True).qubit_ids)
 
 
 def describe(program: Program) -> ProgramInfo:
+    """Parameters: the declared variables, and ``qubits`` when the register is mappable."""
     seq = sequence(program)
-    return ProgramInfo("pulser", atoms(seq), frozenset(seq.declared_variables), 1)
+    names = set(seq.declared_variables)
+    if seq.is_register_mappable():
+        names.add(QUBITS)
+    return ProgramInfo("pulser", atoms(seq), frozenset(names), 1)
 
 
 def _channel_ids(program: Program) -> dict[str, str]:
@@ -114,11 +123,13 @@ def device_problem(program: Program, device: Any) -> str | None:
         if channel_id not in device.channels:
             return (f"the sequence uses channel {channel_id!r} (declared as {name!r}), which "
                     f"device {device.name} lacks (it has {sorted(device.channels)})")
-    if not seq.is_register_mappable():
-        try:
+    try:
+        if seq.is_register_mappable():
+            device.validate_layout(seq.get_register(include_mappable=True).layout)
+        else:
             device.validate_register(seq.register)
-        except Exception as exc:
-            return f"the register is not valid on device {device.name}: {_short(exc)}"
+    except Exception as exc:
+        return f"the register is not valid on device {device.name}: {_short(exc)}"
     try:
         with _quiet():
             seq.switch_device(device)
@@ -152,6 +163,20 @@ def _numpy_seed(seed: int | None) -> Iterator[None]:
         np.random.set_state(saved)
 
 
+def build(program: Program, variables: Mapping[str, Any]) -> Any:
+    """The sequence built with `variables` (Pulser checks the values: amplitudes within the
+    channel's limits, a mappable register's traps...)."""
+    seq = sequence(program)
+    if not (seq.is_parametrized() or seq.is_register_mappable()):
+        return seq
+    try:
+        with _quiet():
+            return seq.build(**dict(variables))
+    except Exception as exc:
+        raise InvalidProgramError(f"cannot build the Pulser sequence with these variables: "
+                                  f"{_short(exc)}") from None
+
+
 def execute(program: Program, shots: int, variables: Mapping[str, Any], *, seed: int | None,
             options: Mapping[str, Any]) -> dict[str, int]:
     """Bitstring counts of `shots` samples of the final state."""
@@ -159,13 +184,7 @@ def execute(program: Program, shots: int, variables: Mapping[str, Any], *, seed:
     if unknown:
         raise InvalidProgramError(f"unknown Pulser option(s) {sorted(unknown)}; known: "
                                   f"{sorted(OPTIONS)}")
-    seq = sequence(program)
-    try:
-        with _quiet():
-            built = seq.build(**dict(variables)) if seq.is_parametrized() else seq
-    except Exception as exc:
-        raise InvalidProgramError(f"cannot build the Pulser sequence with these variables: "
-                                  f"{_short(exc)}") from None
+    built = build(program, variables)
     emulator = importlib.import_module("pulser_simulation").QutipEmulator
     with _numpy_seed(seed), _quiet():
         results = emulator.from_sequence(built, **dict(options)).run()

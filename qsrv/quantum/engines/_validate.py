@@ -36,6 +36,13 @@ def check_variables(info: ProgramInfo, variables: Mapping[str, Any]) -> None:
                                   f"unknown variable(s) {unknown}: the program has no "
                                   f"parameters")
     for name, value in variables.items():
+        if info.engine == "pulser" and name == "qubits":  # a mappable register's placement
+            if not (isinstance(value, Mapping) and value and all(
+                    isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool)
+                    for k, v in value.items())):
+                raise InvalidProgramError(f"variable 'qubits' maps qubit ids to trap numbers "
+                                          f"(a mappable register), got {value!r}")
+            continue
         listed = info.engine == "pulser" and isinstance(value, list | tuple)
         if not (_is_number(value) or (listed and value and all(_is_number(v) for v in value))):
             raise InvalidProgramError(f"variable {name!r} must be a number, got {value!r}")
@@ -78,10 +85,13 @@ def check(platform: Platform, program: Program, shots: int,
             raise InvalidProgramError(f"the input state has {photons} photons; platform "
                                       f"{platform.name} takes at most "
                                       f"{_probe.PERCEVAL_MAX_PHOTONS}")
-    elif platform.engine == "pulser" and platform.device_specs:
+        _perceval.bind(program, variables)  # values within the parameters' bounds
+    elif platform.engine == "pulser":
         from qsrv.quantum.engines import _pulser
 
-        problem = _pulser.device_problem(program, _pulser.device_from_specs(
-            platform.device_specs))
-        if problem:
-            raise InvalidProgramError(problem)
+        if platform.device_specs:
+            problem = _pulser.device_problem(program, _pulser.device_from_specs(
+                platform.device_specs))
+            if problem:
+                raise InvalidProgramError(problem)
+        _pulser.build(program, variables)  # the values as Pulser checks them
