@@ -44,6 +44,7 @@ from qsrv.gateway._web import (
     current_user,
     float_query,
     json_body,
+    no_body,
     pagination,
     service_of,
     timeout_query,
@@ -395,12 +396,14 @@ async def _session(request: web.Request) -> web.Response:
 
 
 async def _terminate_session(request: web.Request) -> web.Response:
+    await no_body(request)
     session = await _quantum(request).terminate_session(current_user(request),
                                                         request.match_info["session_id"])
     return web.json_response(session_json(session))
 
 
 async def _delete_session(request: web.Request) -> web.Response:
+    await no_body(request)
     await _quantum(request).delete_session(current_user(request),
                                            request.match_info["session_id"])
     return web.Response(status=204)
@@ -478,12 +481,14 @@ async def _add_jobs(request: web.Request) -> web.Response:
 
 
 async def _close_batch(request: web.Request) -> web.Response:
+    await no_body(request)
     batch = await _quantum(request).close_batch(current_user(request),
                                                 request.match_info["batch_id"])
     return web.json_response(batch_json(batch))
 
 
 async def _cancel_batch(request: web.Request) -> web.Response:
+    await no_body(request)
     batch = await _quantum(request).cancel_batch(current_user(request),
                                                  request.match_info["batch_id"])
     return web.json_response(batch_json(batch))
@@ -533,12 +538,14 @@ async def _result(request: web.Request) -> web.Response:
 
 
 async def _cancel_job(request: web.Request) -> web.Response:
+    await no_body(request)
     job = await _quantum(request).cancel_job(current_user(request),
                                              request.match_info["job_id"])
     return web.json_response(job_json(job))
 
 
 async def _retry_job(request: web.Request) -> web.Response:
+    await no_body(request)
     job = await _quantum(request).retry_job(current_user(request),
                                             request.match_info["job_id"])
     return web.json_response(job_json(job), status=201)

@@ -60,6 +60,7 @@ __all__ = [
     "int_query",
     "json_body",
     "native_error",
+    "no_body",
     "pagination",
     "reading_body",
     "service_of",
@@ -297,6 +298,16 @@ async def json_body(request: web.Request, *, empty: bool = False) -> dict[str, A
     if not isinstance(body, dict):
         raise InvalidRequestError("the body must be a JSON object")
     return body
+
+
+async def no_body(request: web.Request) -> None:
+    """For routes that take no body: none, or an empty JSON object; anything else is a 400."""
+    if not request.can_read_body:
+        return
+    async with reading_body():
+        raw = await request.read()
+    if raw.strip() and raw.strip() != b"{}":
+        raise InvalidRequestError(f"{request.method} {request.path} takes no body")
 
 
 # -- queries ----------------------------------------------------------------------------------
