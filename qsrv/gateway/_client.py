@@ -28,7 +28,7 @@ import aiohttp
 import anyio.to_thread
 
 from qsrv import _bridge
-from qsrv.errors import ConfigError, GetTimeoutError
+from qsrv.errors import ConfigError, GetTimeoutError, InvalidProgramError
 from qsrv.gateway._archive import pack_directory
 from qsrv.gateway._errors import (
     GatewayError,
@@ -319,7 +319,12 @@ GatewayClient = Client
 def _error_from(status: int, body: bytes) -> GatewayError:
     try:
         data = json.loads(body)
-        return error_for(str(data["error"]), str(data["message"]), status)
+        kind, message = str(data["error"]), str(data["message"])
+        if kind == InvalidProgramError.kind:
+            err: GatewayError = InvalidProgramError(message)
+            err.status = status
+            return err
+        return error_for(kind, message, status)
     except (ValueError, KeyError, TypeError):
         text = body[:200].decode("utf-8", "replace")
         err = GatewayError(f"HTTP {status} from the gateway: {text}")

@@ -192,7 +192,7 @@ def test_long_polls_answer_once_the_object_is_there(env: QuantumEnv) -> None:
     status, running = call(env, "GET", f"/v1/sessions/{session}/wait?timeout=60&status=running")
     assert running["status"] == "running"
     # ... and answers once it is stopped.
-    status, ended = call(env, "POST", f"/v1/sessions/{session}/terminate")
+    status, _ = call(env, "POST", f"/v1/sessions/{session}/terminate")
     assert status == 200
     status, stopped = call(env, "GET", f"/v1/sessions/{session}/wait?timeout=60")
     assert stopped["status"] == "stopped" and stopped["reason"] == "terminated"
