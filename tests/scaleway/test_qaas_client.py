@@ -184,3 +184,42 @@ def test_another_users_session_is_not_found(door: Door, project: str) -> None:
         other.get_session(session.id)
     assert other.list_sessions() == []
     client.terminate_session(session.id)
+
+
+def test_an_idle_session_stops_with_its_reason(door: Door, project: str) -> None:
+    client = _client(door, project)
+    [aer] = client.list_platforms(name=AER)
+    session = client.create_session(aer.id, max_duration="10m", max_idle_duration="1s")
+    stopped = wait_for(lambda: (s := client.get_session(session.id)).status.value == "stopped"
+                       and s, timeout=60, what="the idle session to stop")
+    assert stopped.progress_message.startswith("idle")
+    assert stopped.terminated_at is not None
+    model = client.create_model(_qasm2_model())
+    with pytest.raises(Exception, match=r"error 409.*precondition_failed"):
+        client.create_job(session.id, model_id=model.id, parameters=_shots(10))
+
+
+def test_listings_are_paged(door: Door, project: str) -> None:
+    client = _client(door, project)
+    [aer] = client.list_platforms(name=AER)
+    session = client.create_session(aer.id)
+    model = client.create_model(_qasm2_model())
+    made = [client.create_job(session.id, model_id=model.id, parameters=_shots(10)).id
+            for _ in range(3)]
+    headers = {"X-Auth-Token": door.token}
+
+    def page(**params: object) -> dict[str, Any]:
+        response = requests.get(f"{door.api}/jobs", headers=headers, timeout=30,
+                                params={"session_id": session.id, **params})
+        return response.json()  # type: ignore[no-any-return]
+
+    first, second = page(page=1, page_size=2), page(page=2, page_size=2)
+    assert first["total_count"] == second["total_count"] == 3
+    assert len(first["jobs"]) == 2 and len(second["jobs"]) == 1
+    assert {j["id"] for j in first["jobs"] + second["jobs"]} == set(made)
+    assert [j["id"] for j in first["jobs"]] == made[::-1][:2]  # newest first
+    for bad in ({"page_size": 101}, {"page": 0}, {"page_size": "many"}):
+        response = requests.get(f"{door.api}/jobs", headers=headers, params=bad, timeout=30)
+        assert response.status_code == 400
+        assert response.json()["type"] == "invalid_arguments"
+    client.terminate_session(session.id)
