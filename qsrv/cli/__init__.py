@@ -17,7 +17,7 @@ from qsrv.errors import QsrvError
 
 # Subcommand modules, in the order --help lists them.
 _COMMANDS = ("start", "stop", "scheduler", "worker", "status", "gateway", "user", "programs",
-             "jobs",
+             "jobs", "platforms", "sessions", "batches",
              "dashboard", "timeline")
 
 
