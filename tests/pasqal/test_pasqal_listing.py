@@ -8,7 +8,7 @@ from datetime import datetime
 
 import pytest
 
-from tests.pasqal.conftest import Gateway, new_project
+from tests.pasqal.conftest import Gateway, new_project, sequence
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -42,14 +42,19 @@ def _batch_ids(sdk: SDK, filters: BatchFilters) -> set[str]:
 
 def test_get_jobs_with_each_filter_and_pages(pasqal: Gateway, serialized: str) -> None:
     sdk = pasqal.sdk(project=JOBS_P1)
-    # omega_max=100 is over the channel's maximum: that job ends in ERROR when it is built.
-    first = sdk.create_batch(serialized, [{"runs": 10, "variables": {"omega_max": 1.0}},
+    # The first job (a slow sequence of its own) keeps the third waiting while it is
+    # cancelled: the three end DONE, DONE, CANCELED (with the reason in its errors).
+    slow = sequence(atoms=12, duration=6000, variable=False).to_abstract_repr()
+    first = sdk.create_batch(serialized, [{"runs": 10, "serialized_sequence": slow},
                                           {"runs": 20, "variables": {"omega_max": 2.0}},
-                                          {"runs": 30, "variables": {"omega_max": 100.0}}],
-                             wait=True)
+                                          {"runs": 30, "variables": {"omega_max": 3.0}}],
+                             open=True)
     j10, j20, j30 = first.ordered_jobs
-    assert [j.status for j in first.ordered_jobs] == ["DONE", "DONE", "ERROR"]
-    assert j30.errors
+    assert sdk.cancel_job(j30.id).status == "CANCELED"
+    first.close(wait=True)
+    j10, j20, j30 = first.ordered_jobs
+    assert [j.status for j in first.ordered_jobs] == ["DONE", "DONE", "CANCELED"]
+    assert j30.errors and not j10.errors
     other = pasqal.sdk(project=JOBS_P2).create_batch(
         serialized, [{"runs": 40, "variables": {"omega_max": 4.0}}], wait=True)
     (j40,) = other.ordered_jobs
@@ -60,7 +65,7 @@ def test_get_jobs_with_each_filter_and_pages(pasqal: Gateway, serialized: str) -
     assert _ids(sdk, JobFilters(batch_id=both)) == everything
     assert _ids(sdk, JobFilters(id=[j10.id, j40.id])) == {j10.id, j40.id}
     assert _ids(sdk, JobFilters(id=j20.id)) == {j20.id}
-    assert _ids(sdk, JobFilters(batch_id=both, status=JobStatus.ERROR)) == {j30.id}
+    assert _ids(sdk, JobFilters(batch_id=both, status=JobStatus.CANCELED)) == {j30.id}
     assert _ids(sdk, JobFilters(batch_id=both, status=[JobStatus.DONE])) == {
         j10.id, j20.id, j40.id}
     assert _ids(sdk, JobFilters(batch_id=both, min_runs=20)) == {j20.id, j30.id, j40.id}
