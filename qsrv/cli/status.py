@@ -30,6 +30,9 @@ def register(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="print the raw status as JSON")
     p.add_argument("--timeout", type=float, default=10.0,
                    help="seconds to wait for the scheduler's answer (default 10)")
+    p.add_argument("--watch", nargs="?", type=float, const=1.0, default=None,
+                   metavar="SECONDS",
+                   help="show it again every SECONDS (default 1) until interrupted")
     p.set_defaults(func=run)
 
 
@@ -142,6 +145,47 @@ def _quantum_lines(quantum: dict[str, Any]) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     apply_client_tls(args)
     address, token = cluster_of(args)
+    if args.watch is not None:
+        return watch(address, token, args)
     status = fetch_status(address, token, args.timeout)
     print(json.dumps(status, indent=2) if args.json else render(status))
     return 0
+
+
+def watch(address: str, token: str, args: argparse.Namespace) -> int:
+    """`qsrv status --watch`: one connection, a status every interval; a terminal is redrawn
+    in place, anything else gets one block (or JSON line) per status."""
+    import sys
+    import time
+
+    interval = max(0.1, args.watch)
+    tty = sys.stdout.isatty()
+    conn = SyncConnection(address, token, "driver", timeout=args.timeout)
+    req = 0
+    try:
+        while True:
+            req += 1
+            conn.send([StatusRequest(req)])
+            deadline = Deadline(args.timeout)
+            status = None
+            while status is None and (left := deadline.remaining()) > 0:
+                for msg in conn.receive(left):
+                    if isinstance(msg, StatusReply) and msg.req_id == req:
+                        status = msg.status
+            if status is None:
+                raise GetTimeoutError(f"the scheduler at {address} sent no status within "
+                                      f"{args.timeout:g} s")
+            stamp = time.strftime("%H:%M:%S")
+            if args.json:
+                print(json.dumps({"time": time.time(), "status": status}), flush=True)
+            elif tty:
+                sys.stdout.write(f"\x1b[H\x1b[2J{address} at {stamp} (every {interval:g} s, "
+                                 f"Ctrl-C to stop)\n{render(status)}\n")
+                sys.stdout.flush()
+            else:
+                print(f"--- {stamp}\n{render(status)}", flush=True)
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        conn.close()

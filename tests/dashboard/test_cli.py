@@ -1,0 +1,65 @@
+"""The command line of this area: qsrv status --watch, --log-format json, qsrv dashboard's
+refusal to serve a non-loopback address without TLS."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+
+from tests._support.cluster import Cluster, cli_env, qsrv_cli
+
+
+def test_status_watch_prints_again_until_interrupted(cluster: Cluster) -> None:
+    proc = qsrv_cli("status", "--address", cluster.address, "--watch", "0.2",
+                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None
+    blocks = 0
+    workers_lines = []
+    while blocks < 3:
+        line = proc.stdout.readline()
+        assert line, "qsrv status --watch ended early"
+        if line.startswith("--- "):
+            blocks += 1
+        if "worker(s)" in line:
+            workers_lines.append(line)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(30) == 0
+    assert all(line.startswith("2 worker(s)") for line in workers_lines)
+
+
+def test_status_watch_json_lines(cluster: Cluster) -> None:
+    proc = qsrv_cli("status", "--address", cluster.address, "--watch", "0.2", "--json",
+                    stdout=subprocess.PIPE)
+    assert proc.stdout is not None
+    first = json.loads(proc.stdout.readline())
+    second = json.loads(proc.stdout.readline())
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(30) == 0
+    assert second["time"] >= first["time"]
+    assert len(first["status"]["workers"]) == 2
+
+
+def test_log_format_json() -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "qsrv", "scheduler", "--port", "0",
+                             "--log-level", "info", "--log-format", "json"],
+                            env=cli_env(), text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        assert proc.stdout.readline().startswith("qsrv scheduler listening on ")
+        entry = json.loads(proc.stderr.readline())
+        assert entry["level"] == "INFO" and entry["logger"] == "qsrv.scheduler"
+        assert "listening on" in entry["message"] and entry["pid"] == proc.pid
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def test_dashboard_refuses_a_public_address_without_tls(cluster: Cluster) -> None:
+    done = subprocess.run([sys.executable, "-m", "qsrv", "dashboard", "--address",
+                           cluster.address, "--host", "0.0.0.0", "--port", "0"],
+                          env=cli_env(), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert "without TLS" in done.stderr
