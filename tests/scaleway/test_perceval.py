@@ -100,3 +100,32 @@ def test_a_wrong_token_is_refused(door: Door, project: str) -> None:
     with pytest.raises(HTTPError, match="401"):
         scw.Session(platform_name=PERCEVAL, project_id=project, token="not-a-token",
                     url=door.url)
+
+
+def test_parameters_iterations_probs_and_heralds(door: Door, project: str) -> None:
+    with scw.Session(platform_name=PERCEVAL, project_id=project, token=door.token,
+                     url=door.url) as session:
+        processor = session.build_remote_processor()
+        phi = pcvl.P("phi")
+        # A Mach-Zehnder interferometer: the phase sends the photon to one output or the other.
+        processor.set_circuit(pcvl.Circuit(2) // pcvl.BS() // (0, pcvl.PS(phi)) // pcvl.BS())
+        phi.set_value(0.0)
+        processor.with_input(pcvl.BasicState("|1,0>"))
+        processor.min_detected_photons_filter(1)
+        sampler = pcvl.algorithm.Sampler(processor, max_shots_per_call=1000)
+        assert {str(k): v for k, v in sampler.sample_count(100)["results"].items()} == {
+            "|0,1>": 100}
+        probs = sampler.probs()["results"]
+        assert {str(k) for k, p in probs.items() if p > 1e-9} == {"|0,1>"}
+        sampler.add_iteration(circuit_params={"phi": 0.0})
+        sampler.add_iteration(circuit_params={"phi": 3.141592653589793})
+        iterations = sampler.sample_count(100)["results_list"]
+        assert [{str(k): v for k, v in it["results"].items()} for it in iterations] == [
+            {"|0,1>": 100}, {"|1,0>": 100}]
+        heralded = session.build_remote_processor()
+        heralded.set_circuit(pcvl.Circuit(3) // pcvl.BS() // (1, pcvl.BS()))
+        heralded.add_herald(2, 0)
+        heralded.with_input(pcvl.BasicState("|1,0>"))
+        heralded.min_detected_photons_filter(1)
+        counts = pcvl.algorithm.Sampler(heralded, max_shots_per_call=1000).sample_count(100)
+        assert {str(k) for k in counts["results"]} <= {"|1,0>", "|0,1>"}
