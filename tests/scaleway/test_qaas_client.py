@@ -101,9 +101,12 @@ def test_cudaq_payload_runs_and_jobs_are_listed_per_session(door: Door, project:
     session = client.create_session(aer.id, max_duration="10m", max_idle_duration="5m")
     assert session.status.value in ("starting", "running")
     model = client.create_model(_qasm2_model())
-    job = client.create_job(session.id, model_id=model.id, parameters=_shots(500))
+    job = client.create_job(session.id, model_id=model.id, parameters=_shots(500),
+                            name="bell-500")
     assert job.session_id == session.id
     assert job.model_id == model.id
+    assert job.name == "bell-500"
+    assert json.loads(job.parameters)["shots"] == 500
     done = _wait_job(client, job.id)
     assert done.status.value == "completed"
     assert done.started_at is not None

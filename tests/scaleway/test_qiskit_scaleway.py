@@ -87,7 +87,10 @@ def test_run_without_a_session_opens_one(door: Door, project: str) -> None:
                           headers={"X-Auth-Token": door.token}, timeout=30).json()
     [auto] = listed["sessions"]
     assert auto["name"].startswith("auto-")
-    backend.stop_session(auto["id"])
+    backend.delete_session(auto["id"])
+    gone = requests.get(f"{door.api}/sessions/{auto['id']}",
+                        headers={"X-Auth-Token": door.token}, timeout=30)
+    assert gone.status_code == 404
 
 
 def test_several_circuits_in_one_job_each_get_their_result(door: Door, project: str) -> None:
