@@ -73,6 +73,14 @@ def test_device_types_and_configurations_qsrv_cannot_honour(sdk: SDK,
     text = _refused(sdk, serialized, jobs,
                     configuration=EmuFreeConfig(extra_config={"dt": 5}))
     assert "'dt'" in text
+    from pulser import NoiseModel
+    from pulser.backend import BitStrings, EmulationConfig, Occupation
+
+    noisy = EmulationConfig(observables=[BitStrings()],
+                            noise_model=NoiseModel(dephasing_rate=0.1)).to_abstract_repr()
+    assert "noise" in _refused(sdk, serialized, jobs, backend_configuration=noisy)
+    occupation = EmulationConfig(observables=[Occupation()]).to_abstract_repr()
+    assert "bitstrings" in _refused(sdk, serialized, jobs, backend_configuration=occupation)
     webhooked = make_sdk(sdk._client.endpoints.core.rsplit("/pasqal/", 1)[0],
                          sdk._client.user_token() or "")
     webhooked.webhook = "http://example.invalid/hook"

@@ -13,6 +13,7 @@ id is its batch's, its ``result`` the job's counter (inline), cancelling it canc
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import Any
 
@@ -127,7 +128,9 @@ async def create_batch(request: web.Request) -> web.Response:
     body = await _object(request)
     if body.get("webhook"):
         raise InvalidRequestError("webhook: qsrv calls no webhooks; poll the batch instead")
-    check_backend_configuration(body.get("backend_configuration"))
+    if body.get("backend_configuration") not in (None, ""):
+        # pulser's import and schema check take a while: off the event loop.
+        await asyncio.to_thread(check_backend_configuration, body["backend_configuration"])
     configuration, seed = split_configuration(body.get("configuration"))
     platform = platform_for(body.get("device_type"), await _pulser_platforms(quantum))
     jobs = job_specs(body.get("jobs", []), seed)
