@@ -24,6 +24,7 @@ from pathlib import Path
 
 import qsrv
 from qsrv.gateway import GatewayClient
+from qsrv.quantum import engines
 
 PLATFORM = "aer.statevector.cpu"
 DEDUPLICATION_ID = "shared-demo"
@@ -34,6 +35,7 @@ BELL = ('OPENQASM 2.0;\ninclude "qelib1.inc";\nqreg q[2];\ncreg c[2];\nh q[0];\n
 def main() -> None:
     if not os.environ.get("QSRV_GATEWAY"):
         qsrv.init(gateway=True, data_dir=tempfile.mkdtemp(prefix="qsrv-shared-"))
+        engines.platforms()  # returns once the local worker has probed its engines
     client = GatewayClient()
     with client.session(PLATFORM, deduplication_id=DEDUPLICATION_ID,
                         max_idle_duration="10m") as session:

@@ -22,6 +22,7 @@ from qiskit.circuit import Parameter
 
 import qsrv
 from qsrv.gateway import Batch, GatewayClient
+from qsrv.quantum import engines
 
 PLATFORM = "aer.statevector.cpu"
 SHOTS = 2000
@@ -38,6 +39,7 @@ def p_one(batch: Batch) -> float:
 def main() -> None:
     if not os.environ.get("QSRV_GATEWAY"):
         qsrv.init(gateway=True, data_dir=tempfile.mkdtemp(prefix="qsrv-variational-"))
+        engines.platforms()  # returns once the local worker has probed its engines
     client = GatewayClient()
     theta = Parameter("theta")
     circuit = QuantumCircuit(1, 1)
