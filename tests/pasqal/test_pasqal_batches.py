@@ -205,3 +205,28 @@ def test_cancel_jobs_by_filter_and_a_running_job(sdk: SDK) -> None:
     assert [by_runs[r] for r in (15, 16)] == ["CANCELED"] * 2
     assert by_runs[cancelled.runs] == "CANCELED"
     assert set(by_runs.values()) <= {"DONE", "CANCELED"}
+
+
+def test_the_native_client_sees_and_waits_on_the_same_batch(pasqal: Gateway,
+                                                            serialized: str) -> None:
+    """One service behind both doors: a batch the SDK made is the native client's too, and
+    the native client's wait (pushed) ends when the SDK closes it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from qsrv.gateway import GatewayClient
+
+    sdk = pasqal.sdk()
+    batch = sdk.create_batch(serialized, [{"runs": 12, "variables": {"omega_max": 2.0}}],
+                             open=True)
+    native = GatewayClient(pasqal.url, pasqal.alice_token)
+    same = native.get_batch(batch.id)
+    assert same.open and [j.id for j in same.ordered_jobs] == [
+        j.id for j in batch.ordered_jobs]
+    with ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(same.wait, 90)
+        batch.close()
+        done = waiting.result(120)
+    assert done.status == "DONE" and not done.open
+    batch.refresh()
+    assert done.ordered_jobs[0].result == batch.ordered_jobs[0].result
+    assert sum(batch.ordered_jobs[0].result.values()) == 12
