@@ -115,7 +115,12 @@ def test_cudaq_payload_runs_and_jobs_are_listed_per_session(door: Door, project:
     ).get_counts()
     assert sum(counts.values()) == 500
     assert set(counts) <= {"00", "11"}
-    second = client.create_job(session.id, model_id=model.id, parameters=_shots(10))
+    # The older way: the model inline, as the job's circuit.
+    second = client.create_job(session.id, payload=_qasm2_model(), parameters=_shots(10))
+    assert _wait_job(client, second.id).status.value == "completed"
+    [inline] = client.list_job_results(second.id)
+    assert sum(qio_core.QuantumProgramResult.from_json_str(inline.result).to_qiskit_result(
+    ).get_counts().values()) == 10
     listed = client.list_jobs(session.id)
     assert {j.id for j in listed} == {job.id, second.id}
     assert [s.id for s in client.list_sessions(platform_id=aer.id)] == [session.id]
