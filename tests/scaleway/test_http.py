@@ -66,3 +66,30 @@ def test_the_token_is_read_from_x_auth_token_only(door: Door) -> None:
         response = requests.get(url, headers=headers, timeout=30)
         assert response.status_code == 401
         assert response.json()["type"] == "denied_authentication"
+
+
+def test_a_refused_job_queues_nothing(door: Door, project: str) -> None:
+    from qio.core import QuantumComputationModel, QuantumComputationParameters, QuantumProgram
+    from qiskit import QuantumCircuit
+
+    headers = {"X-Auth-Token": door.token}
+    qc = QuantumCircuit(1)
+    qc.measure_all()
+    session = requests.post(f"{door.api}/sessions", headers=headers, timeout=30, json={
+        "project_id": project, "platform_id": AER}).json()
+    model = requests.post(f"{door.api}/models", headers=headers, timeout=30, json={
+        "project_id": project, "payload": QuantumComputationModel(
+            programs=[QuantumProgram.from_qiskit_circuit(qc)]).to_json_str()}).json()
+    good = {"session_id": session["id"], "model_id": model["id"],
+            "parameters": QuantumComputationParameters(shots=5).to_json_str()}
+    for bad in ({"tags": "not-a-list"}, {"name": 7}, {"parameters": "{"},
+                {"parameters": QuantumComputationParameters(shots=0).to_json_str()}):
+        response = requests.post(f"{door.api}/jobs", headers=headers, timeout=30,
+                                 json={**good, **bad})
+        assert response.status_code == 400, (bad, response.text)
+    listed = requests.get(f"{door.api}/jobs", headers=headers, timeout=30,
+                          params={"session_id": session["id"]}).json()
+    assert listed == {"jobs": [], "total_count": 0}
+    response = requests.post(f"{door.api}/sessions/{session['id']}/terminate",
+                             headers=headers, timeout=30)
+    assert response.json()["status"] in ("stopping", "stopped")

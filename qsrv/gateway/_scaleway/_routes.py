@@ -165,6 +165,7 @@ async def create_session(request: web.Request) -> web.Response:
     parameters = body.get("parameters")
     if parameters is not None and not isinstance(parameters, str):
         raise InvalidRequestError("parameters must be a JSON text")
+    tags = _tags(body)
     options: dict[str, Any] = {}
     for name in ("max_duration", "max_idle_duration"):
         value = body.get(name)
@@ -175,9 +176,9 @@ async def create_session(request: web.Request) -> web.Response:
     session, created = await service_of(request).quantum.open_session(
         user, platform.name, deduplication_id=_text_field(body, "deduplication_id"),
         name=_text_field(body, "name"), project=_text_field(body, "project_id"), **options)
-    if created and (model_id or parameters or body.get("tags")):
+    if created and (model_id or parameters or tags):
         _store(request).note_session(user.user_id, session.id,
-                                     SessionNote(model_id, parameters, _tags(body)))
+                                     SessionNote(model_id, parameters, tags))
     return web.json_response(_session_json(request, user, session))
 
 
@@ -301,14 +302,14 @@ async def create_job(request: web.Request) -> web.Response:
     assert session_id is not None
     quantum = service_of(request).quantum
     session = quantum.session(user, session_id)
+    name, tags = _text_field(body, "name"), _tags(body)  # checked before anything is queued
     specs, options, model_id, parameters = _job_specs(request, user, body, session)
     program: Program | None = specs[0].program
     batch = await quantum.create_batch(user, program, specs, session_id=session.id,
                                        project=session.project,
                                        configuration={"options": options} if options else None)
-    name = _text_field(body, "name") or f"qj-{batch.id[:8]}"
-    _store(request).note_job(user.user_id, batch.id, JobNote(name, model_id, parameters,
-                                                         _tags(body)))
+    _store(request).note_job(user.user_id, batch.id, JobNote(
+        name or f"qj-{batch.id[:8]}", model_id, parameters, tags))
     return web.json_response(_job_json(request, batch))
 
 
