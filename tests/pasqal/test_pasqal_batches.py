@@ -101,6 +101,15 @@ def test_a_job_with_its_own_sequence(sdk: SDK) -> None:
     assert first.result == simulate(batch_seq, 10, 5, omega_max=6)
     assert second.result == simulate(own, 15, 5)
     assert sdk.get_job(second.id).sequence == own.to_abstract_repr()
+    # Retried in an open batch, a job keeps its own sequence.
+    opened = sdk.create_batch(batch_seq.to_abstract_repr(),
+                              [{"runs": 15, "serialized_sequence": own.to_abstract_repr()}],
+                              open=True, configuration=EmuFreeConfig(extra_config={"seed": 5}))
+    opened.retry(opened.ordered_jobs[0], wait=True)
+    retried = opened.ordered_jobs[1]
+    assert sdk.get_job(retried.id).sequence == own.to_abstract_repr()
+    assert retried.result == simulate(own, 15, 5)
+    opened.close()
 
 
 def test_open_batch_add_retry_close(sdk: SDK, serialized: str) -> None:
