@@ -29,8 +29,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     sub = parser.add_subparsers(dest="batches_command", metavar="ACTION")
     show = sub.add_parser("show", help="a batch and its jobs, in order")
     show.add_argument("batch_id")
-    show.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    add_client_options(show)
+    show.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                      help="print JSON instead of a table")
+    _action_client_options(show)
     show.set_defaults(func=_show)
 
 
@@ -63,3 +64,12 @@ def _show(args: argparse.Namespace) -> int:
                 [[j.id, j.status, j.shots, json.dumps(j.variables), "; ".join(j.errors)]
                  for j in batch.ordered_jobs])
     return 0
+
+
+def _action_client_options(parser: argparse.ArgumentParser) -> None:
+    """The client options again after the action, without defaults of their own (argparse
+    would otherwise overwrite what was given before the action)."""
+    parser.add_argument("--gateway", metavar="URL", default=argparse.SUPPRESS,
+                        help="the gateway's URL (default: $QSRV_GATEWAY)")
+    parser.add_argument("--token", default=argparse.SUPPRESS,
+                        help="your gateway token (default: $QSRV_GATEWAY_TOKEN)")

@@ -26,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                                description="End a session now: its reservation is released "
                                            "and its pending jobs are cancelled.")
     terminate.add_argument("session_id")
-    add_client_options(terminate)
+    _action_client_options(terminate)
     terminate.set_defaults(func=_terminate)
 
 
@@ -51,3 +51,12 @@ def _terminate(args: argparse.Namespace) -> int:
     session = client_from_args(args).get_session(args.session_id).terminate()
     print(f"{session.id} {session.status} ({session.reason})")
     return 0
+
+
+def _action_client_options(parser: argparse.ArgumentParser) -> None:
+    """The client options again after the action, without defaults of their own (argparse
+    would otherwise overwrite what was given before the action)."""
+    parser.add_argument("--gateway", metavar="URL", default=argparse.SUPPRESS,
+                        help="the gateway's URL (default: $QSRV_GATEWAY)")
+    parser.add_argument("--token", default=argparse.SUPPRESS,
+                        help="your gateway token (default: $QSRV_GATEWAY_TOKEN)")

@@ -21,9 +21,11 @@ def env() -> Iterator[QuantumEnv]:
         yield e
 
 
-def qsrv(env: QuantumEnv, *args: str, token: str | None = None) -> subprocess.CompletedProcess[str]:
+def qsrv(env: QuantumEnv, *args: str, token: str | None = None,
+         from_env: bool = True) -> subprocess.CompletedProcess[str]:
     environ = {k: v for k, v in os.environ.items() if not k.startswith("QSRV_")}
-    environ.update(QSRV_GATEWAY=env.url, QSRV_GATEWAY_TOKEN=token or env.alice_token)
+    if from_env:
+        environ.update(QSRV_GATEWAY=env.url, QSRV_GATEWAY_TOKEN=token or env.alice_token)
     return subprocess.run([sys.executable, "-m", "qsrv", *args], capture_output=True,
                           text=True, timeout=120, env=environ)
 
@@ -52,7 +54,8 @@ def test_sessions_list_filter_and_terminate(env: QuantumEnv) -> None:
     assert session.id not in qsrv(env, "sessions", token=env.bob_token).stdout
     refused = qsrv(env, "sessions", "terminate", session.id, token=env.bob_token)
     assert refused.returncode == 1 and "error" in refused.stderr
-    ended = qsrv(env, "sessions", "terminate", session.id)
+    ended = qsrv(env, "sessions", "--gateway", env.url, "--token", env.alice_token,
+                 "terminate", session.id, from_env=False)
     assert ended.returncode == 0 and "stopped" in ended.stdout and "terminated" in ended.stdout
     listed = json.loads(qsrv(env, "sessions", "--status", "stopped", "--json").stdout)
     assert [s["reason"] for s in listed if s["id"] == session.id] == ["terminated"]
@@ -66,7 +69,8 @@ def test_batches_list_and_show(env: QuantumEnv) -> None:
     out = qsrv(env, "batches", "--status", "DONE", "--closed")
     assert out.returncode == 0 and batch.id in out.stdout
     assert batch.id not in qsrv(env, "batches", "--open").stdout
-    shown = qsrv(env, "batches", "show", batch.id)
+    shown = qsrv(env, "batches", "--gateway", env.url, "show", batch.id,
+                 "--token", env.alice_token, from_env=False)
     assert shown.returncode == 0 and all(j.id in shown.stdout for j in batch.ordered_jobs)
     data = json.loads(qsrv(env, "batches", "--json", "--limit", "1").stdout)
     assert data["total"] >= 1 and len(data["batches"]) == 1
