@@ -46,6 +46,7 @@ from typing import Any
 from qsrv.errors import AuthenticationError, LocalProtocolError, RemoteProtocolError
 from qsrv.protocol._credentials import (
     DERIVED_ROLES,
+    KIND_ROLES,
     derive_secret,
     parse_credential_id,
     split_credential,
@@ -273,9 +274,15 @@ class Connection:
                        f"{' or '.join(sorted(self._derived_roles))}, never as {msg.role!r}")
         else:
             try:
-                self.tenant = parse_credential_id(msg.credential).tenant
+                cid = parse_credential_id(msg.credential)
             except ValueError as exc:
                 refused = str(exc)
+            else:
+                self.tenant = cid.tenant
+                if msg.role not in KIND_ROLES[cid.kind]:
+                    refused = (f"a credential of kind {cid.kind!r} connects only as "
+                               f"{' or '.join(sorted(KIND_ROLES[cid.kind]))}, never as "
+                               f"{msg.role!r}")
         if refused:
             self._outgoing += self.reject(refused)
             raise AuthenticationError(f"refused a credential: {refused}")

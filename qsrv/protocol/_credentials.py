@@ -1,17 +1,23 @@
-"""Scoped credentials: a secret derived from the cluster token for one holder (a gateway job),
-proven by the same challenge-response as the token. Pure functions, no IO.
+"""Scoped credentials: a secret derived from the cluster token for one holder (a gateway job,
+or an executor that runs one tenant's tasks), proven by the same challenge-response as the
+token. Pure functions, no IO.
 
 A credential is the text ``qsrvcred:<id>:<secret>``, held where a token would be (QSRV_TOKEN)::
 
-    id      job/<tenant>/<name>/<expires>      tenant: whose work it is (no '/' or ':');
-                                               name: the job; expires: Unix seconds
+    id      <kind>/<tenant>/<name>/<expires>   kind: "job" (a gateway job's driver) or
+                                               "executor" (an executor of the tenant's tasks);
+                                               tenant: whose work it is (no '/' or ':');
+                                               name: the job / the executor's worker;
+                                               expires: Unix seconds
     secret  hex HMAC-SHA256(cluster token, "qsrv credential\\0" + id)
 
 The holder names its id in the handshake (``HelloAs``) and proves the secret instead of the
 token; whoever holds the cluster token derives the secret from the id alone, so nothing is
 stored to accept one, and nothing but the id crosses the wire. A derived credential is accepted
-only where a server says so, only for the roles in ``DERIVED_ROLES`` (never ``worker``), before
-its expiry and while not revoked (the scheduler keeps the revocations a gateway sends it).
+only where a server says so, only for the roles the server allows (``DERIVED_ROLES`` at the
+scheduler) that its kind allows (``KIND_ROLES``: a job's is a driver, an executor's an
+executor; never ``worker`` or ``gateway``), before its expiry and while not revoked (the
+scheduler keeps the revocations a gateway sends it).
 """
 
 from __future__ import annotations
@@ -25,22 +31,30 @@ from dataclasses import dataclass
 __all__ = [
     "CREDENTIAL_PREFIX",
     "DERIVED_ROLES",
+    "KIND_ROLES",
     "CredentialId",
     "derive_secret",
+    "executor_credential",
     "job_credential",
     "parse_credential_id",
     "split_credential",
 ]
 
 CREDENTIAL_PREFIX = "qsrvcred:"
-DERIVED_ROLES = frozenset({"driver"})
+DERIVED_ROLES = frozenset({"driver", "executor"})
+# The roles each kind of credential may take (where a server accepts derived credentials for
+# that role): a job's driver, or an executor of its tenant; each may pull objects from nodes.
+KIND_ROLES: dict[str, frozenset[str]] = {
+    "job": frozenset({"driver", "store", "transfer"}),
+    "executor": frozenset({"executor", "store", "transfer"}),
+}
 MAX_ID = 200
 _PART = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
 @dataclass(frozen=True, slots=True)
 class CredentialId:
-    kind: str  # "job"
+    kind: str  # "job" or "executor" (a key of KIND_ROLES)
     tenant: str
     name: str
     expires: int
@@ -62,6 +76,15 @@ def job_credential(cluster_token: str, tenant: str, name: str, expires: float) -
     return f"{CREDENTIAL_PREFIX}{text}:{derive_secret(cluster_token, text)}"
 
 
+def executor_credential(cluster_token: str, tenant: str, name: str, expires: float) -> str:
+    """The credential of an executor that runs only ``tenant``'s tasks (a worker agent makes
+    it for the executors it starts for that tenant: they never hold the cluster token)."""
+    cid = CredentialId("executor", tenant, name, int(expires))
+    parse_credential_id(cid.text())
+    text = cid.text()
+    return f"{CREDENTIAL_PREFIX}{text}:{derive_secret(cluster_token, text)}"
+
+
 def split_credential(token: str) -> tuple[str, str] | None:
     """``(id, secret)`` of a derived credential, None for a plain cluster token."""
     if not token.startswith(CREDENTIAL_PREFIX):
@@ -77,8 +100,8 @@ def parse_credential_id(text: str) -> CredentialId:
     if len(text) > MAX_ID:
         raise ValueError("credential id too long")
     parts = text.split("/")
-    if len(parts) != 4 or parts[0] != "job" or not all(_PART.fullmatch(p) for p in parts[1:3]) \
-            or not parts[3].isdigit():
+    if len(parts) != 4 or parts[0] not in KIND_ROLES \
+            or not all(_PART.fullmatch(p) for p in parts[1:3]) or not parts[3].isdigit():
         raise ValueError(f"malformed credential id {text[:80]!r}")
     return CredentialId(parts[0], parts[1], parts[2], int(parts[3]))
 

@@ -535,6 +535,14 @@ class ReservationUpdate(Message, tag=72, frozen=True):
     reason: str
 
 
+class SpawnTenantExecutor(Message, tag=74, frozen=True):
+    """Scheduler -> agent: start executors that run only ``tenant``'s tasks (each given a
+    credential derived for that tenant, never the cluster token)."""
+
+    count: int
+    tenant: str
+
+
 class SubmitReserved(Message, tag=73, frozen=True):
     """A SubmitTask whose task runs only inside reservation ``reservation``."""
 

@@ -32,14 +32,16 @@ from qsrv._resources import SCALE, fits
 from qsrv.protocol import (
     SYSTEM_ERROR,
     FunctionDef,
+    KillExecutor,
     Notice,
     ObjectValue,
     RunTask,
     SpawnExecutor,
+    SpawnTenantExecutor,
     encode_system_error,
 )
 from qsrv.scheduler._directory import Directory
-from qsrv.scheduler._events import Action, Log, Send
+from qsrv.scheduler._events import Action, Close, Log, Send
 from qsrv.scheduler._lifecycle import ASSIGNED, READY, RUNNING, set_state
 from qsrv.scheduler._placement import (
     Executor,
@@ -48,6 +50,7 @@ from qsrv.scheduler._placement import (
     ShapeKey,
     Worker,
     infeasible_reason,
+    shape_key,
 )
 from qsrv.scheduler._records import Obj, Task
 
@@ -90,11 +93,11 @@ class Dispatcher:
         self.reservations_changed: Callable[[], None] = _nothing
 
     # ---- queues --------------------------------------------------------------------------
-    def shape_of(self, resources: dict[str, int]) -> Shape:
-        key = tuple(sorted(resources.items()))
+    def shape_of(self, resources: dict[str, int], tenant: str = "") -> Shape:
+        key = shape_key(resources, tenant) if tenant else tuple(sorted(resources.items()))
         shape = self.shapes.get(key)
         if shape is None:
-            shape = self.shapes[key] = Shape(dict(resources))
+            shape = self.shapes[key] = Shape(dict(resources), tenant)
             shape.feasible = any(w.could_ever_fit(shape) for w in self._workers.values())
         return shape
 
@@ -172,7 +175,7 @@ class Dispatcher:
                 worker, short = choose(shape, holder_of_args(task), active)
                 if worker is None:
                     if short is not None:
-                        self._need_executor(short)
+                        self._need_executor(short, shape.tenant)
                     if not self._send_ahead(task):
                         break
                     continue
@@ -212,18 +215,43 @@ class Dispatcher:
         ex.task = task
         self._send_task(ex, task, gpu_ids)
 
-    def _need_executor(self, worker: Worker) -> None:
-        """Ask for one more executor on a worker with free capacity but none idle. Past the
-        cap only when every executor waits in `get` on other tasks: nothing there can make
-        progress then, and one more executor is the only way out of a nested deadlock."""
-        if worker.spawning:
+    def _need_executor(self, worker: Worker, tenant: str = "") -> None:
+        """Ask for one more executor (of ``tenant``'s tasks) on a worker with free capacity but
+        none idle. At the cap, an idle executor of another tenant makes room (it is stopped);
+        past the cap only when every executor waits in `get` on other tasks: nothing there can
+        make progress then, and one more executor is the only way out of a nested deadlock."""
+        if worker.spawning if not tenant else tenant in worker.tenant_spawning:
             return
         cap = max(1, worker.total.get("cpu", 0) // SCALE) * self.max_executors_per_cpu + 8
         if len(worker.executors) >= cap and not all(
                 ex.task is not None and ex.task.blocked for ex in worker.executors.values()):
-            return
-        worker.spawning = 1
-        self._out.append(Send(worker.conn, SpawnExecutor(1)))
+            victim = self._idle_of_another(worker, tenant)
+            if victim is None:
+                return
+            self.retire(victim, f"room for an executor of {tenant or 'the cluster'}'s tasks")
+        self.spawn(worker, tenant)
+
+    def spawn(self, worker: Worker, tenant: str) -> None:
+        """Ask ``worker`` for an executor of ``tenant``'s tasks."""
+        if tenant:
+            worker.tenant_spawning.add(tenant)
+            self._out.append(Send(worker.conn, SpawnTenantExecutor(1, tenant)))
+        else:
+            worker.spawning = 1
+            self._out.append(Send(worker.conn, SpawnExecutor(1)))
+
+    @staticmethod
+    def _idle_of_another(worker: Worker, tenant: str) -> Executor | None:
+        for other, idle in worker.tenant_idle.items():
+            if other != tenant and idle:
+                return idle[0]
+        return worker.idle[0] if tenant and worker.idle else None
+
+    def retire(self, ex: Executor, why: str) -> None:
+        """Stop an executor (idle, or dedicated to a reservation being released)."""
+        self._out.append(Send(ex.worker.conn, KillExecutor(ex.pid, why)))
+        self._out.append(Close(ex.conn, why))
+        self.drop_executor(ex)
 
     def _send_ahead(self, task: Task) -> bool:
         """Queue a short task behind a running one of the same shape (on the executor with
@@ -245,7 +273,7 @@ class Dispatcher:
         return True
 
     def _run(self, task: Task, worker: Worker) -> None:
-        ex = worker.idle.pop()
+        ex = worker.idle_for(task.shape.tenant).pop()
         gpu_ids = worker.pick_gpus(task.shape.gpu) if task.shape.gpu else None
         worker.acquire(task.shape.need, gpu_ids)
         set_state(task, RUNNING)
@@ -265,22 +293,31 @@ class Dispatcher:
             ex.fns.add(task.fn_id)
             out.append(Send(conn, FunctionDef(task.fn_id, self.functions[task.fn_id])))
         objects = self._directory.objects
+        scope = ex.scope  # a tenant's executor may name what it is sent, and no more
+        if scope is not None:
+            scope.update(task.deps)
         for dep in task.deps:
             obj = objects.get(dep)
             if type(obj) is Obj:
                 out.append(Send(conn, ObjectValue(dep, obj.status, obj.data, obj.bufs, obj.refs)))
+                if scope is not None and obj.refs:
+                    scope.update(obj.refs)
         out.append(Send(conn, RunTask(task.id, task.fn_id, task.args, task.bufs, task.deps,
                                       gpu_ids or [], task.shape.need, task.retry_exc)))
 
     # ---- executors -----------------------------------------------------------------------
-    def add_executor(self, conn: int, worker: Worker, pid: int) -> None:
-        ex = Executor(conn, worker, pid)
+    def add_executor(self, conn: int, worker: Worker, pid: int, tenant: str = "",
+                     scope: set[int] | None = None) -> None:
+        ex = Executor(conn, worker, pid, tenant, scope)
         self.executors[conn] = ex
         worker.executors[conn] = ex
         if worker.claims and self.claim_executor(ex):
             return  # dedicated to a reservation that waited for one
-        worker.spawning = max(0, worker.spawning - 1)
-        worker.idle.append(ex)
+        if tenant:
+            worker.tenant_spawning.discard(tenant)
+        else:
+            worker.spawning = max(0, worker.spawning - 1)
+        worker.idle_for(tenant).append(ex)
         self.index.update(worker)
 
     def done_on(self, ex: Executor, task: Task, elapsed: float) -> None:
@@ -298,7 +335,7 @@ class Dispatcher:
             self.index.ahead(ex)
         else:
             res = ex.reservation
-            (ex.worker.idle if res is None else res.idle).append(ex)
+            (ex.worker.idle_for(ex.tenant) if res is None else res.idle).append(ex)
             self.free_executor(ex, task)
 
     def free_executor(self, ex: Executor, task: Task) -> None:
@@ -341,8 +378,10 @@ class Dispatcher:
             res.executors.pop(ex.conn, None)
             if ex in res.idle:
                 res.idle.remove(ex)
-        elif ex in worker.idle:
-            worker.idle.remove(ex)
+        else:
+            idle = worker.idle_for(ex.tenant)
+            if ex in idle:
+                idle.remove(ex)
         self.requeue_front(list(ex.queue))
         ex.queue.clear()
         task = ex.task

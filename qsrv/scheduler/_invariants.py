@@ -16,8 +16,9 @@ docstrings of _lifecycle, _directory, _dispatch, _recovery); here they are check
 - holders: every count equals the holds of clients plus the mentions by unfinished tasks'
   arguments and by contained refs; values are alive only while held; clients hold only ids
   that exist;
-- executors: idle exactly when they have no task; what runs and what waits on them points back
-  at them, in the states that may;
+- executors: idle exactly when they have no task, in their worker's list for their tenant; what
+  runs and what waits on them points back at them, in the states that may; an executor runs
+  only tasks of its own tenant (a tenant's has its client's scope, the others none);
 - resources: each worker's free amounts are its totals less what its executors' tasks hold
   (a blocked task holds only its GPU share) and what its ready reservations hold, and so is
   each GPU device's; a ready reservation's free amounts are its target less what the tasks
@@ -190,9 +191,14 @@ def _task(s: SchedulerState, task: Task, bad: list[str], executors: dict[int, Ex
 
 def _executors_and_resources(s: SchedulerState, bad: list[str]) -> None:
     for w in s.workers.values():
-        idle = set(map(id, w.idle))
-        if len(idle) != len(w.idle):
+        lists = [("", w.idle), *w.tenant_idle.items()]
+        idle = {id(ex) for _, lst in lists for ex in lst}
+        if len(idle) != sum(len(lst) for _, lst in lists):
             bad.append(f"worker {w.id} lists an idle executor twice")
+        for tenant, lst in lists:
+            if any(ex.tenant != tenant for ex in lst):
+                bad.append(f"worker {w.id} lists an executor idle for tenant {tenant!r}, "
+                           "not its own")
         held: Counter[str] = Counter()
         devices: Counter[str] = Counter()
         for res in w.reservations.values():
@@ -202,6 +208,15 @@ def _executors_and_resources(s: SchedulerState, bad: list[str]) -> None:
                 devices[d] += gpu if gpu < SCALE else SCALE
         for ex in w.executors.values():
             task = ex.task
+            client = s.clients.get(ex.conn)
+            if client is not None and (ex.tenant != client.tenant
+                                       or (ex.scope is None) != (client.scope is None)):
+                bad.append(f"executor {ex.conn} is tagged {ex.tenant!r}, its client "
+                           f"{client.tenant!r}")
+            for t in ([task] if task is not None else []) + list(ex.queue):
+                if t.shape.tenant != ex.tenant:
+                    bad.append(f"executor {ex.conn} of tenant {ex.tenant!r} holds task "
+                               f"{t.id:#x} of tenant {t.shape.tenant!r}")
             if ex.reservation is not None:
                 if id(ex) in idle:
                     bad.append(f"executor {ex.conn} of a reservation is idle in its worker's list")
@@ -276,7 +291,7 @@ def _placement_index(s: SchedulerState, bad: list[str]) -> None:
         expected_busy = set()
         for wid, w in s.workers.items():
             if w.fits_now(shape):
-                if w.idle:
+                if w.has_idle(shape.tenant):
                     expected_idle[wid] = (w.load(), wid)
                 else:
                     expected_busy.add(wid)
@@ -345,6 +360,7 @@ def _reservations(s: SchedulerState, bad: list[str]) -> None:
             bad.append(f"{name} lists an idle executor twice or one not its own")
         for conn, ex in res.executors.items():
             if ex.reservation is not res or ex.worker is not w or ex.conn != conn \
+                    or ex.tenant != res.tenant \
                     or s.dispatcher.executors.get(conn) is not ex:
                 bad.append(f"{name} lists executor {conn}, not dedicated to it on its worker")
             if (ex.task is None) != (id(ex) in idle):

@@ -34,16 +34,29 @@ IdleKey = tuple[float, int]  # (load, worker id)
 AheadKey = tuple[int, int, int]  # (tasks queued ahead, worker id, executor connection)
 
 
+TENANT_MARK = "@tenant:"
+
+
+def shape_key(need: dict[str, int], tenant: str = "") -> ShapeKey:
+    """A shape's key: its sorted amounts, and for a tenant's tasks one more entry naming the
+    tenant (resource names never start with '@')."""
+    key = tuple(sorted(need.items()))
+    return (*key, (TENANT_MARK + tenant, 0)) if tenant else key
+
+
 class Shape:
-    """One distinct target, shared by all tasks that ask for it; holds their ready queue and
-    its part of the placement index."""
+    """One distinct target of one tenant, shared by all tasks that ask for it; holds their
+    ready queue and its part of the placement index. A tenant's tasks (those of a scoped
+    credential's clients) have shapes of their own: they run only on that tenant's executors,
+    and no executor of a tenant ever runs another's tasks ("" is the cluster token's)."""
 
     __slots__ = ("ahead", "ahead_heap", "busy", "busy_heap", "counts", "feasible", "gpu",
-                 "idle", "idle_heap", "indexed", "key", "need", "queue", "warned")
+                 "idle", "idle_heap", "indexed", "key", "need", "queue", "tenant", "warned")
 
-    def __init__(self, need: dict[str, int]) -> None:
+    def __init__(self, need: dict[str, int], tenant: str = "") -> None:
         self.need = need
-        self.key: ShapeKey = tuple(sorted(need.items()))
+        self.tenant = tenant
+        self.key: ShapeKey = shape_key(need, tenant)
         self.gpu = need.get("gpu", 0)
         self.queue: deque[Task] = deque()  # ready tasks, oldest first (may hold dead entries)
         self.feasible = False
@@ -65,13 +78,16 @@ class Shape:
 class Executor:
     """An executor subprocess of a worker; runs one task at a time."""
 
-    __slots__ = ("ahead_of", "conn", "fns", "pid", "queue", "reservation", "short", "task",
-                 "worker")
+    __slots__ = ("ahead_of", "conn", "fns", "pid", "queue", "reservation", "scope", "short",
+                 "task", "tenant", "worker")
 
-    def __init__(self, conn: int, worker: Worker, pid: int) -> None:
+    def __init__(self, conn: int, worker: Worker, pid: int, tenant: str = "",
+                 scope: set[int] | None = None) -> None:
         self.conn = conn
         self.worker = worker
         self.pid = pid
+        self.tenant = tenant  # it runs only this tenant's tasks ("": the cluster token's)
+        self.scope = scope  # its client's readable ids (a tenant's): what it is sent joins
         # The reservation it is dedicated to (it runs only that one's tasks, and is idle in
         # that one's list, never its worker's); None: it serves its worker's shared capacity.
         self.reservation: Reservation | None = None
@@ -102,6 +118,8 @@ class Worker:
         "pid",
         "reservations",
         "spawning",
+        "tenant_idle",
+        "tenant_spawning",
         "total",
     )
 
@@ -120,13 +138,27 @@ class Worker:
         self.pid = pid
         self.info = info
         self.executors: dict[int, Executor] = {}
-        self.idle: list[Executor] = []
+        self.idle: list[Executor] = []  # idle executors of the cluster token's tasks
+        self.tenant_idle: dict[str, list[Executor]] = {}  # ... and of each tenant's
         self.spawning = 0
+        self.tenant_spawning: set[str] = set()  # tenants it was asked an executor for
         self.last_seen = now
         # Reservations holding part of its capacity (by id); those waiting for an executor
         # to be dedicated to them, oldest first (an executor that registers goes to the first).
         self.reservations: dict[int, Reservation] = {}
         self.claims: list[Reservation] = []
+
+    def idle_for(self, tenant: str) -> list[Executor]:
+        """Its idle executors for ``tenant``'s tasks (not a reservation's)."""
+        if not tenant:
+            return self.idle
+        idle = self.tenant_idle.get(tenant)
+        if idle is None:
+            idle = self.tenant_idle[tenant] = []
+        return idle
+
+    def has_idle(self, tenant: str) -> bool:
+        return bool(self.idle if not tenant else self.tenant_idle.get(tenant))
 
     def could_ever_fit(self, shape: Shape) -> bool:
         return fits(shape.need, self.total)
@@ -191,7 +223,7 @@ def choose_worker(shape: Shape, workers: list[Worker], prefer: int = 0
     for w in workers:
         if not w.fits_now(shape):
             continue
-        if w.idle:
+        if w.has_idle(shape.tenant):
             if w.id == prefer:
                 return w, None
             load = w.load()
@@ -266,7 +298,8 @@ class PlacementIndex:
         has_idle = bool(w.idle)
         load = w.load()
         for shape in self.shapes.values():
-            _place(shape, w, w.fits_now(shape), has_idle, load)
+            _place(shape, w, w.fits_now(shape),
+                   w.has_idle(shape.tenant) if shape.tenant else has_idle, load)
 
     def ahead(self, ex: Executor) -> None:
         """``ex``'s running task, its blocked flag or the tasks queued on it changed."""
@@ -313,7 +346,7 @@ class PlacementIndex:
         shape.indexed = True
         shapes[shape.key] = shape
         for w in self._workers.values():
-            _place(shape, w, w.fits_now(shape), bool(w.idle), w.load())
+            _place(shape, w, w.fits_now(shape), w.has_idle(shape.tenant), w.load())
 
 
 def _place(shape: Shape, w: Worker, fit: bool, has_idle: bool, load: float) -> None:

@@ -42,16 +42,16 @@ from typing import Any, Final
 from qsrv._resources import display, fits
 from qsrv.protocol import (
     SYSTEM_ERROR,
-    KillExecutor,
     Notice,
     ReservationUpdate,
     Reserve,
     SpawnExecutor,
+    SpawnTenantExecutor,
     encode_system_error,
 )
 from qsrv.scheduler._directory import Directory
 from qsrv.scheduler._dispatch import Dispatcher
-from qsrv.scheduler._events import Action, Close, Log, Send
+from qsrv.scheduler._events import Action, Log, Send
 from qsrv.scheduler._lifecycle import READY, RUNNING
 from qsrv.scheduler._placement import Executor, Shape, Worker, infeasible_reason
 from qsrv.scheduler._records import Client, Task
@@ -160,7 +160,7 @@ class Reservations:
                 self._directory.finish(task, SYSTEM_ERROR, encode_system_error(
                     "reservation", f"task {task.name!r} stopped: {res.label()} was released: "
                                    f"{reason}"), (), [])
-            self._stop_executor(ex, f"{res.label()} released")
+            self._dispatcher.retire(ex, f"{res.label()} released")
         if worker is not None:
             worker.release(res.need, res.gpu_ids)
             worker.reservations.pop(rid, None)
@@ -255,27 +255,30 @@ class Reservations:
         worker = res.worker
         if worker is None:
             return False
-        if worker.idle:
-            ex = worker.idle.pop()
+        idle = worker.idle_for(res.tenant)
+        if idle:
+            ex = idle.pop()
             self._dispatcher.index.update(worker)
             self.dedicate(ex, res)
             return True
         if not res.spawning:
             res.spawning = 1
             worker.claims.append(res)
-            self._out.append(Send(worker.conn, SpawnExecutor(1)))
+            self._out.append(Send(worker.conn, SpawnTenantExecutor(1, res.tenant) if res.tenant
+                                  else SpawnExecutor(1)))
         return False
 
     def claim(self, ex: Executor) -> bool:
         """A new executor on a worker where a reservation waits for one: it is dedicated to
         the oldest such reservation (True)."""
         claims = ex.worker.claims
-        if not claims:
-            return False
-        res = claims.pop(0)
-        res.spawning = 0
-        self.dedicate(ex, res)
-        return True
+        for i, res in enumerate(claims):
+            if res.tenant == ex.tenant:
+                del claims[i]
+                res.spawning = 0
+                self.dedicate(ex, res)
+                return True
+        return False
 
     def dedicate(self, ex: Executor, res: Reservation) -> None:
         ex.reservation = res
@@ -333,11 +336,6 @@ class Reservations:
             if task.state == READY:
                 self._directory.finish(task, SYSTEM_ERROR, encode_system_error(
                     "reservation", f"task {task.name!r} cannot run: {message}"), (), [])
-
-    def _stop_executor(self, ex: Executor, why: str) -> None:
-        self._out.append(Send(ex.worker.conn, KillExecutor(ex.pid, why)))
-        self._out.append(Close(ex.conn, why))
-        self._dispatcher.drop_executor(ex)
 
     def _update(self, res: Reservation) -> None:
         if res.owner in self._clients:

@@ -216,7 +216,7 @@ class SchedulerState:
         if fn_id is None:
             raise ProtocolViolation("task refers to a function that was never registered")
         check_amounts(msg.resources)
-        shape = self.dispatcher.shape_of(msg.resources)
+        shape = self.dispatcher.shape_of(msg.resources, client.tenant)
         name = self._names.get(msg.name)
         if name is None:
             name = msg.name if len(self._names) > 100_000 else self._names.setdefault(msg.name,
@@ -340,11 +340,13 @@ class SchedulerState:
 
     # ---- executors -------------------------------------------------------------------------
     def _on_register_executor(self, conn: int, msg: RegisterExecutor) -> None:
-        client_of(self.clients, conn, "executor")
+        client = client_of(self.clients, conn, "executor")
         worker = self.workers.get(msg.worker_id)
         if worker is None:
             raise ProtocolViolation(f"executor for unknown worker {msg.worker_id}")
-        self.dispatcher.add_executor(conn, worker, msg.pid)
+        if conn in self.dispatcher.executors:
+            raise ProtocolViolation("executor registered twice")
+        self.dispatcher.add_executor(conn, worker, msg.pid, client.tenant, client.scope)
         self.dispatcher.dispatch()
 
     def _on_task_done(self, conn: int, msg: TaskDone) -> None:
@@ -352,6 +354,8 @@ class SchedulerState:
         if found is None:
             return
         ex, task = found
+        if ex.scope is not None and msg.refs:  # a tenant's executor names only what it may
+            check_readable(self.clients[conn], msg.refs)
         running = task.state == RUNNING  # else cancelled or timed out meanwhile
         where = check_location(msg.data) if running and msg.status == STORED else None
         self.dispatcher.done_on(ex, task, msg.elapsed)

@@ -7,6 +7,11 @@ kills its executor, never the agent), kills them when told (cancel, timeout), an
 heartbeats. What the node can simulate comes from a per-machine cache (`_probe`), so an idle
 agent holds no simulator and spends no CPU.
 
+Executors of a tenant's tasks (a gateway job's, SpawnTenantExecutor) are started apart: with a
+credential derived for that tenant instead of the cluster token, without the agent's secrets
+in their environment, and in a bubblewrap sandbox where it runs (`_confine`); they are not
+replaced when they end (the scheduler asks again when the tenant needs one).
+
 When the scheduler goes away the agent reconnects with jittered back-off for
 ``reconnect_timeout`` seconds; a refused token is final (AuthenticationError).
 """
@@ -21,6 +26,7 @@ import signal
 import socket
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,14 +42,17 @@ from qsrv.protocol import (
     ObjectsCopied,
     RegisterWorker,
     SpawnExecutor,
+    SpawnTenantExecutor,
     WorkerAccepted,
     WorkerInfo,
+    executor_credential,
 )
 from qsrv.store import ObjectStore, StoreService, sweep_stale
 from qsrv.transport import FramedProtocol, open_client
-from qsrv.worker import _detect, _leftovers, _probe
+from qsrv.worker import _confine, _detect, _leftovers, _probe
 
 log = logging.getLogger("qsrv.worker")
+TENANT_CREDENTIAL_S = 30 * 86400.0  # how long an executor's tenant credential is valid
 STORE_FRACTION = 0.3  # of the node's memory, for its object store unless told otherwise
 _QUIET_RETRIES = 3.0  # seconds of failed connection attempts logged at INFO, then WARNING
 
@@ -132,6 +141,7 @@ class WorkerAgent:
         self._capabilities: dict[str, Any] | None = None
         self._probing = False
         self._killed: set[int] = set()  # executors killed as the scheduler asked
+        self._confinement: _confine.Confinement | None = None  # made for the first tenant
         for path in sweep_stale():
             log.warning("removed the object store arena %s of an agent that died", path)
         for path in _leftovers.sweep_dirs([None, config.spill_dir]):
@@ -281,6 +291,9 @@ class WorkerAgent:
             elif isinstance(msg, SpawnExecutor):
                 for _ in range(msg.count):
                     self._spawn()
+            elif isinstance(msg, SpawnTenantExecutor):
+                for _ in range(min(msg.count, 64)):
+                    self._spawn(msg.tenant)
             elif isinstance(msg, KillExecutor) and msg.pid in self.children:
                 log.info("killing executor %d: %s", msg.pid, msg.reason)
                 self._killed.add(msg.pid)
@@ -374,8 +387,8 @@ class WorkerAgent:
             env["QSRV_WORKER_ID"] = str(worker_id)
         return env
 
-    def _spawn(self) -> None:
-        self._background(self._supervise(self._session_no))
+    def _spawn(self, tenant: str = "") -> None:
+        self._background(self._supervise(self._session_no, tenant))
 
     async def _executor(self) -> asyncio.subprocess.Process | None:
         """An executor of this session's worker: one started ahead if there is one, else a
@@ -396,10 +409,47 @@ class WorkerAgent:
             str(self.worker_id), env=self._executor_env(self.worker_id),
             start_new_session=True)
 
-    async def _supervise(self, session: int) -> None:
+    async def _tenant_executor(self, tenant: str) -> asyncio.subprocess.Process | None:
+        """An executor of ``tenant``'s tasks only (see `_confine`)."""
+        loop = asyncio.get_running_loop()
+        if self._confinement is None:
+            _confine.protect_self()  # its /proc entries hold the token: not for its user
+            self._confinement = await loop.run_in_executor(None, _confinement)
+        try:
+            credential = executor_credential(self.config.token, tenant, f"w{self.worker_id}",
+                                             time.time() + TENANT_CREDENTIAL_S)
+        except ValueError as exc:
+            log.warning("cannot start an executor for tenant %r: %s", tenant, exc)
+            return None
+        env = _confine.tenant_env(os.environ, self.config.token, credential)
+        command = [sys.executable, "-m", "qsrv.worker._standby"]
+        cwd = os.getcwd()
+        confinement = self._confinement
+        if confinement.available():
+            address = self.config.address
+            binds = (address[len("unix:"):],) if address.startswith("unix:") else ()
+            command = confinement.wrap(command, cwd=cwd, binds=binds)
+            env.update(HOME="/tmp", TMPDIR="/tmp")
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *command, env=env, cwd=cwd, stdin=asyncio.subprocess.PIPE,
+                start_new_session=True)
+        except OSError as exc:
+            log.warning("cannot start an executor for tenant %r: %s", tenant, exc)
+            return None
+        assert proc.stdin is not None
+        try:
+            proc.stdin.write(f"{self.config.address} {self.worker_id} {proc.pid}\n".encode())
+            proc.stdin.close()
+        except (OSError, RuntimeError):
+            _kill(proc.pid)
+            return None
+        return proc
+
+    async def _supervise(self, session: int, tenant: str = "") -> None:
         if self._stopping or session != self._session_no or not self.worker_id:
             return
-        proc = await self._executor()
+        proc = await (self._tenant_executor(tenant) if tenant else self._executor())
         if proc is None:
             return
         self.children[proc.pid] = proc
@@ -410,6 +460,11 @@ class WorkerAgent:
             return
         asked = proc.pid in self._killed
         self._killed.discard(proc.pid)
+        if tenant:  # not replaced: the scheduler asks for one when the tenant needs it
+            if code != 0 and not asked:
+                log.warning("executor %d of tenant %r exited with %s", proc.pid, tenant,
+                            _describe_exit(code))
+            return
         if code != 0:
             log.log(logging.INFO if asked else logging.WARNING,
                     "executor %d exited with %s; starting a new one", proc.pid,
@@ -431,6 +486,12 @@ class WorkerAgent:
             if stats != self._store_stats:
                 self._store_stats = stats
                 proto.send(WorkerInfo({"store_stats": stats}))
+
+
+def _confinement() -> _confine.Confinement:
+    confinement = _confine.Confinement()
+    confinement.available()  # probed here, off the event loop
+    return confinement
 
 
 def _kill(pid: int) -> None:

@@ -60,7 +60,9 @@ class Executor:
         self._blockers_lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._gpus_set = True  # CUDA_VISIBLE_DEVICES must be written before the first task
-        self.sc.send([RegisterExecutor(worker_id, os.getpid())])
+        # the pid its agent knows it by (another one inside a sandbox of its own)
+        pid = os.environ.pop("QSRV_EXECUTOR_PID", "")
+        self.sc.send([RegisterExecutor(worker_id, int(pid) if pid.isdigit() else os.getpid())])
 
     # ---- main loop ---------------------------------------------------------------------------
     def run_forever(self) -> None:

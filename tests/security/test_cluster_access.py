@@ -220,9 +220,6 @@ save_result(qsrv.get(steal()))
 """
 
 
-@pytest.mark.xfail(strict=True, reason="not yet: executors are not tagged by tenant and hold "
-                   "the cluster token (and run as the agent's OS user), so a job's task can "
-                   "read it; see the README's security notes")
 def test_a_jobs_task_cannot_take_the_cluster_token_from_its_executor(
         cluster: Cluster, tmp_path: Path) -> None:
     data_dir = tmp_path / "gateway"

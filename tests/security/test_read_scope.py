@@ -111,7 +111,7 @@ def test_refs_a_tenant_is_given_become_readable(sched: Scheduler) -> None:
     worker = sched.connect("worker")
     out = sched.send(worker, RegisterWorker("w", normalize_target({"cpu": 1}), [], 1, {}))
     wid = out[0].msg.worker_id
-    ex = sched.connect("executor")
+    ex = sched.connect("executor", tenant="gw.2")  # a tenant's tasks run on its executors
     sched.send(ex, RegisterExecutor(wid, 1234))
     job = sched.connect("driver", tenant="gw.2")
     sched.send(job, RegisterFunction(FN, b"fn"))

@@ -1,0 +1,192 @@
+"""How an executor of one tenant's tasks is started (a gateway job's tasks: see
+qsrv/scheduler/_placement.py, shapes by tenant).
+
+- It never holds the cluster token: its ``QSRV_TOKEN`` is a credential derived for its tenant
+  (``qsrv.protocol.executor_credential``), which the scheduler accepts only as an executor of
+  that tenant's tasks (and the node stores only to pull objects).
+- Its environment is the agent's with the secrets left out: only the variables in `KEPT_ENV`
+  (and the locale's), never a ``QSRV_*`` one but those it needs, nor any value equal to the
+  token.
+- Where bubblewrap runs, it runs in namespaces of its own (`Confinement`): a read-only view of
+  the system, the Python installation, qsrv and the agent's working directory (tasks' modules
+  import from there), a private ``/tmp`` and ``/proc`` of its own PID namespace, so it sees no
+  other process (not the agent's or the scheduler's environment, where the token is), nothing
+  of the agent's object store or spill directory, and no file of the home directory. As root,
+  every capability is dropped and it runs as ``nobody`` (as root without capabilities when the
+  scheduler is reached through a Unix socket, which only root may open). The network is shared
+  (it talks to the scheduler over TCP). Where bubblewrap is missing or cannot create namespaces, the
+  executor runs unconfined (the agent says so once): the token is still not in its
+  environment, and the agent makes its own ``/proc`` entries unreadable to processes of its
+  user (``protect_self``), but a task running as the agent's user may reach what that user
+  can.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import os
+import pwd
+import shutil
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+log = logging.getLogger("qsrv.worker")
+
+KEPT_ENV = ("PATH", "LANG", "LANGUAGE", "TZ", "PYTHONPATH", "PYTHONIOENCODING", "PYTHONUTF8",
+            "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "OMP_NUM_THREADS",
+            "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "QSRV_PURE_PYTHON", "CUDA_HOME",
+            "LD_LIBRARY_PATH")
+_QSRV_DIR = Path(__file__).resolve().parents[1]
+_SYSTEM_DIRS = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32")
+_PR_SET_DUMPABLE = 4
+
+
+def tenant_env(base: Mapping[str, str], cluster_token: str, credential: str) -> dict[str, str]:
+    """The environment of an executor of one tenant: ``base`` without its secrets, and the
+    tenant's credential as QSRV_TOKEN."""
+    env = {k: v for k, v in base.items()
+           if (k in KEPT_ENV or k.startswith("LC_")) and (not cluster_token
+                                                          or cluster_token not in v)}
+    env["QSRV_TOKEN"] = credential
+    return env
+
+
+def protect_self() -> None:
+    """Make this process's /proc entries (environment, memory, command line's fds...)
+    readable only by root, and keep processes of the same user from tracing it."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
+
+
+class Confinement:
+    """bubblewrap around an executor's command, when it can run here (probed once)."""
+
+    def __init__(self, bwrap: str | None = None) -> None:
+        self.bwrap = bwrap or shutil.which("bwrap")
+        self.setpriv = shutil.which("setpriv")
+        self._as_root = os.geteuid() == 0
+        self._works: bool | None = None
+        self._userns_flag = True
+
+    def available(self) -> bool:
+        if self._works is None:
+            self._works = self._probe()
+        return self._works
+
+    def _probe(self) -> bool:
+        if self.bwrap is None:
+            log.warning("bubblewrap is not installed: executors of tenants' tasks run "
+                        "unconfined (apt-get install bubblewrap to confine them)")
+            return False
+        if self._as_root and self.setpriv is None:
+            log.warning("setpriv is missing: executors of tenants' tasks run unconfined")
+            return False
+        for _ in range(2):
+            argv = self.wrap(["/bin/true"], cwd="/")
+            try:
+                done = subprocess.run(argv, capture_output=True, timeout=30,
+                                      stdin=subprocess.DEVNULL)
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                log.warning("bubblewrap cannot run here (%s): executors of tenants' tasks "
+                            "run unconfined", exc)
+                return False
+            if done.returncode == 0:
+                return True
+            if b"disable-userns" in done.stderr and self._userns_flag:
+                self._userns_flag = False  # an older bubblewrap
+                continue
+            break
+        log.warning("bubblewrap cannot create its namespaces here (%s): executors of "
+                    "tenants' tasks run unconfined",
+                    done.stderr.decode(errors="replace").strip() or done.returncode)
+        return False
+
+    def wrap(self, command: list[str], *, cwd: str, binds: tuple[str, ...] = ()) -> list[str]:
+        """``command`` run inside the sandbox, in ``cwd`` (bound read-only), with the paths
+        in ``binds`` (a Unix socket to reach the scheduler) bound in."""
+        as_nobody = self._as_root and not binds
+        assert self.bwrap is not None
+        argv = [self.bwrap, "--die-with-parent", "--unshare-ipc", "--unshare-pid",
+                "--unshare-uts", "--unshare-cgroup-try"]
+        if as_nobody:
+            argv += ["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
+        elif self._as_root:
+            argv += ["--cap-drop", "ALL"]
+        else:
+            argv += ["--unshare-user"]
+            if self._userns_flag:
+                argv += ["--disable-userns"]
+        made: set[str] = set()
+        for name in _SYSTEM_DIRS:
+            path = Path("/") / name
+            if path.is_symlink():
+                argv += ["--symlink", os.readlink(path), str(path)]
+            elif path.is_dir():
+                argv += ["--ro-bind", str(path), str(path)]
+                made.add(str(path))
+        argv += ["--ro-bind", "/etc", "/etc", "--tmpfs", "/tmp", "--proc", "/proc",
+                 "--dev", "/dev"]
+        made |= {"/etc", "/tmp", "/proc", "/dev"}
+        bound = set(made)
+        for root in [*_python_roots(), os.path.realpath(cwd)]:
+            if root == "/" or any(root == m or root.startswith(m + "/") for m in bound):
+                continue
+            argv += _parents(root, made)
+            argv += ["--ro-bind", root, root]
+            made.add(root)
+            bound.add(root)
+        for bind in binds:
+            argv += _parents(bind, made)
+            argv += ["--bind", bind, bind]
+        argv += ["--chdir", cwd, "--"]
+        if as_nobody:
+            uid, gid = _nobody()
+            argv += [self.setpriv or "setpriv", f"--reuid={uid}", f"--regid={gid}",
+                     "--clear-groups", "--no-new-privs"]
+        return argv + command
+
+
+def _nobody() -> tuple[int, int]:
+    try:
+        account = pwd.getpwnam("nobody")
+    except KeyError:
+        return 65534, 65534
+    return account.pw_uid, account.pw_gid
+
+
+def _parents(path: str, made: set[str]) -> list[str]:
+    """bwrap arguments making the missing parents of ``path`` traversable (0755)."""
+    out: list[str] = []
+    current = ""
+    for part in Path(path).parts[1:-1]:
+        current += "/" + part
+        if current not in made:
+            out += ["--perms", "0755", "--dir", current]
+            made.add(current)
+    return out
+
+
+def _python_roots() -> list[str]:
+    """What an executor needs to run this interpreter and import what the agent imports: the
+    installation's prefixes, ``sys.path``, qsrv and editable installs' sources."""
+    roots = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
+             str(Path(sys.executable).resolve().parent.parent), str(_QSRV_DIR)}
+    roots.update(p for p in sys.path if p and os.path.isabs(p))
+    roots.update(p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p)
+    for finder in sys.meta_path:  # setuptools' editable finders map packages to sources
+        module = sys.modules.get(getattr(finder, "__module__", "") or "")
+        mapping = getattr(module, "MAPPING", None)
+        if isinstance(mapping, dict):
+            roots.update(str(v) for v in mapping.values() if isinstance(v, str))
+    real = sorted({os.path.realpath(r) for r in roots if os.path.isdir(r)})
+    out: list[str] = []
+    for root in real:  # parents first: drop what a kept root already holds
+        if root == "/" or any(root.startswith(kept + "/") for kept in out):
+            continue
+        out.append(root)
+    return out
