@@ -136,12 +136,16 @@ def test_cancel_and_delete(door: Door, project: str) -> None:
     client = _client(door, project)
     [aer] = client.list_platforms(name=AER)
     session = client.create_session(aer.id)
-    wide = QuantumCircuit(12)
-    for q in range(12):
-        wide.h(q)
-    wide.measure_all()
+    # Twenty qubits, a few hundred gates: each job keeps the session busy a while.
+    wide = QuantumCircuit(20, 1)
+    for layer in range(10):
+        for q in range(20):
+            wide.rx(0.1 * q + layer, q)
+        for q in range(19):
+            wide.cx(q, q + 1)
+    wide.measure(0, 0)
     model = client.create_model(_qiskit_model(wide))
-    jobs = [client.create_job(session.id, model_id=model.id, parameters=_shots(20_000))
+    jobs = [client.create_job(session.id, model_id=model.id, parameters=_shots(1000))
             for _ in range(4)]
     cancelled = client.cancel_job(jobs[-1].id)
     # Jobs of a session run in order: the last of four is still waiting when cancelled.
