@@ -190,11 +190,16 @@ def test_bad_input_gets_scaleway_errors_and_harms_nothing(door: Door, project: s
 def test_another_users_session_is_not_found(door: Door, project: str) -> None:
     client = _client(door, project)
     [aer] = client.list_platforms(name=AER)
-    session = client.create_session(aer.id)
+    session = client.create_session(aer.id, deduplication_id="ours")
     other = _client(door, project, token=door.other_token)
     with pytest.raises(Exception, match="error 404"):
         other.get_session(session.id)
     assert other.list_sessions() == []
+    with pytest.raises(Exception, match="error 404"):
+        other.list_jobs(session.id)
+    theirs = other.create_session(aer.id, deduplication_id="ours")  # a deduplication id is
+    assert theirs.id != session.id                                   # one user's own
+    other.terminate_session(theirs.id)
     client.terminate_session(session.id)
 
 
