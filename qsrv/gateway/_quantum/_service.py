@@ -78,6 +78,7 @@ _R = TypeVar("_R")
 _MAX_JOBS_PER_CALL = 10_000
 _MAX_SHOTS = 10**9
 _NAME_MAX = 200
+_INLINE_CHECKS = 8  # requests of up to this many jobs are checked on the event loop
 
 
 @dataclass(frozen=True, slots=True)
@@ -763,8 +764,10 @@ class QuantumService:
                 raise InvalidRequestError(
                     f"job {i}: variables must be JSON values: {exc}") from None
             jobs.append((program if spec.program is None else _program(spec.program), spec))
-        if jobs:
+        if len(jobs) > _INLINE_CHECKS:  # a large request is checked off the event loop
             await asyncio.to_thread(_check_all, platform, jobs)
+        else:  # a few jobs: at most a few milliseconds (engines cache what they parse)
+            _check_all(platform, jobs)
         now = time.time()
         return [NewJob(str(uuid.uuid4()), spec.shots, dict(spec.variables),
                        self.store.put_program(prog, now), spec.seed) for prog, spec in jobs]
