@@ -19,9 +19,10 @@ that cluster (its quantum service uses this process's driver). Measured, each af
    waiter woken.
 
 The four run interleaved, one of each per round, so that the machine's load (shared, noisy)
-weighs on them alike. Then a **variational loop** of 200 steps: each step's angle derived from the previous step's
-counts; once as jobs added one at a time to an open batch (add, wait, read the result), once
-as plain tasks. Target of the issue: a session job <= 2x the plain task's round trip.
+weighs on them alike. Then a **variational loop** of 200 steps: each step's angle derived
+from the previous step's counts; once as jobs added one at a time to an open batch (add,
+wait, read the result), once as plain tasks. Target of the issue: a session job <= 2x the
+plain task's round trip.
 Results: printed, and written to ``results/runs/session-<time>.json``.
 """
 
