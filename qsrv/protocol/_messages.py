@@ -543,6 +543,13 @@ class SpawnTenantExecutor(Message, tag=74, frozen=True):
     tenant: str
 
 
+class RetireExecutor(Message, tag=75, frozen=True):
+    """Scheduler -> agent: stop this executor (idle, not needed) and do not replace it."""
+
+    pid: int
+    reason: str
+
+
 class SubmitReserved(Message, tag=73, frozen=True):
     """A SubmitTask whose task runs only inside reservation ``reservation``."""
 

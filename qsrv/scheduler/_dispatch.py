@@ -35,6 +35,7 @@ from qsrv.protocol import (
     KillExecutor,
     Notice,
     ObjectValue,
+    RetireExecutor,
     RunTask,
     SpawnExecutor,
     SpawnTenantExecutor,
@@ -56,6 +57,8 @@ from qsrv.scheduler._records import Obj, Task
 
 if TYPE_CHECKING:
     from qsrv.scheduler._reservations import Reservation
+
+TENANT_IDLE_S = 300.0  # an executor of a tenant idle this long is stopped (not replaced)
 
 # Tasks sent ahead to one executor hold at most about this much of their functions' measured
 # run time (so a task waits behind at most this much work, on an executor it cannot leave).
@@ -228,7 +231,8 @@ class Dispatcher:
             victim = self._idle_of_another(worker, tenant)
             if victim is None:
                 return
-            self.retire(victim, f"room for an executor of {tenant or 'the cluster'}'s tasks")
+            self.retire(victim, f"room for an executor of {tenant or 'the cluster'}'s tasks",
+                        replace=False)
         self.spawn(worker, tenant)
 
     def spawn(self, worker: Worker, tenant: str) -> None:
@@ -247,11 +251,29 @@ class Dispatcher:
                 return idle[0]
         return worker.idle[0] if tenant and worker.idle else None
 
-    def retire(self, ex: Executor, why: str) -> None:
-        """Stop an executor (idle, or dedicated to a reservation being released)."""
-        self._out.append(Send(ex.worker.conn, KillExecutor(ex.pid, why)))
+    def retire(self, ex: Executor, why: str, *, replace: bool) -> None:
+        """Stop an executor (idle, or dedicated to a reservation being released); its agent
+        starts another in its place when ``replace`` (a shared executor's pool stays)."""
+        self._out.append(Send(ex.worker.conn, KillExecutor(ex.pid, why) if replace
+                              else RetireExecutor(ex.pid, why)))
         self._out.append(Close(ex.conn, why))
         self.drop_executor(ex)
+
+    def reap_idle(self, now: float, idle_s: float = TENANT_IDLE_S) -> None:
+        """Stop the executors of tenants idle for ``idle_s`` seconds (seen idle at a tick
+        first, then again that long after)."""
+        for worker in list(self._workers.values()):
+            tenant_idle = worker.tenant_idle
+            if not tenant_idle:
+                continue
+            for tenant, idle in list(tenant_idle.items()):
+                for ex in list(idle):
+                    if not ex.idle_since:
+                        ex.idle_since = now
+                    elif now - ex.idle_since >= idle_s:
+                        self.retire(ex, f"idle for {idle_s:g} s", replace=False)
+                if not idle:
+                    del tenant_idle[tenant]
 
     def _send_ahead(self, task: Task) -> bool:
         """Queue a short task behind a running one of the same shape (on the executor with
@@ -274,6 +296,7 @@ class Dispatcher:
 
     def _run(self, task: Task, worker: Worker) -> None:
         ex = worker.idle_for(task.shape.tenant).pop()
+        ex.idle_since = 0.0
         gpu_ids = worker.pick_gpus(task.shape.gpu) if task.shape.gpu else None
         worker.acquire(task.shape.need, gpu_ids)
         set_state(task, RUNNING)

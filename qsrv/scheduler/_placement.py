@@ -78,8 +78,8 @@ class Shape:
 class Executor:
     """An executor subprocess of a worker; runs one task at a time."""
 
-    __slots__ = ("ahead_of", "conn", "fns", "pid", "queue", "reservation", "scope", "short",
-                 "task", "tenant", "worker")
+    __slots__ = ("ahead_of", "conn", "fns", "idle_since", "pid", "queue", "reservation",
+                 "scope", "short", "task", "tenant", "worker")
 
     def __init__(self, conn: int, worker: Worker, pid: int, tenant: str = "",
                  scope: set[int] | None = None) -> None:
@@ -88,6 +88,7 @@ class Executor:
         self.pid = pid
         self.tenant = tenant  # it runs only this tenant's tasks ("": the cluster token's)
         self.scope = scope  # its client's readable ids (a tenant's): what it is sent joins
+        self.idle_since = 0.0  # a tenant's idle executor: when a tick first saw it idle
         # The reservation it is dedicated to (it runs only that one's tasks, and is idle in
         # that one's list, never its worker's); None: it serves its worker's shared capacity.
         self.reservation: Reservation | None = None

@@ -160,7 +160,7 @@ class Reservations:
                 self._directory.finish(task, SYSTEM_ERROR, encode_system_error(
                     "reservation", f"task {task.name!r} stopped: {res.label()} was released: "
                                    f"{reason}"), (), [])
-            self._dispatcher.retire(ex, f"{res.label()} released")
+            self._dispatcher.retire(ex, f"{res.label()} released", replace=True)
         if worker is not None:
             worker.release(res.need, res.gpu_ids)
             worker.reservations.pop(rid, None)
@@ -258,6 +258,7 @@ class Reservations:
         idle = worker.idle_for(res.tenant)
         if idle:
             ex = idle.pop()
+            ex.idle_since = 0.0
             self._dispatcher.index.update(worker)
             self.dedicate(ex, res)
             return True

@@ -41,6 +41,7 @@ from qsrv.protocol import (
     KillExecutor,
     ObjectsCopied,
     RegisterWorker,
+    RetireExecutor,
     SpawnExecutor,
     SpawnTenantExecutor,
     WorkerAccepted,
@@ -141,6 +142,7 @@ class WorkerAgent:
         self._capabilities: dict[str, Any] | None = None
         self._probing = False
         self._killed: set[int] = set()  # executors killed as the scheduler asked
+        self._retired: set[int] = set()  # ... of which not to be replaced
         self._confinement: _confine.Confinement | None = None  # made for the first tenant
         for path in sweep_stale():
             log.warning("removed the object store arena %s of an agent that died", path)
@@ -297,6 +299,11 @@ class WorkerAgent:
             elif isinstance(msg, KillExecutor) and msg.pid in self.children:
                 log.info("killing executor %d: %s", msg.pid, msg.reason)
                 self._killed.add(msg.pid)
+                _kill(msg.pid)
+            elif isinstance(msg, RetireExecutor) and msg.pid in self.children:
+                log.info("stopping executor %d: %s", msg.pid, msg.reason)
+                self._killed.add(msg.pid)
+                self._retired.add(msg.pid)
                 _kill(msg.pid)
 
     def _accepted(self, proto: FramedProtocol, worker_id: int) -> None:
@@ -456,10 +463,12 @@ class WorkerAgent:
         started = asyncio.get_running_loop().time()
         code = await proc.wait()
         del self.children[proc.pid]
-        if self._stopping or session != self._session_no:
-            return
         asked = proc.pid in self._killed
+        retired = proc.pid in self._retired
         self._killed.discard(proc.pid)
+        self._retired.discard(proc.pid)
+        if self._stopping or session != self._session_no or retired:
+            return
         if tenant:  # not replaced: the scheduler asks for one when the tenant needs it
             if code != 0 and not asked:
                 log.warning("executor %d of tenant %r exited with %s", proc.pid, tenant,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import shutil
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,10 @@ from typing import Any
 import pytest
 
 import qsrv
+from qsrv.errors import AuthenticationError
 from qsrv.gateway import Client, Program, add_user, start_gateway_process
+from qsrv.protocol import executor_credential, job_credential
+from qsrv.transport import SyncConnection
 from tests._support import stop_process, wait_for
 from tests._support.cluster import TOKEN, Cluster, free_port
 
@@ -52,10 +56,11 @@ def look_here() -> dict[str, Any]:
     found = []
     for path in glob.glob("/proc/[0-9]*/environ"):
         try:
-            if b"test-cluster-token" in open(path, "rb").read():
-                found.append(path)
+            data = Path(path).read_bytes()
         except OSError:
             continue
+        if b"test-cluster-token" in data:
+            found.append(path)
     return {"found": found}
 
 
@@ -103,3 +108,22 @@ def test_jobs_tasks_run_in_executors_of_their_own_tenant(cluster: Cluster,
     # the cluster token's driver: its task runs where the token can be found (the check works)
     qsrv.init(address=cluster.address, token=TOKEN)
     assert qsrv.get(look_here(), timeout=60)["found"] != []
+
+
+def _refusal(address: str, token: str, role: str) -> str:
+    try:
+        SyncConnection(address, token, role, timeout=10).close()
+    except AuthenticationError as exc:
+        return str(exc)
+    return ""
+
+
+def test_an_executors_credential_is_an_executor_and_nothing_else(cluster: Cluster) -> None:
+    address = cluster.address
+    executor = executor_credential(TOKEN, "alice", "w1", time.time() + 60)
+    job = job_credential(TOKEN, "alice", "j1", time.time() + 60)
+    assert _refusal(address, executor, "executor") == ""
+    assert "never as 'driver'" in _refusal(address, executor, "driver")
+    assert "never as 'worker'" in _refusal(address, executor, "worker")
+    assert "never as 'executor'" in _refusal(address, job, "executor")
+    assert _refusal(address, job, "driver") == ""

@@ -11,16 +11,17 @@ from qsrv._resources import normalize_target
 from qsrv.protocol import (
     ID_BITS,
     OK,
-    KillExecutor,
     PutObject,
     RegisterExecutor,
     RegisterFunction,
+    RetireExecutor,
     SpawnExecutor,
     SpawnTenantExecutor,
     SubmitTask,
     TaskDone,
 )
-from qsrv.scheduler._events import Close, Connected, Send
+from qsrv.scheduler._dispatch import TENANT_IDLE_S
+from qsrv.scheduler._events import Close, Connected, Send, Tick
 from tests.unit.test_scheduler_state import Harness, runs
 
 
@@ -72,7 +73,7 @@ def test_at_the_cap_an_idle_executor_of_another_tenant_makes_room() -> None:
     _wid, execs = h.worker(cpus=1, executors=8)
     alice = h.tenant_driver("alice")
     _, out = h.submit(alice)
-    kills = [a.msg for a in out if isinstance(a, Send) and isinstance(a.msg, KillExecutor)]
+    kills = [a.msg for a in out if isinstance(a, Send) and isinstance(a.msg, RetireExecutor)]
     assert len(kills) == 1 and spawns(out) == [SpawnTenantExecutor(1, "alice")]
     assert any(isinstance(a, Close) and a.conn in execs for a in out)
 
@@ -97,3 +98,18 @@ def test_a_tenants_executor_names_only_what_it_was_given() -> None:
     assert not any(isinstance(a, Close) and a.conn == ex for a in out)
     out = h.send(ex, TaskDone(tid, OK, b"v", (), [secret], False, 0.1))
     assert any(isinstance(a, Close) and a.conn == ex for a in out)
+
+
+def test_a_tenants_idle_executor_is_stopped_after_a_while() -> None:
+    h = H()
+    h.s.recovery.heartbeat_timeout = 1e9  # the worker stays while time jumps
+    wid, _ = h.worker(cpus=1, executors=0)
+    alice = h.tenant_driver("alice")
+    tid, _ = h.submit(alice)
+    ex, _ = h.tenant_executor(wid, "alice")
+    h.send(ex, TaskDone(tid, OK, b"v", (), [], False, 0.1))
+    assert h.s.handle(Tick(101.0)) == []  # seen idle
+    out = h.s.handle(Tick(101.0 + TENANT_IDLE_S))
+    assert [a.msg.pid for a in out if isinstance(a, Send)
+            and isinstance(a.msg, RetireExecutor)] == [2000 + ex]
+    assert ex not in h.s.dispatcher.executors
