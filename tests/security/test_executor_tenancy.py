@@ -49,6 +49,25 @@ save_result(qsrv.get([look(), look()]))
 """
 
 
+RESERVING = """
+import qsrv
+from qsrv.gateway import save_result
+
+@qsrv.distribute_task
+def visit():
+    import sys
+    seen = sys.__dict__.setdefault("_visits", [])  # lives as long as the executor's process
+    seen.append(1)
+    raw = open("/proc/self/environ", "rb").read().split(b"\\0")
+    env = dict(kv.decode().split("=", 1) for kv in raw if b"=" in kv)
+    return {"visits": len(seen), "token": env.get("QSRV_TOKEN", "")}
+
+qsrv.init()
+r = qsrv.reserve({"cpu": 1}, name="job").wait(60)
+save_result([qsrv.get(visit.options(reservation=r)()) for _ in range(3)])
+"""
+
+
 @qsrv.distribute_task
 def look_here() -> dict[str, Any]:
     import glob
@@ -127,3 +146,19 @@ def test_an_executors_credential_is_an_executor_and_nothing_else(cluster: Cluste
     assert "never as 'worker'" in _refusal(address, executor, "worker")
     assert "never as 'executor'" in _refusal(address, job, "executor")
     assert _refusal(address, job, "driver") == ""
+
+
+def test_a_jobs_reservation_keeps_an_executor_of_its_tenant_warm(cluster: Cluster,
+                                                                 tmp_path: Path) -> None:
+    data_dir = tmp_path / "gateway"
+    token = add_user(data_dir, "alice")[1]
+    gateway, url = start_gateway_process(cluster.address, TOKEN, data_dir)
+    try:
+        folder = tmp_path / "job"
+        folder.mkdir()
+        (folder / "main.py").write_text(textwrap.dedent(RESERVING))
+        results = Client(url, token).run(Program("p", "main.py", folder)).result(timeout=120)
+        assert [r["visits"] for r in results] == [1, 2, 3]
+        assert all(r["token"].startswith("qsrvcred:executor/") for r in results)
+    finally:
+        stop_process(gateway, 30)
