@@ -142,12 +142,28 @@ class Job:
         code, body = await self._client._request("GET", f"/v1/jobs/{self.job_id}/result")
         return None if code == 204 else pickle.loads(body)
 
-    def result(self, timeout: float | None = None) -> Any:
+    def result(self, timeout: float | None = None, progress: bool = False) -> Any:
         """Wait for the job to end; return what it passed to ``save_result`` (None if nothing).
 
         Raises JobFailedError (with the traceback) or JobStoppedError when it ended otherwise,
-        GetTimeoutError when ``timeout`` seconds pass first.
+        GetTimeoutError when ``timeout`` seconds pass first. ``progress=True`` shows the time
+        it has taken and its status (and sub-status) until it ends.
         """
+        if progress:
+            from qsrv.client import ProgressBar
+
+            deadline = None if timeout is None else time.monotonic() + timeout
+            start = time.monotonic()
+            with ProgressBar(None, desc=f"job {self.job_id[:8]}", unit="s") as bar:
+                while True:
+                    left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                    status = self.wait(1.0 if left is None else min(1.0, left))
+                    sub = self.info.get("sub_status")
+                    bar.set(int(time.monotonic() - start),
+                            note=str(status) + (f" ({sub})" if sub else ""))
+                    if status.terminal or (left is not None and left <= 1.0):
+                        break
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
         return _bridge.call(self.result_async, timeout)
 
     async def stop_async(self, timeout: float | None = None) -> JobStatus:

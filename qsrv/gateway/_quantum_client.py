@@ -292,10 +292,26 @@ class Batch:
         info = await _Polling.poll(fetch, lambda i: QStatus(i["status"]).terminal, timeout)
         return self._update(info)
 
-    def wait(self, timeout: float | None = None) -> Batch:
+    def wait(self, timeout: float | None = None, progress: bool = False) -> Batch:
         """Wait until the batch has ended (closed and every job ended, cancelled or timed
-        out), or ``timeout`` seconds passed; return it."""
-        return _bridge.call(self.wait_async, timeout)
+        out), or ``timeout`` seconds passed; return it. ``progress=True`` shows a bar of its
+        jobs ended (and failed) of all (a widget in Jupyter)."""
+        if not progress:
+            return _bridge.call(self.wait_async, timeout)
+        from qsrv.client import ProgressBar
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with ProgressBar(len(self.ordered_jobs), desc=f"batch {self.id[:8]}",
+                         unit="job") as bar:
+            while True:
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                _bridge.call(self.wait_async, 1.0 if left is None else min(1.0, left))
+                jobs = self.ordered_jobs
+                bar.set(sum(1 for j in jobs if j.status.terminal),
+                        sum(1 for j in jobs if j.status is QStatus.ERROR), total=len(jobs),
+                        note=str(self.status) + (" open" if self.open else ""))
+                if self.status.terminal or (left is not None and left <= 1.0):
+                    return self
 
     async def _wait_jobs(self, ids: Iterable[str], timeout: float | None) -> None:
         deadline = None if timeout is None else time.monotonic() + timeout

@@ -49,21 +49,23 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-def _run(tmp_path: Path, mode: str, *, tty: bool, **env: str) -> str:
-    script = tmp_path / "driver.py"
-    script.write_text(SCRIPT)
+def _run(tmp_path: Path, mode: str, *, tty: bool, script: str = SCRIPT, **env: str) -> str:
+    source = script
+    script_path = tmp_path / "driver.py"
+    script_path.write_text(source)
+    script = str(script_path)
     root = str(Path(qsrv.__file__).resolve().parents[1])
     environ = dict(os.environ, COLUMNS="120", **env)
     environ["PYTHONPATH"] = os.pathsep.join(
         p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
     environ.pop("QSRV_ADDRESS", None)
     if not tty:
-        done = subprocess.run([sys.executable, str(script), mode], capture_output=True,
+        done = subprocess.run([sys.executable, script, mode], capture_output=True,
                               text=True, timeout=180, env=environ)
         assert done.returncode == 0, done.stderr
         return done.stdout + done.stderr
     main, child = pty.openpty()
-    proc = subprocess.Popen([sys.executable, str(script), mode], stdin=child, stdout=child,
+    proc = subprocess.Popen([sys.executable, script, mode], stdin=child, stdout=child,
                             stderr=child, env=environ, close_fds=True)
     os.close(child)
     chunks: list[bytes] = []
@@ -100,6 +102,36 @@ def test_no_bar_when_turned_off_or_not_a_terminal(tmp_path: Path) -> None:
     assert "TOTAL 7140" in off and "120/120" not in off and "%|" not in off
     piped = _run(tmp_path, "auto", tty=False)
     assert "TOTAL 7140" in piped and "120/120" not in piped and "%|" not in piped
+
+
+GATEWAY_SCRIPT = textwrap.dedent("""
+    import pathlib, sys
+    import qsrv
+    from qsrv.gateway import Client, Program
+
+    root = pathlib.Path(sys.argv[1])
+    info = qsrv.init(num_cpus=2, gateway=True, data_dir=str(root / "data"))
+    client = Client(info["gateway"], info["gateway_token"])
+    (root / "prog").mkdir()
+    (root / "prog" / "main.py").write_text(
+        "import time\\nfrom qsrv import save_result\\ntime.sleep(1.5)\\nsave_result(42)\\n")
+    job = client.run(Program(title="p", entrypoint="main.py", working_dir=str(root / "prog")))
+    print("RESULT", job.result(timeout=120, progress=True), flush=True)
+    qasm = ('OPENQASM 2.0;\\ninclude "qelib1.inc";\\nqreg q[2];\\ncreg c[2];\\n'
+            'h q[0];\\ncx q[0],q[1];\\nmeasure q -> c;\\n')
+    batch = client.create_batch(qasm, [{"shots": 100}] * 5, platform="aer.statevector.cpu")
+    print("BATCH", batch.wait(timeout=120, progress=True).status, flush=True)
+    qsrv.shutdown()
+""")
+
+
+def test_job_and_batch_bars(tmp_path: Path) -> None:
+    out = _run(tmp_path, str(tmp_path), tty=True, script=GATEWAY_SCRIPT)
+    job_part, batch_part = out.split("RESULT", 1)
+    assert "job " in job_part and "SUCCEEDED" in job_part
+    assert batch_part.splitlines()[0].strip() == "42"
+    assert "5/5" in batch_part and "DONE" in batch_part
+    assert "BATCH DONE" in batch_part
 
 
 def test_the_jupyter_widget(monkeypatch: pytest.MonkeyPatch) -> None:
