@@ -9,22 +9,24 @@ qsrv/scheduler/_placement.py, shapes by tenant).
   token.
 - Where bubblewrap runs, it runs in namespaces of its own (`Confinement`): a read-only view of
   the system, the Python installation, qsrv and the agent's working directory (tasks' modules
-  import from there), a private ``/tmp`` and ``/proc`` of its own PID namespace, so it sees no
-  other process (not the agent's or the scheduler's environment, where the token is), nothing
-  of the agent's object store or spill directory, and no file of the home directory. As root,
-  every capability is dropped and it runs as ``nobody`` (as root without capabilities when the
-  scheduler is reached through a Unix socket, which only root may open). The network is shared
-  (it talks to the scheduler over TCP). Where bubblewrap is missing or cannot create namespaces, the
-  executor runs unconfined (the agent says so once): the token is still not in its
-  environment, and the agent makes its own ``/proc`` entries unreadable to processes of its
-  user (``protect_self``), but a task running as the agent's user may reach what that user
-  can.
+  import from there), the node's GPU device files (``/dev/nvidia*``; which GPUs a task uses is
+  still set by CUDA_VISIBLE_DEVICES), a private ``/tmp``, and ``/proc`` of its own PID
+  namespace: it sees no other process (not the agent's or the scheduler's environment, where
+  the token is), nothing of the agent's object store or spill directory, no file of the home
+  directory. As root, every capability is dropped and it runs as ``nobody`` (as root without
+  capabilities when the scheduler is reached through a Unix socket, which only root may open).
+  The network is shared (it talks to the scheduler over TCP). Where bubblewrap is missing or
+  cannot create namespaces, the executor runs unconfined (the agent says so once): the token
+  is still not in its environment, and the agent makes its own ``/proc`` entries unreadable to
+  processes of its user (``protect_self``), but a task running as the agent's user may reach
+  what that user can.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import glob
 import logging
 import os
 import pwd
@@ -131,6 +133,8 @@ class Confinement:
                 made.add(str(path))
         argv += ["--ro-bind", "/etc", "/etc", "--tmpfs", "/tmp", "--proc", "/proc",
                  "--dev", "/dev"]
+        for device in gpu_devices():  # a GPU task's devices (its libraries are under /usr)
+            argv += ["--dev-bind", device, device]
         made |= {"/etc", "/tmp", "/proc", "/dev"}
         bound = set(made)
         for root in [*_python_roots(), os.path.realpath(cwd)]:
@@ -149,6 +153,11 @@ class Confinement:
             argv += [self.setpriv or "setpriv", f"--reuid={uid}", f"--regid={gid}",
                      "--clear-groups", "--no-new-privs"]
         return argv + command
+
+
+def gpu_devices() -> list[str]:
+    """The GPU device files of this node (NVIDIA's: the cards, control and UVM devices)."""
+    return sorted(p for p in glob.glob("/dev/nvidia*") if not os.path.isdir(p))
 
 
 def _nobody() -> tuple[int, int]:
