@@ -205,6 +205,12 @@ def test_gateway_jobs_with_logs(browser: Any, tmp_path: Path) -> None:
             job = Client(gateway.url, alice).run(
                 Program(title="hello", entrypoint="main.py", working_dir=str(src)))
             job.result(timeout=120)
+            qasm = ('OPENQASM 2.0;\ninclude "qelib1.inc";\nqreg q[2];\ncreg c[2];\n'
+                    'h q[0];\ncx q[0],q[1];\nmeasure q -> c;\n')
+            alices = Client(gateway.url, alice)
+            session = alices.session("aer.statevector.cpu", max_duration="1h")
+            batch = alices.create_batch(qasm, [{"shots": 50}] * 3,
+                                        session=session).wait(timeout=120)
             bobs = Client(gateway.url, bob).run(
                 Program(title="bobs", entrypoint="main.py", working_dir=str(src)))
             bobs.result(timeout=120)
@@ -225,6 +231,18 @@ def test_gateway_jobs_with_logs(browser: Any, tmp_path: Path) -> None:
                 job.job_id)
             wait_for(lambda: "hello from alice's job" in text(browser, "job-logs"), 30,
                      "the job's logs")
+            batches = wait_for(lambda: browser.execute_script(
+                "return [...document.querySelectorAll('#batches tbody tr')].map(tr =>"
+                " [tr.dataset.batchId, ...[...tr.querySelectorAll('td')].map(td =>"
+                " td.textContent)])"), 30, "the batch")
+            assert [b[0] for b in batches] == [batch.id]
+            assert batches[0][5] == "3 / 3" and batches[0][3] == "DONE"
+            sessions = browser.execute_script(
+                "return [...document.querySelectorAll('#sessions tbody tr')].map(tr =>"
+                " [tr.dataset.sessionId, tr.querySelectorAll('td')[1].textContent])")
+            assert sessions == [[session.id, "aer.statevector.cpu"]], \
+                text(browser, "gateway-note")
+            assert batch.session_id == session.id
             shoot(browser, "gateway", tmp_path)
             # alice cannot read bob's logs through the dashboard
             status = browser.execute_script(
