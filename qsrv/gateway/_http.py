@@ -5,6 +5,9 @@ under its own prefix with its own authentication middleware and error shape.
     /v1                         qsrv's own door (``_native_http``: programs, jobs, quantum)
     /api/v1, /dj-rest-auth      the Quantum Serverless door (``_upstream_http``)
     /scaleway                   the Scaleway QaaS door (``_scaleway``: qaas/v1alpha1)
+    /pasqal                     the Pasqal Cloud door (``_pasqal``: core and account routes)
+    /dashboard                  pages for browsers (``qsrv.dashboard``): mounted, not an API,
+                                so not in ``/openapi.json`` (``PAGES``)
 
 Adding a door: a package ``qsrv/gateway/_<name>/`` with ``build_app(service) ->
 web.Application`` made by ``qsrv.gateway._web.door(service, routes, render=...)`` (the shared
@@ -27,7 +30,7 @@ from qsrv.gateway._service import GatewayService
 from qsrv.gateway._upstream_http import note_gateway_url
 from qsrv.gateway._web import DOORS, SERVICE, Handler, Route, door, json_limit
 
-__all__ = ["build_app"]
+__all__ = ["PAGES", "build_app"]
 
 # (prefix, builder) of every door, in mount order.
 _DOORS: tuple[tuple[str, Callable[[GatewayService], web.Application]], ...] = (
@@ -36,6 +39,9 @@ _DOORS: tuple[tuple[str, Callable[[GatewayService], web.Application]], ...] = (
     ("/dj-rest-auth", _upstream_http.build_login_app),
     (_pasqal.PREFIX, _pasqal.build_app),
     ("/scaleway", _scaleway.build_app),
+)
+# (prefix, builder) of what browsers see: mounted after the doors, not described by OpenAPI.
+PAGES: tuple[tuple[str, Callable[[GatewayService], web.Application]], ...] = (
     ("/dashboard", gateway_app),
 )
 
@@ -50,6 +56,8 @@ def build_app(service: GatewayService) -> web.Application:
         app = build(service)
         root.add_subapp(prefix, app)
         root[DOORS].append((prefix, app))
+    for prefix, build in PAGES:
+        root.add_subapp(prefix, build(service))
     return root
 
 

@@ -27,6 +27,7 @@ from qsrv.gateway import (
     UnauthorizedError,
 )
 from qsrv.gateway._errors import error_for
+from qsrv.gateway._http import PAGES
 from qsrv.gateway._runtime import dumps
 from tests._support import GATE_CLIENT, Gate
 from tests._support.gateway import ThreadedGateway
@@ -225,8 +226,10 @@ def test_openapi_describes_every_route(gateway: ThreadedGateway) -> None:
     status, spec = raw("GET", gateway.url + "/openapi.json")
     assert status == 200 and spec["openapi"].startswith("3.")
     app = gateway.server._runner.app  # type: ignore[union-attr]
+    pages = tuple(prefix + "/" for prefix, _ in PAGES)  # browser pages, not an API
     routes = {(r.resource.canonical, r.method.lower()) for r in app.router.routes()
-              if r.method != "HEAD" and r.resource is not None}
+              if r.method != "HEAD" and r.resource is not None
+              and not r.resource.canonical.startswith(pages)}
     described = {(path, method) for path, item in spec["paths"].items() for method in item}
     assert routes == described
     for path, item in spec["paths"].items():
