@@ -212,7 +212,8 @@ class QuantumJob:
 
     def result_object(self) -> Any:
         """The engine's own result: a qiskit ``Result`` (Aer), Perceval's result dict
-        (Perceval), the counts (Pulser, which has no other)."""
+        (``{"results": BSCount, ...}``, as a Perceval remote job gives it), the counts (Pulser,
+        which has no other)."""
         if self.result is None:
             return None
         engine = self.platform.split(".", 1)[0]
@@ -225,7 +226,10 @@ class QuantumJob:
         if engine == "perceval":
             from perceval.serialization import deserialize  # type: ignore[import-untyped]
 
-            return deserialize(self._native)
+            try:
+                return deserialize(json.loads(self._native))
+            except ValueError:
+                return deserialize(self._native)
         return self._native
 
     async def cancel_async(self) -> QuantumJob:

@@ -207,3 +207,42 @@ def test_another_users_objects_are_missing(env: QuantumEnv) -> None:
         assert bob.cancel_jobs(JobFilters(batch_id=batch.id)) == []
         assert batch.refresh().open
         batch.close(wait=True)
+
+
+def test_perceval_and_pulser_programs_through_the_client(env: QuantumEnv) -> None:
+    """Programs of each engine are converted on the client's side (``program_from``) and run
+    on their platforms; the native result is the engine's own."""
+    import warnings
+
+    import perceval as pcvl
+    from pulser import Pulse, Register, Sequence
+    from pulser.devices import AnalogDevice
+
+    from qsrv.quantum.engines import perceval_program
+
+    mzi = pcvl.Circuit(2) // pcvl.BS.H() // (0, pcvl.PS(pcvl.P("phi"))) // pcvl.BS.H()
+    photonic = env.alice.create_batch(
+        perceval_program(mzi, "|1,0>", max_samples=200),
+        [{"shots": 200, "variables": {"phi": 0.0}}, {"shots": 200, "variables": {"phi": 3.14159}}],
+        platform="perceval.slos.cpu", wait=True)
+    assert photonic.status is QStatus.DONE, [j.errors for j in photonic.ordered_jobs]
+    first, second = (j.result for j in photonic.ordered_jobs)
+    assert first is not None and second is not None
+    assert sum(first.values()) == 200 and len(first) == 1 and first != second  # interference
+    native = photonic.ordered_jobs[0].result_object()  # Perceval's own, as its remote job's
+    assert {str(state): n for state, n in native["results"].items()} == first
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        register = Register.from_coordinates([(6.0 * i, 0.0) for i in range(2)], prefix="q")
+        seq = Sequence(register, AnalogDevice)
+        seq.declare_channel("ryd", "rydberg_global")
+        omega = seq.declare_variable("omega_max")
+        seq.add(Pulse.ConstantPulse(400, omega, 0.0, 0.0), "ryd")
+        seq.measure("ground-rydberg")
+    atoms = env.alice.create_batch(seq, [{"shots": 50, "variables": {"omega_max": 2.0}}],
+                                   platform="pulser.qutip.cpu", wait=True)
+    assert atoms.status is QStatus.DONE, [j.errors for j in atoms.ordered_jobs]
+    counts = atoms.ordered_jobs[0].result
+    assert counts is not None and sum(counts.values()) == 50
+    assert all(len(bits) == 2 for bits in counts)
