@@ -80,6 +80,11 @@ class Holding:
     def id(self) -> str:
         return str(self.reservation.id)
 
+    @property
+    def lost(self) -> bool:
+        """Released (by its holder's disconnection, say) or infeasible: jobs cannot run in it."""
+        return self.reservation.status in ("released", "infeasible")
+
     async def ready(self, timeout: float | None = None) -> None:
         """Wait until the reservation is placed; raises ReservationError (infeasible, released)
         with its reason."""

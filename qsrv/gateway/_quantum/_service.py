@@ -758,11 +758,13 @@ class QuantumService:
             if not isinstance(spec.variables, dict) or \
                     not all(isinstance(k, str) for k in spec.variables):
                 raise InvalidRequestError(f"job {i}: variables must map names to values")
-            try:
-                json.dumps(spec.variables, allow_nan=False)
+            try:  # numpy numbers and arrays become plain numbers and lists
+                plain = json.loads(json.dumps(spec.variables, allow_nan=False, default=_plain))
             except (TypeError, ValueError) as exc:
                 raise InvalidRequestError(
-                    f"job {i}: variables must be JSON values: {exc}") from None
+                    f"job {i}: variables must be numbers (or lists of numbers): {exc}"
+                ) from None
+            spec = replace(spec, variables=plain)
             jobs.append((program if spec.program is None else _program(spec.program), spec))
         if len(jobs) > _INLINE_CHECKS:  # a large request is checked off the event loop
             await asyncio.to_thread(_check_all, platform, jobs)
@@ -771,6 +773,14 @@ class QuantumService:
         now = time.time()
         return [NewJob(str(uuid.uuid4()), spec.shots, dict(spec.variables),
                        self.store.put_program(prog, now), spec.seed) for prog, spec in jobs]
+
+
+def _plain(value: Any) -> Any:
+    """JSON for numpy's numbers and arrays (``item()``/``tolist()``)."""
+    for method in ("tolist", "item"):
+        if callable(getattr(value, method, None)):
+            return getattr(value, method)()
+    raise TypeError(f"{type(value).__name__} is not a number")
 
 
 def _check_all(platform: Platform, jobs: list[tuple[Program, JobSpec]]) -> None:

@@ -19,10 +19,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from typing import TYPE_CHECKING
 
 from qsrv.errors import (
+    ConnectionLostError,
     GatewayError,
     GetTimeoutError,
     QsrvError,
@@ -41,6 +43,8 @@ __all__ = ["SessionLoop"]
 _log = logging.getLogger("qsrv.gateway")
 _RETRY_S = (0.2, 0.5, 1.0, 2.0, 5.0)
 _ERROR_MAX = 4000  # characters of a job's error kept
+_LOST = "its reservation was lost"
+_MAX_LOST = 3  # a job whose reservation is lost this many times ends in ERROR
 
 
 class SessionLoop:
@@ -52,6 +56,7 @@ class SessionLoop:
         self._stopped = False
         self._holding: Holding | None = None
         self._current: tuple[str, ObjectRef] | None = None
+        self._rehold = False  # the reservation was lost: reserve again before the next job
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"qsrv-session-{self.session_id}")
@@ -95,6 +100,11 @@ class SessionLoop:
                 job = self.service.store.next_job(self.session_id)
                 if job is None:
                     await self._sleep()
+                    continue
+                if self._rehold:
+                    self._rehold = False
+                    if not await self._hold():
+                        return
                     continue
                 await self._run_job(job)
         except asyncio.CancelledError:
@@ -142,7 +152,7 @@ class SessionLoop:
         """Until woken, or the session's next deadline (or ``at_most`` seconds)."""
         session = self.service.store.session(self.session_id)
         ends = None if session is None else session.deadline()
-        wait = None if ends is None else max(0.0, ends - time.time()) + 0.001
+        wait = None if ends is None or math.isinf(ends) else max(0.0, ends - time.time()) + 0.001
         if at_most is not None:
             wait = at_most if wait is None else min(wait, at_most)
         with contextlib.suppress(TimeoutError):
@@ -159,10 +169,17 @@ class SessionLoop:
                      job.platform, job.seed, options if isinstance(options, dict) else None)
         assert self._holding is not None
         left = None
-        if session is not None and session.started_at is not None:
+        if session is not None and session.started_at is not None \
+                and math.isfinite(session.max_duration_s):
             left = max(0.01, session.started_at + session.max_duration_s - time.time())
+        if self._holding.lost:
+            self._lost(job, "its reservation was released")
+            return
         try:
             ref = self._holding.submit(run)
+        except ReservationError as exc:
+            self._lost(job, str(exc))
+            return
         except QsrvError as exc:
             service.job_ended(job.id, None, _error_text(exc))
             return
@@ -171,18 +188,28 @@ class SessionLoop:
             counts, native = await asyncio.wait_for(service.cluster.result(ref), left)
         except (TimeoutError, GetTimeoutError):  # the session's maximum duration came
             service.cluster.cancel(ref)
-        except TaskCancelledError:
-            pass  # cancel_job marked it
-        except ReservationError as exc:
-            service.job_requeued(job.id, f"its reservation was lost ({exc}); it runs again")
+        except TaskCancelledError:  # cancel_job marked it; else the cluster cancelled it
+            service.job_ended(job.id, None, "its task was cancelled on the cluster")
+        except (ReservationError, ConnectionLostError) as exc:
             self._current = None
-            await self._hold()
+            self._lost(job, str(exc))
         except Exception as exc:
             service.job_ended(job.id, None, _error_text(exc))
         else:
             service.job_ended(job.id, QResult(counts, native), None)
         finally:
             self._current = None
+
+
+    def _lost(self, job: QJobRecord, why: str) -> None:
+        """The reservation is gone: the job runs again in a new one (a job that lost three
+        ends in ERROR); the loop reserves again before its next job."""
+        lost = sum(1 for e in job.errors if e.startswith(_LOST))
+        if lost + 1 >= _MAX_LOST:
+            self.service.job_ended(job.id, None, f"{_LOST} {_MAX_LOST} times ({why})")
+        else:
+            self.service.job_requeued(job.id, f"{_LOST} ({why}); it runs again")
+        self._rehold = True
 
 
 def _error_text(exc: BaseException) -> str:

@@ -128,7 +128,8 @@ class QuantumStore:
             f"({', '.join('?' for _ in range(17))})",
             (record.id, record.user_id, record.project, record.platform,
              record.deduplication_id, record.name, record.status.value,
-             None if record.reason is None else record.reason.value, record.max_duration_s,
+             None if record.reason is None else record.reason.value,
+             _finite(record.max_duration_s),
              _finite(record.max_idle_duration_s), record.created_at, record.started_at,
              record.terminated_at, record.last_job_at, record.reservation_id,
              int(record.internal), record.message))
@@ -432,13 +433,17 @@ def _session(row: Sequence[Any]) -> SessionRecord:
      message) = row
     return SessionRecord(
         session_id, user_id, project, platform, dedup, name, SessionStatus(status),
-        None if reason is None else StopReason(reason), float(max_s),
-        math.inf if idle_s >= _INF else float(idle_s), created_at, started_at, terminated_at,
-        last_job_at, reservation_id, bool(internal), message)
+        None if reason is None else StopReason(reason), _infinite(max_s), _infinite(idle_s),
+        created_at, started_at, terminated_at, last_job_at, reservation_id, bool(internal),
+        message)
 
 
 def _finite(value: float) -> float:
     return _INF if math.isinf(value) else value
+
+
+def _infinite(value: float) -> float:
+    return math.inf if value >= _INF else float(value)
 
 
 def _check(fields: dict[str, Any], allowed: frozenset[str]) -> None:
