@@ -177,14 +177,20 @@ def test_sampler_and_estimator_on_a_session(env: QuantumEnv) -> None:
 def test_async_forms(env: QuantumEnv) -> None:
     async def main() -> tuple[QStatus, dict[str, int] | None, int]:
         client = GatewayClient(env.url, env.alice_token)
-        session = await client.session_async(AER)
+        session = await client.session_async(AER, deduplication_id="async")
         job = await session.run_async(BELL, shots=20)
         await job.wait_async(120)
         counts = await job.result_async()
         batch = await client.create_batch_async(BELL, [{"shots": 5}], session=session)
         await batch.wait_async(120)
         page = await client.get_batches_async(BatchFilters(session_id=session.id))
+        async with await client.session_async(AER, "async") as joined:  # only detaches
+            assert joined.id == session.id and not joined.created
+        assert (await joined.refresh_async()).status is SessionStatus.RUNNING
         await session.terminate_async()
+        async with await client.session_async(AER, "async") as fresh:  # terminated at exit
+            assert fresh.created and fresh.id != session.id
+        assert (await fresh.wait_async(60)).status is SessionStatus.STOPPED
         return batch.status, counts, page.total
 
     status, counts, total = asyncio.run(main())
