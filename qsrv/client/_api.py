@@ -38,7 +38,8 @@ def init(address: str | None = None, token: str | None = None, *,
          num_cpus: float | None = None, num_gpus: int | None = None,
          memory: int | str | None = None, resources: dict[str, float] | None = None,
          gateway: bool = False, data_dir: str | None = None,
-         connect_timeout: float = 60.0, dashboard: bool = False) -> dict[str, Any]:
+         connect_timeout: float = 60.0, dashboard: bool = False,
+         log_to_driver: bool = False) -> dict[str, Any]:
     """Connect this process to a cluster; returns ``{"address": ..., "local": bool}``.
 
     With no address (and no ``QSRV_ADDRESS``) it joins the cluster ``qsrv start`` keeps for
@@ -51,7 +52,9 @@ def init(address: str | None = None, token: str | None = None, *,
     default ``~/.qsrv``) and sets ``QSRV_GATEWAY``/``QSRV_GATEWAY_TOKEN`` so that
     ``qsrv.Client()`` reaches it; the result then has ``gateway`` and ``gateway_token``.
     With ``dashboard=True`` a dashboard of the cluster runs in this process: its URL (with a
-    one-time login token) is printed and is the result's ``dashboard``.
+    one-time login token) is printed and is the result's ``dashboard``. With
+    ``log_to_driver=True`` what this process's tasks print (stdout, stderr) is printed here
+    too, each line prefixed with the worker, executor pid and task.
     """
     with _lock:
         current = _runtime.active
@@ -86,6 +89,8 @@ def init(address: str | None = None, token: str | None = None, *,
             driver = Driver(address, token, connect_timeout=connect_timeout)
             runtime = Runtime(driver.core, driver=driver, cluster=cluster)
             _runtime.install(runtime)
+            if log_to_driver:
+                driver.follow_output()
             if cluster is not None:
                 _wait_for_worker(runtime, connect_timeout)
         except BaseException:

@@ -27,7 +27,15 @@ from qsrv.errors import (
     GetTimeoutError,
     QsrvError,
 )
-from qsrv.protocol import Notice, ObjectValue, ReservationUpdate, StatusReply, StatusRequest
+from qsrv.protocol import (
+    FollowOutput,
+    Notice,
+    ObjectValue,
+    ReservationUpdate,
+    StatusReply,
+    StatusRequest,
+    TaskOutput,
+)
 from qsrv.store import NodeStore, node_key
 from qsrv.transport import SyncConnection
 
@@ -119,6 +127,8 @@ class Driver:
                             fut.set_result(msg.status)
                     elif type(msg) is ReservationUpdate:
                         core.on_reservation(msg)
+                    elif type(msg) is TaskOutput:
+                        print_output(msg)
                 if core.dropped:
                     self.flush_soon()
         except CONNECTION_ENDED as exc:
@@ -139,6 +149,10 @@ class Driver:
             print(f"qsrv: still waiting for results ({time.monotonic() - start:.0f} s)",
                   file=sys.stderr)
         return True
+
+    def follow_output(self, on: bool = True) -> None:
+        """Have what this driver's tasks print sent here, and printed (`print_output`)."""
+        self._send([FollowOutput(on)])
 
     def status(self, timeout: float = 10.0) -> dict[str, Any]:
         req_id = next(self._req_ids)
@@ -182,3 +196,16 @@ class Driver:
         self._flusher.join(5)
         if self.core.closed is None:
             self.core.on_closed(ConnectionClosedError("qsrv.shutdown() was called"))
+
+
+def print_output(msg: TaskOutput) -> None:
+    """A task's output on this process's stdout or stderr, each line prefixed with where it
+    ran: ``(worker 1, pid 4242, task 1f2e...) text``."""
+    stream = sys.stderr if msg.stream == "stderr" else sys.stdout
+    prefix = f"(worker {msg.worker}, pid {msg.pid}, task {msg.task_id:016x}) "
+    text = msg.text if msg.text.endswith("\n") else msg.text + "\n"
+    try:
+        stream.write("".join(prefix + line for line in text.splitlines(keepends=True)))
+        stream.flush()
+    except (OSError, ValueError):  # a closed stream: nobody to show it to
+        pass

@@ -566,6 +566,24 @@ class SubmitReserved(Message, tag=73, frozen=True):
     name: str
 
 
+class TaskOutput(Message, tag=82, frozen=True):
+    """Executor -> scheduler -> the task's owner, when it follows output (`FollowOutput`):
+    what a task wrote to its stdout or stderr (``stream``), from executor ``pid`` of worker
+    ``worker`` (set by the scheduler from the connection it came on)."""
+
+    task_id: int
+    stream: str
+    text: str
+    worker: int
+    pid: int
+
+
+class FollowOutput(Message, tag=83, frozen=True):
+    """Driver -> scheduler: send me what my tasks print (TaskOutput), or stop (``on``)."""
+
+    on: bool
+
+
 for _cls in Message.__subclasses__():
     _register(_cls)
 _ALL_TAGS = frozenset(_REGISTRY)

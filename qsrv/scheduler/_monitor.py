@@ -34,9 +34,19 @@ import os
 import time
 from bisect import bisect_left
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from qsrv.protocol import OK, STORED, MonitorRequest, MonitorUpdate, SubmitTask, TaskDone
+from qsrv.protocol import (
+    OK,
+    STORED,
+    FollowOutput,
+    MonitorRequest,
+    MonitorUpdate,
+    SubmitTask,
+    TaskDone,
+    TaskOutput,
+)
 from qsrv.scheduler._records import Task
 
 if TYPE_CHECKING:
@@ -51,6 +61,7 @@ MAX_FUNCTIONS = 1000
 MAX_WAITING = 50_000
 MAX_FAILURES = 100
 MAX_ERROR = 16_384
+MAX_OUTPUT = 65_536  # characters of one TaskOutput forwarded, at most
 MAX_EVENTS_PER_UPDATE = 1000  # a followed update's newest events (a snapshot: the whole ring)
 MIN_FOLLOW = 0.1
 OTHER = "(other)"
@@ -73,8 +84,11 @@ class _Watch:
 
 class Monitor:
     def __init__(self, state: SchedulerState, *, capacity: int = 20_000,
-                 max_rate: float = 5_000.0) -> None:
+                 max_rate: float = 5_000.0,
+                 send: Callable[[int, Any], None] = lambda conn, msg: None) -> None:
         self.state = state
+        self._send_to = send  # (connection, message): what the IO layer sends
+        self.followers: set[int] = set()  # drivers that follow their tasks' output
         self.capacity = capacity
         self.max_rate = max_rate
         self.events: deque[tuple[float, float, int, str, int, int, bool]] = deque(
@@ -100,7 +114,7 @@ class Monitor:
         self.started = time.time()
         self.recording = os.environ.get("QSRV_MONITOR", "1").strip() != "0"
         if not self.recording:
-            self.observe = self._ignore  # type: ignore[method-assign]
+            self.observe = self._ignore  # type: ignore[method-assign]  # output still goes
 
     # ---- observing -----------------------------------------------------------------------
     def _function(self, name: str) -> list[float]:
@@ -113,13 +127,18 @@ class Monitor:
                 entry = self.functions[name] = [0, 0, 0, 0.0, 0.0]
         return entry
 
-    def _ignore(self, conn: int, messages: list[Any]) -> None:
-        pass
+    def _ignore(self, conn: int, messages: list[Any]) -> list[Any]:
+        for msg in messages:
+            if type(msg) is TaskOutput or type(msg) is FollowOutput:
+                return self._output(conn, messages)
+        return messages
 
-    def observe(self, conn: int, messages: list[Any]) -> None:
-        """A batch of messages from connection ``conn``, about to be handled."""
+    def observe(self, conn: int, messages: list[Any]) -> list[Any]:
+        """A batch of messages from connection ``conn``, about to be handled; returns what
+        the state machine is to handle (task output and follow requests are taken out)."""
         done: list[TaskDone] | None = None
         now = 0.0
+        output = False
         for msg in messages:
             t = type(msg)
             if t is TaskDone:
@@ -131,8 +150,38 @@ class Monitor:
                 if not now:
                     now = time.time()
                 self._submitted(msg, now)
+            elif t is TaskOutput or t is FollowOutput:
+                output = True
         if done is not None:
             self._done(conn, done, now or time.time())
+        return self._output(conn, messages) if output else messages
+
+    # ---- task output (log_to_driver) -----------------------------------------------------
+    def _output(self, conn: int, messages: list[Any]) -> list[Any]:
+        """Forward what executors' tasks printed to the owners that follow it; note who
+        follows. Neither reaches the state machine."""
+        rest = []
+        state = self.state
+        for msg in messages:
+            t = type(msg)
+            if t is TaskOutput:
+                ex = state.dispatcher.executors.get(conn)
+                task = state.directory.objects.get(msg.task_id)
+                if ex is None or type(task) is not Task or task.owner not in self.followers:
+                    continue  # only executors report output; nobody follows this one
+                self._send_to(task.owner, TaskOutput(msg.task_id, msg.stream[:16],
+                                                     msg.text[:MAX_OUTPUT], ex.worker.id,
+                                                     ex.pid))
+            elif t is FollowOutput:
+                client = state.clients.get(conn)
+                if client is not None and client.role == "driver":
+                    if msg.on:
+                        self.followers.add(conn)
+                    else:
+                        self.followers.discard(conn)
+            else:
+                rest.append(msg)
+        return rest
 
     def _submitted(self, msg: SubmitTask, now: float) -> None:
         self.submitted += 1
@@ -232,7 +281,10 @@ class Monitor:
             self.watches.append(watch)
 
     def tick(self, now: float) -> None:
-        """Send each watching monitor its update when due (``now``: monotonic)."""
+        """Send each watching monitor its update when due (``now``: monotonic); forget
+        followers that left."""
+        if self.followers:
+            self.followers &= self.state.clients.keys()
         if not self.watches:
             return
         alive = []

@@ -139,7 +139,7 @@ class SchedulerServer:
         self.tick_interval = tick_interval
         self.probe_interval = min(probe_interval, tick_interval)  # loop lag measured this often
         self.state = SchedulerState(heartbeat_timeout=heartbeat_timeout)
-        self.monitor = Monitor(self.state)  # what dashboards and timelines see
+        self.monitor = Monitor(self.state, send=self._send_to)  # dashboards, timelines, output
         # Messages received but not yet handled, by connection; connections with a backlog,
         # in the order they take turns.
         self._backlog: dict[int, deque[Any]] = {}
@@ -231,6 +231,11 @@ class SchedulerServer:
         self._apply(self.state.handle(Connected(conn_id, proto.conn.role, client_no,
                                                 proto.conn.tenant)))
 
+    def _send_to(self, conn: int, msg: Any) -> None:
+        proto = self.protocols.get(conn)
+        if proto is not None:
+            proto.send(msg)
+
     def _close_conn(self, conn: int, reason: str) -> None:
         proto = self.protocols.get(conn)
         if proto is not None:
@@ -239,7 +244,7 @@ class SchedulerServer:
 
     def _on_messages(self, proto: FramedProtocol, messages: list[Any]) -> None:
         conn = proto.id
-        self.monitor.observe(conn, messages)
+        messages = self.monitor.observe(conn, messages)
         if conn not in self._backlog and weight(messages) <= SLICE:
             self._apply(self.state.handle(ReceivedBatch(conn, messages)))
             return

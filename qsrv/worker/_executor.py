@@ -35,6 +35,7 @@ from qsrv.protocol import (
 )
 from qsrv.store import NodeStore
 from qsrv.transport import SyncConnection
+from qsrv.worker._output import Capture, OutputBuffer
 
 _NONE = dumps(None)[0]  # a task's None result, pickled once
 
@@ -61,6 +62,12 @@ class Executor:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._gpus_set = True  # CUDA_VISIBLE_DEVICES must be written before the first task
         # the pid its agent knows it by (another one inside a sandbox of its own)
+        # what tasks print also goes to their owners, when they follow it (_output.py)
+        self.output = OutputBuffer(self.sc.send)
+        for name in ("stdout", "stderr"):
+            original = getattr(sys, name)
+            if original is not None:
+                setattr(sys, name, Capture(original, name, self._current_id, self.output))
         pid = os.environ.pop("QSRV_EXECUTOR_PID", "")
         self.sc.send([RegisterExecutor(worker_id, int(pid) if pid.isdigit() else os.getpid())])
 
@@ -89,6 +96,10 @@ class Executor:
                     self.sc.send([TaskReturned([msg.task_id])])
                 else:
                     self.pending.append(msg)
+
+    def _current_id(self) -> int | None:
+        msg = self.current
+        return None if msg is None else msg.task_id
 
     def _function(self, fn_id: bytes) -> Any:
         fn = self.functions.get(fn_id)
@@ -133,7 +144,7 @@ class Executor:
                 for dep in msg.deps:
                     if dep not in still_needed:
                         self.deps.pop(dep, None)
-        out = self.core.take_outbox()
+        out = self.core.take_outbox() + self.output.take()
         out.append(TaskDone(msg.task_id, status, data, bufs, refs, retryable, elapsed))
         self.sc.send(out)
 
