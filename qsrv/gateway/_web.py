@@ -18,8 +18,9 @@ A door is an aiohttp sub-application made by ``door(service, routes, render=...)
 - Bodies: a declared Content-Length over the route's limit is refused (413) before
   ``100 Continue`` (and, for ``"user"`` routes, so is a bad token) by the route's
   ``expect_handler``; ``check_length`` refuses it before any byte is read without ``Expect``;
-  every read goes through ``reading_body``, so a malformed body (garbage multipart, JSON nested
-  too deep, a bad charset) is a 400 and never a 500.
+  every read goes through ``reading_body`` (``json_body`` for a JSON object), so a malformed
+  body (garbage multipart, JSON nested too deep, a bad charset) is a 400 and never a 500; a
+  route that takes no body calls ``no_body``, which refuses one.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ __all__ = [
     "float_query",
     "int_query",
     "json_body",
+    "json_limit",
     "native_error",
     "no_body",
     "pagination",
