@@ -8,6 +8,8 @@ Prometheus metrics, and the task timeline, following the scheduler as a read-onl
 Static pages shipped in the package (no build step, nothing fetched: works offline).
 """
 
+from typing import Any
+
 from qsrv.dashboard._app import COOKIE, Viewer, dashboard_app
 from qsrv.dashboard._errors import error_text
 from qsrv.dashboard._gateway import (
@@ -44,7 +46,8 @@ __all__ = [
 ]
 
 
-def timeline(address: str, token: str, since: float = 0.0, timeout: float = 10.0) -> dict:  # type: ignore[type-arg]
+def timeline(address: str, token: str, since: float = 0.0, timeout: float = 10.0
+             ) -> dict[str, Any]:
     """The recent task events of the scheduler at ``address`` as a Chrome trace document
     (``{"traceEvents": [...]}``); ``since``: seconds back from now (0: all it keeps)."""
     with MonitorClient(address, token, timeout=timeout) as client:

@@ -7,7 +7,10 @@ import json
 import signal
 import subprocess
 import sys
+import textwrap
+from pathlib import Path
 
+import qsrv
 from tests._support.cluster import Cluster, cli_env, qsrv_cli
 
 
@@ -63,3 +66,30 @@ def test_dashboard_refuses_a_public_address_without_tls(cluster: Cluster) -> Non
                           env=cli_env(), capture_output=True, text=True, timeout=60)
     assert done.returncode == 1
     assert "without TLS" in done.stderr
+
+
+def test_init_with_a_dashboard_prints_its_url(tmp_path: Path) -> None:
+    script = tmp_path / "driver.py"
+    script.write_text(textwrap.dedent("""
+        import http.cookiejar, json, sys, urllib.request
+        import qsrv
+
+        info = qsrv.init(num_cpus=1, dashboard=True)
+        jar = http.cookiejar.CookieJar()
+        opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+        opener.open(info["dashboard"]).read()
+        base = info["dashboard"].split("?", 1)[0]
+        state = json.loads(opener.open(base + "api/state").read())
+        print("WORKERS", len(state["cluster"]["status"]["workers"]), flush=True)
+        qsrv.shutdown()
+    """))
+    root = str(Path(qsrv.__file__).resolve().parents[1])
+    env = cli_env(PYTHONPATH=root)
+    env.pop("QSRV_TOKEN", None)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    printed = [line for line in done.stdout.splitlines() if line.startswith("qsrv dashboard: ")]
+    assert len(printed) == 1 and "?token=" in printed[0]
+    assert printed[0].startswith("qsrv dashboard: http://127.0.0.1:")
+    assert "WORKERS 1" in done.stdout
