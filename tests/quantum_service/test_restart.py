@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 from qsrv.gateway._quantum import JobSpec, QStatus, SessionStatus, StopReason
 from tests._support import wait_for
+from tests._support.cluster import Cluster
 from tests._support.gateway import ThreadedGateway
 from tests.quantum_service.conftest import AER, Quantum, bell, slow
 
@@ -53,3 +54,31 @@ def test_restart_in_the_middle_of_a_batch(make_gateway: Callable[..., ThreadedGa
     q.close_batch(alice, open_batch.id)
     assert q.wait_batch(alice, open_batch.id, 60).status is QStatus.DONE
     q.terminate_session(alice, kept.id)
+
+
+def test_scheduler_restart_runs_the_lost_job_again(
+        make_gateway: Callable[..., ThreadedGateway]) -> None:
+    """The scheduler restarts while a session's job runs: the gateway's driver reconnects,
+    the session reserves again (waiting while no worker is back) and the job runs again."""
+    cluster = Cluster()
+    cluster.worker("w", "--cpus", "2")
+    try:
+        wait_for(lambda: cluster.ready({"w"}), timeout=120)
+        q = Quantum(make_gateway(cluster_address=cluster.address))
+        alice = q.user("alice")
+        session, _ = q.open_session(alice, AER)
+        session = q.wait_session(alice, session.id, 60, statuses=[SessionStatus.RUNNING])
+        first = q.submit(alice, session.id, JobSpec(1, program=slow(16, 60)))
+        wait_for(lambda: q.job(alice, first.id).status is QStatus.RUNNING, timeout=60)
+        cluster.start_scheduler(int(cluster.address.rsplit(":", 1)[1]))
+        second = q.submit(alice, session.id, JobSpec(5, program=bell()))
+        first = q.wait_job(alice, first.id, 120)
+        assert first.status is QStatus.DONE
+        assert any("reservation was lost" in e for e in first.errors)
+        assert q.wait_job(alice, second.id, 120).status is QStatus.DONE
+        after = q.session(alice, session.id)
+        assert after.status is SessionStatus.RUNNING
+        assert after.reservation_id != session.reservation_id  # a new reservation
+        q.terminate_session(alice, session.id)
+    finally:
+        cluster.stop()

@@ -81,6 +81,10 @@ class Holding:
         return str(self.reservation.id)
 
     @property
+    def released(self) -> bool:
+        return self.reservation.status == "released"
+
+    @property
     def lost(self) -> bool:
         """Released (by its holder's disconnection, say) or infeasible: jobs cannot run in it."""
         return self.reservation.status in ("released", "infeasible")

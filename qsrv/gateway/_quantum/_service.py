@@ -87,6 +87,7 @@ class QuantumConfig:
     cluster_token: str | None = None
     batch_timeout_s: float = 600.0  # an open batch idle this long becomes TIMED_OUT
     platforms_ttl_s: float = 1.0  # how long a read of the cluster's platforms is reused
+    infeasible_grace_s: float = 60.0  # a session's reservation may stay infeasible this long
 
 
 class QuantumService:
@@ -447,14 +448,17 @@ class QuantumService:
         return record
 
     def batches(self, user: User, filters: BatchFilters | None = None,
-                page: Pagination | None = None) -> Page[BatchRecord]:
+                page: Pagination | None = None, *, jobs: bool = True) -> Page[BatchRecord]:
+        """A page of the user's batches, newest first; ``jobs=False`` leaves each batch's
+        ``jobs`` empty (cheaper for listings that only show batches)."""
         filters = filters or BatchFilters()
         if not isinstance(filters, BatchFilters):
             raise InvalidRequestError("batch filters must be BatchFilters")
         for value in filters.values("status") or ():
             _status(value)
         _check_dates(filters.start_date, filters.end_date)
-        return self.store.list_batches(user.user_id, filters, page or Pagination())
+        return self.store.list_batches(user.user_id, filters, page or Pagination(),
+                                       with_jobs=jobs)
 
     def job(self, user: User, job_id: str) -> QJobRecord:
         record = self.store.job(str(job_id))
@@ -545,11 +549,20 @@ class QuantumService:
         if record.status is SessionStatus.STARTING:
             record = self.store.update_session(
                 session_id, status=SessionStatus.RUNNING, started_at=now, last_job_at=now,
-                reservation_id=reservation_id)
+                reservation_id=reservation_id, message=None)
         else:
-            record = self.store.update_session(session_id, reservation_id=reservation_id)
+            record = self.store.update_session(session_id, reservation_id=reservation_id,
+                                               message=None)
         self._notify(session_id)
         return record
+
+    def session_note(self, session_id: str, message: str | None) -> None:
+        """Why an active session waits (its reservation is infeasible for now); cleared once
+        it holds its reservation."""
+        record = self.store.session(session_id)
+        if record is not None and record.active and record.message != message:
+            self.store.update_session(session_id, message=message)
+            self._notify(session_id)
 
     def job_started(self, job: QJobRecord) -> bool:
         """Mark the job RUNNING; False when it is no longer PENDING (cancelled meanwhile)."""

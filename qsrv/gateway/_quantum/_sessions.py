@@ -121,22 +121,37 @@ class SessionLoop:
 
     async def _hold(self) -> bool:
         """Reserve the platform and wait until the reservation is placed; False if the
-        session ended meanwhile."""
+        session ended meanwhile. A reservation that is infeasible (no connected worker could
+        hold it: workers restarting, say) is waited on for ``infeasible_grace_s`` before the
+        session stops (``infeasible``); one that is released is asked for again."""
         failures = 0
+        infeasible_since: float | None = None
+        grace = self.service.config.infeasible_grace_s
         while not self._stopped:
             session = self.service.store.session(self.session_id)
             if session is None or not session.active:
                 return False
             try:
-                platform = await self.service._platform_for(session.platform)
-                if self._holding is not None:
-                    self._holding.release()
-                self._holding = Holding(platform.target, f"session {self.session_id}")
+                if self._holding is None or self._holding.released:
+                    platform = await self.service._platform_for(session.platform)
+                    if self._holding is not None:
+                        self._holding.release()
+                    self._holding = Holding(platform.target, f"session {self.session_id}")
                 await self._holding.ready()
             except ReservationError as exc:
                 reason = getattr(exc, "reason", None) or str(exc)
-                self.service.session_failed(self.session_id, StopReason.INFEASIBLE, reason)
-                return False
+                if self._holding is not None and not self._holding.released:  # infeasible
+                    now = time.time()
+                    infeasible_since = infeasible_since or now
+                    if now - infeasible_since >= grace:
+                        self.service.session_failed(self.session_id, StopReason.INFEASIBLE,
+                                                    reason)
+                        return False
+                    self.service.session_note(self.session_id, reason)
+                delay = _RETRY_S[min(failures, len(_RETRY_S) - 1)]
+                failures += 1
+                await self._sleep(delay)
+                continue
             except (GatewayError, QsrvError, OSError) as exc:
                 delay = _RETRY_S[min(failures, len(_RETRY_S) - 1)]
                 failures += 1

@@ -237,8 +237,8 @@ class QuantumStore:
         self._conn.execute(f"UPDATE q_batches SET {sets} WHERE batch_id = ?",
                            [*fields.values(), batch_id])
 
-    def list_batches(self, user_id: int, filters: BatchFilters,
-                     page: Pagination) -> Page[BatchRecord]:
+    def list_batches(self, user_id: int, filters: BatchFilters, page: Pagination, *,
+                     with_jobs: bool = True) -> Page[BatchRecord]:
         where, params = _where(["user_id = ?"], [user_id], [
             ("batch_id", filters.values("id")),
             ("session_id", filters.values("session_id")),
@@ -257,7 +257,8 @@ class QuantumStore:
             where.append("EXISTS (SELECT 1 FROM json_each(tags) WHERE value = ?)")
             params.append(filters.tag)
         return self._page("q_batches", _BATCH_COLUMNS, where, params, page,
-                          lambda row: self._batch(row, tuple(self.batch_jobs(row[0]))))
+                          lambda row: self._batch(
+                              row, tuple(self.batch_jobs(row[0])) if with_jobs else ()))
 
     def idempotent(self, user_id: int, key: str) -> tuple[str, str] | None:
         """(kind, batch_id) of what ``key`` already did."""
