@@ -3,8 +3,8 @@
 The gateway holds the cluster token, so it connects as a driver (``qsrv.client.init``) the first
 time the quantum service needs the cluster. A process has one driver runtime: when one is
 already installed for the same cluster (a gateway run inside a test or a script that joined
-the cluster first), it is used as it is and left installed at close; one this module installed
-is shut down at close.
+the cluster first), it is used as it is and left installed at close; one the gateways of this
+process installed is shut down when the last of them closes.
 
 A running session holds a reservation of its platform's target (``qsrv.reserve``) and its jobs
 run as tasks inside it (``.options(reservation=...)``): nothing else uses that capacity, and the
@@ -39,6 +39,8 @@ from qsrv.errors import GatewayUnavailableError, QsrvError
 __all__ = ["ClusterDriver", "Holding", "JobRun", "execute_job"]
 
 _log = logging.getLogger("qsrv.gateway")
+# Drivers the gateways of this process installed: address -> how many gateways use it.
+_INSTALLED: dict[str, int] = {}
 
 
 def execute_job(kind: str, data: str, shots: int, variables: dict[str, Any], platform: str,
@@ -137,12 +139,16 @@ class ClusterDriver:
                         "this process is already a driver of another cluster "
                         f"({getattr(driver, 'address', 'an executor')}), not of the gateway's "
                         f"({self.address})")
+                if self.address in _INSTALLED:  # another gateway of this process made it
+                    _INSTALLED[self.address] += 1
+                    self._owned = True
             else:
                 try:
                     await asyncio.to_thread(init, self.address, self._token or "")
                 except QsrvError as exc:
                     raise GatewayUnavailableError(
                         f"cannot reach the cluster at {self.address}: {exc}") from exc
+                _INSTALLED[self.address] = 1
                 self._owned = True
             self._ready = True
 
@@ -163,7 +169,13 @@ class ClusterDriver:
             cancel(ref)
 
     async def close(self) -> None:
+        """Disconnect, if the driver was made by gateways of this process and this is the
+        last of them."""
         if self._owned:
             self._owned = False
             self._ready = False
-            await asyncio.to_thread(shutdown)
+            assert self.address is not None
+            _INSTALLED[self.address] -= 1
+            if not _INSTALLED[self.address]:
+                del _INSTALLED[self.address]
+                await asyncio.to_thread(shutdown)

@@ -547,13 +547,14 @@ class QuantumService:
         assert record is not None
         now = time.time()
         if record.status is SessionStatus.STARTING:
-            record = self.store.update_session(
+            self.store.update_session(
                 session_id, status=SessionStatus.RUNNING, started_at=now, last_job_at=now,
                 reservation_id=reservation_id, message=None)
         else:
-            record = self.store.update_session(session_id, reservation_id=reservation_id,
-                                               message=None)
+            self.store.update_session(session_id, reservation_id=reservation_id, message=None)
         self._notify(session_id)
+        record = self.store.session(session_id)
+        assert record is not None
         return record
 
     def session_note(self, session_id: str, message: str | None) -> None:
@@ -570,8 +571,9 @@ class QuantumService:
         if current is None or current.status is not QStatus.PENDING:
             return False
         now = time.time()
-        self.store.update_job(job.id, status=QStatus.RUNNING, started_at=now)
-        self.store.update_session(job.session_id, last_job_at=now)
+        with self.store.transaction():
+            self.store.update_job(job.id, status=QStatus.RUNNING, started_at=now)
+            self.store.update_session(job.session_id, last_job_at=now)
         self._notify(job.id)
         if job.batch_id is not None:
             self._refresh_batch(job.batch_id)

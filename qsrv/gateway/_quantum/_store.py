@@ -155,7 +155,7 @@ class QuantumStore:
             [s.value for s in statuses])
         return [_session(row) for row in rows]
 
-    def update_session(self, session_id: str, **fields: Any) -> SessionRecord:
+    def update_session(self, session_id: str, **fields: Any) -> None:
         _check(fields, _SESSION_FIELDS)
         for key in ("status", "reason"):
             if fields.get(key) is not None:
@@ -163,9 +163,6 @@ class QuantumStore:
         sets = ", ".join(f"{name} = ?" for name in fields)
         self._conn.execute(f"UPDATE q_sessions SET {sets} WHERE session_id = ?",
                            [*fields.values(), session_id])
-        record = self.session(session_id)
-        assert record is not None
-        return record
 
     def list_sessions(self, user_id: int, filters: SessionFilters,
                       page: Pagination) -> Page[SessionRecord]:
