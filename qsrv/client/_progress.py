@@ -119,8 +119,9 @@ class ProgressBar:
     def _draw(self) -> None:
         if self.delay > 0 and self._finished.wait(self.delay):
             return  # over before the bar was worth showing
-        self.bar = _make_bar(self.total, self.desc, 0, self.file, self.unit)
-        shown = 0
+        with self._lock:  # what was done before the bar shows is its start, not a burst
+            shown = self.done
+        self.bar = _make_bar(self.total, self.desc, shown, self.file, self.unit)
         while True:
             finished = self._finished.wait(REFRESH)
             with self._lock:
