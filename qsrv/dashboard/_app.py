@@ -202,6 +202,7 @@ def _cluster_view(feed: Feed | None, update: dict[str, Any] | None, first: bool
     events = list(feed.events)[-STREAM_EVENTS:] if first else latest.get("events", [])
     return {
         "error": feed.error,
+        "platforms": _platforms(latest.get("status", {})),
         "now": latest.get("now"),
         "status": latest.get("status", {}),
         "workers": latest.get("workers", {}),
@@ -212,6 +213,20 @@ def _cluster_view(feed: Feed | None, update: dict[str, Any] | None, first: bool
         "events": events,
         "reset_events": first,
     }
+
+
+def _platforms(status: dict[str, Any]) -> list[dict[str, Any]]:
+    """The quantum platforms the workers offer (as the gateway's service lists them)."""
+    try:
+        from qsrv.quantum.engines import platforms
+
+        return [{"name": p.name, "engine": p.engine, "method": p.method, "device": p.device,
+                 "version": p.version, "max_qubits": p.max_qubits, "max_shots": p.max_shots,
+                 "availability": p.availability, "workers": p.workers}
+                for p in platforms(status)]
+    except Exception:  # a status the engines cannot read: no platforms shown
+        log.debug("platforms of the status", exc_info=True)
+        return []
 
 
 def _record(obj: Any) -> Any:

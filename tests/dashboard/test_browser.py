@@ -133,6 +133,12 @@ def _cluster_pages(browser: Any, cluster: Cluster, url: str, out: Path) -> None:
     for w in status["workers"]:
         assert rows[w["name"]]["id"] == str(w["id"])
         assert rows[w["name"]]["executors"] == str(w["executors"])
+    from qsrv.quantum.engines import platforms
+
+    offered = {p.name for p in platforms(status)}
+    assert "aer.statevector.cpu" in offered
+    wait_for(lambda: set(column(browser, "#platforms tbody td:first-child")) == offered, 30,
+             "the platforms the workers offer")
     shoot(browser, "cluster", out)
 
     # tasks run: the page follows without a reload
@@ -144,13 +150,22 @@ def _cluster_pages(browser: Any, cluster: Cluster, url: str, out: Path) -> None:
         for ref in [bad(i) for i in range(2)]:
             with pytest.raises(ValueError):
                 qsrv.get(ref)
+        held = qsrv.reserve({"cpu": 1}, name="dashboard-reservation").wait(60)
+        reservations = wait_for(lambda: browser.execute_script(
+            "return [...document.querySelectorAll('#reservations tbody tr')].map(tr =>"
+            " [...tr.querySelectorAll('td')].map(td => td.textContent))"), 30,
+            "the reservation on the page")
+        assert [r[:2] for r in reservations] == [[held.id, "dashboard-reservation"]]
+        assert reservations[0][4] == "ready"
+        held.release()
     finally:
         qsrv.shutdown()
     browser.execute_script("location.hash = '#tasks'")
     updates_before = int(browser.execute_script("return document.body.dataset.updates"))
     wait_for(lambda: int(text(browser, "total-done") or 0) >= 30
              and int(text(browser, "total-failed") or 0) >= 2, 30, "live task counts")
-    assert int(browser.execute_script("return document.body.dataset.updates")) > updates_before
+    wait_for(lambda: int(browser.execute_script("return document.body.dataset.updates"))
+             > updates_before, 30, "updates pushed to the page")
     tracebacks = column(browser, "#failures details.failure pre")
     assert any("ValueError: dashboard failure" in t for t in tracebacks), tracebacks
     functions = column(browser, "#functions tbody td:first-child")

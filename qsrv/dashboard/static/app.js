@@ -53,8 +53,12 @@ function engines(info) {
   const out = [];
   const q = info.quantum;
   if (q && q.aer_version) out.push("aer " + q.aer_version + " (" + (q.devices || []).join("/") + ")");
-  if (info.engines && typeof info.engines === "object") {
-    for (const [k, v] of Object.entries(info.engines)) out.push(k + (v && v.version ? " " + v.version : ""));
+  for (const engines of [info.engines, q && q.engines]) {
+    if (!engines || typeof engines !== "object") continue;
+    for (const [k, v] of Object.entries(engines)) {
+      if (v && v.error) continue;  // not installed here
+      out.push(k + (v && v.version ? " " + v.version : ""));
+    }
   }
   if (Array.isArray(info.platforms)) out.push(...info.platforms.map(p => (p && p.name) || String(p)));
   return out.join(", ");
@@ -98,6 +102,14 @@ function renderCluster(c) {
     cell(tr, fmtRes(w.total)); cell(tr, fmtRes(w.free));
     cell(tr, w.executors); cell(tr, w.running); cell(tr, store(w.info)); cell(tr, engines(w.info));
     cell(tr, dead ? "–" : (x.heartbeat_age ?? 0).toFixed(1));
+    body.appendChild(tr);
+  });
+  fill("platforms", c.platforms || [], (body, p) => {
+    const tr = document.createElement("tr");
+    tr.dataset.platform = p.name;
+    cell(tr, p.name); cell(tr, p.engine + " " + p.method + " (" + p.device + ")"); cell(tr, p.version);
+    cell(tr, p.max_qubits); cell(tr, p.max_shots); cell(tr, p.availability, "status-" + p.availability);
+    cell(tr, p.workers);
     body.appendChild(tr);
   });
   const exRows = [];
