@@ -1,13 +1,8 @@
 """The quantum service's routes of the ``/v1`` door: platforms, sessions, batches and quantum
 jobs, over ``GatewayService.quantum``.
 
-Shapes (JSON): a program is ``{"kind": ..., "data": ...}`` (``qsrv.quantum.engines.Program``,
-made on the client's side by ``program_from``); a job to submit is ``{"shots": n,
-"variables": {...}, "program": <program>|null, "seed": n|null}``; times are ISO 8601 (UTC);
-listings are ``{"<things>": [...], "total", "offset", "limit", "snapshot"}``, newest first
-(pass ``snapshot`` back for a listing that stays stable while others insert). Filters are query
-parameters on listings (a list-valued one repeated or comma-separated) and a JSON object in
-bodies (``rebatch``, ``cancel``), with the same names as ``JobFilters``.
+Shapes (JSON bodies and answers, filters, pages) are ``_native_shapes``'s; listings are
+newest first (pass ``snapshot`` back for a listing that stays stable while others insert).
 
 Waits (``.../wait?timeout=``) are long-polls: the request is held until the service's event
 for that object fires (terminal job or batch, stopped session) or the timeout (at most 60 s)
@@ -17,325 +12,56 @@ passes, and answers the object as it then is.
 from __future__ import annotations
 
 import dataclasses
-import enum
-from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from qsrv.gateway._errors import InvalidRequestError
-from qsrv.gateway._models import isoformat
+from qsrv.gateway._native_shapes import (
+    batch_filters,
+    batch_json,
+    body_filters,
+    duration_field,
+    job_filters,
+    job_json,
+    job_spec,
+    job_specs,
+    list_field,
+    page_json,
+    pagination_of,
+    plain,
+    program_field,
+    query_filters,
+    session_json,
+    status_words,
+    tags_field,
+    text_field,
+)
 from qsrv.gateway._openapi import errors, json_content, path_param, query, ref
 from qsrv.gateway._quantum import (
-    BatchFilters,
-    BatchRecord,
-    JobFilters,
-    JobSpec,
-    Page,
-    Pagination,
-    QJobRecord,
     QStatus,
     SessionFilters,
-    SessionRecord,
     SessionStatus,
 )
 from qsrv.gateway._web import (
     Route,
     current_user,
-    float_query,
     json_body,
     no_body,
-    pagination,
     service_of,
     timeout_query,
-    timestamp,
 )
 
 if TYPE_CHECKING:
     from qsrv.gateway._quantum import QuantumService
 
-__all__ = ["QUANTUM_ROUTES", "QUANTUM_SCHEMAS", "batch_json", "job_json", "session_json"]
+__all__ = ["QUANTUM_ROUTES", "QUANTUM_SCHEMAS"]
 
 MAX_WAIT_S = 60.0
-_MAX_JOBS = 10_000  # jobs in one request
 
 
 def _quantum(request: web.Request) -> QuantumService:
     return service_of(request).quantum
-
-
-# -- rendering --------------------------------------------------------------------------------
-
-
-def _time(value: float | None) -> str | None:
-    return None if value is None else isoformat(value)
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, enum.Enum):
-        return value.value
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | frozenset | set):
-        return [_plain(v) for v in value]
-    return value
-
-
-def _program_json(program: Any) -> dict[str, Any]:
-    return {"kind": program.kind, "data": program.data}
-
-
-def session_json(s: SessionRecord) -> dict[str, Any]:
-    deadline = s.deadline()
-    return {
-        "id": s.id, "platform": s.platform, "deduplication_id": s.deduplication_id,
-        "name": s.name, "project": s.project, "status": str(s.status),
-        "reason": None if s.reason is None else str(s.reason), "message": s.message,
-        "max_duration_s": s.max_duration_s, "max_idle_duration_s": s.max_idle_duration_s,
-        "created_at": _time(s.created_at), "started_at": _time(s.started_at),
-        "terminated_at": _time(s.terminated_at), "last_job_at": _time(s.last_job_at),
-        "deadline": _time(deadline), "reservation_id": s.reservation_id,
-    }
-
-
-def job_json(j: QJobRecord) -> dict[str, Any]:
-    return {
-        "id": j.id, "batch_id": j.batch_id, "session_id": j.session_id, "seq": j.seq,
-        "platform": j.platform, "project": j.project, "status": str(j.status),
-        "shots": j.shots, "variables": _plain(j.variables), "seed": j.seed,
-        "program_kind": j.program.kind,
-        "created_at": _time(j.created_at), "started_at": _time(j.started_at),
-        "ended_at": _time(j.ended_at), "errors": list(j.errors), "parent_id": j.parent_id,
-        "has_result": j.has_result,
-    }
-
-
-def batch_json(b: BatchRecord, *, program: bool = True) -> dict[str, Any]:
-    out = {
-        "id": b.id, "session_id": b.session_id, "platform": b.platform, "project": b.project,
-        "status": str(b.status), "open": b.open, "parent_id": b.parent_id,
-        "tags": list(b.tags), "configuration": _plain(b.configuration),
-        "created_at": _time(b.created_at), "updated_at": _time(b.updated_at),
-        "ended_at": _time(b.ended_at), "timeout_s": b.timeout_s,
-        "jobs": [job_json(j) for j in b.jobs],
-    }
-    if program:
-        out["program"] = _program_json(b.program)
-    return out
-
-
-def _page_json(name: str, page: Page[Any], render: Callable[[Any], Any]) -> dict[str, Any]:
-    return {name: [render(r) for r in page.results], "total": page.total,
-            "offset": page.offset, "limit": page.limit, "snapshot": page.snapshot}
-
-
-# -- parsing ----------------------------------------------------------------------------------
-
-
-def _str(body: Mapping[str, Any], name: str, *, required: bool = False) -> str | None:
-    value = body.get(name)
-    if value is None and not required:
-        return None
-    if not isinstance(value, str) or (required and not value):
-        raise InvalidRequestError(f"'{name}' must be a string" +
-                                  (" (required)" if required else " or null"))
-    return value
-
-
-def _int(value: Any, name: str, *, allow_none: bool = True) -> int | None:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidRequestError(f"'{name}' must be an integer")
-    return value
-
-
-def _duration(body: Mapping[str, Any], name: str, default: str) -> str | float:
-    value = body.get(name, default)
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        raise InvalidRequestError(f"'{name}' must be a duration such as '30m' or 3600")
-    return value
-
-
-def _program(value: Any, name: str = "program") -> Any:
-    """A program object from its JSON (``{"kind", "data"}``)."""
-    if not isinstance(value, Mapping) or set(value) - {"kind", "data"} or \
-            not isinstance(value.get("kind"), str) or not isinstance(value.get("data"), str):
-        raise InvalidRequestError(f"'{name}' must be an object {{\"kind\": str, \"data\": str}}")
-    from qsrv.quantum.engines import Program
-
-    return Program(kind=value["kind"], data=value["data"])
-
-
-def _spec(value: Any, where: str) -> JobSpec:
-    if not isinstance(value, Mapping):
-        raise InvalidRequestError(f"{where} must be an object with 'shots' and 'variables'")
-    unknown = set(value) - {"shots", "variables", "program", "seed"}
-    if unknown:
-        raise InvalidRequestError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
-    shots = _int(value.get("shots"), f"{where}.shots", allow_none=False)
-    assert shots is not None
-    variables = value.get("variables") or {}
-    if not isinstance(variables, Mapping):
-        raise InvalidRequestError(f"{where}.variables must be an object")
-    program = value.get("program")
-    return JobSpec(shots=shots, variables=dict(variables),
-                   program=None if program is None else _program(program, f"{where}.program"),
-                   seed=_int(value.get("seed"), f"{where}.seed"))
-
-
-def _specs(value: Any) -> list[JobSpec]:
-    if not isinstance(value, list):
-        raise InvalidRequestError("'jobs' must be a list of jobs")
-    if len(value) > _MAX_JOBS:
-        raise InvalidRequestError(f"at most {_MAX_JOBS} jobs in one request")
-    return [_spec(v, f"jobs[{i}]") for i, v in enumerate(value)]
-
-
-def _tags(value: Any) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    if not isinstance(value, list) or not all(isinstance(t, str) for t in value):
-        raise InvalidRequestError("'tags' must be a list of strings")
-    return tuple(value)
-
-
-def _status_words(words: list[str], kind: type[enum.Enum], upper: bool) -> list[Any]:
-    out = []
-    for word in words:
-        try:
-            out.append(kind(word.upper() if upper else word.lower()))
-        except ValueError:
-            names = ", ".join(str(m.value) for m in kind)
-            raise InvalidRequestError(f"unknown status {word!r}; one of {names}") from None
-    return out
-
-
-def _values(raw: Any, name: str) -> list[str] | None:
-    """A list-valued filter from a query (repeated / comma-separated) or a JSON value."""
-    if raw is None:
-        return None
-    items = raw if isinstance(raw, list) else [raw]
-    words: list[str] = []
-    for item in items:
-        if not isinstance(item, str):
-            raise InvalidRequestError(f"filter '{name}' must be a string or a list of strings")
-        words += [w.strip() for w in item.split(",") if w.strip()]
-    return words or None
-
-
-def _date(raw: Any, name: str) -> float | None:
-    if raw is None or raw == "":
-        return None
-    if isinstance(raw, bool):
-        raise InvalidRequestError(f"filter '{name}' must be a time")
-    if isinstance(raw, int | float):
-        return float(raw)
-    if not isinstance(raw, str):
-        raise InvalidRequestError(f"filter '{name}' must be a time (ISO 8601 or epoch seconds)")
-    return timestamp(raw)
-
-
-def _flag(raw: Any, name: str) -> bool | None:
-    if raw is None or raw == "":
-        return None
-    if isinstance(raw, bool):
-        return raw
-    if isinstance(raw, str) and raw.lower() in ("true", "1", "yes", "false", "0", "no"):
-        return raw.lower() in ("true", "1", "yes")
-    raise InvalidRequestError(f"filter '{name}' must be true or false")
-
-
-def _count(raw: Any, name: str) -> int | None:
-    if raw is None or raw == "":
-        return None
-    if isinstance(raw, str):
-        try:
-            return int(raw)
-        except ValueError:
-            raise InvalidRequestError(f"filter '{name}' must be an integer") from None
-    return _int(raw, name)
-
-
-_JOB_FILTERS = frozenset({"id", "batch_id", "session_id", "status", "start_date", "end_date",
-                          "min_shots", "max_shots", "platform", "project", "errors"})
-_BATCH_FILTERS = frozenset({"id", "session_id", "status", "start_date", "end_date", "platform",
-                            "project", "open", "tag", "parent_id"})
-
-
-def _job_filters(source: Mapping[str, Any]) -> JobFilters:
-    unknown = set(source) - _JOB_FILTERS
-    if unknown:
-        raise InvalidRequestError(f"unknown filter(s) {', '.join(sorted(unknown))}")
-    status = _values(source.get("status"), "status")
-    return JobFilters(
-        id=_values(source.get("id"), "id"),
-        batch_id=_values(source.get("batch_id"), "batch_id"),
-        session_id=_values(source.get("session_id"), "session_id"),
-        status=None if status is None else _status_words(status, QStatus, upper=True),
-        start_date=_date(source.get("start_date"), "start_date"),
-        end_date=_date(source.get("end_date"), "end_date"),
-        min_shots=_count(source.get("min_shots"), "min_shots"),
-        max_shots=_count(source.get("max_shots"), "max_shots"),
-        platform=_values(source.get("platform"), "platform"),
-        project=_values(source.get("project"), "project"),
-        errors=_flag(source.get("errors"), "errors"),
-    )
-
-
-def _batch_filters(source: Mapping[str, Any]) -> BatchFilters:
-    unknown = set(source) - _BATCH_FILTERS
-    if unknown:
-        raise InvalidRequestError(f"unknown filter(s) {', '.join(sorted(unknown))}")
-    status = _values(source.get("status"), "status")
-    tag = _values(source.get("tag"), "tag")
-    parent = _values(source.get("parent_id"), "parent_id")
-    return BatchFilters(
-        id=_values(source.get("id"), "id"),
-        session_id=_values(source.get("session_id"), "session_id"),
-        status=None if status is None else _status_words(status, QStatus, upper=True),
-        start_date=_date(source.get("start_date"), "start_date"),
-        end_date=_date(source.get("end_date"), "end_date"),
-        platform=_values(source.get("platform"), "platform"),
-        project=_values(source.get("project"), "project"),
-        open=_flag(source.get("open"), "open"),
-        tag=tag[0] if tag else None,
-        parent_id=parent[0] if parent else None,
-    )
-
-
-_PAGING = frozenset({"offset", "limit", "snapshot", "timeout"})
-
-
-def _query_source(request: web.Request) -> dict[str, Any]:
-    """The query's filters: a repeated parameter as a list."""
-    source: dict[str, Any] = {}
-    for key in request.query:
-        if key in _PAGING or key in source:
-            continue
-        values = request.query.getall(key)
-        source[key] = values if len(values) > 1 else values[0]
-    return source
-
-
-def _page(request: web.Request) -> Pagination:
-    offset, limit = pagination(request, 100)
-    snapshot = float_query(request, "snapshot", None)
-    return Pagination(offset=offset, limit=limit,
-                      snapshot=None if snapshot is None else int(snapshot))
-
-
-def _body_filters(body: Mapping[str, Any]) -> JobFilters | None:
-    filters = body.get("filters")
-    if filters is None:
-        return None
-    if not isinstance(filters, Mapping):
-        raise InvalidRequestError("'filters' must be an object")
-    return _job_filters(filters)
 
 
 # -- platforms --------------------------------------------------------------------------------
@@ -343,12 +69,12 @@ def _body_filters(body: Mapping[str, Any]) -> JobFilters | None:
 
 async def _platforms(request: web.Request) -> web.Response:
     platforms = await _quantum(request).platforms()
-    return web.json_response({"platforms": [_plain(p) for p in platforms]})
+    return web.json_response({"platforms": [plain(p) for p in platforms]})
 
 
 async def _platform(request: web.Request) -> web.Response:
     platform = await _quantum(request).platform(request.match_info["name"])
-    return web.json_response(_plain(platform))
+    return web.json_response(plain(platform))
 
 
 # -- sessions ---------------------------------------------------------------------------------
@@ -360,34 +86,34 @@ async def _open_session(request: web.Request) -> web.Response:
                            "max_idle_duration", "name", "project"}
     if unknown:
         raise InvalidRequestError(f"unknown field(s) {', '.join(sorted(unknown))}")
-    platform = _str(body, "platform", required=True)
+    platform = text_field(body, "platform", required=True)
     assert platform is not None
     session, created = await _quantum(request).open_session(
         current_user(request), platform,
-        deduplication_id=_str(body, "deduplication_id"),
-        max_duration=_duration(body, "max_duration", "1h"),
-        max_idle_duration=_duration(body, "max_idle_duration", "20m"),
-        name=_str(body, "name"), project=_str(body, "project"))
+        deduplication_id=text_field(body, "deduplication_id"),
+        max_duration=duration_field(body, "max_duration", "1h"),
+        max_idle_duration=duration_field(body, "max_idle_duration", "20m"),
+        name=text_field(body, "name"), project=text_field(body, "project"))
     return web.json_response({"session": session_json(session), "created": created},
                              status=201 if created else 200)
 
 
 async def _sessions(request: web.Request) -> web.Response:
-    source = _query_source(request)
+    source = query_filters(request)
     unknown = set(source) - {"status", "platform", "project", "id", "deduplication_id"}
     if unknown:
         raise InvalidRequestError(f"unknown filter(s) {', '.join(sorted(unknown))}")
-    status = _values(source.get("status"), "status")
-    dedup = _values(source.get("deduplication_id"), "deduplication_id")
+    status = list_field(source.get("status"), "status")
+    dedup = list_field(source.get("deduplication_id"), "deduplication_id")
     filters = SessionFilters(
-        id=_values(source.get("id"), "id"),
-        status=None if status is None else _status_words(status, SessionStatus, upper=False),
-        platform=_values(source.get("platform"), "platform"),
-        project=_values(source.get("project"), "project"),
+        id=list_field(source.get("id"), "id"),
+        status=None if status is None else status_words(status, SessionStatus, upper=False),
+        platform=list_field(source.get("platform"), "platform"),
+        project=list_field(source.get("project"), "project"),
         deduplication_id=dedup[0] if dedup else None)
     page = _quantum(request).sessions(current_user(request), filters=filters,
-                                      page=_page(request))
-    return web.json_response(_page_json("sessions", page, session_json))
+                                      page=pagination_of(request))
+    return web.json_response(page_json("sessions", page, session_json))
 
 
 async def _session(request: web.Request) -> web.Response:
@@ -410,8 +136,8 @@ async def _delete_session(request: web.Request) -> web.Response:
 
 
 async def _wait_session(request: web.Request) -> web.Response:
-    words = _values(_query_source(request).get("status"), "status")
-    statuses = (_status_words(words, SessionStatus, upper=False) if words
+    words = list_field(query_filters(request).get("status"), "status")
+    statuses = (status_words(words, SessionStatus, upper=False) if words
                 else [SessionStatus.STOPPED])
     session = await _quantum(request).wait_session(
         current_user(request), request.match_info["session_id"],
@@ -420,7 +146,7 @@ async def _wait_session(request: web.Request) -> web.Response:
 
 
 async def _session_job(request: web.Request) -> web.Response:
-    spec = _spec(await json_body(request), "the job")
+    spec = job_spec(await json_body(request), "the job")
     job = await _quantum(request).submit(current_user(request),
                                          request.match_info["session_id"], spec)
     return web.json_response(job_json(job), status=201)
@@ -429,9 +155,9 @@ async def _session_job(request: web.Request) -> web.Response:
 async def _session_jobs(request: web.Request) -> web.Response:
     user = current_user(request)
     session = _quantum(request).session(user, request.match_info["session_id"])
-    filters = dataclasses.replace(_job_filters(_query_source(request)), session_id=session.id)
-    page = _quantum(request).jobs(user, filters, _page(request))
-    return web.json_response(_page_json("jobs", page, job_json))
+    filters = dataclasses.replace(job_filters(query_filters(request)), session_id=session.id)
+    page = _quantum(request).jobs(user, filters, pagination_of(request))
+    return web.json_response(page_json("jobs", page, job_json))
 
 
 # -- batches ----------------------------------------------------------------------------------
@@ -450,17 +176,18 @@ async def _create_batch(request: web.Request) -> web.Response:
     if configuration is not None and not isinstance(configuration, dict):
         raise InvalidRequestError("'configuration' must be an object")
     batch = await _quantum(request).create_batch(
-        current_user(request), _program(body.get("program")), _specs(body.get("jobs", [])),
-        platform=_str(body, "platform"), session_id=_str(body, "session_id"), open=is_open,
-        idempotency_key=_str(body, "idempotency_key"), tags=_tags(body.get("tags")),
-        project=_str(body, "project"), configuration=configuration)
+        current_user(request), program_field(body.get("program")),
+        job_specs(body.get("jobs", [])), platform=text_field(body, "platform"),
+        session_id=text_field(body, "session_id"), open=is_open,
+        idempotency_key=text_field(body, "idempotency_key"), tags=tags_field(body.get("tags")),
+        project=text_field(body, "project"), configuration=configuration)
     return web.json_response(batch_json(batch), status=201)
 
 
 async def _batches(request: web.Request) -> web.Response:
     page = _quantum(request).batches(current_user(request),
-                                     _batch_filters(_query_source(request)), _page(request))
-    return web.json_response(_page_json("batches", page,
+                                     batch_filters(query_filters(request)), pagination_of(request))
+    return web.json_response(page_json("batches", page,
                                         lambda b: batch_json(b, program=False)))
 
 
@@ -475,8 +202,8 @@ async def _add_jobs(request: web.Request) -> web.Response:
     if unknown:
         raise InvalidRequestError(f"unknown field(s) {', '.join(sorted(unknown))}")
     batch = await _quantum(request).add_jobs(
-        current_user(request), request.match_info["batch_id"], _specs(body.get("jobs")),
-        idempotency_key=_str(body, "idempotency_key"))
+        current_user(request), request.match_info["batch_id"], job_specs(body.get("jobs")),
+        idempotency_key=text_field(body, "idempotency_key"))
     return web.json_response(batch_json(batch))
 
 
@@ -498,7 +225,7 @@ async def _set_tags(request: web.Request) -> web.Response:
     body = await json_body(request)
     batch = await _quantum(request).set_tags(current_user(request),
                                              request.match_info["batch_id"],
-                                             _tags(body.get("tags", [])))
+                                             tags_field(body.get("tags", [])))
     return web.json_response(batch_json(batch))
 
 
@@ -507,7 +234,7 @@ async def _rebatch(request: web.Request) -> web.Response:
     if set(body) - {"filters"}:
         raise InvalidRequestError("the body may only hold 'filters'")
     batch = await _quantum(request).rebatch(current_user(request),
-                                            request.match_info["batch_id"], _body_filters(body))
+                                            request.match_info["batch_id"], body_filters(body))
     return web.json_response(batch_json(batch), status=201)
 
 
@@ -522,9 +249,9 @@ async def _wait_batch(request: web.Request) -> web.Response:
 
 
 async def _jobs(request: web.Request) -> web.Response:
-    page = _quantum(request).jobs(current_user(request), _job_filters(_query_source(request)),
-                                  _page(request))
-    return web.json_response(_page_json("jobs", page, job_json))
+    page = _quantum(request).jobs(current_user(request), job_filters(query_filters(request)),
+                                  pagination_of(request))
+    return web.json_response(page_json("jobs", page, job_json))
 
 
 async def _job(request: web.Request) -> web.Response:
@@ -555,7 +282,7 @@ async def _cancel_jobs(request: web.Request) -> web.Response:
     body = await json_body(request)
     if set(body) - {"filters"}:
         raise InvalidRequestError("the body may only hold 'filters'")
-    filters = _body_filters(body)
+    filters = body_filters(body)
     if filters is None:
         raise InvalidRequestError("'filters' (an object) is required")
     jobs = await _quantum(request).cancel_jobs(current_user(request), filters)
