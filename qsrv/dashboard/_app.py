@@ -26,7 +26,7 @@ import json
 import logging
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
@@ -54,6 +54,7 @@ class Viewer:
     cluster: bool  # may see the cluster pages
     user: Any = None  # a gateway User: sees their own jobs, sessions, batches
     name: str = "admin"
+    token: str = field(default="", repr=False)  # a user's: checked again on every request
 
 
 class _Sessions:
@@ -81,7 +82,8 @@ class _Sessions:
             user = self.service.authenticate(token)
         except Exception:  # the service's UnauthorizedError: not a user
             return None
-        return Viewer(cluster=False, user=user, name=str(getattr(user, "name", "user")))
+        return Viewer(cluster=False, user=user, name=str(getattr(user, "name", "user")),
+                      token=token)
 
     def open(self, viewer: Viewer) -> str:
         now = time.monotonic()
@@ -99,10 +101,12 @@ class _Sessions:
         entry = self._by_id.get(sid)
         if entry is None:
             return None
-        if entry[1] < time.monotonic():
-            del self._by_id[sid]
+        viewer = entry[0]
+        if entry[1] < time.monotonic() or (
+                viewer.user is not None and self.bearer_user(viewer.token) is None):
+            del self._by_id[sid]  # expired, or the user's token was revoked or expired
             return None
-        return entry[0]
+        return viewer
 
     def close(self, sid: str | None) -> None:
         if sid:
@@ -114,6 +118,7 @@ _FEED: web.AppKey[Any] = web.AppKey("feed", object)
 _SERVICE: web.AppKey[Any] = web.AppKey("service", object)
 _REGISTRY: web.AppKey[Any] = web.AppKey("registry", object)
 _PREFIX: web.AppKey[str] = web.AppKey("prefix", str)
+_STREAMS: web.AppKey[dict[str, int]] = web.AppKey("streams", dict)
 
 
 def _static(name: str) -> bytes:
@@ -290,8 +295,27 @@ def _dumps(obj: Any) -> str:
     return json.dumps(obj, default=str, allow_nan=False)
 
 
+MAX_STREAMS = 256  # open event streams of one dashboard, at most
+MAX_STREAMS_PER_SESSION = 8
+
+
 async def _stream(request: web.Request) -> web.StreamResponse:
     viewer = _need_viewer(request)
+    sid = request.cookies.get(COOKIE, "")
+    streams: dict[str, int] = request.app[_STREAMS]
+    if sum(streams.values()) >= MAX_STREAMS or streams.get(sid, 0) >= MAX_STREAMS_PER_SESSION:
+        raise web.HTTPTooManyRequests(text="too many open streams", content_type="text/plain")
+    streams[sid] = streams.get(sid, 0) + 1
+    try:
+        return await _serve_stream(request, viewer, sid)
+    finally:
+        streams[sid] -= 1
+        if streams[sid] <= 0:
+            del streams[sid]
+
+
+async def _serve_stream(request: web.Request, viewer: Viewer, sid: str
+                        ) -> web.StreamResponse:
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
                                            "Cache-Control": "no-store",
                                            "X-Accel-Buffering": "no"})
@@ -310,8 +334,12 @@ async def _stream(request: web.Request) -> web.StreamResponse:
         await _send(response, _view(request, viewer, None, True))
         while True:
             try:
-                update = await asyncio.wait_for(queue.get(), 15.0)
+                update: dict[str, Any] | None = await asyncio.wait_for(queue.get(), 15.0)
             except TimeoutError:
+                update = None
+            if request.app[_SESSIONS].get(sid) is None:
+                break  # logged out, expired, or the user's token was revoked
+            if update is None:
                 if feed is None and viewer.user is not None:  # a gateway without a feed
                     await _send(response, _view(request, viewer, None, False))
                 else:
@@ -383,6 +411,7 @@ def dashboard_app(feed: Feed | None, *, cluster_token: str | None = None,
     app[_SERVICE] = service
     app[_REGISTRY] = cluster_registry(feed) if feed is not None else CollectorRegistry()
     app[_PREFIX] = prefix
+    app[_STREAMS] = {}
     app.router.add_get("/", _index)
     app.router.add_post("/login", _login)
     app.router.add_get("/logout", _logout)

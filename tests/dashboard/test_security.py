@@ -1,0 +1,121 @@
+"""Who sees what, over HTTP: nothing without a login, a user only their own view and only while
+their token is valid, the cluster pages only with the cluster token, a printed token once,
+bounded streams, cookie flags."""
+
+from __future__ import annotations
+
+import http.cookiejar
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from qsrv.dashboard import DashboardServer
+from qsrv.gateway import GatewayConfig, add_user, revoke_tokens
+from tests._support.cluster import TOKEN, Cluster
+from tests._support.gateway import ThreadedGateway
+
+
+class Browser:
+    """A cookie-keeping HTTP client."""
+
+    def __init__(self) -> None:
+        self.jar = http.cookiejar.CookieJar()
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar))
+
+    def get(self, url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+        try:
+            with self.opener.open(urllib.request.Request(url, headers=headers or {}),
+                                  timeout=30) as r:
+                return r.status, r.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+
+    def login(self, base: str, token: str) -> int:
+        data = urllib.parse.urlencode({"token": token}).encode()
+        try:
+            with self.opener.open(base + "login", data=data, timeout=30) as r:
+                return int(r.status)
+        except urllib.error.HTTPError as exc:
+            return int(exc.code)
+
+    def state(self, base: str) -> tuple[int, Any]:
+        code, body = self.get(base + "api/state")
+        return code, json.loads(body) if code == 200 else body
+
+
+@pytest.fixture
+def gateway(cluster: Cluster, tmp_path: Path) -> Iterator[tuple[ThreadedGateway, Path]]:
+    data = tmp_path / "data"
+    gw = ThreadedGateway(GatewayConfig(data_dir=data, port=0, cluster_address=cluster.address,
+                                       cluster_token=TOKEN, stop_grace_s=2.0))
+    yield gw, data
+    gw.stop()
+
+
+def test_nothing_without_a_login(gateway: tuple[ThreadedGateway, Path]) -> None:
+    gw, _ = gateway
+    base = gw.url + "/dashboard/"
+    anonymous = Browser()
+    for path in ("api/state", "api/stream", "api/jobs/x/logs", "metrics"):
+        assert anonymous.get(base + path)[0] == 401, path
+    code, page = anonymous.get(base)
+    assert code == 200 and b'name="token"' in page  # the login form, nothing else
+    assert Browser().login(base, "not-a-token") == 401
+    assert anonymous.get(gw.url + "/metrics")[0] == 401
+    assert anonymous.get(gw.url + "/metrics", {"Authorization": "Bearer nope"})[0] == 401
+    assert anonymous.get(gw.url + "/metrics", {"Authorization": f"Bearer {TOKEN}"})[0] == 200
+
+
+def test_a_user_sees_only_their_view_while_their_token_holds(
+        gateway: tuple[ThreadedGateway, Path]) -> None:
+    gw, data = gateway
+    base = gw.url + "/dashboard/"
+    alice_token = add_user(data, "alice")[1]
+    alice = Browser()
+    assert alice.login(base, alice_token) == 200
+    cookie = next(c for c in alice.jar if c.name == "qsrv_dashboard")
+    assert cookie.path == "/dashboard"
+    assert cookie.has_nonstandard_attr("HttpOnly")
+    code, view = alice.state(base)
+    assert code == 200 and view["viewer"] == {"name": "alice", "cluster": False, "user": True}
+    assert "cluster" not in view and view["gateway"]["jobs"] == []
+    # a user's token cannot read the cluster's metrics either
+    assert alice.get(gw.url + "/metrics", {"Authorization": f"Bearer {alice_token}"})[0] == 401
+    revoke_tokens(data, "alice")
+    assert alice.state(base)[0] == 401  # the session ends with the token
+
+    admin = Browser()
+    assert admin.login(base, TOKEN) == 200
+    code, view = admin.state(base)
+    assert code == 200 and view["viewer"]["cluster"] is True
+    assert "gateway" not in view and len(view["cluster"]["status"]["workers"]) == 2
+
+
+def test_a_printed_token_logs_in_once_and_streams_are_bounded(cluster: Cluster) -> None:
+    server = DashboardServer(cluster.address, TOKEN, port=0)
+    url = server.start_in_thread()
+    try:
+        first = Browser()
+        assert first.get(url)[0] == 200
+        assert first.state(server.url)[0] == 200
+        assert Browser().get(url)[0] == 401  # spent
+        streams = []
+        try:
+            for _ in range(8):
+                streams.append(first.opener.open(server.url + "api/stream", timeout=30))
+                assert streams[-1].readline().startswith(b"event: update")
+            assert first.get(server.url + "api/stream")[0] == 429
+        finally:
+            for stream in streams:
+                stream.close()
+        code, page = first.get(server.url + "logout")  # back to the login form
+        assert code == 200 and b'name="token"' in page
+        assert first.state(server.url)[0] == 401
+    finally:
+        server.stop_thread()
