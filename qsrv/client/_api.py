@@ -259,6 +259,8 @@ def _reconnect(lost: Runtime, timeout: float = 30.0) -> Runtime:
                         f"lost the scheduler at {old.address} and could not reconnect within "
                         f"{timeout:g} s") from None
                 continue
+            if getattr(old, "following_output", False):  # log_to_driver goes on
+                driver.follow_output()
             runtime = Runtime(driver.core, driver=driver)
             _runtime.install(runtime)
             return runtime

@@ -152,6 +152,7 @@ class Driver:
 
     def follow_output(self, on: bool = True) -> None:
         """Have what this driver's tasks print sent here, and printed (`print_output`)."""
+        self.following_output = on
         self._send([FollowOutput(on)])
 
     def status(self, timeout: float = 10.0) -> dict[str, Any]:
