@@ -64,6 +64,7 @@ MAX_ERROR = 16_384
 MAX_OUTPUT = 65_536  # characters of one TaskOutput forwarded, at most
 MAX_EVENTS_PER_UPDATE = 1000  # a followed update's newest events (a snapshot: the whole ring)
 MIN_FOLLOW = 0.1
+MAX_WATCHES = 4  # followed requests of one monitor connection
 OTHER = "(other)"
 # Upper bounds (seconds) of the run-time and queue-wait histograms; the last bucket is +Inf.
 BUCKETS = (0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0)
@@ -275,9 +276,11 @@ class Monitor:
         watch = _Watch(proto, msg.req_id, max(MIN_FOLLOW, msg.follow), first + skip,
                        fail_first + fail_skip, time.monotonic())
         self._send(watch, limit=self.capacity)
-        if msg.follow > 0:
-            self.watches = [w for w in self.watches
-                            if not (w.proto is proto and w.req_id == msg.req_id)]
+        if msg.follow > 0:  # at most MAX_WATCHES per monitor: a new one replaces the oldest
+            mine = [w for w in self.watches if w.proto is proto and w.req_id != msg.req_id]
+            drop = {id(w) for w in mine[:max(0, len(mine) - MAX_WATCHES + 1)]}
+            self.watches = [w for w in self.watches if id(w) not in drop
+                            and not (w.proto is proto and w.req_id == msg.req_id)]
             self.watches.append(watch)
 
     def tick(self, now: float) -> None:
