@@ -45,6 +45,7 @@ COOKIE = "qsrv_dashboard"
 SESSION_TTL = 12 * 3600.0
 MAX_SESSIONS = 10_000
 STREAM_EVENTS = 2000  # task events in a stream's first message, at most
+LOG_TAIL = 100_000  # characters of a followed job's logs in each update
 _STATIC = {"index.html": "text/html", "login.html": "text/html", "app.js":
            "text/javascript", "style.css": "text/css"}
 
@@ -255,8 +256,15 @@ def _record(obj: Any) -> Any:
     return str(obj)
 
 
-def _gateway_view(service: Any, viewer: Viewer) -> dict[str, Any]:
+def _gateway_view(service: Any, viewer: Viewer, logs_of: str | None = None
+                  ) -> dict[str, Any]:
     out: dict[str, Any] = {"user": viewer.name, "jobs": [], "sessions": [], "batches": []}
+    if logs_of:  # the job whose logs the page shows: their tail, pushed with each update
+        try:
+            text = service.logs(viewer.user, logs_of).decode("utf-8", "replace")
+            out["logs"] = {"job_id": logs_of, "text": text[-LOG_TAIL:]}
+        except Exception as exc:  # another user's job, or none
+            out["logs"] = {"job_id": logs_of, "error": str(exc)}
     try:
         jobs, total = service.jobs(viewer.user, limit=50)
         out["jobs"], out["jobs_total"] = [_record(j) for j in jobs], total
@@ -281,7 +289,7 @@ def _view(request: web.Request, viewer: Viewer, update: dict[str, Any] | None,
         view["cluster"] = _cluster_view(request.app[_FEED], update, first)
     service = request.app[_SERVICE]
     if service is not None and viewer.user is not None:
-        view["gateway"] = _gateway_view(service, viewer)
+        view["gateway"] = _gateway_view(service, viewer, request.query.get("logs"))
     return view
 
 

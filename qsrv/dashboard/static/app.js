@@ -1,7 +1,7 @@
 // qsrv dashboard: one server-sent event stream, rendered into plain DOM (no framework).
 "use strict";
 
-const state = { events: [], cluster: null, gateway: null, viewer: null, dead: new Map(), logsFor: null };
+const state = { events: [], cluster: null, gateway: null, viewer: null, dead: new Map(), logsFor: null, source: null };
 const STREAM_SECONDS = 60;
 const MAX_EVENTS = 5000;
 
@@ -253,19 +253,18 @@ function renderGateway(g) {
   });
   const notes = ["jobs_error", "sessions_error", "batches_error"].filter(k => g[k]).map(k => g[k]);
   $("gateway-note").textContent = notes.join("; ");
-  if (state.logsFor) loadLogs(state.logsFor, true);
+  const logs = g.logs;
+  if (logs && logs.job_id === state.logsFor) {  // pushed with each update: no polling
+    $("job-logs-title").textContent = "Logs of " + logs.job_id;
+    $("job-logs").textContent = logs.error ? "(" + logs.error + ")" : logs.text;
+  }
 }
 
-async function loadLogs(jobId, quiet) {
-  state.logsFor = jobId;
-  try {
-    const r = await fetch("api/jobs/" + encodeURIComponent(jobId) + "/logs", { credentials: "same-origin" });
-    const text = await r.text();
-    $("job-logs-title").textContent = "Logs of " + jobId;
-    $("job-logs").textContent = r.ok ? text : "(" + r.status + ") " + text;
-  } catch (err) {
-    if (!quiet) $("job-logs").textContent = "could not load the logs: " + err;
-  }
+function loadLogs(jobId) {
+  state.logsFor = jobId;  // the stream now carries this job's logs
+  $("job-logs-title").textContent = "Logs of " + jobId;
+  $("job-logs").textContent = "…";
+  connect();
 }
 
 function onUpdate(ev) {
@@ -285,7 +284,10 @@ function onUpdate(ev) {
 }
 
 function connect() {
-  const source = new EventSource("api/stream");
+  if (state.source) state.source.close();
+  const url = "api/stream" + (state.logsFor ? "?logs=" + encodeURIComponent(state.logsFor) : "");
+  const source = new EventSource(url);
+  state.source = source;
   source.addEventListener("update", onUpdate);
   source.onerror = () => { const live = $("live"); live.textContent = "reconnecting…"; live.className = "live bad"; };
 }
