@@ -59,6 +59,9 @@ if TYPE_CHECKING:
     from qsrv.scheduler._reservations import Reservation
 
 TENANT_IDLE_S = 300.0  # an executor of a tenant idle this long is stopped (not replaced)
+# An executor asked for a tenant or a reservation that has not come in this long (it failed to
+# start): it may be asked for again.
+SPAWN_WAIT_S = 30.0
 
 # Tasks sent ahead to one executor hold at most about this much of their functions' measured
 # run time (so a task waits behind at most this much work, on an executor it cannot leave).
@@ -238,7 +241,7 @@ class Dispatcher:
     def spawn(self, worker: Worker, tenant: str) -> None:
         """Ask ``worker`` for an executor of ``tenant``'s tasks."""
         if tenant:
-            worker.tenant_spawning.add(tenant)
+            worker.tenant_spawning[tenant] = -1.0
             self._out.append(Send(worker.conn, SpawnTenantExecutor(1, tenant)))
         else:
             worker.spawning = 1
@@ -259,10 +262,25 @@ class Dispatcher:
         self._out.append(Close(ex.conn, why))
         self.drop_executor(ex)
 
-    def reap_idle(self, now: float, idle_s: float = TENANT_IDLE_S) -> None:
+    def tick(self, now: float, idle_s: float = TENANT_IDLE_S) -> None:
         """Stop the executors of tenants idle for ``idle_s`` seconds (seen idle at a tick
-        first, then again that long after)."""
+        first, then again that long after); forget the executors asked for a tenant or a
+        reservation that did not come within SPAWN_WAIT_S (they may be asked for again)."""
+        asked_again = False
         for worker in list(self._workers.values()):
+            for tenant, since in list(worker.tenant_spawning.items()):
+                if since < 0:
+                    worker.tenant_spawning[tenant] = now
+                elif now - since >= SPAWN_WAIT_S:
+                    del worker.tenant_spawning[tenant]
+                    asked_again = True
+            for res in list(worker.claims):
+                if res.spawning < 0:
+                    res.spawning = now
+                elif now - res.spawning >= SPAWN_WAIT_S:
+                    worker.claims.remove(res)
+                    res.spawning = 0.0
+                    asked_again = True
             tenant_idle = worker.tenant_idle
             if not tenant_idle:
                 continue
@@ -274,6 +292,9 @@ class Dispatcher:
                         self.retire(ex, f"idle for {idle_s:g} s", replace=False)
                 if not idle:
                     del tenant_idle[tenant]
+        if asked_again:
+            self._out.append(Log("warning", "an executor asked for did not register within "
+                                            f"{SPAWN_WAIT_S:g} s; asking again"))
 
     def _send_ahead(self, task: Task) -> bool:
         """Queue a short task behind a running one of the same shape (on the executor with
@@ -337,7 +358,7 @@ class Dispatcher:
         if worker.claims and self.claim_executor(ex):
             return  # dedicated to a reservation that waited for one
         if tenant:
-            worker.tenant_spawning.discard(tenant)
+            worker.tenant_spawning.pop(tenant, None)
         else:
             worker.spawning = max(0, worker.spawning - 1)
         worker.idle_for(tenant).append(ex)

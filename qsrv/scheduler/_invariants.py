@@ -352,7 +352,7 @@ def _reservations(s: SchedulerState, bad: list[str]) -> None:
         feasible = any(wk.could_ever_fit(res.shape) for wk in workers)
         if not ready and (res.status == "infeasible") == feasible:
             bad.append(f"{name} is marked {res.status} wrongly")
-        if (res.spawning > 0) != (w is not None and res in w.claims):
+        if (res.spawning != 0) != (w is not None and res in w.claims):
             bad.append(f"{name} asked for an executor {res.spawning} times, claims disagree")
         held: Counter[str] = Counter()
         idle = set(map(id, res.idle))

@@ -142,7 +142,8 @@ class Worker:
         self.idle: list[Executor] = []  # idle executors of the cluster token's tasks
         self.tenant_idle: dict[str, list[Executor]] = {}  # ... and of each tenant's
         self.spawning = 0
-        self.tenant_spawning: set[str] = set()  # tenants it was asked an executor for
+        # Tenants it was asked an executor for: when (a tick's time; -1 until the next tick).
+        self.tenant_spawning: dict[str, float] = {}
         self.last_seen = now
         # Reservations holding part of its capacity (by id); those waiting for an executor
         # to be dedicated to them, oldest first (an executor that registers goes to the first).

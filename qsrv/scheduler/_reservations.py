@@ -87,7 +87,9 @@ class Reservation:
         self.executors: dict[int, Executor] = {}  # dedicated to it, by connection
         self.idle: list[Executor] = []
         self.queue: deque[Task] = deque()  # its READY tasks, oldest first (may hold dead ones)
-        self.spawning = 0  # an executor was asked for on its worker and has not come yet
+        # An executor was asked for on its worker and has not come yet: when (a tick's time;
+        # -1 until the next tick); 0: none asked.
+        self.spawning = 0.0
 
     @property
     def need(self) -> dict[str, int]:
@@ -241,7 +243,7 @@ class Reservations:
             res.free = {}
             res.idle.clear()
             res.executors.clear()
-            res.spawning = 0
+            res.spawning = 0.0
             res.status, res.reason = PENDING, f"its worker {worker.id} ({worker.name}) was " \
                                               f"removed: {reason}"
             self.waiting[res.id] = res
@@ -263,7 +265,7 @@ class Reservations:
             self.dedicate(ex, res)
             return True
         if not res.spawning:
-            res.spawning = 1
+            res.spawning = -1.0
             worker.claims.append(res)
             self._out.append(Send(worker.conn, SpawnTenantExecutor(1, res.tenant) if res.tenant
                                   else SpawnExecutor(1)))
@@ -276,7 +278,7 @@ class Reservations:
         for i, res in enumerate(claims):
             if res.tenant == ex.tenant:
                 del claims[i]
-                res.spawning = 0
+                res.spawning = 0.0
                 self.dedicate(ex, res)
                 return True
         return False

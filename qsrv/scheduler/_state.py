@@ -409,7 +409,7 @@ class SchedulerState:
         self.now = tick.now
         self.recovery.tick(tick.now, tick.stalled)
         self.reservations.tick(tick.now)
-        self.dispatcher.reap_idle(tick.now)
+        self.dispatcher.tick(tick.now)
         self.dispatcher.dispatch()
         self._compact_queues()
         peak = self._objects_peak.drained(len(self.directory.objects))

@@ -131,12 +131,12 @@ class Confinement:
             elif path.is_dir():
                 argv += ["--ro-bind", str(path), str(path)]
                 made.add(str(path))
-        argv += ["--ro-bind", "/etc", "/etc", "--tmpfs", "/tmp", "--proc", "/proc",
-                 "--dev", "/dev"]
+        argv += ["--ro-bind", "/etc", "/etc", "--perms", "1777", "--tmpfs", "/tmp",
+                 "--proc", "/proc", "--dev", "/dev"]
         for device in gpu_devices():  # a GPU task's devices (its libraries are under /usr)
             argv += ["--dev-bind", device, device]
+        bound = set(made) | {"/etc"}  # views of the host's (not /tmp, /proc, /dev: fresh)
         made |= {"/etc", "/tmp", "/proc", "/dev"}
-        bound = set(made)
         for root in [*_python_roots(), os.path.realpath(cwd)]:
             if root == "/" or any(root == m or root.startswith(m + "/") for m in bound):
                 continue

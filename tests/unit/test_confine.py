@@ -48,7 +48,8 @@ def test_a_confined_process_sees_no_other_process_and_no_home() -> None:
     confinement = _confine.Confinement()
     if not confinement.available():
         pytest.skip("bubblewrap cannot create namespaces here")
-    code = ("import os; print(len([p for p in os.listdir('/proc') if p.isdigit()]), "
+    code = ("import os, tempfile; tempfile.TemporaryFile().close(); "  # a writable /tmp
+            "print(len([p for p in os.listdir('/proc') if p.isdigit()]), "
             "os.path.exists(os.path.expanduser('~root/.bashrc')), os.getuid())")
     argv = confinement.wrap([sys.executable, "-c", code], cwd=os.getcwd())
     out = subprocess.run(argv, capture_output=True, text=True, timeout=60,

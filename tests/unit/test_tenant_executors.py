@@ -20,7 +20,7 @@ from qsrv.protocol import (
     SubmitTask,
     TaskDone,
 )
-from qsrv.scheduler._dispatch import TENANT_IDLE_S
+from qsrv.scheduler._dispatch import SPAWN_WAIT_S, TENANT_IDLE_S
 from qsrv.scheduler._events import Close, Connected, Send, Tick
 from tests.unit.test_scheduler_state import Harness, runs
 
@@ -113,3 +113,15 @@ def test_a_tenants_idle_executor_is_stopped_after_a_while() -> None:
     assert [a.msg.pid for a in out if isinstance(a, Send)
             and isinstance(a.msg, RetireExecutor)] == [2000 + ex]
     assert ex not in h.s.dispatcher.executors
+
+
+def test_an_executor_that_never_comes_is_asked_for_again() -> None:
+    h = H()
+    h.s.recovery.heartbeat_timeout = 1e9
+    h.worker(cpus=1, executors=0)
+    alice = h.tenant_driver("alice")
+    _, out = h.submit(alice)
+    assert spawns(out) == [SpawnTenantExecutor(1, "alice")]
+    assert spawns(h.s.handle(Tick(101.0))) == []  # asked at 101
+    assert spawns(h.s.handle(Tick(120.0))) == []
+    assert spawns(h.s.handle(Tick(101.0 + SPAWN_WAIT_S))) == [SpawnTenantExecutor(1, "alice")]
