@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -44,18 +45,21 @@ def test_the_sandbox_command(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed")
-def test_a_confined_process_sees_no_other_process_and_no_home() -> None:
+def test_a_confined_process_sees_no_other_process_and_no_home(tmp_path: Path) -> None:
+    """Also from a working directory under /tmp (the sandbox's /tmp is its own: the directory
+    is bound over it)."""
     confinement = _confine.Confinement()
     if not confinement.available():
         pytest.skip("bubblewrap cannot create namespaces here")
     code = ("import os, tempfile; tempfile.TemporaryFile().close(); "  # a writable /tmp
             "print(len([p for p in os.listdir('/proc') if p.isdigit()]), "
             "os.path.exists(os.path.expanduser('~root/.bashrc')), os.getuid())")
-    argv = confinement.wrap([sys.executable, "-c", code], cwd=os.getcwd())
-    out = subprocess.run(argv, capture_output=True, text=True, timeout=60,
-                         env={"PATH": os.environ.get("PATH", "")})
-    assert out.returncode == 0, out.stderr
-    count, home, uid = out.stdout.split()
-    assert int(count) <= 3 and home == "False"
-    if os.geteuid() == 0:
-        assert int(uid) != 0
+    for cwd in (os.getcwd(), str(tmp_path)):
+        argv = confinement.wrap([sys.executable, "-c", code], cwd=cwd)
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=60,
+                             env={"PATH": os.environ.get("PATH", "")})
+        assert out.returncode == 0, out.stderr
+        count, home, uid = out.stdout.split()
+        assert int(count) <= 3 and home == "False"
+        if os.geteuid() == 0:
+            assert int(uid) != 0
