@@ -13,13 +13,14 @@ qsrv/scheduler/_placement.py, shapes by tenant).
   still set by CUDA_VISIBLE_DEVICES), a private ``/tmp``, and ``/proc`` of its own PID
   namespace: it sees no other process (not the agent's or the scheduler's environment, where
   the token is), nothing of the agent's object store or spill directory, no file of the home
-  directory. As root, every capability is dropped and it runs as ``nobody`` (as root without
-  capabilities when the scheduler is reached through a Unix socket, which only root may open).
-  The network is shared (it talks to the scheduler over TCP). Where bubblewrap is missing or
-  cannot create namespaces, the executor runs unconfined (the agent says so once): the token
-  is still not in its environment, and the agent makes its own ``/proc`` entries unreadable to
-  processes of its user (``protect_self``), but a task running as the agent's user may reach
-  what that user can.
+  directory, and neither the local cluster's state (its token file) nor the default gateway
+  data directory (``~/.qsrv``), even where they lie inside a bound path (masked). As root,
+  every capability is dropped and it runs as ``nobody`` (as root without capabilities when the
+  scheduler is reached through a Unix socket, which only root may open). The network is shared
+  (it talks to the scheduler over TCP). Where bubblewrap is missing or cannot create
+  namespaces, the executor runs unconfined (the agent says so once): the token is still not in
+  its environment, and the agent makes its own ``/proc`` entries unreadable to processes of its
+  user (``protect_self``), but a task running as the agent's user may reach what that user can.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
+
+from qsrv._local_cluster import state_dir
 
 log = logging.getLogger("qsrv.worker")
 
@@ -144,6 +147,9 @@ class Confinement:
             argv += ["--ro-bind", root, root]
             made.add(root)
             bound.add(root)
+        for hidden in _hidden():
+            if any(hidden == m or hidden.startswith(m + "/") for m in bound):
+                argv += ["--tmpfs", hidden]  # inside a bound path: masked by an empty one
         for bind in binds:
             argv += _parents(bind, made)
             argv += ["--bind", bind, bind]
@@ -153,6 +159,13 @@ class Confinement:
             argv += [self.setpriv or "setpriv", f"--reuid={uid}", f"--regid={gid}",
                      "--clear-groups", "--no-new-privs"]
         return argv + command
+
+
+def _hidden() -> list[str]:
+    """Places holding secrets an executor must not see: the local cluster's state (its
+    token) and the default data directory of a gateway."""
+    places = [state_dir(), Path.home() / ".qsrv"]
+    return [os.path.realpath(p) for p in places if p.is_dir()]
 
 
 def gpu_devices() -> list[str]:

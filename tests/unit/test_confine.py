@@ -63,3 +63,23 @@ def test_a_confined_process_sees_no_other_process_and_no_home(tmp_path: Path) ->
         assert int(count) <= 3 and home == "False"
         if os.geteuid() == 0:
             assert int(uid) != 0
+
+
+@pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed")
+def test_secrets_inside_a_bound_path_are_masked(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    confinement = _confine.Confinement()
+    if not confinement.available():
+        pytest.skip("bubblewrap cannot create namespaces here")
+    tmp_path.chmod(0o755)  # readable by nobody, whom a root agent's executors run as
+    state = tmp_path / "state"
+    state.mkdir(mode=0o755)
+    (state / "token").write_text("secret")
+    (tmp_path / "visible").write_text("ok")
+    monkeypatch.setattr(_confine, "_hidden", lambda: [os.path.realpath(state)])
+    code = (f"import os; print(os.path.exists({str(state / 'token')!r}), "
+            f"os.path.exists({str(tmp_path / 'visible')!r}))")
+    argv = confinement.wrap([sys.executable, "-c", code], cwd=str(tmp_path))
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "True"]
