@@ -117,3 +117,36 @@ def test_metrics_count_the_work_done(driver: Cluster, dashboard: DashboardServer
     with pytest.raises(urllib.error.HTTPError) as refused:
         _scrape(metrics_url, "wrong-token")
     assert refused.value.code == 401
+
+
+def test_gateway_metrics_count_requests_and_jobs(cluster: Cluster, tmp_path: Path) -> None:
+    from qsrv.gateway import Client, GatewayConfig, Program, add_user
+    from tests._support.gateway import ThreadedGateway
+
+    data = tmp_path / "data"
+    gateway = ThreadedGateway(GatewayConfig(data_dir=data, port=0,
+                                            cluster_address=cluster.address,
+                                            cluster_token=TOKEN, stop_grace_s=2.0))
+    try:
+        alice = add_user(data, "alice")[1]
+        src = tmp_path / "prog"
+        src.mkdir()
+        (src / "main.py").write_text("print('hi')\n")
+        client = Client(gateway.url, alice)
+        for _ in range(2):
+            client.run(Program(title="p", entrypoint="main.py",
+                               working_dir=str(src))).result(timeout=120)
+        for _ in range(3):
+            urllib.request.urlopen(gateway.url + "/health").read()
+        with pytest.raises(urllib.error.HTTPError):
+            urllib.request.urlopen(gateway.url + "/v1/jobs")  # no token: 401
+        m = _scrape(gateway.url + "/metrics", TOKEN)
+    finally:
+        gateway.stop()
+    requests = {(d["route"], d["method"], d["status"]): v for (n, labels), v in m.items()
+                if n == "qsrv_gateway_requests_total" for d in [dict(labels)]}
+    assert requests[("/health", "GET", "200")] == 3
+    assert requests[("/v1/jobs", "GET", "401")] == 1
+    assert requests[("/v1/jobs", "POST", "201")] == 2
+    assert m[("qsrv_gateway_jobs", (("status", "SUCCEEDED"),))] == 2
+    assert m[("qsrv_gateway_request_seconds_count", (("route", "/health"),))] == 3
