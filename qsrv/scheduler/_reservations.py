@@ -36,7 +36,6 @@ Rules (checked by `validate_state()`):
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
 from typing import Any, Final
 
 from qsrv._resources import display, fits
@@ -110,7 +109,7 @@ class Reservation:
 class Reservations:
     def __init__(self, out: list[Action], clients: dict[int, Client],
                  workers: dict[int, Worker], directory: Directory,
-                 dispatcher: Dispatcher, abort: Callable[[Task, str, str], None]) -> None:
+                 dispatcher: Dispatcher) -> None:
         self.live: dict[int, Reservation] = {}  # by id: pending, ready or infeasible
         self.waiting: dict[int, Reservation] = {}  # pending or infeasible: to be placed
         self.released: dict[int, str] = {}  # id -> why, the last _REMEMBERED of them
@@ -120,7 +119,6 @@ class Reservations:
         self._workers = workers
         self._directory = directory
         self._dispatcher = dispatcher
-        self._abort = abort  # Recovery.abort: fails a task, killing its executor if RUNNING
         dispatcher.reservations = self.live
         dispatcher.reservations_waiting = self.waiting
         dispatcher.place_reservations = self.place

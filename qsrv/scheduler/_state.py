@@ -123,7 +123,7 @@ class SchedulerState:
         self.recovery = Recovery(self._out, self.workers, self.worker_by_conn, self.directory,
                                  self.dispatcher, heartbeat_timeout=heartbeat_timeout)
         self.reservations = Reservations(self._out, self.clients, self.workers, self.directory,
-                                         self.dispatcher, self.recovery.abort)
+                                         self.dispatcher)
         self.recovery.worker_removed = self.reservations.worker_lost
         self.loop_lag = LoopLag()
         self._objects_peak = Peak()
