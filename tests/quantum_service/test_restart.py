@@ -3,12 +3,14 @@ a job that was running runs again, open batches stay open."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from qsrv.gateway._quantum import JobSpec, QStatus, SessionStatus, StopReason
 from tests._support import wait_for
-from tests._support.cluster import Cluster
 from tests._support.gateway import ThreadedGateway
 from tests.quantum_service.conftest import AER, Quantum, bell, slow
 
@@ -56,29 +58,58 @@ def test_restart_in_the_middle_of_a_batch(make_gateway: Callable[..., ThreadedGa
     q.terminate_session(alice, kept.id)
 
 
-def test_scheduler_restart_runs_the_lost_job_again(
-        make_gateway: Callable[..., ThreadedGateway]) -> None:
+_SCHEDULER_RESTART = """
+import sys, tempfile, pathlib
+from qsrv.gateway import GatewayConfig, add_user
+from qsrv.gateway._quantum import JobSpec, QStatus, SessionStatus
+from tests._support import wait_for
+from tests._support.cluster import TOKEN, Cluster
+from tests._support.gateway import ThreadedGateway
+from tests.quantum_service.conftest import AER, Quantum, bell, slow
+
+cluster = Cluster()
+cluster.worker("w", "--cpus", "2")
+gateway = None
+try:
+    wait_for(lambda: cluster.ready({"w"}), timeout=120)
+    data = pathlib.Path(sys.argv[1])
+    add_user(data, "alice")
+    gateway = ThreadedGateway(GatewayConfig(data_dir=data, port=0,
+                                            cluster_address=cluster.address,
+                                            cluster_token=TOKEN))
+    q = Quantum(gateway)
+    alice = q.user("alice")
+    session, _ = q.open_session(alice, AER)
+    session = q.wait_session(alice, session.id, 60, statuses=[SessionStatus.RUNNING])
+    first = q.submit(alice, session.id, JobSpec(1, program=slow(16, 60)))
+    wait_for(lambda: q.job(alice, first.id).status is QStatus.RUNNING, timeout=60)
+    cluster.start_scheduler(int(cluster.address.rsplit(":", 1)[1]))
+    second = q.submit(alice, session.id, JobSpec(5, program=bell()))
+    first = q.wait_job(alice, first.id, 120)
+    assert first.status is QStatus.DONE, first.status
+    assert any("reservation was lost" in e for e in first.errors), first.errors
+    assert q.wait_job(alice, second.id, 120).status is QStatus.DONE
+    after = q.session(alice, session.id)
+    assert after.status is SessionStatus.RUNNING, after.status
+    assert after.reservation_id != session.reservation_id  # a new reservation
+    q.terminate_session(alice, session.id)
+    print("scheduler restart: ok", flush=True)
+finally:
+    if gateway is not None:
+        gateway.stop()
+    cluster.stop()
+"""
+
+
+def test_scheduler_restart_runs_the_lost_job_again(tmp_path: Path) -> None:
     """The scheduler restarts while a session's job runs: the gateway's driver reconnects,
-    the session reserves again (waiting while no worker is back) and the job runs again."""
-    cluster = Cluster()
-    cluster.worker("w", "--cpus", "2")
-    try:
-        wait_for(lambda: cluster.ready({"w"}), timeout=120)
-        q = Quantum(make_gateway(cluster_address=cluster.address))
-        alice = q.user("alice")
-        session, _ = q.open_session(alice, AER)
-        session = q.wait_session(alice, session.id, 60, statuses=[SessionStatus.RUNNING])
-        first = q.submit(alice, session.id, JobSpec(1, program=slow(16, 60)))
-        wait_for(lambda: q.job(alice, first.id).status is QStatus.RUNNING, timeout=60)
-        cluster.start_scheduler(int(cluster.address.rsplit(":", 1)[1]))
-        second = q.submit(alice, session.id, JobSpec(5, program=bell()))
-        first = q.wait_job(alice, first.id, 120)
-        assert first.status is QStatus.DONE
-        assert any("reservation was lost" in e for e in first.errors)
-        assert q.wait_job(alice, second.id, 120).status is QStatus.DONE
-        after = q.session(alice, session.id)
-        assert after.status is SessionStatus.RUNNING
-        assert after.reservation_id != session.reservation_id  # a new reservation
-        q.terminate_session(alice, session.id)
-    finally:
-        cluster.stop()
+    the session reserves again (waiting while no worker is back) and the job runs again.
+
+    In a process of its own: after a driver's scheduler restarted, later work in the same
+    process (qiskit's readers) has crashed with SIGSEGV in about a third of the runs here with
+    the native codec, never with ``QSRV_PURE_PYTHON=1``; that crash is outside the quantum
+    service and must not take other tests down with it."""
+    out = subprocess.run([sys.executable, "-c", _SCHEDULER_RESTART, str(tmp_path / "data")],
+                         capture_output=True, text=True, timeout=300,
+                         cwd=Path(__file__).resolve().parents[2])
+    assert "scheduler restart: ok" in out.stdout, out.stderr[-4000:]
