@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -144,11 +143,6 @@ class ClusterDriver:
                     _INSTALLED[self.address] += 1
                     self._owned = True
             else:
-                # A driver caps glibc's thread heaps (``limit_arenas``) unless
-                # MALLOC_ARENA_MAX is set. Done in the gateway, whose threads have allocated
-                # already, qiskit's QASM and QPY readers then crashed (SIGSEGV) in about half
-                # of the test runs here; the gateway keeps glibc's default (8 heaps a core).
-                os.environ.setdefault("MALLOC_ARENA_MAX", str(8 * (os.cpu_count() or 1)))
                 try:
                     await asyncio.to_thread(init, self.address, self._token or "")
                 except QsrvError as exc:
