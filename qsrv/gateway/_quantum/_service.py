@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import math
 import time
 import uuid
@@ -46,6 +45,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from qsrv.errors import ConflictError, InvalidRequestError, NotFoundError
 from qsrv.gateway._models import User
+from qsrv.gateway._quantum import _checks
 from qsrv.gateway._quantum._models import (
     ACTIVE_SESSION,
     TERMINAL,
@@ -75,9 +75,6 @@ if TYPE_CHECKING:
 __all__ = ["QuantumConfig", "QuantumService"]
 
 _R = TypeVar("_R")
-_MAX_JOBS_PER_CALL = 10_000
-_MAX_SHOTS = 10**9
-_NAME_MAX = 200
 _INLINE_CHECKS = 8  # requests of up to this many jobs are checked on the event loop
 
 
@@ -198,9 +195,9 @@ class QuantumService:
             raise InvalidRequestError(
                 f"max_idle_duration ({max_idle_duration!r}) must not be longer than "
                 f"max_duration ({max_duration!r})")
-        deduplication_id = _optional_text(deduplication_id, "deduplication_id")
-        name = _optional_text(name, "name")
-        project = _optional_text(project, "project")
+        deduplication_id = _checks.optional_text(deduplication_id, "deduplication_id")
+        name = _checks.optional_text(name, "name")
+        project = _checks.optional_text(project, "project")
         if deduplication_id is not None:
             found = self.store.active_session(user.user_id, platform, deduplication_id)
             if found is not None:
@@ -240,13 +237,13 @@ class QuantumService:
                  page: Pagination | None = None) -> Page[SessionRecord]:
         filters = filters or SessionFilters()
         if status is not None:
-            filters = replace(filters, status=_session_status(status))
+            filters = replace(filters, status=_checks.session_status(status))
         if platform is not None:
             filters = replace(filters, platform=platform)
         if project is not None:
             filters = replace(filters, project=project)
         for value in filters.values("status") or ():
-            _session_status(value)
+            _checks.session_status(value)
         return self.store.list_sessions(user.user_id, filters, page or Pagination())
 
     async def terminate_session(self, user: User, session_id: str) -> SessionRecord:
@@ -272,7 +269,7 @@ class QuantumService:
         session = self._active_session(user, session_id)
         if spec.program is None:
             raise InvalidRequestError("a session job needs its program")
-        program = _program(spec.program)
+        program = _checks.as_program(spec.program)
         new = await self._validate(session.platform, program, [spec])
         session = self._active_session(user, session_id)  # it may have ended meanwhile
         now = time.time()
@@ -291,13 +288,13 @@ class QuantumService:
     ) -> BatchRecord:
         """A batch of ``jobs`` running ``program`` (each job may bring its own), in a session
         (``session_id``) or on a platform (a session of its own)."""
-        key = _optional_text(idempotency_key, "idempotency_key")
+        key = _checks.optional_text(idempotency_key, "idempotency_key")
         if key is not None and (done := self._idempotent(user, key, "create")) is not None:
             return done
-        program = _program(program)
-        tags = _tags(tags)
-        configuration = _configuration(configuration)
-        project = _optional_text(project, "project")
+        program = _checks.as_program(program)
+        tags = _checks.tags(tags)
+        configuration = _checks.configuration(configuration)
+        project = _checks.optional_text(project, "project")
         if session_id is not None:
             session = self._active_session(user, session_id)
             if platform is not None and platform != session.platform:
@@ -341,7 +338,7 @@ class QuantumService:
 
     async def add_jobs(self, user: User, batch_id: str, jobs: Sequence[JobSpec], *,
                        idempotency_key: str | None = None) -> BatchRecord:
-        key = _optional_text(idempotency_key, "idempotency_key")
+        key = _checks.optional_text(idempotency_key, "idempotency_key")
         if key is not None and (done := self._idempotent(user, key, "add")) is not None:
             return done
         batch = self._open_batch(user, batch_id)
@@ -379,7 +376,7 @@ class QuantumService:
 
     async def set_tags(self, user: User, batch_id: str, tags: Iterable[str]) -> BatchRecord:
         batch = self.batch(user, batch_id, jobs=False)
-        self.store.update_batch(batch.id, tags=_tags(tags), updated_at=time.time())
+        self.store.update_batch(batch.id, tags=_checks.tags(tags), updated_at=time.time())
         self._notify(batch.id)
         return self.batch(user, batch_id)
 
@@ -412,7 +409,7 @@ class QuantumService:
         if old.open:
             raise ConflictError(f"batch {batch_id} is open: close it before rebatching")
         chosen = self.store.matching_jobs(
-            user.user_id, replace(_job_filters(filters), batch_id=old.id))
+            user.user_id, replace(_checks.job_filters(filters), batch_id=old.id))
         if not chosen:
             raise InvalidRequestError(f"no job of batch {batch_id} matches the filters")
         now = time.time()
@@ -436,7 +433,7 @@ class QuantumService:
 
     async def cancel_jobs(self, user: User, filters: JobFilters) -> list[QJobRecord]:
         """Cancel every PENDING or RUNNING job of the user matching ``filters``."""
-        found = self.store.matching_jobs(user.user_id, _job_filters(filters),
+        found = self.store.matching_jobs(user.user_id, _checks.job_filters(filters),
                                          (QStatus.PENDING, QStatus.RUNNING))
         self._cancel_jobs(found, "cancelled")
         return [self.job(user, j.id) for j in found]
@@ -455,8 +452,8 @@ class QuantumService:
         if not isinstance(filters, BatchFilters):
             raise InvalidRequestError("batch filters must be BatchFilters")
         for value in filters.values("status") or ():
-            _status(value)
-        _check_dates(filters.start_date, filters.end_date)
+            _checks.status(value)
+        _checks.check_dates(filters.start_date, filters.end_date)
         return self.store.list_batches(user.user_id, filters, page or Pagination(),
                                        with_jobs=jobs)
 
@@ -468,7 +465,8 @@ class QuantumService:
 
     def jobs(self, user: User, filters: JobFilters | None = None,
              page: Pagination | None = None) -> Page[QJobRecord]:
-        return self.store.list_jobs(user.user_id, _job_filters(filters), page or Pagination())
+        return self.store.list_jobs(user.user_id, _checks.job_filters(filters),
+                                    page or Pagination())
 
     def result(self, user: User, job_id: str) -> QResult:
         job = self.job(user, job_id)
@@ -496,7 +494,7 @@ class QuantumService:
                            ) -> SessionRecord:
         """The session once its status is one of ``statuses`` (default: stopped), or as it is
         after ``timeout`` seconds."""
-        wanted = frozenset(_session_status(s) for s in statuses)
+        wanted = frozenset(_checks.session_status(s) for s in statuses)
         return await self._wait(session_id, lambda: self.session(user, session_id),
                                 lambda s: s.status in wanted, timeout)
 
@@ -755,145 +753,21 @@ class QuantumService:
     async def _validate(self, platform_name: str, program: Program,
                         specs: Sequence[JobSpec]) -> list[NewJob]:
         """Check every job against the platform (strictly); the rows to insert."""
-        if len(specs) > _MAX_JOBS_PER_CALL:
+        if len(specs) > _checks.MAX_JOBS_PER_CALL:
             raise InvalidRequestError(
-                f"{len(specs)} jobs in one request; at most {_MAX_JOBS_PER_CALL}")
+                f"{len(specs)} jobs in one request; at most {_checks.MAX_JOBS_PER_CALL}")
         platform = await self._platform_for(platform_name)
-        jobs: list[tuple[Program, JobSpec]] = []
-        for i, spec in enumerate(specs):
-            if not isinstance(spec, JobSpec):
-                raise InvalidRequestError(f"job {i}: not a JobSpec")
-            if isinstance(spec.shots, bool) or not isinstance(spec.shots, int) \
-                    or not 1 <= spec.shots <= _MAX_SHOTS:
-                raise InvalidRequestError(f"job {i}: shots must be a positive integer, "
-                                          f"got {spec.shots!r}")
-            if spec.seed is not None and (isinstance(spec.seed, bool)
-                                          or not isinstance(spec.seed, int)):
-                raise InvalidRequestError(f"job {i}: seed must be an integer, got {spec.seed!r}")
-            if not isinstance(spec.variables, dict) or \
-                    not all(isinstance(k, str) for k in spec.variables):
-                raise InvalidRequestError(f"job {i}: variables must map names to values")
-            try:  # numpy numbers and arrays become plain numbers and lists
-                plain = json.loads(json.dumps(spec.variables, allow_nan=False, default=_plain))
-            except (TypeError, ValueError) as exc:
-                raise InvalidRequestError(
-                    f"job {i}: variables must be numbers (or lists of numbers): {exc}"
-                ) from None
-            spec = replace(spec, variables=plain)
-            jobs.append((program if spec.program is None else _program(spec.program), spec))
+        jobs = _checks.job_specs(program, specs)
         if len(jobs) > _INLINE_CHECKS:  # a large request is checked off the event loop
-            await asyncio.to_thread(_check_all, platform, jobs)
+            await asyncio.to_thread(_checks.check_all, platform, jobs)
         else:  # a few jobs: at most a few milliseconds (engines cache what they parse)
-            _check_all(platform, jobs)
+            _checks.check_all(platform, jobs)
         now = time.time()
         return [NewJob(str(uuid.uuid4()), spec.shots, dict(spec.variables),
                        self.store.put_program(prog, now), spec.seed) for prog, spec in jobs]
-
-
-def _plain(value: Any) -> Any:
-    """JSON for numpy's numbers and arrays (``item()``/``tolist()``)."""
-    for method in ("tolist", "item"):
-        if callable(getattr(value, method, None)):
-            return getattr(value, method)()
-    raise TypeError(f"{type(value).__name__} is not a number")
-
-
-def _check_all(platform: Platform, jobs: list[tuple[Program, JobSpec]]) -> None:
-    from qsrv.quantum import engines
-
-    for i, (program, spec) in enumerate(jobs):
-        try:
-            engines.check(platform, program, spec.shots, spec.variables)
-        except InvalidRequestError as exc:
-            raise type(exc)(f"job {i}: {exc}" if len(jobs) > 1 else str(exc)) from None
-        except (ValueError, TypeError, KeyError) as exc:
-            raise InvalidRequestError(f"job {i}: {exc}" if len(jobs) > 1 else str(exc)
-                                      ) from None
-
-
-def _program(value: Any) -> Program:
-    from qsrv.quantum import engines
-
-    if isinstance(value, engines.Program):
-        return value
-    try:
-        return engines.program_from(value)
-    except (TypeError, ValueError) as exc:
-        raise InvalidRequestError(f"not a program qsrv can run: {exc}") from None
 
 
 def _expiry(record: SessionRecord, now: float) -> StopReason:
     if record.started_at is not None and now >= record.started_at + record.max_duration_s:
         return StopReason.MAX_DURATION
     return StopReason.IDLE
-
-
-def _job_filters(filters: JobFilters | None) -> JobFilters:
-    """``filters`` checked: statuses known, shots and dates numbers."""
-    if filters is None:
-        return JobFilters()
-    if not isinstance(filters, JobFilters):
-        raise InvalidRequestError("job filters must be JobFilters")
-    for value in filters.values("status") or ():
-        _status(value)
-    for name in ("min_shots", "max_shots"):
-        value = getattr(filters, name)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-            raise InvalidRequestError(f"{name} must be an integer, got {value!r}")
-    _check_dates(filters.start_date, filters.end_date)
-    return filters
-
-
-def _check_dates(*dates: Any) -> None:
-    for value in dates:
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)
-                                  or not math.isfinite(value)):
-            raise InvalidRequestError(f"dates are epoch seconds, got {value!r}")
-
-
-def _status(value: Any) -> QStatus:
-    try:
-        return QStatus(str(value).upper())
-    except ValueError:
-        raise InvalidRequestError(
-            f"unknown status {value!r}; one of {', '.join(QStatus)}") from None
-
-
-def _session_status(value: Any) -> SessionStatus:
-    try:
-        return SessionStatus(str(value).lower())
-    except ValueError:
-        raise InvalidRequestError(
-            f"unknown session status {value!r}; one of {', '.join(SessionStatus)}") from None
-
-
-def _optional_text(value: Any, what: str) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value or len(value) > _NAME_MAX or "\x00" in value:
-        raise InvalidRequestError(f"{what} must be a non-empty string of at most {_NAME_MAX} "
-                                  f"characters, got {value!r}")
-    return value
-
-
-def _tags(tags: Iterable[str] | None) -> tuple[str, ...]:
-    if tags is None:
-        return ()
-    if isinstance(tags, str):
-        raise InvalidRequestError("tags must be a list of strings")
-    out = tuple(tags)
-    for tag in out:
-        _optional_text(tag, "a tag")
-    return out
-
-
-def _configuration(configuration: dict[str, Any] | None) -> dict[str, Any]:
-    if configuration is None:
-        return {}
-    if not isinstance(configuration, dict):
-        raise InvalidRequestError("configuration must be a JSON object")
-    try:
-        json.dumps(configuration, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise InvalidRequestError(f"configuration must be JSON: {exc}") from None
-    return dict(configuration)
