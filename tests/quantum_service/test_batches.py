@@ -228,8 +228,29 @@ def test_pushed_completion(q: Quantum, alice: User) -> None:
     open_batch = q.create_batch(alice, bell(), [], platform=AER, open=True)
     assert q.wait_batch(alice, open_batch.id, 0.2).status is QStatus.PENDING
     q.cancel_batch(alice, open_batch.id)
-    # No polling: between changes no waiter wakes (only an event set by a change does).
-    assert q.service._events == {} or all(not e.is_set() for e in q.service._events.values())
+    # No polling: a waiter reads the job once, then once per change of it (started, ended),
+    # however long the job runs.
+    service = q.service
+    reads: list[str] = []
+    original = service.job
+
+    def counting(user: User, job_id: str) -> object:
+        reads.append(job_id)
+        return original(user, job_id)
+
+    slow_batch = q.create_batch(alice, slow(), [JobSpec(1)], platform=AER)
+    gateway = q.gateway
+    gateway.call(_set(service, "job", counting))
+    try:
+        ended = q.wait_job(alice, slow_batch.jobs[0].id, 120)
+    finally:
+        gateway.call(_set(service, "job", original))
+    assert ended.status is QStatus.DONE
+    assert 1 <= len(reads) <= 4, reads
+
+
+async def _set(obj: object, name: str, value: object) -> None:
+    setattr(obj, name, value)
 
 
 def test_listing_filters_pages_and_totals_under_inserts(q: Quantum, alice: User,
