@@ -2,15 +2,24 @@
 
 Each raises InvalidRequestError (or InvalidProgramError, a kind of it) with the reason; the
 service calls them before it stores anything.
+
+What reads programs (qiskit, Pulser, Perceval: ``as_program``, ``prepare``) runs in one
+thread kept for the whole process (`in_checker`), never on the event loop's thread nor in
+short-lived threads: qiskit's native module carries its own allocator (mimalloc), whose
+set-up of a new thread crashed the process (SIGSEGV in ``mi_thread_init``, from a core dump)
+after other threads that had used qiskit had ended -- as a gateway's loop thread does in
+tests, one per gateway. One long-lived thread also keeps a slow read off the event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from qsrv.errors import InvalidRequestError
 from qsrv.gateway._quantum._models import JobFilters, JobSpec, QStatus, SessionStatus
@@ -24,18 +33,38 @@ __all__ = [
     "check_all",
     "check_dates",
     "configuration",
+    "in_checker",
     "job_filters",
     "job_specs",
     "optional_text",
     "plain",
+    "prepare",
     "session_status",
     "status",
     "tags",
 ]
 
+_T = TypeVar("_T")
+_CHECKER: ThreadPoolExecutor | None = None  # made on first use, kept until the process ends
 MAX_JOBS_PER_CALL = 10_000
 MAX_SHOTS = 10**9
 NAME_MAX = 200
+
+
+async def in_checker(fn: Callable[..., _T], *args: Any) -> _T:
+    """``fn(*args)`` in the process's one checker thread."""
+    global _CHECKER
+    if _CHECKER is None:
+        _CHECKER = ThreadPoolExecutor(1, thread_name_prefix="qsrv-quantum-checks")
+    return await asyncio.get_running_loop().run_in_executor(_CHECKER, fn, *args)
+
+
+def prepare(platform: Platform, program: Program, specs: Sequence[JobSpec]
+            ) -> list[tuple[Program, JobSpec]]:
+    """`job_specs`, then `check_all` against ``platform`` (in the checker thread)."""
+    jobs = job_specs(program, specs)
+    check_all(platform, jobs)
+    return jobs
 
 
 def job_specs(program: Program, specs: Sequence[JobSpec]) -> list[tuple[Program, JobSpec]]:

@@ -75,7 +75,6 @@ if TYPE_CHECKING:
 __all__ = ["QuantumConfig", "QuantumService"]
 
 _R = TypeVar("_R")
-_INLINE_CHECKS = 8  # requests of up to this many jobs are checked on the event loop
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,7 +268,7 @@ class QuantumService:
         session = self._active_session(user, session_id)
         if spec.program is None:
             raise InvalidRequestError("a session job needs its program")
-        program = _checks.as_program(spec.program)
+        program = await _program(spec.program)
         new = await self._validate(session.platform, program, [spec])
         session = self._active_session(user, session_id)  # it may have ended meanwhile
         now = time.time()
@@ -291,7 +290,7 @@ class QuantumService:
         key = _checks.optional_text(idempotency_key, "idempotency_key")
         if key is not None and (done := self._idempotent(user, key, "create")) is not None:
             return done
-        program = _checks.as_program(program)
+        program = await _program(program)
         tags = _checks.tags(tags)
         configuration = _checks.configuration(configuration)
         project = _checks.optional_text(project, "project")
@@ -757,14 +756,19 @@ class QuantumService:
             raise InvalidRequestError(
                 f"{len(specs)} jobs in one request; at most {_checks.MAX_JOBS_PER_CALL}")
         platform = await self._platform_for(platform_name)
-        jobs = _checks.job_specs(program, specs)
-        if len(jobs) > _INLINE_CHECKS:  # a large request is checked off the event loop
-            await asyncio.to_thread(_checks.check_all, platform, jobs)
-        else:  # a few jobs: at most a few milliseconds (engines cache what they parse)
-            _checks.check_all(platform, jobs)
+        jobs = await _checks.in_checker(_checks.prepare, platform, program, specs)
         now = time.time()
         return [NewJob(str(uuid.uuid4()), spec.shots, dict(spec.variables),
                        self.store.put_program(prog, now), spec.seed) for prog, spec in jobs]
+
+
+async def _program(value: Any) -> Program:
+    """``value`` as a Program (made in the checker thread unless it is one already)."""
+    from qsrv.quantum import engines
+
+    if isinstance(value, engines.Program):
+        return value
+    return await _checks.in_checker(_checks.as_program, value)
 
 
 def _expiry(record: SessionRecord, now: float) -> StopReason:
