@@ -105,10 +105,8 @@ def test_scheduler_restart_runs_the_lost_job_again(tmp_path: Path) -> None:
     """The scheduler restarts while a session's job runs: the gateway's driver reconnects,
     the session reserves again (waiting while no worker is back) and the job runs again.
 
-    In a process of its own: after a driver's scheduler restarted, later work in the same
-    process (qiskit's readers) has crashed with SIGSEGV in about a third of the runs here with
-    the native codec, never with ``QSRV_PURE_PYTHON=1``; that crash is outside the quantum
-    service and must not take other tests down with it."""
+    In a process of its own, whose driver is the gateway's alone: the scheduler it restarts
+    is that process's cluster, and nothing else in the test run reconnects with it."""
     out = subprocess.run([sys.executable, "-c", _SCHEDULER_RESTART, str(tmp_path / "data")],
                          capture_output=True, text=True, timeout=300,
                          cwd=Path(__file__).resolve().parents[2])
