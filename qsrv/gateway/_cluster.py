@@ -118,6 +118,7 @@ class ClusterLink:
         again = list(dict.fromkeys([*self._recent(), *self._pending]))
         await self._send(sc, again)
         watcher = asyncio.ensure_future(asyncio.to_thread(_wait_closed, sc))
+        waiter: asyncio.Task[bool] | None = None
         try:
             while True:
                 if self._pending:
@@ -133,10 +134,11 @@ class ClusterLink:
                 done, _ = await asyncio.wait({waiter, watcher},
                                              return_when=asyncio.FIRST_COMPLETED)
                 if watcher in done:
-                    waiter.cancel()
                     watcher.result()  # raises why it closed
                     return
         finally:
+            if waiter is not None and not waiter.done():
+                waiter.cancel()  # a pending wait left behind is logged when the loop goes
             if not watcher.done():
                 sc.close()
                 with contextlib.suppress(Exception):
