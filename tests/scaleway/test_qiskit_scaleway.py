@@ -18,8 +18,6 @@ from qiskit import QuantumCircuit  # noqa: E402
 from qiskit.quantum_info import SparsePauliOp  # noqa: E402
 from qiskit_aer import AerSimulator  # noqa: E402
 
-from qsrv.quantum.engines import _aer  # noqa: E402  (which options the Aer engine takes)
-
 
 def _provider(door: Door, project: str) -> Any:
     return qiskit_scaleway.ScalewayProvider(project_id=project, secret_key=door.token,
@@ -126,10 +124,6 @@ def test_counts_equal_aers_with_the_same_seed(door: Door, project: str) -> None:
     assert ours == direct.result().get_counts()
 
 
-@pytest.mark.xfail(
-    "memory" not in _aer.OPTIONS, strict=True,
-    reason="the Aer engine does not run with memory=True yet (each shot's outcome, which "
-           "qiskit's BackendSamplerV2 reads); the door asks it through the batch's options")
 def test_sampler_primitive_runs_in_the_session(door: Door, project: str) -> None:
     backend = _provider(door, project).get_backend(AER)
     session_id = backend.start_session()

@@ -22,11 +22,16 @@ from qsrv.quantum.engines._program import Program, ProgramInfo
 
 #: Platform methods and the AerSimulator method each runs.
 METHODS = {"statevector": "statevector", "mps": "matrix_product_state"}
-#: Options a job may give (AerSimulator backend options).
-OPTIONS = frozenset({"precision", "max_parallel_threads", "max_parallel_experiments",
-                     "max_parallel_shots", "fusion_enable", "blocking_enable",
-                     "matrix_product_state_max_bond_dimension",
-                     "matrix_product_state_truncation_threshold"})
+#: Options a job may give to the AerSimulator it runs on (backend options).
+BACKEND_OPTIONS = frozenset({"precision", "max_parallel_threads", "max_parallel_experiments",
+                             "max_parallel_shots", "fusion_enable", "blocking_enable",
+                             "matrix_product_state_max_bond_dimension",
+                             "matrix_product_state_truncation_threshold"})
+#: Options a job may give to its run: ``memory`` (a bool) keeps each shot's outcome in the
+#: result (``Result.get_memory``; qiskit's ``BackendSamplerV2`` reads it).
+RUN_OPTIONS = frozenset({"memory"})
+#: Every option a job may give.
+OPTIONS = BACKEND_OPTIONS | RUN_OPTIONS
 
 _circuits: Lru[tuple[str, str], list[Any]] = Lru(16)
 _simulators: dict[tuple[tuple[str, Any], ...], Any] = {}
@@ -125,16 +130,24 @@ def execute(program: Program, shots: int, variables: Mapping[str, Any], *, metho
             device: str, seed: int | None, options: Mapping[str, Any]) -> tuple[
                 dict[str, int], str]:
     """Counts (qiskit's bit order; keys ``"<i>:<bits>"`` when the program holds several
-    circuits) and the json of qiskit's ``Result.to_dict()``."""
+    circuits) and the json of qiskit's ``Result.to_dict()`` (with each shot's outcome, hex
+    as qiskit keeps it, when ``options`` asks ``memory``)."""
     unknown = set(options) - OPTIONS
     if unknown:
         raise InvalidProgramError(f"unknown Aer option(s) {sorted(unknown)}; known: "
                                   f"{sorted(OPTIONS)}")
+    memory = options.get("memory", False)
+    if not isinstance(memory, bool):
+        raise InvalidProgramError(f"the Aer option memory must be true or false, "
+                                  f"got {memory!r}")
     from qsrv.quantum import _worker
 
-    sim = simulator(method, device, options)
+    sim = simulator(method, device,
+                    {k: v for k, v in options.items() if k in BACKEND_OPTIONS})
     bound = [_worker.prepare(bind(c, variables), sim) for c in circuits(program)]
     run_options: dict[str, Any] = {"shots": int(shots)}
+    if memory:
+        run_options["memory"] = True
     if seed is not None:
         run_options["seed_simulator"] = int(seed)
     result = sim.run(bound, **run_options).result()
