@@ -80,6 +80,24 @@ class ClusterCollector(Collector):
         yield submitted
         yield finished
         yield run_seconds
+        failures = CounterMetricFamily(
+            "qsrv_task_failures", "Task failures by kind: error (the task's own), retried, "
+            "or what the scheduler decided (cancelled, timeout, worker_died, reservation, "
+            "lost, dependency...)", labels=["kind"])
+        for kind, n in latest.get("failure_kinds", {}).items():
+            failures.add_metric([kind], n)
+        yield failures
+        transfers = CounterMetricFamily("qsrv_transfers",
+                                        "Stored values copied between nodes, by the worker "
+                                        "that pulled them", labels=["worker"])
+        transfer_bytes = CounterMetricFamily("qsrv_transfer_bytes",
+                                             "Bytes of stored values copied between nodes, by "
+                                             "the worker that pulled them", labels=["worker"])
+        for wid, (count, size) in latest.get("transfers", {}).items():
+            transfers.add_metric([wid], count)
+            transfer_bytes.add_metric([wid], size)
+        yield transfers
+        yield transfer_bytes
         sampled = CounterMetricFamily("qsrv_task_events_sampled_out",
                                       "Task events not kept (above the sampling rate)")
         sampled.add_metric([], totals.get("sampled_out", 0))

@@ -147,9 +147,7 @@ class Feed:
             fn({"error": text})
 
     def _deliver(self, update: dict[str, Any]) -> None:
-        failures = [{"at": f[0], "task_id": f[1], "function": f[2], "worker": f[3],
-                     "pid": f[4], "traceback": error_text(f[5])}
-                    for f in update.pop("failures", [])]
+        failures = [_failure(f) for f in update.pop("failures", [])]
         loop = self._loop
         if loop is not None and not loop.is_closed():
             with contextlib.suppress(RuntimeError):
@@ -176,3 +174,17 @@ class Feed:
         (t0, s0, f0), (t1, s1, f1) = self._rates[max(0, len(self._rates) - 6)], self._rates[-1]
         dt = max(t1 - t0, 1e-9)
         return {"submitted": round((s1 - s0) / dt, 2), "finished": round((f1 - f0) / dt, 2)}
+
+
+def _failure(f: list[Any]) -> dict[str, Any]:
+    """A failure as the monitor sends it: [at, task id, function, worker id, pid, error,
+    kind, reason] (the error a pickle's bytes, read without unpickling; none when the
+    scheduler decided the failure: the reason says why)."""
+    kind = f[6] if len(f) > 6 else "error"
+    reason = f[7] if len(f) > 7 else ""
+    error = f[5]
+    text = error_text(error) if error else ""
+    if reason and text:
+        text = f"{reason}\n\n{text}"
+    return {"at": f[0], "task_id": f[1], "function": f[2], "worker": f[3], "pid": f[4],
+            "kind": kind, "reason": reason, "traceback": text or reason or "(no text)"}

@@ -14,8 +14,16 @@ What is kept, always, whoever watches (so a timeline covers the recent past):
 - **counters by function** (submitted, done, failed, seconds run, longest run) for at most
   `MAX_FUNCTIONS` names (the others count under ``"(other)"``), histograms of run time and
   of queue wait (submission to start; submission times kept for at most `MAX_WAITING` tasks).
-- **failures** (a task's error, as the executor encoded it, cut to `MAX_ERROR` bytes), the
-  last `MAX_FAILURES` of them. The scheduler never opens them: a monitor reads the text.
+- **failures**, the last `MAX_FAILURES` of them: ``[at, task id, function, worker id,
+  executor pid, error, kind, reason]``. A task's own error comes as its executor encoded it
+  (cut to `MAX_ERROR` bytes; the scheduler never opens it: a monitor reads the text), kind
+  ``"error"`` (``"retried"`` when the task runs again). Failures the scheduler decides come
+  from the directory (`SchedulerState.directory.failed`) with the kind and message of their
+  system error (``cancelled``, ``timeout``, ``worker_died``, ``reservation``, ``lost``...),
+  or kind ``"dependency"`` when an argument failed (the argument's error then comes along).
+  Counted by kind (at most `MAX_KINDS` kinds).
+- **transfers**: copies of stored values pulled between nodes (the agents' ObjectsCopied),
+  count and bytes by receiving worker (at most `MAX_NODES` of them).
 
 All of it is fed by `observe()`, called by the IO layer with each batch of messages read,
 before the state machine handles it: one type check per message, a few dict operations per
@@ -37,17 +45,22 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from qsrv.errors import ProtocolError
 from qsrv.protocol import (
     OK,
     STORED,
+    SYSTEM_ERROR,
+    TASK_ERROR,
     FollowOutput,
     MonitorRequest,
     MonitorUpdate,
+    ObjectsCopied,
     SubmitTask,
     TaskDone,
     TaskOutput,
+    decode_system_error,
 )
-from qsrv.scheduler._records import Task
+from qsrv.scheduler._records import Obj, Task
 
 if TYPE_CHECKING:
     from qsrv.scheduler._state import SchedulerState
@@ -61,6 +74,9 @@ MAX_FUNCTIONS = 1000
 MAX_WAITING = 50_000
 MAX_FAILURES = 100
 MAX_ERROR = 16_384
+MAX_REASON = 1024  # characters of a failure's reason
+MAX_KINDS = 32  # failure kinds counted (the others under OTHER)
+MAX_NODES = 4096  # workers whose transfers are counted (the others under worker 0)
 MAX_OUTPUT = 65_536  # characters of one TaskOutput forwarded, at most
 MAX_EVENTS_PER_UPDATE = 1000  # a followed update's newest events (a snapshot: the whole ring)
 MIN_FOLLOW = 0.1
@@ -95,9 +111,11 @@ class Monitor:
         self.events: deque[tuple[float, float, int, str, int, int, bool]] = deque(
             maxlen=capacity)
         self.seq = 0  # events ever kept; the ring holds the last len(events) of them
-        self.failures: deque[tuple[float, int, str, int, int, bytes]] = deque(
+        self.failures: deque[tuple[float, int, str, int, int, bytes, str, str]] = deque(
             maxlen=MAX_FAILURES)
         self.fail_seq = 0
+        self.failure_kinds: dict[str, int] = {}
+        self.transfers: dict[int, list[int]] = {}  # receiving worker id -> [count, bytes]
         self.functions: dict[str, list[float]] = {}  # name -> [submitted, done, failed, s, max]
         self.submitted_at: dict[int, float] = {}
         self.run_hist = [0] * (len(BUCKETS) + 1)
@@ -116,6 +134,8 @@ class Monitor:
         self.recording = os.environ.get("QSRV_MONITOR", "1").strip() != "0"
         if not self.recording:
             self.observe = self._ignore  # type: ignore[method-assign]  # output still goes
+        else:
+            state.directory.failed = self._failed
 
     # ---- observing -----------------------------------------------------------------------
     def _function(self, name: str) -> list[float]:
@@ -153,6 +173,8 @@ class Monitor:
                 self._submitted(msg, now)
             elif t is TaskOutput or t is FollowOutput:
                 output = True
+            elif t is ObjectsCopied:
+                self._copied(conn, msg)
         if done is not None:
             self._done(conn, done, now or time.time())
         return self._output(conn, messages) if output else messages
@@ -224,11 +246,13 @@ class Monitor:
                 entry = self._function(name)
             if ok:
                 entry[1] += 1
+            elif type(task) is Task and status == TASK_ERROR and msg.retryable \
+                    and task.max_retries > 0:  # it runs again: not a failure of the task yet
+                self._failure(now, msg.task_id, name, wid, pid, status, msg.data, "retried", "")
             else:
                 entry[2] += 1
                 failed += 1
-                self.failures.append((now, msg.task_id, name, wid, pid, msg.data[:MAX_ERROR]))
-                self.fail_seq += 1
+                self._failure(now, msg.task_id, name, wid, pid, status, msg.data, "error", "")
             entry[3] += elapsed
             if elapsed > entry[4]:
                 entry[4] = elapsed
@@ -250,6 +274,67 @@ class Monitor:
         self.failed += failed
         self.seq += kept
         self.sampled_out += len(msgs) - kept
+
+    def _failure(self, now: float, task_id: int, name: str, wid: int, pid: int, status: int,
+                 data: bytes, kind: str, reason: str) -> None:
+        if status == SYSTEM_ERROR:  # msgpack [kind, message], not a pickle: read here
+            try:
+                sys_kind, message = decode_system_error(data)
+            except ProtocolError:
+                sys_kind, message = "system", "(malformed system error)"
+            if kind in ("error", "retried", ""):
+                kind, reason = sys_kind, message
+            else:
+                reason = f"{reason}: {sys_kind}: {message}"
+            data = b""
+        kind = kind[:64]
+        if kind not in self.failure_kinds and len(self.failure_kinds) >= MAX_KINDS:
+            kind = OTHER
+        self.failure_kinds[kind] = self.failure_kinds.get(kind, 0) + 1
+        self.failures.append((now, task_id, name, wid, pid, data[:MAX_ERROR], kind,
+                              reason[:MAX_REASON]))
+        self.fail_seq += 1
+
+    def _failed(self, task: Task, status: int, data: bytes, cause: Task | None) -> None:
+        """A task failed without its executor's report: the scheduler decided (called by the
+        directory as the task finishes)."""
+        now = time.time()
+        ex = task.executor
+        wid = ex.worker.id if ex is not None else 0
+        pid = ex.pid if ex is not None else 0
+        if cause is not None:
+            kind = "dependency"
+            reason = f"its argument {cause.name!r} ({cause.id:#x}) failed"
+        elif status == SYSTEM_ERROR:
+            kind, reason = "", ""
+        else:  # an argument that had failed before the task was submitted
+            kind, reason = "dependency", "an argument had failed"
+        self._function(task.name)[2] += 1
+        self.failed += 1
+        self.submitted_at.pop(task.id, None)
+        self._failure(now, task.id, task.name, wid, pid, status, data, kind, reason)
+
+    def _copied(self, conn: int, msg: ObjectsCopied) -> None:
+        """A node pulled copies of stored values from others' stores."""
+        worker = self.state.worker_by_conn.get(conn)
+        if worker is None:
+            return
+        wid = worker.id
+        counts = self.transfers.get(wid)
+        if counts is None:
+            if len(self.transfers) >= MAX_NODES:
+                wid = 0
+                counts = self.transfers.get(wid)
+            if counts is None:
+                counts = self.transfers[wid] = [0, 0]
+        objects = self.state.directory.objects
+        size = 0
+        for oid in msg.ids:
+            obj = objects.get(oid)
+            if type(obj) is Obj:
+                size += obj.size
+        counts[0] += len(msg.ids)
+        counts[1] += size
 
     # ---- monitors ------------------------------------------------------------------------
     def serve(self, proto: FramedProtocol) -> None:
@@ -333,6 +418,8 @@ class Monitor:
                        "sampled_out": self.sampled_out, "events_kept": len(self.events),
                        "capacity": self.capacity},
             "functions": {k: list(v) for k, v in self.functions.items()},
+            "failure_kinds": dict(self.failure_kinds),
+            "transfers": {str(k): list(v) for k, v in self.transfers.items()},
             "histograms": {"buckets": list(BUCKETS), "run": list(self.run_hist),
                            "run_sum": self.run_sum, "wait": list(self.wait_hist),
                            "wait_sum": self.wait_sum},

@@ -95,10 +95,12 @@ class Recovery:
                            f"(pid {ex.pid}) running it died ({why})"))
             self.retry(task)
         else:
+            task.executor = ex  # while it finishes: whoever hears of the failure sees where
             self._directory.finish(task, SYSTEM_ERROR, encode_system_error(
                 "worker_died", f"task {task.name!r} ({task.id:#x}) failed: the executor "
                 f"(pid {ex.pid}) on worker {worker.id} ({worker.name}) running it died ({why}); "
                 "no retries left"), (), [])
+            task.executor = None
 
     def remove_worker(self, worker: Worker, reason: str) -> None:
         self._workers.pop(worker.id, None)

@@ -99,6 +99,35 @@ from qsrv.scheduler._validate import (
 
 _LARGE_DRAIN = 16_384  # objects: a drain from a peak this large is worth a heap trim
 
+# (task, status, error data, the task whose failure it inherits or None): a task failed
+# without its executor saying so (the scheduler decided it).
+FailureHook = Callable[[Task, int, bytes, "Task | None"], None]
+
+
+class _Directory(Directory):
+    """The directory, telling `failed` of each task that ends in an error the scheduler
+    decided (cancelled, timed out, worker lost with no retry left, reservation refused, an
+    argument lost or failed): an executor's own report (``worker`` given) is not repeated."""
+
+    def __init__(self, out: list[Action], clients: dict[int, Client],
+                 workers: dict[int, Worker]) -> None:
+        super().__init__(out, clients, workers)
+        self.failed: FailureHook | None = None
+        self._cause: Task | None = None  # the failing task whose dependents are finishing
+
+    def finish(self, task: Task, status: int, data: bytes, bufs: Bufs, refs: list[int],
+               where: tuple[int, int] | None = None, worker: Worker | None = None) -> None:
+        if status in (OK, STORED):
+            super().finish(task, status, data, bufs, refs, where, worker)
+            return
+        if worker is None and self.failed is not None:
+            self.failed(task, status, data, self._cause)
+        cause, self._cause = self._cause, task  # its dependents fail because of it
+        try:
+            super().finish(task, status, data, bufs, refs, where, worker)
+        finally:
+            self._cause = cause
+
 
 class SchedulerState:
     """The whole scheduler, sans IO: registries of clients and workers, and the parts that
@@ -115,7 +144,7 @@ class SchedulerState:
         self._fn_keys: dict[bytes, bytes] = {}  # interned function ids
         self._names: dict[str, str] = {}  # interned task names
         self._out: list[Action] = []  # shared by the parts; handed out by handle()
-        self.directory = Directory(self._out, self.clients, self.workers)
+        self.directory = _Directory(self._out, self.clients, self.workers)
         self.dispatcher = Dispatcher(
             self._out, self.workers, self.directory, max_executors_per_cpu=max_executors_per_cpu,
             prefetch=prefetch, prefetch_below=prefetch_below)

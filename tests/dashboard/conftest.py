@@ -17,8 +17,8 @@ from tests._support.cluster import TOKEN, Cluster
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
     with Cluster() as c:
-        c.worker("w1", "--cpus", "1")
-        c.worker("w2", "--cpus", "1")
+        c.worker("w1", "--cpus", "1", "--resources", "node_w1=1")
+        c.worker("w2", "--cpus", "1", "--resources", "node_w2=1")
         wait_for(lambda: c.ready({"w1", "w2"}), 60, "two workers with executors")
         yield c
 

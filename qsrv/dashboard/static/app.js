@@ -161,7 +161,9 @@ function renderTasks(c) {
     const d = document.createElement("details");
     d.className = "failure";
     const s = document.createElement("summary");
-    s.textContent = fmtTime(f.at) + "  " + f.function + "  task " + f.task_id.toString(16) + " on worker " + f.worker + " (executor " + f.pid + ")";
+    const where = f.worker ? " on worker " + f.worker + (f.pid ? " (executor " + f.pid + ")" : "") : "";
+    s.textContent = fmtTime(f.at) + "  " + f.function + "  task " + f.task_id.toString(16) + where + "  [" + (f.kind || "error") + "]";
+    d.dataset.kind = f.kind || "error";
     const pre = document.createElement("pre");
     pre.textContent = f.traceback;
     d.append(s, pre);
