@@ -39,6 +39,9 @@ def register(sub: Any) -> None:
                         "--address unix:PATH")
     p.add_argument("--max-pending", type=int, default=128,
                    help="connections allowed to wait for authentication at once (default 128)")
+    p.add_argument("--max-pending-per-address", type=int, default=16, metavar="N",
+                   help="of those, from one IP address (default 16): a flood of idle sockets "
+                        "from one address takes only its own share, never every client's slots")
     p.add_argument("--log-level", default="warning", help="debug, info, warning (default)")
     p.add_argument("--ready-fd", type=int, default=None, metavar="FD",
                    help="once listening, write one JSON line to this inherited file descriptor "
@@ -55,11 +58,17 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--tls-cert and --tls-key go together")
     if args.tls_ca and not args.tls_cert:
         raise ConfigError("--tls-ca (client certificates) needs --tls-cert and --tls-key")
+    for option, value in (("--max-pending", args.max_pending),
+                          ("--max-pending-per-address", args.max_pending_per_address)):
+        if value < 1:
+            raise ConfigError(f"{option} must be at least 1, got {value}")
     tls = server_context(args.tls_cert, args.tls_key, args.tls_ca) if args.tls_cert else None
     server = SchedulerServer(args.host, args.port, token,
                              heartbeat_timeout=args.heartbeat_timeout,
                              handshake_timeout=args.handshake_timeout,
-                             max_pending=args.max_pending, ssl=tls, unix=args.unix)
+                             max_pending=args.max_pending,
+                             max_pending_per_host=args.max_pending_per_address, ssl=tls,
+                             unix=args.unix)
     install_uvloop()
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve(server, args.exit_with_parent, show_token=token is None,

@@ -16,6 +16,7 @@ from qsrv.cli._common import (
     setup_logging,
 )
 from qsrv.errors import ConfigError
+from qsrv.store import MAX_WAITING, MAX_WAITING_PER_HOST
 from qsrv.worker import WorkerAgent, WorkerConfig
 
 
@@ -56,6 +57,14 @@ def register(sub: Any) -> None:
     p.add_argument("--store-host", default="127.0.0.1",
                    help="address other nodes pull this node's objects from (default loopback; "
                         "give this node's address on a multi-node cluster)")
+    p.add_argument("--max-pending", type=int, default=MAX_WAITING, metavar="N",
+                   help="connections allowed to wait for authentication at once on each of "
+                        f"the node store's ports, local and transfer (default {MAX_WAITING})")
+    p.add_argument("--max-pending-per-address", type=int, default=MAX_WAITING_PER_HOST,
+                   metavar="N",
+                   help="of those, from one IP address on the transfer port (default "
+                        f"{MAX_WAITING_PER_HOST}): a flood of slow sockets from one address "
+                        "takes only its own share")
     p.add_argument("--log-level", default="warning", help="debug, info, warning (default)")
     p.set_defaults(func=run)
 
@@ -63,6 +72,10 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.executors < 0:
         raise ConfigError(f"--executors must be >= 0, got {args.executors}")
+    for option, value in (("--max-pending", args.max_pending),
+                          ("--max-pending-per-address", args.max_pending_per_address)):
+        if value < 1:
+            raise ConfigError(f"{option} must be at least 1, got {value}")
     setup_logging(args.log_level)
     apply_client_tls(args)
     address, token = cluster_of(args)
@@ -72,7 +85,9 @@ def run(args: argparse.Namespace) -> int:
                           executors=args.executors, reconnect_timeout=args.reconnect_timeout,
                           connect_timeout=args.connect_timeout,
                           object_store_memory=args.object_store_memory,
-                          spill_dir=args.spill_dir, store_host=args.store_host)
+                          spill_dir=args.spill_dir, store_host=args.store_host,
+                          max_pending=args.max_pending,
+                          max_pending_per_address=args.max_pending_per_address)
     # The agent is off the per-task path: the standard event loop serves it, and an agent
     # starts faster and smaller without uvloop (and without the scheduler's modules).
 

@@ -485,8 +485,10 @@ class HelloAs(Message, tag=7, frozen=True):
 
 
 class RevokeCredentials(Message, tag=60, frozen=True):
-    """Gateway -> scheduler: these credentials ended (their jobs did): refuse them from now on
-    and close the connections that use them."""
+    """Gateway -> scheduler, and scheduler -> worker agents: these credentials ended (their
+    jobs did): refuse them from now on and close the connections that use them. The scheduler
+    passes each batch it is told on to every worker (whose store and transfer ports accept job
+    credentials), and sends a worker that connects every revocation still in force."""
 
     ids: list[str]
 

@@ -12,6 +12,10 @@
   role ``gateway`` (the token itself) revokes credentials (``RevokeCredentials``): refused from
   then on, and the connections that use them are closed. Revocations are kept until their
   credential expires.
+- **Worker agents hear of revocations.** Their store and transfer ports accept job
+  credentials too, so each revocation batch a gateway sends is passed on, as one
+  ``RevokeCredentials``, to every connected worker; a worker that connects is sent every
+  revocation still in force (``_FORWARD`` ids a message).
 - Nothing here touches the per-message path: these are connection events.
 """
 
@@ -30,6 +34,7 @@ __all__ = ["Gatekeeper"]
 
 log = logging.getLogger("qsrv.scheduler")
 _MAX_REVOKED = 1_000_000
+_FORWARD = 4096  # credential ids in one RevokeCredentials sent to a worker
 
 
 class Gatekeeper:
@@ -43,6 +48,7 @@ class Gatekeeper:
         self._revoked: dict[str, int] = {}  # credential -> its expiry (kept until then)
         self._users: dict[str, set[int]] = {}  # credential -> connections using it
         self._gateways: set[FramedProtocol] = set()
+        self._workers: dict[int, FramedProtocol] = {}  # connections of worker agents
 
     # -- waiting connections --------------------------------------------------------------------
     def admit(self, proto: FramedProtocol) -> str:
@@ -74,6 +80,8 @@ class Gatekeeper:
                 if not users:
                     del self._users[credential]
         self._gateways.discard(proto)
+        if proto.id:
+            self._workers.pop(proto.id, None)
 
     def _unpend(self, proto: FramedProtocol) -> None:
         if not proto.pending:
@@ -96,6 +104,10 @@ class Gatekeeper:
         credential = proto.conn.credential
         if credential is not None:
             self._users.setdefault(credential, set()).add(proto.id)
+        if proto.conn.role == "worker":  # its store ports must refuse what was revoked
+            self._workers[proto.id] = proto
+            now = time.time()
+            _forward([proto], [c for c, e in self._revoked.items() if e > now])
 
     def serve_gateway(self, proto: FramedProtocol) -> None:
         """Accept a gateway's connection: it only ever sends revocations."""
@@ -104,30 +116,48 @@ class Gatekeeper:
         self._gateways.add(proto)
 
     def _gateway_messages(self, proto: FramedProtocol, messages: list[Any]) -> None:
+        ids: list[str] = []
         for msg in messages:
             if type(msg) is not RevokeCredentials:
                 proto.close(f"a gateway sent {type(msg).__name__}, not a revocation")
-                return
-            self.revoke(msg.ids)
+                break
+            ids.extend(msg.ids)
+        if ids:
+            self.revoke(ids)  # what the read brought, as one batch (passed on as one)
 
     def revoke(self, credentials: list[str]) -> None:
         now = time.time()
         if len(self._revoked) + len(credentials) > _MAX_REVOKED:
             self._revoked = {c: e for c, e in self._revoked.items() if e > now}
+        new: list[str] = []
         for credential in credentials:
             try:
                 expires = parse_credential_id(credential).expires
             except ValueError:
                 continue
-            if expires > now and len(self._revoked) < _MAX_REVOKED:
+            if expires > now and credential not in self._revoked \
+                    and len(self._revoked) < _MAX_REVOKED:
                 self._revoked[credential] = expires
+                new.append(credential)
             for conn in list(self._users.pop(credential, ())):
                 self._close_conn(conn, f"credential {credential} was revoked")
+        _forward(list(self._workers.values()), new)
 
     def close_all(self) -> None:
         for proto in list(self._gateways):
             proto.close("")
         self._gateways.clear()
+
+
+def _forward(workers: list[FramedProtocol], ids: list[str]) -> None:
+    """Tell these workers' agents that ``ids`` are revoked (a few messages, however many)."""
+    if not ids:
+        return
+    batches = [RevokeCredentials(ids[i:i + _FORWARD]) for i in range(0, len(ids), _FORWARD)]
+    for proto in workers:
+        if not proto.closed:
+            for batch in batches:
+                proto.send(batch)
 
 
 def _host(proto: FramedProtocol) -> str:

@@ -3,7 +3,9 @@
 - ``ObjectStore``: owned by one process per node (the worker agent): put/create/seal, get,
   reference counts by holder, pins, eviction and spilling, ``stats()``.
 - ``StoreService``: the agent's store served to the processes of its node (Unix socket) and to
-  other nodes (TCP transfers); ``sweep_stale`` removes the arenas of agents that died.
+  other nodes (TCP transfers), at most ``MAX_WAITING`` connections waiting to authenticate
+  per port (``MAX_WAITING_PER_HOST`` from one address) by default; ``sweep_stale`` removes
+  the arenas of agents that died.
 - ``NodeStore``: a process's door to its node's store (executors, same-node drivers): put a
   large value in place, map one without a copy; values of ``MIN_STORED`` bytes or more go
   there. ``fetch`` pulls a stored value into private memory where no agent runs;
@@ -19,7 +21,7 @@ Everything else in this package is private to it.
 from qsrv.store._arena import sweep_stale
 from qsrv.store._client import StoreClient
 from qsrv.store._node import MIN_STORED, NodeStore, fetch
-from qsrv.store._service import StoreService, node_key
+from qsrv.store._service import MAX_WAITING, MAX_WAITING_PER_HOST, StoreService, node_key
 from qsrv.store._store import Location, ObjectStore
 from qsrv.store._transfer import (
     ObjectReceived,
@@ -30,6 +32,8 @@ from qsrv.store._transfer import (
 )
 
 __all__ = [
+    "MAX_WAITING",
+    "MAX_WAITING_PER_HOST",
     "MIN_STORED",
     "Location",
     "NodeStore",

@@ -3,10 +3,12 @@
 Owned by the worker agent; blocking sockets on threads of their own, so a 256 MiB transfer
 never stalls the agent's event loop. Every connection proves the cluster token first, or a
 job's scoped credential (a driver's: the local service as role ``store``, the transfer service
-as ``transfer``), until it expires.
+as ``transfer``), until it expires or is revoked: the scheduler passes on the revocations it
+is told (``revoke``), and a connection that proved a credential revoked later is closed.
 
-Connections are bounded like the scheduler's: at most ``MAX_WAITING`` per port wait to
-authenticate (``MAX_WAITING_PER_HOST`` from one address), each within a total handshake
+Connections are bounded like the scheduler's: at most ``max_waiting`` per port wait to
+authenticate (``max_waiting_per_host`` from one address; ``MAX_WAITING`` and
+``MAX_WAITING_PER_HOST`` unless the agent is told otherwise), each within a total handshake
 deadline (``HANDSHAKE_S``) that trickling bytes do not extend; at most ``MAX_SERVING`` are
 served at once per port. A connection over a limit is closed as soon as it is accepted, so a
 flood of slow sockets holds a bounded number of threads for a bounded time.
@@ -35,11 +37,13 @@ import os
 import socket
 import tempfile
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
 from qsrv.errors import (
+    AuthenticationError,
     ChecksumError,
     ConnectionLostError,
     ObjectLostError,
@@ -57,6 +61,7 @@ from qsrv.protocol import (
     credential_refusal,
     decode_location,
     encode_location,
+    parse_credential_id,
 )
 from qsrv.store._store import ObjectStore
 from qsrv.store._transfer import TransferReceiver, TransferSender, pull_over
@@ -70,6 +75,9 @@ MAX_WAITING = 64
 MAX_WAITING_PER_HOST = 8
 MAX_SERVING = {"local": 1024, "transfer": 256}
 HANDSHAKE_S = 10.0
+_MAX_REVOKED = 1_000_000  # revocations kept (each until its credential expires), at most
+# A port's handler: the connection, and what it calls once the peer authenticated.
+_Handler = Callable[[socket.socket, Callable[[SyncConnection], None]], None]
 
 
 # The data of a STORED value (a wire contract, defined in qsrv.protocol).
@@ -97,8 +105,14 @@ class _Locked:
 class StoreService:
     def __init__(self, store: ObjectStore, token: str, *, host: str = "127.0.0.1",
                  grace: float = 5.0,
-                 on_copied: Callable[[int], None] = lambda oid: None) -> None:
+                 on_copied: Callable[[int], None] = lambda oid: None,
+                 max_waiting: int = MAX_WAITING,
+                 max_waiting_per_host: int = MAX_WAITING_PER_HOST) -> None:
+        if max_waiting < 1 or max_waiting_per_host < 1:
+            raise ValueError("the limits of waiting connections must be at least 1")
         self.store = store
+        self.max_waiting = max_waiting
+        self.max_waiting_per_host = min(max_waiting_per_host, max_waiting)
         self.token = token
         self.worker_id = 0
         self.grace = grace
@@ -121,6 +135,8 @@ class StoreService:
         self._waiting: Counter[str] = Counter()  # (port, host) and port -> waiting connections
         self._serving: Counter[str] = Counter()  # port -> connections being served
         self.refused = 0  # connections closed at once for being over a limit
+        self._revoked: dict[str, int] = {}  # credential -> its expiry (kept until then)
+        self._by_credential: dict[str, set[socket.socket]] = {}  # connections proving it
         self._next_conn = 0
         self._closed = False
         for target in (self._serve_local, self._serve_transfer):
@@ -162,6 +178,54 @@ class StoreService:
         """What other processes need to reach the service (sent with the worker's info)."""
         return {"socket": self.socket_path, "address": self.address, "node": node_key()}
 
+    def revoke(self, credentials: list[str]) -> None:
+        """These credentials ended: refused from now on, their connections closed."""
+        now = time.time()
+        closing: list[socket.socket] = []
+        with self._slots:
+            if len(self._revoked) + len(credentials) > _MAX_REVOKED:
+                self._revoked = {c: e for c, e in self._revoked.items() if e > now}
+            for credential in credentials:
+                try:
+                    expires = parse_credential_id(credential).expires
+                except ValueError:
+                    continue
+                if expires > now and len(self._revoked) < _MAX_REVOKED:
+                    self._revoked[credential] = expires
+                closing.extend(self._by_credential.pop(credential, ()))
+        for sock in closing:  # its thread's read ends: the connection goes
+            log.info("closing a store connection: its credential was revoked")
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def _refusal(self, credential: str) -> str | None:
+        """Why a proven scoped credential is refused now (None: accepted)."""
+        with self._slots:
+            revoked = credential in self._revoked
+        return credential_refusal(credential, revoked)
+
+    def _admitted(self, sock: socket.socket, sc: SyncConnection) -> None:
+        """A connection authenticated: remember the credential it proved (if any), so that
+        its revocation closes it; refused at once if that came meanwhile."""
+        credential = sc.conn.credential
+        if credential is None:
+            return
+        with self._slots:
+            if credential not in self._revoked:
+                self._by_credential.setdefault(credential, set()).add(sock)
+                return
+        raise AuthenticationError(f"credential {credential} was revoked (its job ended)")
+
+    def _forget(self, sock: socket.socket, credential: str | None) -> None:
+        if credential is None:
+            return
+        with self._slots:
+            users = self._by_credential.get(credential)
+            if users is not None:
+                users.discard(sock)
+                if not users:
+                    del self._by_credential[credential]
+
     def close(self) -> None:
         self._closed = True
         for sock in (self._local, self._tcp, *list(self._conns)):
@@ -179,8 +243,7 @@ class StoreService:
             os.rmdir(self._dir)
 
     # ---- serving -----------------------------------------------------------------------------
-    def _accept_loop(self, port: str, listener: socket.socket,
-                     handler: Callable[[socket.socket, Callable[[], None]], None]) -> None:
+    def _accept_loop(self, port: str, listener: socket.socket, handler: _Handler) -> None:
         while not self._closed:
             try:
                 sock, peer = listener.accept()
@@ -198,25 +261,26 @@ class StoreService:
     def _wait_slot(self, port: str, host: str) -> bool:
         """Count a new connection as waiting, unless a limit is reached."""
         with self._slots:
-            if self._waiting[port] >= MAX_WAITING or self._serving[port] >= MAX_SERVING[port]:
+            if self._waiting[port] >= self.max_waiting \
+                    or self._serving[port] >= MAX_SERVING[port]:
                 return False
-            if host and self._waiting[f"{port}/{host}"] >= MAX_WAITING_PER_HOST:
+            if host and self._waiting[f"{port}/{host}"] >= self.max_waiting_per_host:
                 return False
             self._waiting[port] += 1
             if host:
                 self._waiting[f"{port}/{host}"] += 1
             return True
 
-    def _guarded(self, port: str, host: str,
-                 handler: Callable[[socket.socket, Callable[[], None]], None],
-                 sock: socket.socket) -> None:
-        state = {"waiting": True}
+    def _guarded(self, port: str, host: str, handler: _Handler, sock: socket.socket) -> None:
+        state: dict[str, Any] = {"waiting": True, "credential": None}
 
-        def authenticated() -> None:  # waiting -> served
+        def authenticated(sc: SyncConnection) -> None:  # waiting -> served
             with self._slots:
                 self._unwait(port, host)
                 state["waiting"] = False
                 self._serving[port] += 1
+            state["credential"] = sc.conn.credential
+            self._admitted(sock, sc)
 
         self._conns.add(sock)
         try:
@@ -226,6 +290,7 @@ class StoreService:
                 log.info("store connection closed: %s", exc)
         finally:
             self._conns.discard(sock)
+            self._forget(sock, state["credential"])
             with contextlib.suppress(OSError):
                 sock.close()
             with self._slots:
@@ -248,15 +313,16 @@ class StoreService:
     def _serve_transfer(self) -> None:
         self._accept_loop("transfer", self._tcp, self._transfer_conn)
 
-    def _local_conn(self, sock: socket.socket, authenticated: Callable[[], None]) -> None:
+    def _local_conn(self, sock: socket.socket,
+                    authenticated: Callable[[SyncConnection], None]) -> None:
         with self._lock:
             self._next_conn += 1
             conn = self._next_conn
         sc = SyncConnection.accept(sock, self.token, {"store": self.store.name},
                                    roles=frozenset({"store"}), client_no=conn,
-                                   timeout=HANDSHAKE_S, credentials=_unexpired,
+                                   timeout=HANDSHAKE_S, credentials=self._refusal,
                                    derived_roles=frozenset({"store"}))
-        authenticated()
+        authenticated(sc)
         pins: Counter[int] = Counter()
         creating: set[int] = set()
         try:
@@ -351,12 +417,13 @@ class StoreService:
             self.on_copied(oid)
 
     # ---- transfers between nodes -------------------------------------------------------------
-    def _transfer_conn(self, sock: socket.socket, authenticated: Callable[[], None]) -> None:
+    def _transfer_conn(self, sock: socket.socket,
+                       authenticated: Callable[[SyncConnection], None]) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        SyncConnection.accept(sock, self.token, {}, roles=frozenset({"transfer"}),
-                              timeout=HANDSHAKE_S, credentials=_unexpired,
-                              derived_roles=frozenset({"transfer"}))
-        authenticated()
+        sc = SyncConnection.accept(sock, self.token, {}, roles=frozenset({"transfer"}),
+                                   timeout=HANDSHAKE_S, credentials=self._refusal,
+                                   derived_roles=frozenset({"transfer"}))
+        authenticated(sc)
         sender = TransferSender(self._locked)
         while True:
             data = sock.recv(1 << 16)
@@ -388,12 +455,6 @@ class StoreService:
             raise
         with self._lock:
             pool.append(sc)
-
-
-def _unexpired(credential: str) -> str | None:
-    """A scoped credential may pull objects until it expires (the store does not hear of
-    revocations; the scheduler does)."""
-    return credential_refusal(credential, revoked=False)
 
 
 def node_key() -> str:

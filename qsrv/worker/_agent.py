@@ -42,13 +42,20 @@ from qsrv.protocol import (
     ObjectsCopied,
     RegisterWorker,
     RetireExecutor,
+    RevokeCredentials,
     SpawnExecutor,
     SpawnTenantExecutor,
     WorkerAccepted,
     WorkerInfo,
     executor_credential,
 )
-from qsrv.store import ObjectStore, StoreService, sweep_stale
+from qsrv.store import (
+    MAX_WAITING,
+    MAX_WAITING_PER_HOST,
+    ObjectStore,
+    StoreService,
+    sweep_stale,
+)
 from qsrv.transport import FramedProtocol, open_client
 from qsrv.worker import _confine, _detect, _leftovers, _probe
 
@@ -74,6 +81,9 @@ class WorkerConfig:
     object_store_memory: int | str | None = None  # default: STORE_FRACTION of the memory
     spill_dir: str | None = None  # default: a directory under the system's temp dir
     store_host: str = "127.0.0.1"  # where other nodes pull this node's objects from
+    # connections waiting to authenticate on each store port, at most; from one address
+    max_pending: int = MAX_WAITING
+    max_pending_per_address: int = MAX_WAITING_PER_HOST
 
     def store_capacity(self) -> int:
         """The node store's capacity: as given, else a fraction of the memory offered, and
@@ -153,7 +163,8 @@ class WorkerAgent:
         # The arena grows as it is used (pages reserved once, kept warm), up to its capacity.
         self.store = StoreService(
             ObjectStore(config.store_capacity(), self._spill.name, grow=True), config.token,
-            host=config.store_host, on_copied=self._copied)
+            host=config.store_host, on_copied=self._copied, max_waiting=config.max_pending,
+            max_waiting_per_host=config.max_pending_per_address)
         self._store_stats: dict[str, int] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -288,6 +299,8 @@ class WorkerAgent:
                 self.store.hold(msg.ids)
             elif isinstance(msg, FreeObjects):
                 self.store.free(msg.ids)
+            elif isinstance(msg, RevokeCredentials):  # jobs that ended: their store access too
+                self.store.revoke(msg.ids)
             elif isinstance(msg, WorkerAccepted):
                 self._accepted(proto, msg.worker_id)
             elif isinstance(msg, SpawnExecutor):

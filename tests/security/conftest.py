@@ -30,8 +30,10 @@ from typing import Any
 import aiohttp
 import pytest
 
+import qsrv
 from qsrv.gateway import GatewayConfig, add_user, set_password, start_gateway_process
-from tests._support import Gate
+from tests._support import Gate, wait_for
+from tests._support.cluster import Cluster, free_port
 from tests._support.gateway import ThreadedGateway
 from tests._support.processes import Proc, stop_process
 
@@ -64,6 +66,21 @@ class Deployment:
 
     def headers(self, user: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.tokens[user]}"}
+
+
+@pytest.fixture
+def cluster() -> Iterator[Cluster]:
+    """A CLI-started scheduler and one worker "w" (2 CPUs), ready; no driver of this process
+    connected before or after."""
+    qsrv.shutdown()
+    c = Cluster(free_port())
+    try:
+        c.worker("w", "--cpus", "2")
+        wait_for(lambda: c.ready({"w"}), what="the worker")
+        yield c
+    finally:
+        qsrv.shutdown()
+        c.stop()
 
 
 @pytest.fixture

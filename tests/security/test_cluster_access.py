@@ -4,23 +4,22 @@ driver keeps working."""
 
 from __future__ import annotations
 
-import contextlib
 import socket
 import struct
 import textwrap
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import pytest
 
 import qsrv
-from qsrv.errors import AuthenticationError, ConnectionLostError
+from qsrv.errors import ConnectionLostError
 from qsrv.gateway import Client, Program, add_user, start_gateway_process
 from qsrv.transport import SyncConnection
-from tests._support import stop_process, wait_for
-from tests._support.cluster import TOKEN, Cluster, free_port
+from tests._support import GATE_CLIENT, Gate, stop_process, wait_for
+from tests._support.cluster import TOKEN, Cluster
+from tests.security._cluster import closed, closed_by_peer, flood, refusal
 
 JOB = """
 import os
@@ -36,27 +35,6 @@ save_result({"token": os.environ["QSRV_TOKEN"], "value": qsrv.get(plus_one(41))}
 """
 
 
-def _refusal(address: str, token: str, role: str = "driver") -> str:
-    try:
-        SyncConnection(address, token, role, timeout=10).close()
-    except AuthenticationError as exc:
-        return str(exc)
-    return ""
-
-
-@pytest.fixture
-def cluster() -> Iterator[Cluster]:
-    qsrv.shutdown()
-    c = Cluster(free_port())
-    try:
-        c.worker("w", "--cpus", "2")
-        wait_for(lambda: c.ready({"w"}), what="the worker")
-        yield c
-    finally:
-        qsrv.shutdown()
-        c.stop()
-
-
 def test_a_jobs_credential_is_a_driver_until_the_job_ends(cluster: Cluster,
                                                           tmp_path: Path) -> None:
     data_dir = tmp_path / "gateway"
@@ -70,49 +48,20 @@ def test_a_jobs_credential_is_a_driver_until_the_job_ends(cluster: Cluster,
         assert result["value"] == 42  # it ran a task on the cluster as a driver
         credential = result["token"]
         assert credential.startswith("qsrvcred:") and TOKEN not in credential
-        assert "never as 'worker'" in _refusal(cluster.address, credential, "worker")
+        assert "never as 'worker'" in refusal(cluster.address, credential, "worker")
         # the job ended: its credential is revoked (the gateway told the scheduler)
-        assert "revoked" in wait_for(lambda: _refusal(cluster.address, credential),
+        assert "revoked" in wait_for(lambda: refusal(cluster.address, credential),
                                      what="the credential's revocation")
         # a restarted scheduler forgets what it was told: the gateway tells it again
         port = int(cluster.address.rsplit(":", 1)[1])
         cluster.start_scheduler(port)
-        assert "revoked" in wait_for(lambda: _refusal(cluster.address, credential),
+        assert "revoked" in wait_for(lambda: refusal(cluster.address, credential),
                                      timeout=60, what="the revocation, sent again")
     finally:
         stop_process(gateway, 30)
 
 
 # -- floods -------------------------------------------------------------------------------------
-
-
-def _flood(address: str, count: int, source: str = "127.0.0.2") -> list[socket.socket]:
-    """``count`` idle connections from another loopback address."""
-    host, port = address.rsplit(":", 1)
-    socks = []
-    for _ in range(count):
-        sock = socket.socket()
-        sock.bind((source, 0))
-        sock.settimeout(10)
-        with contextlib.suppress(OSError):
-            sock.connect((host.strip("[]"), int(port)))
-            socks.append(sock)
-    return socks
-
-
-def _closed_by_peer(sock: socket.socket) -> bool:
-    """Whether the peer closed ``sock`` (without waiting)."""
-    sock.setblocking(False)
-    try:
-        return sock.recv(1) == b""
-    except BlockingIOError:
-        return False
-    except OSError:
-        return True
-
-
-def _closed(socks: list[socket.socket]) -> int:
-    return sum(_closed_by_peer(s) for s in socks)
 
 
 @qsrv.distribute_task
@@ -124,15 +73,15 @@ def test_idle_sockets_from_one_address_leave_others_their_slots(cluster: Cluster
     """500 idle sockets from one address: only its share of the waiting slots is taken; a
     connected driver keeps working and a new one connects."""
     qsrv.init(address=cluster.address, token=TOKEN)
-    flood = _flood(cluster.address, 500)
+    idle = flood(cluster.address, 500)
     try:
         assert qsrv.get([double(i) for i in range(20)], timeout=60) == [
             2 * i for i in range(20)]
-        assert _refusal(cluster.address, TOKEN) == ""  # a new driver from another address
-        wait_for(lambda: _closed(flood) >= len(flood) - 16,
+        assert refusal(cluster.address, TOKEN) == ""  # a new driver from another address
+        wait_for(lambda: closed(idle) >= len(idle) - 16,
                  what="the connections over this address's share to be closed")
     finally:
-        for sock in flood:
+        for sock in idle:
             sock.close()
 
 
@@ -142,15 +91,15 @@ def test_slow_sockets_on_a_workers_transfer_port_hold_few_threads(cluster: Clust
     address = worker["info"]["store"]["address"]
     agent = psutil.Process(cluster.workers["w"].pid)
     before = agent.num_threads()
-    flood = _flood(address, 300)
+    idle = flood(address, 300)
     try:
-        wait_for(lambda: _closed(flood) >= 300 - 8,
+        wait_for(lambda: closed(idle) >= 300 - 8,
                  what="the connections over the limit to be closed")
         assert agent.num_threads() <= before + 8 + 2
         assert qsrv.get([double(i) for i in range(10)], timeout=60) == [
             2 * i for i in range(10)]
     finally:
-        for sock in flood:
+        for sock in idle:
             sock.close()
 
 
@@ -195,7 +144,7 @@ def test_the_schedulers_handshake_deadline_is_total() -> None:
         trickler = threading.Thread(target=_trickle, args=(client, stop, sent), daemon=True)
         trickler.start()
         try:
-            wait_for(lambda: not trickler.is_alive() or _closed_by_peer(client), timeout=30,
+            wait_for(lambda: not trickler.is_alive() or closed_by_peer(client), timeout=30,
                      what="the scheduler to drop the slow peer")
             assert sent[0] < 200
         finally:
@@ -230,15 +179,13 @@ def test_a_jobs_task_cannot_take_the_cluster_token_from_its_executor(
         folder.mkdir()
         (folder / "main.py").write_text(textwrap.dedent(STEAL))
         stolen = Client(url, token).run(Program("p", "main.py", folder)).result(timeout=120)
-        assert _refusal(cluster.address, stolen or "none", "worker") != ""
+        assert refusal(cluster.address, stolen or "none", "worker") != ""
     finally:
         stop_process(gateway, 30)
 
 
 def test_credentials_of_jobs_killed_with_the_gateway_are_revoked(cluster: Cluster,
                                                                  tmp_path: Path) -> None:
-    from tests._support import GATE_CLIENT, Gate
-
     data_dir = tmp_path / "gateway"
     token = add_user(data_dir, "alice")[1]
     gateway, url = start_gateway_process(cluster.address, TOKEN, data_dir)
@@ -251,8 +198,48 @@ def test_credentials_of_jobs_killed_with_the_gateway_are_revoked(cluster: Cluste
             Client(url, token).run(Program("p", "main.py", folder))
             conn = gate.accept()
             credential = conn.makefile().readline().strip()
-            assert _refusal(cluster.address, credential) == ""  # valid while it runs
+            assert refusal(cluster.address, credential) == ""  # valid while it runs
         finally:
             stop_process(gateway, 30)  # ends the job with the gateway
-    assert "revoked" in wait_for(lambda: _refusal(cluster.address, credential),
+    assert "revoked" in wait_for(lambda: refusal(cluster.address, credential),
                                  what="the credential's revocation at shutdown")
+
+
+def test_a_jobs_credential_opens_a_workers_store_ports_only_while_the_job_runs(
+        cluster: Cluster, tmp_path: Path) -> None:
+    """The worker agent's store ports (local ``store``, TCP ``transfer``) accept a running
+    job's credential; once the job ended they refuse it, and a connection it opened while
+    the job ran is closed: the scheduler passes the gateway's revocation on to the agents."""
+    [worker] = cluster.status()["workers"]
+    store = worker["info"]["store"]
+    ports = [(f"unix:{store['socket']}", "store"), (store["address"], "transfer")]
+    data_dir = tmp_path / "gateway"
+    token = add_user(data_dir, "alice")[1]
+    gateway, url = start_gateway_process(cluster.address, TOKEN, data_dir)
+    folder = tmp_path / "job"
+    folder.mkdir()
+    held: list[SyncConnection] = []
+    try:
+        with Gate(timeout=60) as gate:
+            (folder / "main.py").write_text(
+                GATE_CLIENT + f"import os\ngate({gate.port}, os.environ['QSRV_TOKEN'].encode())\n")
+            job = Client(url, token).run(Program("p", "main.py", folder))
+            conn = gate.accept()
+            credential = conn.makefile().readline().strip()
+            assert credential.startswith("qsrvcred:job/")
+            for address, role in ports:  # while the job runs
+                assert refusal(address, credential, role) == ""
+                held.append(SyncConnection(address, credential, role, timeout=10))
+            conn.sendall(b"x")  # released: the job ends
+            job.result(timeout=120)
+        for address, role in ports:
+            assert "revoked" in wait_for(lambda a=address, r=role: refusal(a, credential, r),
+                                         what=f"the {role} port to refuse the ended job's")
+        for sc in held:
+            sc.sock.settimeout(30)
+            assert sc.sock.recv(1) == b""  # closed by the agent, not by its own deadline
+        assert refusal(ports[1][0], TOKEN, "transfer") == ""  # the cluster token still opens it
+    finally:
+        for sc in held:
+            sc.close()
+        stop_process(gateway, 30)

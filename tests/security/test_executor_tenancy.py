@@ -8,19 +8,15 @@ from __future__ import annotations
 import shutil
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 import qsrv
-from qsrv.errors import AuthenticationError
 from qsrv.gateway import Client, Program, add_user, start_gateway_process
 from qsrv.protocol import executor_credential, job_credential
-from qsrv.transport import SyncConnection
-from tests._support import stop_process, wait_for
-from tests._support.cluster import TOKEN, Cluster, free_port
+from tests._support import stop_process
+from tests._support.cluster import TOKEN, Cluster
+from tests.security._cluster import refusal
 
 PROBE = """
 import os
@@ -83,19 +79,6 @@ def look_here() -> dict[str, Any]:
     return {"found": found}
 
 
-@pytest.fixture
-def cluster() -> Iterator[Cluster]:
-    qsrv.shutdown()
-    c = Cluster(free_port())
-    try:
-        c.worker("w", "--cpus", "2")
-        wait_for(lambda: c.ready({"w"}), what="the worker")
-        yield c
-    finally:
-        qsrv.shutdown()
-        c.stop()
-
-
 def test_jobs_tasks_run_in_executors_of_their_own_tenant(cluster: Cluster,
                                                          tmp_path: Path) -> None:
     data_dir = tmp_path / "gateway"
@@ -129,23 +112,15 @@ def test_jobs_tasks_run_in_executors_of_their_own_tenant(cluster: Cluster,
     assert qsrv.get(look_here(), timeout=60)["found"] != []
 
 
-def _refusal(address: str, token: str, role: str) -> str:
-    try:
-        SyncConnection(address, token, role, timeout=10).close()
-    except AuthenticationError as exc:
-        return str(exc)
-    return ""
-
-
 def test_an_executors_credential_is_an_executor_and_nothing_else(cluster: Cluster) -> None:
     address = cluster.address
     executor = executor_credential(TOKEN, "alice", "w1", time.time() + 60)
     job = job_credential(TOKEN, "alice", "j1", time.time() + 60)
-    assert _refusal(address, executor, "executor") == ""
-    assert "never as 'driver'" in _refusal(address, executor, "driver")
-    assert "never as 'worker'" in _refusal(address, executor, "worker")
-    assert "never as 'executor'" in _refusal(address, job, "executor")
-    assert _refusal(address, job, "driver") == ""
+    assert refusal(address, executor, "executor") == ""
+    assert "never as 'driver'" in refusal(address, executor, "driver")
+    assert "never as 'worker'" in refusal(address, executor, "worker")
+    assert "never as 'executor'" in refusal(address, job, "executor")
+    assert refusal(address, job, "driver") == ""
 
 
 def test_a_jobs_reservation_keeps_an_executor_of_its_tenant_warm(cluster: Cluster,
