@@ -44,6 +44,24 @@ def cluster_of(args: argparse.Namespace) -> tuple[str, str]:
     return address, token
 
 
+def add_connect_options(parser: argparse.ArgumentParser, *,
+                        timeout: str | None = None) -> None:
+    """What a command that talks to a scheduler takes: --address, --token, the client TLS
+    options, and ``--timeout`` (seconds; ``timeout`` is what its help says it bounds)."""
+    add_cluster_options(parser)
+    add_client_tls_options(parser)
+    if timeout is not None:
+        parser.add_argument("--timeout", type=float, default=10.0,
+                            help=f"seconds to wait for {timeout} (default 10)")
+
+
+def connect_args(args: argparse.Namespace) -> tuple[str, str]:
+    """The scheduler's address and the token from the options (or the environment), with
+    the TLS options made visible to this process and its children."""
+    apply_client_tls(args)
+    return cluster_of(args)
+
+
 def setup_logging(level: str) -> None:
     logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")

@@ -9,12 +9,7 @@ import signal
 import sys
 from typing import Any
 
-from qsrv.cli._common import (
-    add_client_tls_options,
-    add_cluster_options,
-    apply_client_tls,
-    cluster_of,
-)
+from qsrv.cli._common import add_connect_options, connect_args
 
 
 def register(sub: Any) -> None:
@@ -23,8 +18,7 @@ def register(sub: Any) -> None:
         description="Follow the scheduler as a read-only monitor and serve its live pages: "
                     "workers, tasks, the task stream, failures; /metrics for Prometheus. "
                     "Prints a URL carrying a one-time login token.")
-    add_cluster_options(p)
-    add_client_tls_options(p)
+    add_connect_options(p)
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind (default 127.0.0.1; any other needs --certfile)")
     p.add_argument("--port", type=int, default=7423, help="port to bind (default 7423)")
@@ -38,8 +32,7 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from qsrv.dashboard import DashboardServer
 
-    apply_client_tls(args)
-    address, token = cluster_of(args)
+    address, token = connect_args(args)
     server = DashboardServer(address, token, host=args.host, port=args.port,
                              certfile=args.certfile, keyfile=args.keyfile,
                              interval=max(0.1, args.interval))

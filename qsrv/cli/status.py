@@ -8,12 +8,7 @@ from typing import Any
 
 from qsrv._resources import format_bytes
 from qsrv._retry import Deadline
-from qsrv.cli._common import (
-    add_client_tls_options,
-    add_cluster_options,
-    apply_client_tls,
-    cluster_of,
-)
+from qsrv.cli._common import add_connect_options, connect_args
 from qsrv.errors import GetTimeoutError
 from qsrv.protocol import StatusReply, StatusRequest
 from qsrv.transport import SyncConnection
@@ -25,11 +20,8 @@ def register(sub: Any) -> None:
         description="Show each worker's total and free resources and executors, the "
                     "numbers of running, queued, waiting and infeasible tasks, and the "
                     "reservations (capacity held on one worker).")
-    add_cluster_options(p)
-    add_client_tls_options(p)
+    add_connect_options(p, timeout="the scheduler's answer")
     p.add_argument("--json", action="store_true", help="print the raw status as JSON")
-    p.add_argument("--timeout", type=float, default=10.0,
-                   help="seconds to wait for the scheduler's answer (default 10)")
     p.add_argument("--watch", nargs="?", type=float, const=1.0, default=None,
                    metavar="SECONDS",
                    help="show it again every SECONDS (default 1) until interrupted")
@@ -143,8 +135,7 @@ def _quantum_lines(quantum: dict[str, Any]) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    apply_client_tls(args)
-    address, token = cluster_of(args)
+    address, token = connect_args(args)
     if args.watch is not None:
         return watch(address, token, args)
     status = fetch_status(address, token, args.timeout)

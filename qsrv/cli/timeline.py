@@ -7,12 +7,7 @@ import json
 import sys
 from typing import Any
 
-from qsrv.cli._common import (
-    add_client_tls_options,
-    add_cluster_options,
-    apply_client_tls,
-    cluster_of,
-)
+from qsrv.cli._common import add_connect_options, connect_args
 from qsrv.errors import ConfigError
 
 
@@ -22,23 +17,19 @@ def register(sub: Any) -> None:
         description="Write the task events the scheduler keeps (one per task run: function, "
                     "worker, executor, start, duration) in Chrome's trace format; open the "
                     "file in chrome://tracing or https://ui.perfetto.dev.")
-    add_cluster_options(p)
-    add_client_tls_options(p)
+    add_connect_options(p, timeout="the scheduler")
     p.add_argument("--output", "-o", default="-",
                    help="file to write (default: standard output)")
     p.add_argument("--since", default=None,
                    help="only events of the last DURATION (e.g. 60s, 5m, 1h; default: all "
                         "the scheduler keeps)")
-    p.add_argument("--timeout", type=float, default=10.0,
-                   help="seconds to wait for the scheduler (default 10)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from qsrv.dashboard import parse_since, timeline
 
-    apply_client_tls(args)
-    address, token = cluster_of(args)
+    address, token = connect_args(args)
     try:
         since = parse_since(args.since)
     except ValueError as exc:

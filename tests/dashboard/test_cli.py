@@ -4,13 +4,18 @@ refusal to serve a non-loopback address without TLS."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 import qsrv
+from qsrv.errors import ConfigError
 from tests._support.cluster import Cluster, cli_env, qsrv_cli
 
 
@@ -93,3 +98,27 @@ def test_init_with_a_dashboard_prints_its_url(tmp_path: Path) -> None:
     assert len(printed) == 1 and "?token=" in printed[0]
     assert printed[0].startswith("qsrv dashboard: http://127.0.0.1:")
     assert "WORKERS 1" in done.stdout
+
+
+def test_status_timeline_and_dashboard_take_the_same_connection_options(
+        tmp_path: Path, monkeypatch: Any) -> None:
+    from qsrv.cli import build_parser
+    from qsrv.cli._common import connect_args
+
+    ca = tmp_path / "ca.pem"
+    for command in ("status", "timeline", "dashboard"):
+        args = build_parser(command).parse_args(
+            [command, "--address", "h:1", "--token", "t", "--tls-ca", str(ca)])
+        monkeypatch.delenv("QSRV_TLS_CA", raising=False)
+        assert connect_args(args) == ("h:1", "t")
+        assert os.environ["QSRV_TLS_CA"] == str(ca)
+        monkeypatch.setenv("QSRV_ADDRESS", "env:2")
+        monkeypatch.setenv("QSRV_TOKEN", "env-token")
+        assert connect_args(build_parser(command).parse_args([command])) == ("env:2",
+                                                                              "env-token")
+        monkeypatch.delenv("QSRV_ADDRESS")
+        with pytest.raises(ConfigError, match="--address"):
+            connect_args(build_parser(command).parse_args([command]))
+    for command in ("status", "timeline"):
+        assert build_parser(command).parse_args([command, "--timeout", "3"]).timeout == 3.0
+        assert build_parser(command).parse_args([command]).timeout == 10.0
