@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import socket
 import struct
+import subprocess
+import sys
 import textwrap
 import threading
 from pathlib import Path
@@ -18,7 +20,7 @@ from qsrv.errors import ConnectionLostError
 from qsrv.gateway import Client, Program, add_user, start_gateway_process
 from qsrv.transport import SyncConnection
 from tests._support import GATE_CLIENT, Gate, stop_process, wait_for
-from tests._support.cluster import TOKEN, Cluster
+from tests._support.cluster import TOKEN, Cluster, cli_env, free_port
 from tests.security._cluster import closed, closed_by_peer, flood, refusal
 
 JOB = """
@@ -243,3 +245,40 @@ def test_a_jobs_credential_opens_a_workers_store_ports_only_while_the_job_runs(
         for sc in held:
             sc.close()
         stop_process(gateway, 30)
+
+
+def test_the_per_address_limits_are_options_of_the_scheduler_and_the_worker() -> None:
+    """``--max-pending-per-address`` on ``qsrv scheduler`` and ``qsrv worker``: idle sockets
+    from one address keep only that many slots on the scheduler's port and on the agent's
+    transfer port; a driver from another address keeps working."""
+    qsrv.shutdown()
+    with Cluster(free_port(), "--max-pending-per-address", "3") as c:
+        c.worker("w", "--cpus", "2", "--max-pending-per-address", "2")
+        wait_for(lambda: c.ready({"w"}), what="the worker")
+        [worker] = c.status()["workers"]
+        transfer = worker["info"]["store"]["address"]
+        qsrv.init(address=c.address, token=TOKEN)
+        try:
+            on_scheduler, on_transfer = flood(c.address, 40), flood(transfer, 40)
+            try:
+                wait_for(lambda: closed(on_scheduler) >= len(on_scheduler) - 3,
+                         what="the scheduler to keep only 3 of the address's sockets")
+                wait_for(lambda: closed(on_transfer) >= len(on_transfer) - 2,
+                         what="the transfer port to keep only 2 of the address's sockets")
+                assert qsrv.get([double(i) for i in range(10)], timeout=60) == [
+                    2 * i for i in range(10)]
+                assert refusal(c.address, TOKEN) == ""
+                assert refusal(transfer, TOKEN, "transfer") == ""
+            finally:
+                for sock in on_scheduler + on_transfer:
+                    sock.close()
+        finally:
+            qsrv.shutdown()
+
+
+@pytest.mark.parametrize("command", ["scheduler", "worker"])
+def test_a_per_address_limit_below_one_is_refused(command: str) -> None:
+    out = subprocess.run([sys.executable, "-m", "qsrv", command, "--max-pending-per-address",
+                          "0"], env=cli_env(), capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0
+    assert "--max-pending-per-address must be at least 1" in out.stderr
