@@ -21,8 +21,9 @@
 - ``auto`` (the default): ``none`` while the gateway has one user; ``bwrap`` once it has more,
   and if bubblewrap cannot run here the gateway refuses, saying how to choose.
 
-A sandbox never falls back silently: an explicit choice that cannot work fails at start with
-the reason (``check``), and a job it cannot start fails with the reason.
+The bubblewrap command line is the one the worker agents' confined executors use
+(``qsrv._bwrap``). A sandbox never falls back silently: an explicit choice that cannot work
+fails at start with the reason (``check``), and a job it cannot start fails with the reason.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from qsrv._bwrap import KEPT_ENV, bwrap_argv, drop_to, nobody, python_roots
 from qsrv.errors import ConfigError
 
 __all__ = ["CHOICES", "HOW_TO_CHOOSE", "JOB_ROOT", "JOB_SANDBOXES", "Launch", "Sandbox",
@@ -50,13 +52,6 @@ HOW_TO_CHOOSE = (
 )
 JOB_ROOT = "/job"  # where a bwrap job sees its directory
 DATA_ROOT = "/data"  # and its user's files of the program
-# What a sandboxed job inherits from the gateway's environment (nothing else: the gateway's
-# environment may hold the operator's secrets).
-_KEPT_ENV = ("PATH", "LANG", "LANGUAGE", "TZ", "PYTHONPATH", "PYTHONIOENCODING", "PYTHONUTF8",
-             "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "OMP_NUM_THREADS",
-             "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "QSRV_PURE_PYTHON")
-_QSRV_DIR = Path(__file__).resolve().parents[1]  # qsrv itself: every job imports it
-_SYSTEM_DIRS = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32")
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,12 +77,13 @@ class JobView:
 
 def base_env(keep_all: bool) -> dict[str, str]:
     """The gateway's environment a job starts from: all of it without a sandbox (the one user
-    set it), only ``_KEPT_ENV`` and locale variables in one. Never the gateway's own QSRV_*."""
+    set it), only ``KEPT_ENV`` (``qsrv._bwrap``) and locale variables in one. Never the
+    gateway's own QSRV_*."""
     out = {}
     for key, value in os.environ.items():
         if key.startswith("QSRV_") and key != "QSRV_PURE_PYTHON":
             continue
-        if keep_all or key in _KEPT_ENV or key.startswith("LC_"):
+        if keep_all or key in KEPT_ENV or key.startswith("LC_"):
             out[key] = value
     return out
 
@@ -176,7 +172,7 @@ class Bubblewrap(Sandbox):
 
     def __post_init__(self) -> None:
         self._as_root = os.geteuid() == 0
-        self._nobody = _nobody()
+        self._nobody = nobody()
         self._nested_userns_flag = True  # --disable-userns (bubblewrap 0.8 and later)
 
     def check(self) -> None:
@@ -234,93 +230,18 @@ class Bubblewrap(Sandbox):
         return Launch(argv, env)
 
     def _wrapper(self, binds: list[str], python: str | None = None) -> list[str]:
-        argv = [self.bwrap, "--die-with-parent", "--unshare-ipc", "--unshare-pid",
-                "--unshare-uts", "--unshare-cgroup-try"]
-        if self._as_root:
-            argv += ["--cap-drop", "ALL"]
-            for cap in ("CAP_SETUID", "CAP_SETGID", "CAP_DAC_READ_SEARCH"):
-                argv += ["--cap-add", cap]  # for setpriv, and for --chdir into the job's dir
-        else:
-            argv += ["--unshare-user"]
-            if self._nested_userns_flag:
-                argv += ["--disable-userns"]
-        made: set[str] = set()
-        for name in _SYSTEM_DIRS:
-            path = Path("/") / name
-            if path.is_symlink():
-                argv += ["--symlink", os.readlink(path), str(path)]
-            elif path.is_dir():
-                argv += ["--ro-bind", str(path), str(path)]
-                made.add(str(path))
-        argv += ["--ro-bind", "/etc", "/etc"]
-        made.add("/etc")
         # The job's own places (its /tmp above all) first: the interpreter, a virtualenv or
-        # qsrv's sources may live under /tmp, and are bound over them below, not hidden.
-        argv += binds
-        bound = set(made)  # what is mounted; `made` also holds the parents created for it
-        for root in _python_roots(python or self.python):
-            if any(root == m or root.startswith(m + "/") for m in bound):
-                continue
-            argv += _parents(root, made)
-            argv += ["--ro-bind", root, root]
-            made.add(root)
-            bound.add(root)
-        for hidden in self.hidden:
-            real = os.path.realpath(hidden)
-            if any(real == m or real.startswith(m + "/") for m in bound):
-                argv += ["--tmpfs", real]  # inside a bound path: masked by an empty one
-        argv += ["--proc", "/proc", "--dev", "/dev"]
-        return argv
+        # qsrv's sources may live under /tmp, and are bound over them, not hidden.
+        return bwrap_argv(
+            self.bwrap, as_root=self._as_root,
+            # for setpriv, and for --chdir into the job's directory
+            root_caps=("CAP_SETUID", "CAP_SETGID", "CAP_DAC_READ_SEARCH"),
+            nested_userns_flag=self._nested_userns_flag, mounts=binds,
+            roots=python_roots(python or self.python), hidden=[str(h) for h in self.hidden],
+            after=["--proc", "/proc", "--dev", "/dev"])
 
     def _drop(self) -> list[str]:
-        if not self._as_root:
-            return []
-        uid, gid = self._nobody
-        return [self.setpriv, f"--reuid={uid}", f"--regid={gid}", "--clear-groups",
-                "--no-new-privs"]
-
-
-def _nobody() -> tuple[int, int]:
-    try:
-        account = pwd.getpwnam("nobody")
-    except KeyError:
-        return 65534, 65534
-    return account.pw_uid, account.pw_gid
-
-
-def _parents(path: str, made: set[str]) -> list[str]:
-    """bwrap arguments creating the missing parents of ``path`` as traversable directories
-    (bwrap makes them 0700 otherwise, and a job that is not root could not reach ``path``)."""
-    out: list[str] = []
-    parts = Path(path).parts[1:-1]
-    current = ""
-    for part in parts:
-        current += "/" + part
-        if current not in made:
-            out += ["--perms", "0755", "--dir", current]
-            made.add(current)
-    return out
-
-
-def _python_roots(python: str) -> list[str]:
-    """The directories a job needs to run ``python`` with what the gateway imports: the
-    installation's prefixes, ``sys.path``, qsrv itself and editable installs' sources."""
-    roots = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
-             str(Path(python).resolve().parent.parent), str(_QSRV_DIR)}
-    roots.update(p for p in sys.path if p and os.path.isabs(p))
-    roots.update(p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p)
-    for finder in sys.meta_path:  # setuptools' editable finders map packages to sources
-        module = sys.modules.get(getattr(finder, "__module__", "") or "")
-        mapping = getattr(module, "MAPPING", None)
-        if isinstance(mapping, dict):
-            roots.update(str(v) for v in mapping.values() if isinstance(v, str))
-    real = sorted({os.path.realpath(r) for r in roots if os.path.isdir(r)})
-    out: list[str] = []
-    for root in real:  # parents first: drop what a kept root already holds
-        if root == "/" or any(root.startswith(kept + "/") for kept in out):
-            continue
-        out.append(root)
-    return out
+        return drop_to(self.setpriv, *self._nobody) if self._as_root else []
 
 
 def make_sandbox(choice: str, *, data_dir: Path, cluster_address: str | None,

@@ -7,7 +7,8 @@ qsrv/scheduler/_placement.py, shapes by tenant).
 - Its environment is the agent's with the secrets left out: only the variables in `KEPT_ENV`
   (and the locale's), never a ``QSRV_*`` one but those it needs, nor any value equal to the
   token.
-- Where bubblewrap runs, it runs in namespaces of its own (`Confinement`): a read-only view of
+- Where bubblewrap runs, it runs in namespaces of its own (`Confinement`, with the command
+  line the gateway's job sandbox uses: ``qsrv._bwrap``): a read-only view of
   the system, the Python installation, qsrv and the agent's working directory (tasks' modules
   import from there), the node's GPU device files (``/dev/nvidia*``; which GPUs a task uses is
   still set by CUDA_VISIBLE_DEVICES), a private ``/tmp``, and ``/proc`` of its own PID
@@ -30,23 +31,19 @@ import ctypes
 import glob
 import logging
 import os
-import pwd
 import shutil
 import subprocess
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from qsrv import _bwrap
+from qsrv._bwrap import bwrap_argv, drop_to, nobody
+from qsrv._bwrap import python_roots as _python_roots
 from qsrv._local_cluster import state_dir
 
 log = logging.getLogger("qsrv.worker")
 
-KEPT_ENV = ("PATH", "LANG", "LANGUAGE", "TZ", "PYTHONPATH", "PYTHONIOENCODING", "PYTHONUTF8",
-            "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "OMP_NUM_THREADS",
-            "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "QSRV_PURE_PYTHON", "CUDA_HOME",
-            "LD_LIBRARY_PATH")
-_QSRV_DIR = Path(__file__).resolve().parents[1]
-_SYSTEM_DIRS = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32")
+KEPT_ENV = (*_bwrap.KEPT_ENV, "CUDA_HOME", "LD_LIBRARY_PATH")  # a GPU task's libraries too
 _PR_SET_DUMPABLE = 4
 
 
@@ -116,48 +113,18 @@ class Confinement:
         in ``binds`` (a Unix socket to reach the scheduler) bound in."""
         as_nobody = self._as_root and not binds
         assert self.bwrap is not None
-        argv = [self.bwrap, "--die-with-parent", "--unshare-ipc", "--unshare-pid",
-                "--unshare-uts", "--unshare-cgroup-try"]
-        if as_nobody:
-            argv += ["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
-        elif self._as_root:
-            argv += ["--cap-drop", "ALL"]
-        else:
-            argv += ["--unshare-user"]
-            if self._userns_flag:
-                argv += ["--disable-userns"]
-        made: set[str] = set()
-        for name in _SYSTEM_DIRS:
-            path = Path("/") / name
-            if path.is_symlink():
-                argv += ["--symlink", os.readlink(path), str(path)]
-            elif path.is_dir():
-                argv += ["--ro-bind", str(path), str(path)]
-                made.add(str(path))
-        argv += ["--ro-bind", "/etc", "/etc", "--perms", "1777", "--tmpfs", "/tmp",
-                 "--proc", "/proc", "--dev", "/dev"]
+        mounts = ["--perms", "1777", "--tmpfs", "/tmp", "--proc", "/proc", "--dev", "/dev"]
         for device in gpu_devices():  # a GPU task's devices (its libraries are under /usr)
-            argv += ["--dev-bind", device, device]
-        bound = set(made) | {"/etc"}  # views of the host's (not /tmp, /proc, /dev: fresh)
-        made |= {"/etc", "/tmp", "/proc", "/dev"}
-        for root in [*_python_roots(), os.path.realpath(cwd)]:
-            if root == "/" or any(root == m or root.startswith(m + "/") for m in bound):
-                continue
-            argv += _parents(root, made)
-            argv += ["--ro-bind", root, root]
-            made.add(root)
-            bound.add(root)
-        for hidden in _hidden():
-            if any(hidden == m or hidden.startswith(m + "/") for m in bound):
-                argv += ["--tmpfs", hidden]  # inside a bound path: masked by an empty one
-        for bind in binds:
-            argv += _parents(bind, made)
-            argv += ["--bind", bind, bind]
+            mounts += ["--dev-bind", device, device]
+        argv = bwrap_argv(
+            self.bwrap, as_root=self._as_root,
+            root_caps=("CAP_SETUID", "CAP_SETGID") if as_nobody else (),
+            nested_userns_flag=self._userns_flag, mounts=mounts,
+            mounted=("/tmp", "/proc", "/dev"),
+            roots=[*_python_roots(), os.path.realpath(cwd)], hidden=_hidden(), binds=binds)
         argv += ["--chdir", cwd, "--"]
         if as_nobody:
-            uid, gid = _nobody()
-            argv += [self.setpriv or "setpriv", f"--reuid={uid}", f"--regid={gid}",
-                     "--clear-groups", "--no-new-privs"]
+            argv += drop_to(self.setpriv or "setpriv", *nobody())
         return argv + command
 
 
@@ -171,44 +138,3 @@ def _hidden() -> list[str]:
 def gpu_devices() -> list[str]:
     """The GPU device files of this node (NVIDIA's: the cards, control and UVM devices)."""
     return sorted(p for p in glob.glob("/dev/nvidia*") if not os.path.isdir(p))
-
-
-def _nobody() -> tuple[int, int]:
-    try:
-        account = pwd.getpwnam("nobody")
-    except KeyError:
-        return 65534, 65534
-    return account.pw_uid, account.pw_gid
-
-
-def _parents(path: str, made: set[str]) -> list[str]:
-    """bwrap arguments making the missing parents of ``path`` traversable (0755)."""
-    out: list[str] = []
-    current = ""
-    for part in Path(path).parts[1:-1]:
-        current += "/" + part
-        if current not in made:
-            out += ["--perms", "0755", "--dir", current]
-            made.add(current)
-    return out
-
-
-def _python_roots() -> list[str]:
-    """What an executor needs to run this interpreter and import what the agent imports: the
-    installation's prefixes, ``sys.path``, qsrv and editable installs' sources."""
-    roots = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
-             str(Path(sys.executable).resolve().parent.parent), str(_QSRV_DIR)}
-    roots.update(p for p in sys.path if p and os.path.isabs(p))
-    roots.update(p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p)
-    for finder in sys.meta_path:  # setuptools' editable finders map packages to sources
-        module = sys.modules.get(getattr(finder, "__module__", "") or "")
-        mapping = getattr(module, "MAPPING", None)
-        if isinstance(mapping, dict):
-            roots.update(str(v) for v in mapping.values() if isinstance(v, str))
-    real = sorted({os.path.realpath(r) for r in roots if os.path.isdir(r)})
-    out: list[str] = []
-    for root in real:  # parents first: drop what a kept root already holds
-        if root == "/" or any(root.startswith(kept + "/") for kept in out):
-            continue
-        out.append(root)
-    return out
