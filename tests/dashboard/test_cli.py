@@ -106,6 +106,7 @@ def test_status_timeline_and_dashboard_take_the_same_connection_options(
     from qsrv.cli._common import connect_args
 
     ca = tmp_path / "ca.pem"
+    monkeypatch.setenv("QSRV_TLS_CA", "")  # connect_args sets it: put back after the test
     for command in ("status", "timeline", "dashboard"):
         args = build_parser(command).parse_args(
             [command, "--address", "h:1", "--token", "t", "--tls-ca", str(ca)])
@@ -122,3 +123,34 @@ def test_status_timeline_and_dashboard_take_the_same_connection_options(
     for command in ("status", "timeline"):
         assert build_parser(command).parse_args([command, "--timeout", "3"]).timeout == 3.0
         assert build_parser(command).parse_args([command]).timeout == 10.0
+
+
+def test_status_watch_redraws_in_a_terminal(cluster: Cluster) -> None:
+    import pty
+    import select
+
+    main, child = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "qsrv", "status", "--address",
+                             cluster.address, "--watch", "0.2"], stdin=child, stdout=child,
+                            stderr=child, env=cli_env(), close_fds=True)
+    os.close(child)
+    out = b""
+    try:
+        while out.count(b"\x1b[H\x1b[2J") < 3:  # the screen cleared and drawn three times
+            ready, _, _ = select.select([main], [], [], 60)
+            assert ready, f"no redraw from qsrv status --watch: {out!r}"
+            try:
+                out += os.read(main, 65536)
+            except OSError:  # EIO: it ended
+                raise AssertionError(f"qsrv status --watch ended: {out!r}") from None
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(main)
+    screens = out.decode(errors="replace").split("\x1b[H\x1b[2J")[1:3]
+    for screen in screens:
+        assert f"{cluster.address} at " in screen and "Ctrl-C to stop" in screen
+        assert "2 worker(s)" in screen
