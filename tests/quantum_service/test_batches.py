@@ -121,14 +121,33 @@ def test_rebatch_with_each_filter(q: Quantum, alice: User) -> None:
     assert shots_of(JobFilters(min_shots=25)) == [30, 40]
     assert shots_of(JobFilters(max_shots=20)) == [10, 20]
     assert shots_of(JobFilters(start_date=created[0], end_date=created[0])) == [10, 20, 30, 40]
-    with pytest.raises(InvalidRequestError, match="no job"):
-        q.rebatch(alice, batch.id, JobFilters(min_shots=1000))
     with pytest.raises(InvalidRequestError, match="unknown status"):
         q.rebatch(alice, batch.id, JobFilters(status="SLEEPING"))
     children = q.batches(alice, BatchFilters(parent_id=batch.id))
     assert children.total == 7
     rerun = q.wait_batch(alice, children.results[0].id, 120)
     assert rerun.status is QStatus.DONE
+
+
+def test_rebatch_matching_no_job_is_an_empty_done_batch(q: Quantum, alice: User) -> None:
+    """As pasqal-cloud's ``sdk.rebatch(batch.id, RebatchFilters(status=JobStatus.ERROR))``
+    on a batch with no job in error: an empty, closed batch, DONE, its parent set."""
+    batch = q.create_batch(alice, bell(), [JobSpec(10), JobSpec(20)], platform=AER)
+    assert q.wait_batch(alice, batch.id, 120).status is QStatus.DONE
+    for filters in (JobFilters(status=QStatus.ERROR), JobFilters(min_shots=1000)):
+        empty = q.rebatch(alice, batch.id, filters)
+        assert empty.parent_id == batch.id and empty.jobs == ()
+        assert not empty.open and empty.status is QStatus.DONE
+        assert empty.ended_at is not None
+        assert q.job_counts(alice, empty.id) == {}
+        assert q.wait_batch(alice, empty.id, 5).status is QStatus.DONE
+        session = q.session(alice, empty.session_id)  # never reserved anything
+        assert session.status is SessionStatus.STOPPED and session.reservation_id is None
+        assert session.reason is StopReason.COMPLETED and session.internal
+        with pytest.raises(ConflictError, match="open batches only"):
+            q.add_jobs(alice, empty.id, [JobSpec(5)])
+    children = q.batches(alice, BatchFilters(parent_id=batch.id, status=QStatus.DONE))
+    assert children.total == 2
 
 
 def test_rebatch_by_dates(q: Quantum, alice: User) -> None:

@@ -212,16 +212,21 @@ class QuantumService:
 
     def _new_session(self, user: User, platform: str, max_s: float, idle_s: float, *,
                      deduplication_id: str | None = None, name: str | None = None,
-                     project: str | None = None, internal: bool = False) -> SessionRecord:
+                     project: str | None = None, internal: bool = False,
+                     ended: bool = False) -> SessionRecord:
+        """A new session, starting (its loop reserves the platform); ``ended``: stopped
+        (``completed``) from the start, with no loop (an empty batch's own session)."""
         now = time.time()
         session_id = str(uuid.uuid4())
         record = SessionRecord(
             session_id, user.user_id, project, platform, deduplication_id,
             name or deduplication_id or f"qsrv-session-{session_id[:8]}",
-            SessionStatus.STARTING, None, max_s, idle_s, now, None, None, now, None,
-            internal=internal)
+            SessionStatus.STOPPED if ended else SessionStatus.STARTING,
+            StopReason.COMPLETED if ended else None, max_s, idle_s, now, None,
+            now if ended else None, now, None, internal=internal)
         self.store.insert_session(record)
-        self._spawn(record)
+        if not ended:
+            self._spawn(record)
         return record
 
     def session(self, user: User, session_id: str) -> SessionRecord:
@@ -403,23 +408,24 @@ class QuantumService:
                       filters: JobFilters | None = None) -> BatchRecord:
         """A new closed batch of the jobs of a closed batch that match ``filters`` (``id``,
         ``status``, ``min_shots``, ``max_shots``, ``start_date``, ``end_date``), whose
-        ``parent_id`` is the old batch (and each job's, the job it copies)."""
+        ``parent_id`` is the old batch (and each job's, the job it copies). When no job
+        matches, the new batch is empty and DONE at once (as pasqal-cloud's ``rebatch``
+        expects of a batch with, say, no job in ERROR)."""
         old = self.batch(user, batch_id, jobs=False)
         if old.open:
             raise ConflictError(f"batch {batch_id} is open: close it before rebatching")
         chosen = self.store.matching_jobs(
             user.user_id, replace(_checks.job_filters(filters), batch_id=old.id))
-        if not chosen:
-            raise InvalidRequestError(f"no job of batch {batch_id} matches the filters")
         now = time.time()
         new = [NewJob(str(uuid.uuid4()), j.shots, dict(j.variables),
                       self.store.put_program(j.program, now), j.seed, j.id) for j in chosen]
+        # No job matching: an empty batch, DONE at once, in a session that never runs.
         session = self._new_session(user, old.platform, math.inf, math.inf,
-                                    project=old.project, internal=True)
+                                    project=old.project, internal=True, ended=not new)
         record = BatchRecord(
             str(uuid.uuid4()), user.user_id, old.project, session.id, old.platform,
-            QStatus.PENDING, False, old.id, old.tags, old.program, old.configuration, now, now,
-            None, (), old.timeout_s)
+            QStatus.PENDING if new else QStatus.DONE, False, old.id, old.tags, old.program,
+            old.configuration, now, now, None if new else now, (), old.timeout_s)
         self._insert_batch(record, session, new, None, now)
         return self.batch(user, record.id)
 
@@ -455,6 +461,13 @@ class QuantumService:
         _checks.check_dates(filters.start_date, filters.end_date)
         return self.store.list_batches(user.user_id, filters, page or Pagination(),
                                        with_jobs=jobs)
+
+    def job_counts(self, user: User, batch_id: str) -> dict[str, int]:
+        """How many of the batch's jobs have each status (status name -> count; statuses with
+        no job left out), from stored counts kept as jobs change: no scan of its jobs."""
+        if self.store.batch_user(str(batch_id)) != user.user_id:
+            raise NotFoundError(f"no batch {batch_id!r}")
+        return {str(status): n for status, n in self.store.batch_counts(str(batch_id)).items()}
 
     def job(self, user: User, job_id: str) -> QJobRecord:
         record = self.store.job(str(job_id))

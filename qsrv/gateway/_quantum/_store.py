@@ -1,7 +1,8 @@
 """The quantum service's SQL: sessions, batches, quantum jobs, results, programs, idempotency.
 
-The tables (``q_*``) are made by migration 4 of ``qsrv.gateway._store``; this module uses that
-store's connection, from the same thread (the gateway's event loop). Invariants:
+The tables (``q_*``) are made by migration 4 of ``qsrv.gateway._store`` and the steps of
+``_schema`` (applied when a ``QuantumStore`` is made); this module uses that store's
+connection, from the same thread (the gateway's event loop). Invariants:
 
 - Records come back as ``_models`` records; JSON columns (variables, tags, configuration,
   errors, counts) are decoded here and nowhere else.
@@ -24,6 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from qsrv.gateway._quantum import _schema
 from qsrv.gateway._quantum._models import (
     BatchFilters,
     BatchRecord,
@@ -83,6 +85,7 @@ class NewJob:
 
 class QuantumStore:
     def __init__(self, conn: sqlite3.Connection) -> None:
+        _schema.upgrade(conn)
         self._conn = conn
         self._programs: dict[str, Program] = {}
 
@@ -299,10 +302,17 @@ class QuantumStore:
         return [self._job(row) for row in rows]
 
     def batch_counts(self, batch_id: str) -> dict[QStatus, int]:
+        """How many of the batch's jobs have each status (statuses with none left out), from
+        the counts the triggers of ``_schema`` keep: no scan of its jobs."""
         rows = self._conn.execute(
-            "SELECT status, COUNT(*) FROM q_jobs WHERE batch_id = ? GROUP BY status",
-            (batch_id,))
+            "SELECT status, n FROM q_batch_counts WHERE batch_id = ? AND n > 0", (batch_id,))
         return {QStatus(row[0]): int(row[1]) for row in rows}
+
+    def batch_user(self, batch_id: str) -> int | None:
+        """The user owning the batch (None when there is none)."""
+        row = self._conn.execute(
+            "SELECT user_id FROM q_batches WHERE batch_id = ?", (batch_id,)).fetchone()
+        return None if row is None else int(row[0])
 
     def next_job(self, session_id: str) -> QJobRecord | None:
         """The session's first job still to run (PENDING, or RUNNING when recovering)."""
