@@ -51,6 +51,14 @@ def _executors(address: str) -> dict[str, int]:
             if e.get("ph") == "X"}
 
 
+def _executors_of(address: str, names: list[str]) -> dict[str, int]:
+    """``_executors`` once it has an event for each of ``names``."""
+    def seen() -> dict[str, int]:
+        found = _executors(address)
+        return found if all(n in found for n in names) else {}
+    return wait_for(seen, what="the jobs' task events")
+
+
 def _run_jobs(q: Quantum, user: object, session_id: str, n: int) -> list[str]:
     jobs = [q.submit(user, session_id, JobSpec(8, program=bell(), seed=i)) for i in range(n)]
     done = [q.wait_job(user, j.id, 120) for j in jobs]
@@ -69,9 +77,7 @@ def test_two_users_sessions_on_one_platform_never_share_an_executor(
     names = {"alice": _run_jobs(q, alice, sessions["alice"], 3),
              "bob": _run_jobs(q, bob, sessions["bob"], 3)}
     names["alice"] += _run_jobs(q, alice, sessions["alice"], 1)  # after bob's: still its own
-    ran = wait_for(lambda: (lambda seen: seen if all(
-        n in seen for ns in names.values() for n in ns) else None)(_executors(cluster.address)),
-        what="the jobs' task events")
+    ran = _executors_of(cluster.address, [n for ns in names.values() for n in ns])
     pids = {user: {ran[n] for n in ns} for user, ns in names.items()}
     assert len(pids["alice"]) == 1 and len(pids["bob"]) == 1, pids  # its reservation's one
     assert pids["alice"].isdisjoint(pids["bob"]), pids
@@ -84,8 +90,7 @@ def test_two_users_sessions_on_one_platform_never_share_an_executor(
     session, _ = q.open_session(bob, AER, name="second")
     second = q.wait_session(bob, session.id, 60, statuses=[SessionStatus.RUNNING]).id
     [later] = _run_jobs(q, bob, second, 1)
-    ran = wait_for(lambda: (lambda seen: seen if later in seen else None)(
-        _executors(cluster.address)), what="the later job's task event")
+    ran = _executors_of(cluster.address, [later])
     assert ran[later] != alice_pid
     q.terminate_session(bob, second)
     q.terminate_session(bob, sessions["bob"])
