@@ -84,6 +84,7 @@ class QuantumConfig:
     batch_timeout_s: float = 600.0  # an open batch idle this long becomes TIMED_OUT
     platforms_ttl_s: float = 1.0  # how long a read of the cluster's platforms is reused
     infeasible_grace_s: float = 60.0  # a session's reservation may stay infeasible this long
+    probe_wait_s: float = 30.0  # how long a platform not (yet) offered is waited for
 
 
 class QuantumService:
@@ -97,6 +98,10 @@ class QuantumService:
         self._events: dict[str, asyncio.Event] = {}
         self._platforms: tuple[float, list[Platform]] = (-math.inf, [])
         self._known: dict[str, Platform] = {}  # last seen spec of each platform
+        self._unprobed: set[str] = set()  # workers whose engine probe had not reported
+        self._workers = 0  # workers connected at the last read
+        self._silent: set[str] = set()  # workers that stayed unprobed through a whole wait
+        self._started_at = -math.inf
         self._clock: asyncio.Task[None] | None = None
         self._clock_wake = asyncio.Event()
         self._closing = False
@@ -112,6 +117,7 @@ class QuantumService:
     async def start(self, store: Store) -> None:
         self._store = QuantumStore(store.connection)
         self._closing = False
+        self._started_at = asyncio.get_running_loop().time()
         self._recover()
         self._clock = asyncio.create_task(self._batch_clock(), name="qsrv-quantum-batches")
 
@@ -147,28 +153,56 @@ class QuantumService:
 
     # -- platforms -----------------------------------------------------------------------------
 
-    async def platforms(self) -> list[Platform]:
-        """What the cluster's workers offer now (read at most every ``platforms_ttl_s``)."""
+    async def platforms(self, max_age: float | None = None) -> list[Platform]:
+        """What the cluster's workers offer now (a read at most ``max_age`` s old, by default
+        ``platforms_ttl_s``)."""
         at, known = self._platforms
         loop = asyncio.get_running_loop()
-        if loop.time() - at < self.config.platforms_ttl_s:
+        if loop.time() - at < (self.config.platforms_ttl_s if max_age is None else max_age):
             return list(known)
         from qsrv.quantum import engines
 
         status = await self.cluster.status()
         found = list(engines.platforms(status))
+        workers = [w for w in status.get("workers") or () if isinstance(w, dict)]
+        self._workers = len(workers)
+        self._unprobed = {str(w.get("id")) for w in workers
+                          if not isinstance((w.get("info") or {}).get("quantum"), dict)}
         self._platforms = (loop.time(), found)
         self._known.update((p.name, p) for p in found)
         return list(found)
 
     async def platform(self, name: str) -> Platform:
-        for each in await self.platforms():
-            if each.name == name:
-                return each
+        """The platform ``name``. One not offered is waited for (up to ``probe_wait_s``) while
+        the cluster may still come to offer it: some connected worker's engine probe has not
+        reported yet, or no worker has connected since the service started. So a session or
+        batch asked for right after the gateway (or a worker) starts finds its platform."""
+        found = await self._find(name)
+        if found is not None:
+            return found
         known = sorted({p.name for p in self._platforms[1]})
         raise NotFoundError(f"no platform {name!r} on this cluster"
                             + (f"; it offers {', '.join(known)}" if known else
                                "; no worker offers any platform now"))
+
+    async def _find(self, name: str) -> Platform | None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.probe_wait_s
+        delay, max_age = 0.05, None  # the first look may use a recent read
+        while True:
+            for each in await self.platforms(max_age=max_age):
+                if each.name == name:
+                    return each
+            now = loop.time()
+            waiting = self._unprobed - self._silent
+            starting = not self._workers and now < self._started_at + self.config.probe_wait_s
+            if not waiting and not starting:
+                return None
+            if now >= deadline:
+                self._silent |= waiting  # not waited for again
+                return None
+            await asyncio.sleep(min(delay, deadline - now))
+            max_age, delay = delay, min(delay * 2, 0.5)
 
     async def _platform_for(self, name: str) -> Platform:
         """The platform's spec to validate against: live, else as last seen (a session's
