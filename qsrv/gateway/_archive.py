@@ -18,7 +18,9 @@ Hostile archives cost bounded memory and time:
   ``_MAX_CHAIN`` extension headers may precede one member; GNU sparse members are refused
   before their extension blocks are read; a name (from any header) is at most ``MAX_NAME``
   bytes.
-- Zip is not accepted: the clients upload tar.
+- Zip is not accepted (the clients upload tar): an archive that starts like one (a local
+  file header, or the end record of an empty one) is refused with a 400 saying so, before
+  any of it is read; nothing of a zip's central directory, names or sizes is ever parsed.
 - Checking and unpacking are plain blocking functions: the gateway runs them off its event
   loop, a bounded number at once (``_service``).
 """
@@ -50,6 +52,7 @@ _CHUNK = 1 << 16
 MAX_EXTENSION_BYTES = 64 << 10  # a GNU long name/link or pax header, declared size
 MAX_NAME = 4096  # bytes of a member's name, however it was given
 _MAX_CHAIN = 8  # extension headers in a row before one member
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08")  # a member, empty, spanned
 _HEADER_ROOM = 3 * 512  # per member: its header, and room for a short extension header
 
 
@@ -261,6 +264,9 @@ def _open(data: bytes, limits: ArchiveLimits) -> tarfile.TarFile:
         raise PayloadTooLargeError(
             f"archive is {len(data)} bytes, over the limit of {limits.max_archive_bytes}"
         )
+    if data[:4] in _ZIP_MAGIC:
+        raise ArchiveError("zip archives are not accepted: upload a tar archive (gzip, bzip2, "
+                           "xz or uncompressed), as the clients do")
     stream = io.BufferedReader(_Decompressed(data, _stream_cap(limits)), _CHUNK)
     try:
         return tarfile.open(fileobj=stream, mode="r|", tarinfo=_CappedTarInfo)

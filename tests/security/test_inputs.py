@@ -4,12 +4,15 @@ oversize uploads announced with ``Expect: 100-continue``."""
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import logging
 import socket
+import struct
 import tarfile
 import threading
 import tracemalloc
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -167,6 +170,65 @@ def test_hostile_archives_over_http_are_400s(make_gateway: Callable[..., Threade
         status, body = call("POST", f"{gateway.url}/v1/programs", token,
                             data=upload_form(bomb))
         assert status == 400, body
+    assert Client(gateway.url, token).programs() == []
+
+
+def _zip(members: dict[str, bytes], compression: int = zipfile.ZIP_DEFLATED) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return buffer.getvalue()
+
+
+def _hostile_zips() -> dict[str, bytes]:
+    """Zips an attacker would send: a bomb (256 MiB of zeros, about 250 kB sent), a
+    central directory claiming millions of members, a 64 kB member name, an empty one."""
+    bomb = io.BytesIO()
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as zf, \
+            zf.open("main.py", "w", force_zip64=True) as member:
+        chunk = bytes(1 << 20)
+        for _ in range(256):
+            member.write(chunk)
+    plain = _zip({"main.py": b"print(1)\n"})
+    end = plain.rindex(b"PK\x05\x06")  # the end record: claim 65535 members, 4 GiB of them
+    many = plain[:end + 8] + struct.pack("<HHII", 0xFFFF, 0xFFFF, 0xFFFFFFFF, 0) \
+        + plain[end + 20:]
+    return {"plain": plain, "bomb": bomb.getvalue(), "many members": many,
+            "long name": _zip({"a" * 65_000: b"x"}, zipfile.ZIP_STORED),
+            "empty": _zip({})}
+
+
+def test_zip_archives_are_refused_before_any_of_them_is_read() -> None:
+    """The gateway takes tar only: every zip, hostile or not, is an ArchiveError saying so,
+    found from its first bytes (nothing of its directory, names or sizes is parsed)."""
+    for what, data in _hostile_zips().items():
+        tracemalloc.start()
+        try:
+            with pytest.raises(ArchiveError, match="zip archives are not accepted"):
+                inspect_archive(data, ArchiveLimits())
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < 1 << 20, (what, peak)  # next to nothing, whatever the zip declares
+
+
+def test_zip_uploads_are_400s_on_both_upload_routes(
+        make_gateway: Callable[..., ThreadedGateway], data_dir: Path) -> None:
+    token = add_user(data_dir, "alice")[1]
+    gateway = make_gateway()
+    zips = _hostile_zips()
+    for what in ("plain", "bomb"):
+        status, body = call("POST", f"{gateway.url}/v1/programs", token,
+                            data=upload_form(zips[what]))
+        assert status == 400 and "zip archives are not accepted" in json.dumps(body), body
+        form = aiohttp.FormData()
+        form.add_field("title", "p")
+        form.add_field("entrypoint", "main.py")
+        form.add_field("artifact", zips[what], filename="p.zip",
+                       content_type="application/zip")
+        status, body = call("POST", f"{gateway.url}/api/v1/programs/upload/", token, data=form)
+        assert status == 400 and "zip archives are not accepted" in json.dumps(body), body
     assert Client(gateway.url, token).programs() == []
 
 
