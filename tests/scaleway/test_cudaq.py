@@ -49,7 +49,15 @@ _SCRIPT = textwrap.dedent("""
         x(q[0])
         mz(q)
 
-    kernel = {"ghz": ghz, "first_only": first_only}[kernel_name]
+    @cudaq.kernel
+    def some_measured():
+        q = cudaq.qvector(3)
+        x(q[0])
+        x(q[1])
+        mz(q[0])
+        mz(q[2])
+
+    kernel = {"ghz": ghz, "first_only": first_only, "some_measured": some_measured}[kernel_name]
     counts = cudaq.sample(kernel, shots_count=100)
     print("COUNTS " + json.dumps(dict(counts.items())))
 """)
@@ -86,11 +94,10 @@ def test_cudaq_samples_on_the_aer_platform_in_a_deduplicated_session(
     assert session["finished_job_count"] == 2
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "the Aer platform answers a qio QISKIT_RESULT_JSON_V1 result (qubit 0 is the rightmost "
-    "bit); CUDA-Q's client reads those bitstrings with qubit 0 first, so an asymmetric "
-    "result comes back reversed ('001' for '100'); CUDA-Q's own CUDAQ_SAMPLE_RESULT_JSON_V1 "
-    "needs a cudaq SampleResult to be made by qio"))
-def test_cudaq_bit_order_is_cudaqs(door: Door, project: str, tmp_path: Path) -> None:
-    counts = _sample(door, project, "first_only", tmp_path)
-    assert counts == {"100": 100}
+@pytest.mark.parametrize(("kernel", "expected"), [
+    ("first_only", {"100": 100}),  # qubit 0 first, as CUDA-Q's own simulator answers
+    ("some_measured", {"10": 100}),  # q[0] and q[2] only, in that order
+])
+def test_cudaq_reads_its_own_bit_order(door: Door, project: str, tmp_path: Path, kernel: str,
+                                       expected: dict[str, int]) -> None:
+    assert _sample(door, project, kernel, tmp_path) == expected

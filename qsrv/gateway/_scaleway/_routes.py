@@ -351,7 +351,8 @@ async def list_job_results(request: web.Request) -> web.Response:
         if native is None:
             continue
         text = (_payloads.perceval_result(native, job.program)
-                if job.program.engine == "perceval" else _payloads.qio_result(native))
+                if job.program.engine == "perceval" else _payloads.qio_result(
+                    native, cudaq_order=_payloads.from_cudaq(job.program)))
         results.append({"job_id": batch.id, "result": text,
                         "created_at": _shapes.rfc3339(job.ended_at)})
     return _listing("job_results", results, len(results))
