@@ -1,13 +1,15 @@
 """Which queued job starts next: per-user queues, oldest first, under a per-user cap.
 
-Pure bookkeeping, no IO: the service tells it what was queued, started, stopped and ended, and
-asks ``next_job()``. Every operation costs O(log U) (U: users with queued jobs) whatever the
-number of queued jobs, so a user who queued thousands of jobs does not slow anyone's request.
+Pure bookkeeping, no IO: the job lifecycle (``_jobs``) tells it what was queued, started,
+stopped, ended and put back, and asks ``next_job()``. Every operation costs O(log U) (U: users
+with queued jobs) whatever the number of queued jobs, so a user who queued thousands of jobs
+does not slow anyone's request.
 
 Invariants:
 
 - Each user's queue holds their QUEUED jobs in submission order (an OrderedDict: the head
-  in O(1), a stopped job leaves it in O(1)).
+  in O(1), a stopped job leaves it in O(1)); a job put back (it could not start) is its head
+  again.
 - ``_ready`` is a heap of ``(created_at of the head, seq, user_id)``: every user who is under
   the running cap and has a queued job has a current entry; stale entries (the head changed or
   the user reached the cap) are skipped when popped. Across users the oldest head starts first.
@@ -69,19 +71,32 @@ class JobQueue:
 
     def next_job(self) -> tuple[int, str] | None:
         """The job to start now (removed from its queue and counted running), or None."""
+        entry = self.next_entry()
+        return entry[:2] if entry is not None else None
+
+    def next_entry(self) -> tuple[int, str, float] | None:
+        """``next_job``, with the job's ``created_at`` (for ``put_back``)."""
         while self._ready:
             _, _, user_id, job_id = heapq.heappop(self._ready)
             queue = self._queues.get(user_id)
             if not queue or next(iter(queue)) != job_id \
                     or self._running[user_id] >= self.max_running:
                 continue  # stale
-            del queue[job_id]
+            created_at = queue.pop(job_id)
             if not queue:
                 del self._queues[user_id]
             self._running[user_id] += 1
             self._offer(user_id)
-            return user_id, job_id
+            return user_id, job_id, created_at
         return None
+
+    def put_back(self, user_id: int, job_id: str, created_at: float) -> None:
+        """A job ``next_entry`` gave could not start: it waits again, first of its user's
+        (call ``ended`` for it too). Put several back in the reverse of the order taken."""
+        queue = self._queues.setdefault(user_id, OrderedDict())
+        queue[job_id] = created_at
+        queue.move_to_end(job_id, last=False)
+        self._offer(user_id)
 
     def _offer(self, user_id: int) -> None:
         queue = self._queues.get(user_id)
