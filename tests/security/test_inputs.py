@@ -288,6 +288,37 @@ def test_every_route_answers_malformed_bodies_with_a_4xx(
     assert not errors, [r.getMessage() for r in errors]
 
 
+@pytest.mark.xfail(strict=True, reason="POST /dashboard/login answers a malformed multipart "
+                   "body with a 500 (aiohttp's ValueError/LineTooLong from request.post() in "
+                   "qsrv/dashboard/_app.py's _login); remove this mark with that fix")
+def test_routes_outside_the_openapi_description_answer_malformed_bodies_with_a_4xx(
+        make_gateway: Callable[..., ThreadedGateway], data_dir: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The routes the description leaves out (the dashboard's) are taken from the gateway's
+    router itself: every one that reads a body answers garbage with a 4xx, logging no error."""
+    add_user(data_dir, "alice")
+    gateway = make_gateway()
+    status, spec = call("GET", f"{gateway.url}/openapi.json")
+    described = {(m.upper(), p) for p, ms in spec["paths"].items() for m in ms}
+    app = gateway.server._runner.app  # the routes as served
+    others = sorted({(r.method, r.resource.canonical) for r in app.router.routes()
+                     if r.resource is not None and r.method not in ("GET", "HEAD", "OPTIONS")
+                     and (r.method, r.resource.canonical) not in described})
+    assert others, "every route is described: this test has nothing left to check"
+    caplog.set_level(logging.WARNING)
+    failures = []
+    for method, path in others:
+        url = gateway.url + path.replace("{job_id}", "0" * 32).replace("{name}", "x")
+        for name, kwargs in _garbage_bodies():
+            status, body = call(method, url, **dict(kwargs))
+            if not 400 <= status < 500:
+                failures.append((method, path, name, status, str(body)[:200]))
+    assert not failures, failures
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR
+              and r.name.startswith(("qsrv", "aiohttp"))]
+    assert not errors, [r.getMessage() for r in errors]
+
+
 def _exchange(url: str, path: str, token: str, length: int) -> bytes:
     """Send only the headers of an upload announcing ``length`` bytes; the first answer."""
     parts = urlsplit(url)
