@@ -347,10 +347,7 @@ class GatewayService:
 
     def result(self, user: User, job_id: str) -> bytes | None:
         """The pickled result of a SUCCEEDED job, None when it saved none."""
-        job = self.job(user, job_id)
-        if job.status is not JobStatus.SUCCEEDED:
-            raise ConflictError(f"job {job_id} is {job.status}, it has no result")
-        result = self.store.job_result(job_id)
+        result = self._saved_result(user, job_id)
         if result is not None and self.store.job_formats(job_id)[1] == "json":
             try:
                 return pickle.dumps(json.loads(result), protocol=5)
@@ -361,10 +358,7 @@ class GatewayService:
     def result_json(self, user: User, job_id: str) -> str | None:
         """The JSON text of a SUCCEEDED job's result, None when it saved none. A result saved
         as a pickle (qsrv's ``save_result``) is a ConflictError: it is never unpickled here."""
-        job = self.job(user, job_id)
-        if job.status is not JobStatus.SUCCEEDED:
-            raise ConflictError(f"job {job_id} is {job.status}, it has no result")
-        result = self.store.job_result(job_id)
+        result = self._saved_result(user, job_id)
         if result is None:
             return None
         if self.store.job_formats(job_id)[1] != "json":
@@ -374,6 +368,12 @@ class GatewayService:
                 "here"
             )
         return result.decode("utf-8", "replace")
+
+    def _saved_result(self, user: User, job_id: str) -> bytes | None:
+        job = self.job(user, job_id)
+        if job.status is not JobStatus.SUCCEEDED:
+            raise ConflictError(f"job {job_id} is {job.status}, it has no result")
+        return self.store.job_result(job_id)
 
     def set_sub_status(self, job: JobRecord, sub_status: str) -> None:
         """Record what a RUNNING job says it is doing (a Quantum Serverless sub-status)."""

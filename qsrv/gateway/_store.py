@@ -1,31 +1,23 @@
-"""All of the gateway's SQL: a SQLite file with numbered schema migrations.
+"""All of the gateway's queries, over the SQLite file ``_schema`` opens and migrates.
 
 Invariants:
 
-- This is the only module that speaks SQL, with ``_quantum/_store.py`` for the quantum
-  service's tables (``q_*``, created here by migration 4, on this module's connection). It
+- This and ``_schema`` are the only modules that speak SQL, with ``_quantum/_store.py`` for the
+  quantum service's tables (``q_*``, created by migration 4, on this module's connection). It
   stores and returns ``_models`` records and opaque bytes (archives, pickled arguments and
   results, logs); it never unpickles anything.
 - One ``Store`` is used from one thread (the gateway's event loop, or a CLI command). Statements
   are short; several processes may open the same file (WAL mode, busy timeout), e.g. ``qsrv user
   add`` while the gateway runs.
-- ``PRAGMA user_version`` is the number of migrations applied. A migration runs in one
-  transaction with its version bump, so a crash leaves the schema at a whole version. A file
-  from a newer qsrv (a version above ``len(MIGRATIONS)``) is refused, never downgraded.
 - A job's status changes only through ``set_job_status``, which writes the matching ``status``
   event in the same transaction: the event log and the job row never disagree.
-- The database is private: its directory is made 0700 when this creates it, the file (and its
-  WAL and shared-memory files, which SQLite creates with the file's mode) 0600, created so before
-  SQLite first opens it; an existing file is made 0600 again when opened.
 - A token is valid while it is neither revoked nor past its ``expires_at``; revoked and expired
   tokens stay listed (without the token itself, which is never stored) until deleted.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import sqlite3
 import time
 from collections.abc import Iterator, Sequence
@@ -34,7 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from qsrv.errors import ConfigError
 from qsrv.gateway._errors import ConflictError, TooManyRequestsError
 from qsrv.gateway._models import (
     JobEvent,
@@ -45,6 +36,7 @@ from qsrv.gateway._models import (
     User,
     UserUsage,
 )
+from qsrv.gateway._schema import MIGRATIONS, open_database, private_dir, schema_version
 
 __all__ = [
     "ARCHIVES",
@@ -57,189 +49,6 @@ __all__ = [
 ]
 
 ARCHIVES = "archives"  # next to the database: program archives by their SHA-256
-
-# Each entry moves the schema up one version. Append only; never edit a released entry.
-MIGRATIONS: tuple[str, ...] = (
-    # 1: users, tokens, programs with versions, jobs, job events.
-    """
-    CREATE TABLE users (
-        user_id     INTEGER PRIMARY KEY,
-        name        TEXT NOT NULL UNIQUE,
-        created_at  REAL NOT NULL
-    );
-    CREATE TABLE tokens (
-        token_hash  TEXT PRIMARY KEY,
-        user_id     INTEGER NOT NULL REFERENCES users(user_id) ON DELETE CASCADE,
-        created_at  REAL NOT NULL
-    );
-    CREATE TABLE programs (
-        program_id      INTEGER PRIMARY KEY,
-        user_id         INTEGER NOT NULL REFERENCES users(user_id) ON DELETE CASCADE,
-        title           TEXT NOT NULL,
-        version         INTEGER NOT NULL,
-        entrypoint      TEXT NOT NULL,
-        description     TEXT NOT NULL,
-        env_vars        TEXT NOT NULL,
-        archive         BLOB NOT NULL,
-        archive_size    INTEGER NOT NULL,
-        archive_sha256  TEXT NOT NULL,
-        created_at      REAL NOT NULL,
-        UNIQUE (user_id, title, version)
-    );
-    CREATE TABLE jobs (
-        job_id       TEXT PRIMARY KEY,
-        user_id      INTEGER NOT NULL REFERENCES users(user_id) ON DELETE CASCADE,
-        program_id   INTEGER NOT NULL REFERENCES programs(program_id),
-        status       TEXT NOT NULL,
-        sub_status   TEXT,
-        arguments    BLOB NOT NULL,
-        created_at   REAL NOT NULL,
-        started_at   REAL,
-        finished_at  REAL,
-        exit_code    INTEGER,
-        error        TEXT,
-        pid          INTEGER,
-        result       BLOB,
-        logs         BLOB NOT NULL DEFAULT x''
-    );
-    CREATE INDEX jobs_by_user ON jobs (user_id, created_at);
-    CREATE INDEX jobs_by_status ON jobs (status, created_at);
-    CREATE TABLE job_events (
-        event_id    INTEGER PRIMARY KEY,
-        job_id      TEXT NOT NULL REFERENCES jobs(job_id) ON DELETE CASCADE,
-        kind        TEXT NOT NULL,
-        data        TEXT NOT NULL,
-        created_at  REAL NOT NULL
-    );
-    CREATE INDEX job_events_by_job ON job_events (job_id, event_id);
-    """,
-    # 2: the upstream-compatible door (``_upstream_http``). Arguments and results are either a
-    # pickle (qsrv's own client) or JSON text (the Quantum Serverless client); a running job
-    # holds a token of its own (its hash) for calling back; users may log in with a password.
-    """
-    ALTER TABLE jobs ADD COLUMN arguments_format TEXT NOT NULL DEFAULT 'pickle';
-    ALTER TABLE jobs ADD COLUMN result_format TEXT;
-    ALTER TABLE jobs ADD COLUMN token_hash TEXT;
-    CREATE UNIQUE INDEX jobs_by_token ON jobs (token_hash) WHERE token_hash IS NOT NULL;
-    CREATE TABLE passwords (
-        user_id        INTEGER PRIMARY KEY REFERENCES users(user_id) ON DELETE CASCADE,
-        password_hash  TEXT NOT NULL,
-        updated_at     REAL NOT NULL
-    );
-    """,
-    # 3: tokens that expire and can be revoked (listed by id, never shown again), what kind of
-    # token each is; the gateway's settings (its quotas, shown by ``qsrv user list``; its id);
-    # the cluster credential a job held (revoked again when a restarted scheduler forgot it);
-    # archives kept as files (``archives/<sha256>``, written off the event loop), not blobs.
-    """
-    ALTER TABLE tokens ADD COLUMN expires_at REAL;
-    ALTER TABLE tokens ADD COLUMN revoked_at REAL;
-    ALTER TABLE tokens ADD COLUMN kind TEXT NOT NULL DEFAULT 'user';
-    CREATE INDEX tokens_by_user ON tokens (user_id);
-    CREATE TABLE settings (
-        key    TEXT PRIMARY KEY,
-        value  TEXT NOT NULL
-    );
-    ALTER TABLE jobs ADD COLUMN credential TEXT;
-    CREATE INDEX programs_by_user ON programs (user_id, title, version);
-    CREATE INDEX jobs_by_finish ON jobs (finished_at) WHERE credential IS NOT NULL;
-    ALTER TABLE programs ADD COLUMN archive_file TEXT;
-    """,
-    # 4: the quantum service (``_quantum``): programs by hash, sessions, batches, quantum jobs,
-    # their results, idempotency keys. ``num`` orders listings (newest first) and pins a
-    # listing's snapshot; a session's active deduplication id is unique.
-    """
-    CREATE TABLE q_programs (
-        hash        TEXT PRIMARY KEY,
-        kind        TEXT NOT NULL,
-        data        TEXT NOT NULL,
-        created_at  REAL NOT NULL
-    );
-    CREATE TABLE q_sessions (
-        num                  INTEGER PRIMARY KEY AUTOINCREMENT,
-        session_id           TEXT NOT NULL UNIQUE,
-        user_id              INTEGER NOT NULL REFERENCES users(user_id) ON DELETE CASCADE,
-        project              TEXT,
-        platform             TEXT NOT NULL,
-        deduplication_id     TEXT,
-        name                 TEXT NOT NULL,
-        status               TEXT NOT NULL,
-        reason               TEXT,
-        message              TEXT,
-        max_duration_s       REAL NOT NULL,
-        max_idle_duration_s  REAL NOT NULL,
-        created_at           REAL NOT NULL,
-        started_at           REAL,
-        terminated_at        REAL,
-        last_job_at          REAL NOT NULL,
-        reservation_id       TEXT,
-        internal             INTEGER NOT NULL DEFAULT 0,
-        next_seq             INTEGER NOT NULL DEFAULT 0
-    );
-    CREATE UNIQUE INDEX q_sessions_dedup ON q_sessions (user_id, platform, deduplication_id)
-        WHERE deduplication_id IS NOT NULL AND status IN ('starting', 'running');
-    CREATE INDEX q_sessions_by_user ON q_sessions (user_id, num);
-    CREATE INDEX q_sessions_by_status ON q_sessions (status);
-    CREATE TABLE q_batches (
-        num           INTEGER PRIMARY KEY AUTOINCREMENT,
-        batch_id      TEXT NOT NULL UNIQUE,
-        user_id       INTEGER NOT NULL REFERENCES users(user_id) ON DELETE CASCADE,
-        project       TEXT,
-        session_id    TEXT NOT NULL,
-        platform      TEXT NOT NULL,
-        status        TEXT NOT NULL,
-        open          INTEGER NOT NULL,
-        parent_id     TEXT,
-        tags          TEXT NOT NULL,
-        program_hash  TEXT NOT NULL REFERENCES q_programs(hash),
-        configuration TEXT NOT NULL,
-        created_at    REAL NOT NULL,
-        updated_at    REAL NOT NULL,
-        ended_at      REAL,
-        activity_at   REAL NOT NULL,
-        timeout_s     REAL NOT NULL
-    );
-    CREATE INDEX q_batches_by_user ON q_batches (user_id, num);
-    CREATE INDEX q_batches_by_session ON q_batches (session_id);
-    CREATE INDEX q_batches_by_status ON q_batches (status);
-    CREATE TABLE q_jobs (
-        num           INTEGER PRIMARY KEY AUTOINCREMENT,
-        job_id        TEXT NOT NULL UNIQUE,
-        user_id       INTEGER NOT NULL REFERENCES users(user_id) ON DELETE CASCADE,
-        project       TEXT,
-        batch_id      TEXT,
-        session_id    TEXT NOT NULL,
-        seq           INTEGER NOT NULL,
-        status        TEXT NOT NULL,
-        shots         INTEGER NOT NULL,
-        variables     TEXT NOT NULL,
-        program_hash  TEXT NOT NULL REFERENCES q_programs(hash),
-        seed          INTEGER,
-        platform      TEXT NOT NULL,
-        created_at    REAL NOT NULL,
-        started_at    REAL,
-        ended_at      REAL,
-        errors        TEXT NOT NULL DEFAULT '[]',
-        parent_id     TEXT
-    );
-    CREATE INDEX q_jobs_by_user ON q_jobs (user_id, num);
-    CREATE INDEX q_jobs_by_session ON q_jobs (session_id, status, seq);
-    CREATE INDEX q_jobs_by_batch ON q_jobs (batch_id, seq);
-    CREATE TABLE q_results (
-        job_id  TEXT PRIMARY KEY REFERENCES q_jobs(job_id) ON DELETE CASCADE,
-        counts  TEXT NOT NULL,
-        native  TEXT
-    );
-    CREATE TABLE q_idempotency (
-        user_id     INTEGER NOT NULL REFERENCES users(user_id) ON DELETE CASCADE,
-        key         TEXT NOT NULL,
-        kind        TEXT NOT NULL,
-        batch_id    TEXT NOT NULL,
-        created_at  REAL NOT NULL,
-        PRIMARY KEY (user_id, key)
-    );
-    """,
-)
 
 _PROGRAM_COLUMNS = (
     "program_id, user_id, title, version, entrypoint, description, env_vars, archive_size, "
@@ -255,35 +64,8 @@ _JOB_FIELDS = frozenset(
     {"sub_status", "started_at", "finished_at", "exit_code", "error", "pid", "result", "logs",
      "result_format", "token_hash", "credential"}
 )
+_USER_SELECT = "SELECT user_id, name, created_at FROM users"
 _TOKEN_VALID = "t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > ?)"
-
-
-def private_dir(path: Path, mode: int = 0o700) -> Path:
-    """Make ``path`` (and missing parents) a directory; one this creates gets ``mode`` whatever
-    the umask. An existing one keeps its mode (the service sets its data directory's)."""
-    if not path.is_dir():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.mkdir(path, mode)
-        except FileExistsError:
-            pass
-        else:
-            os.chmod(path, mode)
-    return path
-
-
-def _private_file(path: Path) -> None:
-    """Create ``path`` empty with mode 0600 if missing; make an existing one 0600 (with the
-    WAL and shared-memory files SQLite keeps next to it)."""
-    with contextlib.suppress(FileExistsError):
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
-    for each in (path, Path(f"{path}-wal"), Path(f"{path}-shm"), Path(f"{path}-journal")):
-        try:
-            st = os.lstat(each)
-        except FileNotFoundError:
-            continue
-        if st.st_uid == os.geteuid() and st.st_mode & 0o077:
-            os.chmod(each, 0o600)
 
 
 @dataclass(frozen=True, slots=True)
@@ -326,22 +108,7 @@ class Store:
     def open(cls, path: str | Path) -> Store:
         """Open (creating if needed) the database at ``path`` and migrate it to the latest."""
         path = Path(path)
-        try:
-            private_dir(path.parent)
-            _private_file(path)
-            conn = sqlite3.connect(path, isolation_level=None, timeout=10.0)
-        except (OSError, sqlite3.Error) as exc:
-            raise ConfigError(f"cannot open gateway database {path}: {exc}") from exc
-        conn.execute("PRAGMA foreign_keys = ON")
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = NORMAL")
-        store = cls(conn, path)
-        try:
-            store._migrate()
-        except BaseException:
-            conn.close()
-            raise
-        return store
+        return cls(open_database(path), path)
 
     def close(self) -> None:
         self._conn.close()
@@ -353,21 +120,7 @@ class Store:
 
     @property
     def schema_version(self) -> int:
-        version: int = self._conn.execute("PRAGMA user_version").fetchone()[0]
-        return version
-
-    def _migrate(self) -> None:
-        current = self.schema_version
-        if current > len(MIGRATIONS):
-            raise ConfigError(
-                f"the gateway database has schema version {current}, newer than this qsrv "
-                f"understands ({len(MIGRATIONS)}); upgrade qsrv"
-            )
-        for number in range(current + 1, len(MIGRATIONS) + 1):
-            script = MIGRATIONS[number - 1]
-            self._conn.executescript(
-                f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;"
-            )
+        return schema_version(self._conn)
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -393,20 +146,17 @@ class Store:
         return User(cur.lastrowid, name, created_at)
 
     def user_by_name(self, name: str) -> User | None:
-        row = self._conn.execute(
-            "SELECT user_id, name, created_at FROM users WHERE name = ?", (name,)
-        ).fetchone()
-        return User(*row) if row else None
+        return self._user("name = ?", name)
 
     def user_by_id(self, user_id: int) -> User | None:
-        row = self._conn.execute(
-            "SELECT user_id, name, created_at FROM users WHERE user_id = ?", (user_id,)
-        ).fetchone()
+        return self._user("user_id = ?", user_id)
+
+    def _user(self, where: str, key: object) -> User | None:
+        row = self._conn.execute(f"{_USER_SELECT} WHERE {where}", (key,)).fetchone()
         return User(*row) if row else None
 
     def list_users(self) -> list[User]:
-        rows = self._conn.execute("SELECT user_id, name, created_at FROM users ORDER BY name")
-        return [User(*row) for row in rows]
+        return [User(*row) for row in self._conn.execute(f"{_USER_SELECT} ORDER BY name")]
 
     def user_count(self) -> int:
         (count,) = self._conn.execute("SELECT COUNT(*) FROM users").fetchone()
