@@ -14,6 +14,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -30,7 +31,7 @@ _SCRIPT = textwrap.dedent("""
     import json, sys
     import cudaq
 
-    url, token, machine, project, kernel_name = sys.argv[1:6]
+    url, token, machine, project, kernel_name, shots = sys.argv[1:7]
     cudaq.set_target("scaleway", url=url, machine=machine, project_id=project,
                      secret_key=token, deduplication_id="my-workshop", max_duration="30m",
                      max_idle_duration="5min")
@@ -58,17 +59,31 @@ _SCRIPT = textwrap.dedent("""
         mz(q[2])
 
     kernel = {"ghz": ghz, "first_only": first_only, "some_measured": some_measured}[kernel_name]
-    counts = cudaq.sample(kernel, shots_count=100)
+    counts = cudaq.sample(kernel, shots_count=int(shots))
     print("COUNTS " + json.dumps(dict(counts.items())))
 """)
 
 
-def _sample(door: Door, project: str, kernel: str, tmp_path: Path) -> dict[str, int]:
+def _run(door: Door, project: str, kernel: str, tmp_path: Path, *, machine: str = AER,
+         shots: int = 100) -> subprocess.CompletedProcess[str]:
+    """The script, as a user runs it, in cudaq's interpreter."""
     script = tmp_path / "sample.py"  # cudaq reads its kernels' source: a file, not -c
     script.write_text(_SCRIPT)
     python = _PYTHON or sys.executable
-    out = subprocess.run([python, str(script), door.url, door.token, AER, project, kernel],
-                         capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    return subprocess.run([python, str(script), door.url, door.token, machine, project, kernel,
+                           str(shots)], capture_output=True, text=True, timeout=300,
+                          cwd=tmp_path)
+
+
+def _sessions(door: Door, project: str) -> list[dict[str, Any]]:
+    response = requests.get(f"{door.api}/sessions", params={"project_id": project},
+                            headers={"X-Auth-Token": door.token}, timeout=30)
+    response.raise_for_status()
+    return response.json()["sessions"]  # type: ignore[no-any-return]
+
+
+def _sample(door: Door, project: str, kernel: str, tmp_path: Path) -> dict[str, int]:
+    out = _run(door, project, kernel, tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     [line] = [x for x in out.stdout.splitlines() if x.startswith("COUNTS ")]
     return json.loads(line.removeprefix("COUNTS "))  # type: ignore[no-any-return]
@@ -79,18 +94,14 @@ def test_cudaq_samples_on_the_aer_platform_in_a_deduplicated_session(
     counts = _sample(door, project, "ghz", tmp_path)
     assert sum(counts.values()) == 100
     assert set(counts) == {"000", "111"}  # 2^-99 to fail by chance
-    sessions = requests.get(f"{door.api}/sessions", params={"project_id": project},
-                            headers={"X-Auth-Token": door.token}, timeout=30).json()
-    [session] = sessions["sessions"]
+    [session] = _sessions(door, project)
     assert session["deduplication_id"] == "my-workshop"
     assert session["max_duration"] == "1800s"
     assert session["max_idle_duration"] == "300s"
     assert session["finished_job_count"] == 1
     again = _sample(door, project, "ghz", tmp_path)  # a second script joins the same session
     assert sum(again.values()) == 100
-    [session] = requests.get(f"{door.api}/sessions", params={"project_id": project},
-                             headers={"X-Auth-Token": door.token}, timeout=30
-                             ).json()["sessions"]
+    [session] = _sessions(door, project)
     assert session["finished_job_count"] == 2
 
 
@@ -101,3 +112,24 @@ def test_cudaq_samples_on_the_aer_platform_in_a_deduplicated_session(
 def test_cudaq_reads_its_own_bit_order(door: Door, project: str, tmp_path: Path, kernel: str,
                                        expected: dict[str, int]) -> None:
     assert _sample(door, project, kernel, tmp_path) == expected
+
+
+def test_an_unknown_machine_is_refused_before_any_session(door: Door, project: str,
+                                                         tmp_path: Path) -> None:
+    out = _run(door, project, "ghz", tmp_path, machine="no.such.platform")
+    assert out.returncode != 0
+    assert "No platform found with name: no.such.platform" in out.stderr
+    assert _sessions(door, project) == []
+
+
+def test_shots_above_the_platforms_maximum_are_refused(door: Door, project: str,
+                                                      tmp_path: Path) -> None:
+    [platform] = requests.get(f"{door.api}/platforms", params={"name": AER},
+                              headers={"X-Auth-Token": door.token}, timeout=30,
+                              ).json()["platforms"]
+    out = _run(door, project, "ghz", tmp_path, shots=platform["max_shot_count"] + 1)
+    assert out.returncode != 0
+    # CUDA-Q raises the error body it was answered.
+    assert "status code 400" in out.stderr
+    assert f"{platform['max_shot_count'] + 1} shots is over platform {AER}" in out.stderr
+    assert '"type": "invalid_arguments"' in out.stderr

@@ -3,6 +3,8 @@ documented flow, a session shared through a deduplication id, start()/stop()."""
 
 from __future__ import annotations
 
+import json
+
 import perceval as pcvl
 import perceval.providers.scaleway as scw
 import pytest
@@ -19,12 +21,12 @@ def _sessions(door: Door, project: str) -> list[dict[str, object]]:
     return response.json()["sessions"]  # type: ignore[no-any-return]
 
 
-def _toy_sampler(session: scw.Session) -> pcvl.algorithm.Sampler:
+def _toy_sampler(session: scw.Session, max_shots: int = 10_000) -> pcvl.algorithm.Sampler:
     processor = session.build_remote_processor()
     processor.set_circuit(pcvl.Circuit(m=2, name="a-toy-circuit") // pcvl.BS.H())
     processor.with_input(pcvl.BasicState("|0,1>"))
     processor.min_detected_photons_filter(1)  # Perceval >= 1.3 asks it of remote processors
-    return pcvl.algorithm.Sampler(processor, max_shots_per_call=10_000)
+    return pcvl.algorithm.Sampler(processor, max_shots_per_call=max_shots)
 
 
 def test_the_documented_flow_samples_in_a_session_ended_by_the_with_block(
@@ -84,8 +86,11 @@ def test_start_and_stop_and_a_job_after_stop_is_refused(door: Door, project: str
     session.stop()
     [stopped] = _sessions(door, project)
     assert stopped["status"] == "stopped"
-    with pytest.raises(HTTPError, match=r"precondition_failed|stopped|ended"):
+    with pytest.raises(HTTPError) as refused:
         sampler.sample_count(20)
+    body = refused.value.args[0]  # Perceval raises the error body it was answered
+    assert body["type"] == "precondition_failed"
+    assert stopped["id"] in body["message"]
 
 
 def test_an_unknown_platform_is_refused_by_perceval_before_any_session(
@@ -94,6 +99,48 @@ def test_an_unknown_platform_is_refused_by_perceval_before_any_session(
         scw.Session(platform_name="no.such.platform", project_id=project, token=door.token,
                     url=door.url)
     assert _sessions(door, project) == []
+
+
+def test_shots_above_the_platforms_maximum_are_refused_and_harm_nothing(
+        door: Door, project: str) -> None:
+    [platform] = requests.get(f"{door.api}/platforms", params={"name": PERCEVAL},
+                              headers={"X-Auth-Token": door.token}, timeout=30,
+                              ).json()["platforms"]
+    with scw.Session(platform_name=PERCEVAL, project_id=project, token=door.token,
+                     url=door.url) as session:
+        greedy = _toy_sampler(session, max_shots=platform["max_shot_count"] + 1)
+        with pytest.raises(HTTPError) as refused:
+            greedy.sample_count(10)
+        body = refused.value.args[0]
+        assert body["type"] == "invalid_arguments"
+        assert "over" in body["message"] and "maximum" in body["message"]
+        assert sum(_toy_sampler(session).sample_count(10)["results"].values()) == 10
+
+
+@pytest.mark.parametrize("payload", [
+    "{not json",
+    json.dumps({"command": "samples", "max_shots": 10}),
+    json.dumps({"command": "samples", "experiment": ":PCVL:zip:garbage", "max_shots": 10}),
+    json.dumps({"command": "samples", "experiment": "x", "max_shots": -1}),
+])
+def test_a_malformed_perceval_payload_gets_invalid_arguments(
+        door: Door, project: str, payload: str) -> None:
+    headers = {"X-Auth-Token": door.token}
+    [platform] = requests.get(f"{door.api}/platforms", params={"name": PERCEVAL},
+                              headers=headers, timeout=30).json()["platforms"]
+    session = requests.post(f"{door.api}/sessions", headers=headers, timeout=30, json={
+        "project_id": project, "platform_id": platform["id"]}).json()
+    try:
+        response = requests.post(f"{door.api}/jobs", headers=headers, timeout=30, json={
+            "session_id": session["id"], "circuit": {"percevalCircuit": payload}})
+        assert response.status_code == 400, response.text
+        assert response.json()["type"] == "invalid_arguments"
+        listed = requests.get(f"{door.api}/jobs", params={"session_id": session["id"]},
+                              headers=headers, timeout=30).json()
+        assert listed["total_count"] == 0
+    finally:
+        requests.post(f"{door.api}/sessions/{session['id']}/terminate", headers=headers,
+                      timeout=30)
 
 
 def test_a_wrong_token_is_refused(door: Door, project: str) -> None:

@@ -91,6 +91,22 @@ def test_run_without_a_session_opens_one(door: Door, project: str) -> None:
     assert gone.status_code == 404
 
 
+def test_shots_above_the_platforms_maximum_are_refused_and_harm_nothing(
+        door: Door, project: str) -> None:
+    [platform] = requests.get(f"{door.api}/platforms", params={"name": AER},
+                              headers={"X-Auth-Token": door.token}, timeout=30,
+                              ).json()["platforms"]
+    backend = _provider(door, project).get_backend(AER)
+    session_id = backend.start_session()
+    try:
+        with pytest.raises(Exception, match=r"error 400.*over.*maximum.*invalid_arguments"):
+            backend.run(_bell(), shots=platform["max_shot_count"] + 1, session_id=session_id)
+        result = backend.run(_bell(), shots=10, session_id=session_id).result()
+        assert sum(result.get_counts().values()) == 10
+    finally:
+        backend.stop_session(session_id)
+
+
 def test_several_circuits_in_one_job_each_get_their_result(door: Door, project: str) -> None:
     backend = _provider(door, project).get_backend(AER)
     session_id = backend.start_session()
