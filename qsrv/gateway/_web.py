@@ -18,13 +18,15 @@ A door is an aiohttp sub-application made by ``door(service, routes, render=...)
 - Bodies: a declared Content-Length over the route's limit is refused (413) before
   ``100 Continue`` (and, for ``"user"`` routes, so is a bad token) by the route's
   ``expect_handler``; ``check_length`` refuses it before any byte is read without ``Expect``;
-  every read goes through ``reading_body`` (``json_body`` for a JSON object), so a malformed
-  body (garbage multipart, JSON nested too deep, a bad charset) is a 400 and never a 500; a
-  route that takes no body calls ``no_body``, which refuses one.
+  every read goes through ``reading_body`` (``json_body`` for a JSON object, ``json_value``
+  for any JSON value), so a malformed body (garbage multipart, JSON nested too deep, a bad
+  charset, bad chunked encoding, a body cut short by the client) is a 400 and never a 500;
+  a route that takes no body calls ``no_body``, which refuses one.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
@@ -34,6 +36,7 @@ from typing import Any, Literal
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 
 from qsrv.gateway._errors import GatewayError, InvalidRequestError, PayloadTooLargeError
 from qsrv.gateway._models import JobRecord, User
@@ -61,6 +64,7 @@ __all__ = [
     "int_query",
     "json_body",
     "json_limit",
+    "json_value",
     "native_error",
     "no_body",
     "pagination",
@@ -238,18 +242,30 @@ _BAD_BODY = (ValueError, AssertionError, LookupError, RecursionError, HttpProces
              UnicodeError)
 
 
+def _first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+
+
 @asynccontextmanager
 async def reading_body() -> AsyncIterator[None]:
-    """Turn what a malformed body makes aiohttp or json raise into a 400 (413 for size)."""
+    """Turn what a malformed body makes aiohttp or json raise into a 400 (413 for size).
+
+    A body that never arrives whole is the client's fault too: aiohttp's
+    ``RequestPayloadError`` (bad chunked or content encoding) and the ``ConnectionResetError``
+    a read meets when the client goes away mid-body (shorter than its Content-Length, an
+    abort) are 400s, logged at INFO (no one may be left to read the answer)."""
     try:
         yield
     except GatewayError:
         raise
     except web.HTTPRequestEntityTooLarge:
         raise PayloadTooLargeError("request body too large") from None
+    except (RequestPayloadError, ConnectionResetError) as exc:
+        _log.info("request body not received whole: %s", _first_line(exc))
+        raise InvalidRequestError(f"request body not received whole: {_first_line(exc)}"
+                                  ) from None
     except _BAD_BODY as exc:
-        text = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-        raise InvalidRequestError(f"malformed request body: {text}") from None
+        raise InvalidRequestError(f"malformed request body: {_first_line(exc)}") from None
 
 
 def expect_within(limit: Callable[[web.Request], int],
@@ -292,14 +308,21 @@ async def json_body(request: web.Request, *, empty: bool = False) -> dict[str, A
     """The body as a JSON object (400 otherwise); ``empty``: no body reads as ``{}``."""
     if empty and not request.can_read_body:
         return {}
-    try:
-        async with reading_body():
-            body = await request.json()
-    except InvalidRequestError:
-        raise InvalidRequestError("the body must be a JSON object") from None
+    body = await json_value(request, "the body must be a JSON object")
     if not isinstance(body, dict):
         raise InvalidRequestError("the body must be a JSON object")
     return body
+
+
+async def json_value(request: web.Request, invalid: str = "the body must be JSON") -> Any:
+    """The body as any JSON value; ``invalid`` is the 400's message when it does not parse
+    (a body that does not arrive whole or does not decode keeps ``reading_body``'s)."""
+    async with reading_body():
+        text = await request.text()
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        raise InvalidRequestError(invalid) from None
 
 
 async def no_body(request: web.Request) -> None:

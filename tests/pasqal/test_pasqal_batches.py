@@ -6,23 +6,23 @@ from __future__ import annotations
 
 import warnings
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests._support import wait_for
-from tests.pasqal.conftest import PROJECT, Gateway, sequence, simulate
+from tests.pasqal.conftest import Gateway, new_project, sequence, simulate
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
     from pasqal_cloud import SDK
-    from pasqal_cloud.device import DeviceTypeName, EmuFreeConfig, EmulatorType
-    from pasqal_cloud.errors import JobCancellingError, JobCreationError, RebatchError
+    from pasqal_cloud.device import DeviceTypeName, EmuFreeConfig
+    from pasqal_cloud.errors import JobCancellingError, JobCreationError
     from pasqal_cloud.utils.constants import BatchStatus, JobStatus
     from pasqal_cloud.utils.filters import (
         CancelJobFilters,
         JobFilters,
-        PaginationParams,
         RebatchFilters,
     )
 
@@ -33,41 +33,49 @@ def _when(iso: str) -> datetime:
     return datetime.fromisoformat(iso)
 
 
-def test_the_issue_snippet_runs_unmodified(pasqal: Gateway, serialized: str) -> None:
-    sdk = pasqal.sdk()
-    batch = sdk.create_batch(serialized, [{"runs": 20, "variables": {"omega_max": 6}},
-                                          {"runs": 50, "variables": {"omega_max": 10.5}}],
-                             wait=True)
-    assert batch.status == "DONE" and not batch.open and batch.project_id == PROJECT
-    assert [job.runs for job in batch.ordered_jobs] == [20, 50]
-    for job in batch.ordered_jobs:
+# The issue's snippet, word for word as a user writes it (its imports included), run as it
+# stands with TOKEN, PROJECT, GATEWAY and ``sequence`` given.
+SNIPPET = (Path(__file__).parent / "issue_snippet.txt").read_text()
+
+
+def test_the_issue_snippet_runs_unmodified(pasqal: Gateway,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    from pasqal_cloud.utils.filters import BatchFilters
+
+    project = new_project()
+    names: dict[str, Any] = {"TOKEN": pasqal.alice_token, "PROJECT": project,
+                             "GATEWAY": pasqal.url, "sequence": sequence()}
+    exec(compile(SNIPPET, "the issue's snippet", "exec"), names)
+    printed = capsys.readouterr().out.splitlines()
+    sdk, batch, open_batch = names["sdk"], names["batch"], names["open_batch"]
+
+    assert batch.status == "DONE" and not batch.open and batch.project_id == project
+    jobs = batch.ordered_jobs
+    assert [job.runs for job in jobs] == [20, 50]
+    assert printed[:2] == [f"{job.id} DONE {job.result}" for job in jobs]
+    for job in jobs:
         assert job.status == "DONE" and job.batch_id == batch.id
-        assert job.result is not None and sum(job.result.values()) == job.runs
+        assert sum(job.result.values()) == job.runs
         assert all(len(bits) == 2 and set(bits) <= {"0", "1"} for bits in job.result)
-    open_batch = sdk.create_batch(serialized, [{"runs": 20, "variables": {"omega_max": 6}}],
-                                  open=True, emulator=EmulatorType.EMU_FREE,
-                                  configuration=EmuFreeConfig(strict_validation=True))
-    assert open_batch.open and open_batch.device_type == "EMU_FREE"
-    open_batch.add_jobs([{"runs": 50, "variables": {"omega_max": 10.5}}], wait=True)
-    assert [j.status for j in open_batch.ordered_jobs] == ["DONE", "DONE"]
-    open_batch.retry(open_batch.ordered_jobs[0], wait=True)
-    assert len(open_batch.ordered_jobs) == 3
-    retried = open_batch.ordered_jobs[2]
-    assert (retried.runs, retried.variables, retried.status) == (20, {"omega_max": 6}, "DONE")
-    open_batch.close()
-    assert not open_batch.open
+    # The open batch: its job, the one added, the retry of the first; closed, it ends DONE.
+    assert open_batch.device_type == "EMU_FREE" and not open_batch.open
+    assert [(j.runs, j.variables, j.status) for j in open_batch.ordered_jobs] == [
+        (20, {"omega_max": 6}, "DONE"), (50, {"omega_max": 10.5}, "DONE"),
+        (20, {"omega_max": 6}, "DONE")]
     wait_for(lambda: sdk.get_batch_status(open_batch.id) is BatchStatus.DONE,
              what="the closed batch is DONE")
-    # Every job of ``batch`` is DONE: a rebatch of its ERROR jobs has nothing to run, and is
-    # refused with that reason (the service makes no empty batches).
-    with pytest.raises(RebatchError, match=r"400: no job of batch .* matches the filters"):
-        sdk.rebatch(batch.id, RebatchFilters(status=JobStatus.ERROR))
-    page = sdk.get_jobs(filters=JobFilters(batch_id=batch.id),
-                        pagination_params=PaginationParams(offset=0, limit=40))
-    assert page.total == 2
-    assert {j.id for j in page.results} == {j.id for j in batch.ordered_jobs}
-    specs = sdk.get_device_specs_dict()
-    assert "EMU_FREE" in specs
+    # The rebatch of the ERROR jobs of a batch with none: an empty batch, closed and DONE.
+    batches = sdk.get_batches(BatchFilters(project_id=project)).results
+    assert len(batches) == 3
+    rebatched = batches[0]  # newest first
+    assert rebatched.parent_id == batch.id and rebatched.status == "DONE"
+    assert not rebatched.open and rebatched.ordered_jobs == []
+    assert sdk.get_batch_status(rebatched.id) is BatchStatus.DONE
+    # The page of the batch's jobs, as printed.
+    page = names["page"]
+    assert page.total == 2 and {j.id for j in page.results} == {j.id for j in jobs}
+    assert printed[2] == f"{page.total} {[j.id for j in page.results]}"
+    assert set(names["specs"]) == {"EMU_FREE"}
 
 
 def test_closed_batch_results_equal_pulser_simulation_with_the_same_seed(
@@ -151,6 +159,7 @@ def test_rebatch_with_each_filter(sdk: SDK, serialized: str) -> None:
     assert rebatched(RebatchFilters(id=[a.id, c.id])) == [(10, a.id), (30, c.id)]
     assert rebatched(RebatchFilters(status=JobStatus.DONE)) == [
         (10, a.id), (20, b.id), (30, c.id)]
+    assert rebatched(RebatchFilters(status=JobStatus.ERROR)) == []  # none: empty, DONE
     assert rebatched(RebatchFilters(min_runs=20)) == [(20, b.id), (30, c.id)]
     assert rebatched(RebatchFilters(max_runs=20)) == [(10, a.id), (20, b.id)]
     assert rebatched(RebatchFilters(start_date=_when(b.created_at))) == [
@@ -214,6 +223,47 @@ def test_cancel_jobs_by_filter_and_a_running_job(sdk: SDK) -> None:
     assert [by_runs[r] for r in (15, 16)] == ["CANCELED"] * 2
     assert by_runs[cancelled.runs] == "CANCELED"
     assert set(by_runs.values()) <= {"DONE", "CANCELED"}
+
+
+def test_cancel_jobs_by_filter_reports_what_it_did_not_cancel_and_bad_filters(
+        pasqal: Gateway, sdk: SDK, bob_sdk: SDK, serialized: str) -> None:
+    """Jobs named by id that stay (ended, elsewhere, not matching) come back in ``errors``
+    with the reason; filters the service cannot take are 400s in the SDK's error shape, and
+    nothing is cancelled by them; another user's batch is missing."""
+    import requests
+
+    elsewhere = sdk.create_batch(serialized, [{"runs": 3, "variables": {"omega_max": 1.0}}],
+                                 wait=True).ordered_jobs[0]
+    slow = sequence(atoms=12, duration=6000).to_abstract_repr()
+    batch = sdk.create_batch(slow, [{"runs": r, "variables": {"omega_max": 6.0}}
+                                    for r in (11, 12, 13)], open=True)
+    _, j12, j13 = batch.ordered_jobs
+    try:
+        response = sdk.cancel_jobs(batch.id, CancelJobFilters(
+            id=[j12.id, j13.id, elsewhere.id], max_runs=12))
+        assert [(j.id, j.status) for j in response.jobs] == [(j12.id, "CANCELED")]
+        assert {str(k): v for k, v in response.errors.items()} == {
+            j13.id: f"job {j13.id} does not match the other filters",
+            elsewhere.id: f"no job {elsewhere.id} in batch {batch.id}"}
+        again = sdk.cancel_jobs(batch.id, CancelJobFilters(id=j12.id))
+        assert again.jobs == [] and {str(k): v for k, v in again.errors.items()} == {
+            j12.id: f"job {j12.id} is CANCELED: it has already ended"}
+        for filters in (CancelJobFilters(min_runs=2**70), CancelJobFilters(max_runs=-2**70)):
+            with pytest.raises(JobCancellingError, match=r"failed: 400: query parameter"):
+                sdk.cancel_jobs(batch.id, filters)
+        url = sdk._client._get_url("cancel_jobs", batch_id=batch.id)
+        headers = {"Authorization": f"Bearer {pasqal.alice_token}"}
+        for query in ("status=FOO", "start_date=yesterday", "end_date=1e999", "min_runs=abc",
+                      "min_runs=99999999999999999999", "errors=maybe"):
+            answer = requests.patch(f"{url}?{query}", headers=headers, timeout=30)
+            body = answer.json()
+            assert answer.status_code == 400 and body["code"] == 400, (query, body)
+            assert body["status"] == "fail" and body["data"]["description"] == body["message"]
+        with pytest.raises(JobCancellingError, match="404"):
+            bob_sdk.cancel_jobs(batch.id, CancelJobFilters(min_runs=1))
+        assert sdk.get_job(j13.id).status in ("PENDING", "RUNNING")  # none of that cancelled it
+    finally:
+        batch.cancel()
 
 
 def test_the_native_client_sees_and_waits_on_the_same_batch(pasqal: Gateway,

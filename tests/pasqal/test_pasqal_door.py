@@ -227,7 +227,7 @@ def test_malformed_requests_are_400s_in_the_sdks_error_shape(pasqal: Gateway) ->
     headers = {"Authorization": f"Bearer {pasqal.alice_token}",
                "Content-Type": "application/json"}
     gzipped = dict(headers, **{"Content-Encoding": "gzip"})
-    cases = [
+    cases: list[tuple[str, str, dict[str, Any]]] = [
         ("POST", "/api/v1/batches", {"data": b"not gzip at all", "headers": gzipped}),
         ("POST", "/api/v1/batches", {"data": gzip.compress(b"[1, 2]"), "headers": gzipped}),
         ("POST", "/api/v1/batches", {"data": json.dumps(

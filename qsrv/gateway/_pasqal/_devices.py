@@ -86,8 +86,9 @@ def split_configuration(configuration: Any) -> tuple[dict[str, Any], int | None]
     if not isinstance(strict, bool):
         raise InvalidRequestError("strict_validation must be true or false")
     seed = configuration.get("seed")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
-        raise InvalidRequestError(f"seed must be a non-negative integer, got {seed!r}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)
+                             or not 0 <= seed < 2**63):
+        raise InvalidRequestError(f"seed must be an integer from 0 to 2**63 - 1, got {seed!r}")
     kept: dict[str, Any] = {"strict_validation": strict}
     if seed is not None:
         kept["seed"] = seed

@@ -40,14 +40,22 @@ def _many(request: web.Request, name: str) -> list[str] | None:
     return values or None
 
 
+# Integers of queries fit the store's (SQLite's 64-bit signed) integers.
+_INT_MAX = 2**63 - 1
+
+
 def _int(request: web.Request, name: str) -> int | None:
     raw = request.query.get(name)
     if raw in (None, ""):
         return None
     try:
-        return int(raw)
+        value = int(raw)
     except ValueError:
         raise InvalidRequestError(f"query parameter {name} must be an integer") from None
+    if not -_INT_MAX <= value <= _INT_MAX:
+        raise InvalidRequestError(f"query parameter {name} must be an integer from "
+                                  f"-{_INT_MAX} to {_INT_MAX}")
+    return value
 
 
 def _bool(request: web.Request, name: str) -> bool | None:

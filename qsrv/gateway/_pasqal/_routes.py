@@ -18,7 +18,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
-from aiohttp.web_protocol import RequestPayloadError
 
 from qsrv.gateway._errors import GatewayError, InvalidRequestError, NotFoundError
 from qsrv.gateway._models import User
@@ -41,18 +40,20 @@ from qsrv.gateway._pasqal._requests import (
 from qsrv.gateway._pasqal._shapes import (
     batch_shape,
     job_shape,
+    job_status,
     jsend,
     jsend_page,
     status_shape,
     workload_shape,
 )
 from qsrv.gateway._quantum import (
+    TERMINAL,
     BatchRecord,
     Pagination,
     QJobRecord,
     QuantumService,
 )
-from qsrv.gateway._web import Route, current_user, reading_body, service_of
+from qsrv.gateway._web import Route, current_user, json_value, service_of
 
 __all__ = ["LINKS", "RESULT_ROUTE", "ROUTES_TABLE"]
 
@@ -70,23 +71,10 @@ async def _pulser_platforms(quantum: QuantumService) -> list[str]:
     return [p.name for p in await quantum.platforms() if p.engine == "pulser"]
 
 
-async def _json(request: web.Request) -> Any:
-    """The body as any JSON value (the SDK sends lists for jobs and tags, and gzips the
-    bodies of batches and jobs: a body that does not inflate is a 400 too)."""
-    try:
-        async with reading_body():
-            return await request.json()
-    except InvalidRequestError:
-        raise InvalidRequestError("the body must be JSON") from None
-    except RequestPayloadError:
-        encoding = request.headers.get("Content-Encoding", "identity")
-        raise InvalidRequestError(
-            f"malformed request body: it does not decode as Content-Encoding {encoding}"
-        ) from None
-
-
 async def _object(request: web.Request) -> dict[str, Any]:
-    body = await _json(request)
+    """The body as a JSON object (the SDK gzips the bodies of batches and jobs: one that
+    does not inflate is a 400 too, by ``json_value``)."""
+    body = await json_value(request)
     if not isinstance(body, dict):
         raise InvalidRequestError("the body must be a JSON object")
     return body
@@ -156,9 +144,12 @@ async def get_batch(request: web.Request) -> web.Response:
     return jsend(_batch(batch))
 
 
-async def batch_status(request: web.Request) -> web.Response:
-    batch = _quantum(request).batch(current_user(request), request.match_info["batch_id"])
-    return jsend(status_shape(batch))
+async def poll_batch(request: web.Request) -> web.Response:
+    """What the SDK polls while it waits: the batch's row and its stored per-status counts
+    (no read of its jobs)."""
+    user, quantum = current_user(request), _quantum(request)
+    batch = quantum.batch(user, request.match_info["batch_id"], jobs=False)
+    return jsend(status_shape(batch, quantum.job_counts(user, batch.id)))
 
 
 async def close_batch(request: web.Request) -> web.Response:
@@ -207,14 +198,15 @@ async def list_batches(request: web.Request) -> web.Response:
 async def add_jobs(request: web.Request) -> web.Response:
     user, quantum = current_user(request), _quantum(request)
     batch_id = request.match_info["batch_id"]
+    body = await json_value(request)
     seed = quantum.batch(user, batch_id, jobs=False).configuration.get("seed")
-    jobs = job_specs(await _json(request), seed)
+    jobs = job_specs(body, seed)
     batch = await quantum.add_jobs(user, batch_id, jobs)
     return jsend(_batch(batch))
 
 
 async def set_tags(request: web.Request) -> web.Response:
-    tags = _tags(await _json(request))
+    tags = _tags(await json_value(request))
     batch = await _quantum(request).set_tags(current_user(request),
                                              request.match_info["batch_id"], tags)
     return jsend(_batch(batch))
@@ -225,7 +217,23 @@ async def cancel_jobs(request: web.Request) -> web.Response:
     batch_id = request.match_info["batch_id"]
     quantum.batch(user, batch_id, jobs=False)  # another user's batch is missing, not empty
     cancelled = await quantum.cancel_jobs(user, job_filters(request, user, batch_id=batch_id))
-    return jsend({"jobs": [job_shape(j) for j in cancelled], "errors": {}})
+    done = {job.id for job in cancelled}
+    errors = {job_id: _not_cancelled(quantum, user, batch_id, job_id)
+              for job_id in dict.fromkeys(request.query.getall("id", [])) if job_id not in done}
+    return jsend({"jobs": [job_shape(j) for j in cancelled], "errors": errors})
+
+
+def _not_cancelled(quantum: QuantumService, user: User, batch_id: str, job_id: str) -> str:
+    """Why a job the filters name by id was not cancelled (the SDK's ``errors``)."""
+    try:
+        job = quantum.job(user, job_id)
+    except NotFoundError:
+        return f"no job {job_id} in batch {batch_id}"
+    if job.batch_id != batch_id:
+        return f"no job {job_id} in batch {batch_id}"
+    if job.status in TERMINAL:
+        return f"job {job_id} is {job_status(job.status)}: it has already ended"
+    return f"job {job_id} does not match the other filters"
 
 
 # -- jobs -------------------------------------------------------------------------------------
@@ -274,10 +282,9 @@ async def get_job(request: web.Request) -> web.Response:
     return jsend(_own_sequence(quantum, user, job))
 
 
-async def job_status(request: web.Request) -> web.Response:
+async def poll_job(request: web.Request) -> web.Response:
     job = _quantum(request).job(current_user(request), request.match_info["job_id"])
-    shape = job_shape(job)
-    return jsend({"id": job.id, "status": shape["status"]})
+    return jsend({"id": job.id, "status": job_status(job.status)})
 
 
 async def cancel_job(request: web.Request) -> web.Response:
@@ -420,7 +427,7 @@ ROUTES_TABLE: tuple[Route, ...] = (
     Route("GET", "/core/api/v1/batches", list_batches, _op("List batches (filters, page)")),
     Route("PATCH", "/core/api/v1/batches/cancel", cancel_batches, _op("Cancel batches")),
     Route("GET", "/core/api/v2/batches/{batch_id}", get_batch, _op("A batch and its jobs")),
-    Route("GET", "/core/api/v1/batches/{batch_id}/status", batch_status,
+    Route("GET", "/core/api/v1/batches/{batch_id}/status", poll_batch,
           _op("A batch's status and its jobs' counts per status")),
     Route("PATCH", "/core/api/v2/batches/{batch_id}/complete", close_batch,
           _op("Close an open batch")),
@@ -435,7 +442,7 @@ ROUTES_TABLE: tuple[Route, ...] = (
           _op("Cancel a batch's jobs (filters)")),
     Route("GET", "/core/api/v2/jobs", list_jobs, _op("List jobs (filters, page)")),
     Route("GET", "/core/api/v2/jobs/{job_id}", get_job, _op("A job")),
-    Route("GET", "/core/api/v1/jobs/{job_id}/status", job_status, _op("A job's status")),
+    Route("GET", "/core/api/v1/jobs/{job_id}/status", poll_job, _op("A job's status")),
     Route("PATCH", "/core/api/v2/jobs/{job_id}/cancel", cancel_job, _op("Cancel a job")),
     Route("GET", "/core/api/v1/jobs/{job_id}/results_link", results_link,
           _op("A signed link to a job's result")),

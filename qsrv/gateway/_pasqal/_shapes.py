@@ -13,7 +13,7 @@ without a project has ``project_id`` "" (the SDK's models need a string).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,6 +32,7 @@ __all__ = [
     "jsend",
     "jsend_page",
     "render_error",
+    "sdk_counts",
     "status_shape",
     "workload_shape",
 ]
@@ -112,6 +113,15 @@ def counts_per_status(jobs: Iterable[QJobRecord]) -> dict[str, int]:
     return dict(Counter(job_status(job.status) for job in jobs))
 
 
+def sdk_counts(counts: Mapping[str, int]) -> dict[str, int]:
+    """The service's per-status job counts in the SDK's status words (TIMED_OUT jobs count
+    as CANCELED)."""
+    words: Counter[str] = Counter()
+    for status, n in counts.items():
+        words[job_status(status)] += n
+    return dict(words)
+
+
 def batch_shape(batch: BatchRecord, device_type: str) -> dict[str, Any]:
     """A batch as ``pasqal_cloud.batch.Batch`` reads it, its jobs in order, each with its own
     sequence (None when it runs the batch's)."""
@@ -142,10 +152,11 @@ def batch_shape(batch: BatchRecord, device_type: str) -> dict[str, Any]:
     }
 
 
-def status_shape(batch: BatchRecord) -> dict[str, Any]:
-    """What the SDK polls (``GET /api/v1/batches/{id}/status``)."""
+def status_shape(batch: BatchRecord, counts: Mapping[str, int]) -> dict[str, Any]:
+    """What the SDK polls (``GET /api/v1/batches/{id}/status``): the batch's status and its
+    jobs' ``counts`` per status (the service's, kept as jobs change)."""
     return {"id": batch.id, "status": batch_status(batch.status),
-            "jobs_count_per_status": counts_per_status(batch.jobs)}
+            "jobs_count_per_status": sdk_counts(counts)}
 
 
 def workload_shape(batch: BatchRecord, workload: dict[str, Any],
