@@ -11,8 +11,10 @@ from qsrv.protocol._credentials import (
     derive_secret,
     executor_credential,
     job_credential,
+    object_ticket,
     parse_credential_id,
     split_credential,
+    valid_ticket,
 )
 from qsrv.protocol._framing import (
     DEFAULT_LIMITS,
@@ -89,6 +91,7 @@ from qsrv.protocol._objects import (
     decode_system_error,
     encode_location,
     encode_system_error,
+    location_ticket,
 )
 
 __all__ = [
@@ -174,6 +177,9 @@ __all__ = [
     "encode_system_error",
     "executor_credential",
     "job_credential",
+    "location_ticket",
+    "object_ticket",
     "parse_credential_id",
     "split_credential",
+    "valid_ticket",
 ]

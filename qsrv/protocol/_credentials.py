@@ -36,8 +36,10 @@ __all__ = [
     "derive_secret",
     "executor_credential",
     "job_credential",
+    "object_ticket",
     "parse_credential_id",
     "split_credential",
+    "valid_ticket",
 ]
 
 CREDENTIAL_PREFIX = "qsrvcred:"
@@ -83,6 +85,23 @@ def executor_credential(cluster_token: str, tenant: str, name: str, expires: flo
     parse_credential_id(cid.text())
     text = cid.text()
     return f"{CREDENTIAL_PREFIX}{text}:{derive_secret(cluster_token, text)}"
+
+
+TICKET_BYTES = 16
+
+
+def object_ticket(cluster_token: str, object_id: int) -> bytes:
+    """The ticket that opens ``object_id`` on a node store to a scoped credential's holder:
+    an HMAC of the id under the cluster token. Every node store (each holds the token) makes
+    and checks it alone; a tenant, who never holds the token, can only be given it (inside
+    the location of a value the scheduler let it read), never derive it from a guessed id."""
+    return hmac.new(cluster_token.encode(), b"qsrv object\x00" + object_id.to_bytes(8, "little"),
+                    hashlib.sha256).digest()[:TICKET_BYTES]
+
+
+def valid_ticket(cluster_token: str, object_id: int, ticket: bytes) -> bool:
+    return len(ticket) == TICKET_BYTES and hmac.compare_digest(
+        ticket, object_ticket(cluster_token, object_id))
 
 
 def split_credential(token: str) -> tuple[str, str] | None:

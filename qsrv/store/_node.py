@@ -39,6 +39,7 @@ from qsrv.protocol import (
     StoreSeal,
     StoreUnpin,
     decode_location,
+    location_ticket,
 )
 from qsrv.store._arena import ALIGNMENT
 from qsrv.store._client import StoreClient
@@ -211,7 +212,7 @@ def fetch(object_id: int, source: bytes, token: str) -> tuple[Any, tuple[Any, ..
         raise ObjectLostError(f"object {object_id:#x} is on worker {wid}, which cannot be "
                               f"reached at {address}: {exc}") from exc
     try:
-        pull_over(sc.sock, receiver, object_id)
+        pull_over(sc.sock, receiver, object_id, location_ticket(source))
     except OSError as exc:
         raise ObjectLostError(f"pulling object {object_id:#x} from {address}: {exc}") from exc
     finally:

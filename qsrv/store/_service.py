@@ -5,6 +5,9 @@ never stalls the agent's event loop. Every connection proves the cluster token f
 job's scoped credential (a driver's: the local service as role ``store``, the transfer service
 as ``transfer``), until it expires or is revoked: the scheduler passes on the revocations it
 is told (``revoke``), and a connection that proved a credential revoked later is closed.
+Such a holder is served only the objects it names with their ticket
+(``qsrv.protocol.object_ticket``, in the location the scheduler gave it when it let it read
+the value): object ids are guessable, tickets are not.
 
 Connections are bounded like the scheduler's: at most ``max_waiting`` per port wait to
 authenticate (``max_waiting_per_host`` from one address; ``MAX_WAITING`` and
@@ -61,7 +64,10 @@ from qsrv.protocol import (
     credential_refusal,
     decode_location,
     encode_location,
+    location_ticket,
+    object_ticket,
     parse_credential_id,
+    valid_ticket,
 )
 from qsrv.store._store import ObjectStore
 from qsrv.store._transfer import TransferReceiver, TransferSender, pull_over
@@ -325,14 +331,17 @@ class StoreService:
         authenticated(sc)
         pins: Counter[int] = Counter()
         creating: set[int] = set()
+        scoped = sc.conn.credential is not None  # pins only what it holds a ticket of
         try:
             while True:
-                replies = [self._request(conn, msg, pins, creating) for msg in sc.receive()]
+                replies = [self._request(conn, msg, pins, creating, scoped)
+                           for msg in sc.receive()]
                 sc.send([r for r in replies if r is not None])
         finally:
             self._release(conn, pins, creating)
 
-    def _request(self, conn: int, msg: Any, pins: Counter[int], creating: set[int]) -> Any:
+    def _request(self, conn: int, msg: Any, pins: Counter[int], creating: set[int],
+                 scoped: bool = False) -> Any:
         kind = type(msg)
         if kind is StoreUnpin:
             for oid in msg.object_ids:
@@ -354,8 +363,12 @@ class StoreService:
                     loc = self.store.seal(msg.object_id, msg.header)
                     creating.discard(msg.object_id)
                     self._unconfirmed[msg.object_id] = conn
-                where = encode_location(self.worker_id, loc.size, self.address)
+                where = encode_location(self.worker_id, loc.size, self.address,
+                                        object_ticket(self.token, msg.object_id))
                 return StoreReply(msg.req, loc.offset, loc.size, where)
+            if scoped and not valid_ticket(self.token, msg.object_id,
+                                           location_ticket(msg.source)):
+                raise ObjectLostError(f"no object {msg.object_id:#x} here")
             loc = self._pin(msg.object_id, msg.source)
             pins[msg.object_id] += 1
             return StoreReply(msg.req, loc.offset, loc.size, loc.header)
@@ -365,7 +378,7 @@ class StoreService:
             return StoreFailed(msg.req, "lost", str(exc))
         except ChecksumError as exc:
             return StoreFailed(msg.req, "checksum", str(exc))
-        except (ValueError, QsrvError) as exc:
+        except (ValueError, QsrvError) as exc:  # a malformed location is a ProtocolError
             return StoreFailed(msg.req, "error", f"{type(exc).__name__}: {exc}")
 
     def _release(self, conn: int, pins: Counter[int], creating: set[int]) -> None:
@@ -409,7 +422,7 @@ class StoreService:
                 busy.wait()
                 continue
             try:
-                self._pull(oid, address)
+                self._pull(oid, address, location_ticket(source))
             finally:
                 with self._lock:
                     del self._pulls[oid]
@@ -424,7 +437,10 @@ class StoreService:
                                    timeout=HANDSHAKE_S, credentials=self._refusal,
                                    derived_roles=frozenset({"transfer"}))
         authenticated(sc)
-        sender = TransferSender(self._locked)
+        token = self.token
+        sender = TransferSender(  # a scoped credential: only what it holds tickets of
+            self._locked, verify=None if sc.conn.credential is None
+            else lambda oid, ticket: valid_ticket(token, oid, ticket))
         while True:
             data = sock.recv(1 << 16)
             if not data:
@@ -433,7 +449,7 @@ class StoreService:
                 for piece in sender.frames(oid):
                     sock.sendall(piece)
 
-    def _pull(self, oid: int, address: str) -> None:
+    def _pull(self, oid: int, address: str, ticket: bytes = b"") -> None:
         with self._lock:
             pool = self._peers.setdefault(address, [])
             sc = pool.pop() if pool else None
@@ -445,7 +461,7 @@ class StoreService:
                                       f"({exc})") from exc
         receiver = TransferReceiver(self._locked)
         try:
-            pull_over(sc.sock, receiver, oid)
+            pull_over(sc.sock, receiver, oid, ticket)
         except (OSError, QsrvError) as exc:
             receiver.abort()
             sc.close()

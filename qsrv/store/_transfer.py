@@ -13,7 +13,8 @@ Frames (little-endian)::
 
     kind u8 | object_id u64 | length u64 | payload[length]
 
-    REQUEST  receiver -> sender   empty
+    REQUEST  receiver -> sender   empty, or the object's ticket (``MAX_TICKET`` bytes at
+                                  most; see qsrv.protocol.object_ticket)
     BEGIN    sender -> receiver   size u64 | crc32 u32 | object header (<= MAX_HEADER bytes)
     CHUNK    sender -> receiver   the next bytes of the body (<= MAX_CHUNK); the object is
                                   complete when ``size`` bytes have come
@@ -23,14 +24,16 @@ Invariants: a receiver never allocates from a length it has not checked against 
 size against its store's capacity by ``create``, headers and chunks against MAX_HEADER and
 MAX_CHUNK); an object is sealed only after its CRC-32 matched the sender's, otherwise its space
 is given back and a ``TransferFailed`` carrying ChecksumError is returned. A malformed frame
-raises RemoteProtocolError: the connection is unusable and must be closed.
+raises RemoteProtocolError: the connection is unusable and must be closed. A sender made with
+``verify`` serves only the objects requested with a ticket it accepts; any other is answered
+ERROR as if it did not exist (a guessed id tells nothing).
 """
 
 from __future__ import annotations
 
 import socket
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Final
 
@@ -61,6 +64,7 @@ REQUEST, BEGIN, CHUNK, ERROR = 1, 2, 3, 4
 MAX_HEADER: Final = 64 << 10
 MAX_CHUNK: Final = 64 << 20
 DEFAULT_CHUNK: Final = 4 << 20
+MAX_TICKET: Final = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,20 +86,25 @@ class TransferFailed:
 Event = ObjectReceived | TransferFailed
 
 
-def encode_request(object_id: int) -> bytes:
-    """The frame that asks the peer's TransferSender for ``object_id``."""
-    return _FRAME.pack(REQUEST, object_id, 0)
+def encode_request(object_id: int, ticket: bytes = b"") -> bytes:
+    """The frame that asks the peer's TransferSender for ``object_id`` (with its ticket)."""
+    if len(ticket) > MAX_TICKET:
+        raise ValueError(f"a ticket is at most {MAX_TICKET} bytes")
+    return _FRAME.pack(REQUEST, object_id, len(ticket)) + ticket
 
 
 class TransferSender:
     """The serving side, over the local store: requests in, frames out."""
 
-    def __init__(self, store: ObjectStore, *, chunk_size: int = DEFAULT_CHUNK) -> None:
+    def __init__(self, store: ObjectStore, *, chunk_size: int = DEFAULT_CHUNK,
+                 verify: Callable[[int, bytes], bool] | None = None) -> None:
         if not 0 < chunk_size <= MAX_CHUNK:
             raise ValueError(f"chunk_size must be in (0, {MAX_CHUNK}]: {chunk_size}")
         self._store = store
         self._chunk = chunk_size
         self._buf = bytearray()
+        self._verify = verify
+        self._denied: list[int] = []  # requested without a ticket ``verify`` accepts
 
     def receive_data(self, data: bytes | bytearray | memoryview) -> list[int]:
         """Feed bytes from the peer; return the object ids it asked for, in order."""
@@ -104,11 +113,17 @@ class TransferSender:
         pos = 0
         while len(self._buf) - pos >= _FRAME.size:
             kind, object_id, length = _FRAME.unpack_from(self._buf, pos)
-            if kind != REQUEST or length:
+            if kind != REQUEST or length > MAX_TICKET:
                 raise RemoteProtocolError(f"expected a transfer request, got frame kind {kind} "
                                           f"of {length} bytes")
+            end = pos + _FRAME.size + length
+            if len(self._buf) < end:
+                break
+            if self._verify is not None and not self._verify(
+                    object_id, bytes(self._buf[pos + _FRAME.size:end])):
+                self._denied.append(object_id)
             wanted.append(object_id)
-            pos += _FRAME.size
+            pos = end
         del self._buf[:pos]
         return wanted
 
@@ -119,6 +134,9 @@ class TransferSender:
         yields stay valid while the IO layer writes them.
         """
         try:
+            if object_id in self._denied:
+                self._denied.remove(object_id)
+                raise ObjectLostError(f"no object {object_id:#x} here")
             location = self._store.pin(object_id)
         except ObjectLostError as exc:
             reason = str(exc).encode()[:MAX_HEADER]
@@ -279,11 +297,13 @@ class TransferReceiver:
         return [ObjectReceived(self._store.seal(object_id, inc.header, checksum=actual))]
 
 
-def pull_over(sock: socket.socket, receiver: TransferReceiver, object_id: int) -> Location:
-    """Ask the peer on the blocking ``sock`` for ``object_id``, write it through ``receiver``
-    and return where it was sealed. Raises the transfer's error (ChecksumError,
-    ObjectLostError, ObjectStoreFullError), or ObjectLostError if the peer hung up."""
-    sock.sendall(encode_request(object_id))
+def pull_over(sock: socket.socket, receiver: TransferReceiver, object_id: int,
+              ticket: bytes = b"") -> Location:
+    """Ask the peer on the blocking ``sock`` for ``object_id`` (with its ticket), write it
+    through ``receiver`` and return where it was sealed. Raises the transfer's error
+    (ChecksumError, ObjectLostError, ObjectStoreFullError), or ObjectLostError if the peer
+    hung up."""
+    sock.sendall(encode_request(object_id, ticket))
     while True:
         n = sock.recv_into(receiver.get_buffer())
         if n == 0:

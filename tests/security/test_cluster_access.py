@@ -282,3 +282,64 @@ def test_a_per_address_limit_below_one_is_refused(command: str) -> None:
                           "0"], env=cli_env(), capture_output=True, text=True, timeout=60)
     assert out.returncode != 0
     assert "--max-pending-per-address must be at least 1" in out.stderr
+
+
+GUESS = """
+import os
+from qsrv.errors import QsrvError
+from qsrv.gateway import get_arguments, save_result
+from qsrv.store import NodeStore, fetch
+
+args = get_arguments()
+oid = int(args["oid"], 16)
+out = {}
+for name in ("guessed", "given"):  # the id alone, and the location the scheduler would give
+    where = bytes.fromhex(args[name])
+    try:
+        out[name] = str(fetch(oid, where, os.environ["QSRV_TOKEN"])[1][0].nbytes)
+    except QsrvError as exc:
+        out[name] = f"denied: {exc}"
+    try:
+        NodeStore(args["socket"], os.environ["QSRV_TOKEN"]).load(oid, where)
+        out[name + " locally"] = "read"
+    except QsrvError as exc:
+        out[name + " locally"] = f"denied: {exc}"
+save_result(out)
+"""
+
+
+def test_a_jobs_credential_cannot_read_a_guessed_object_from_a_workers_store(
+        cluster: Cluster, tmp_path: Path) -> None:
+    """Object ids are guessable (a client number and a counter). A job that knows another
+    driver's object id, the worker and its store's addresses, holds a credential both store
+    ports accept, and asks for the object: without the ticket of its location it gets
+    nothing; with the location it would have been given, the same request reads it (so the
+    ticket is all that stands in the way)."""
+    import numpy as np
+
+    from qsrv.protocol import encode_location, object_ticket
+
+    qsrv.init(address=cluster.address, token=TOKEN)
+    secret = qsrv.put(np.arange(1 << 16, dtype=np.float64))  # stored: 512 kB
+    oid = int(secret.id, 16)
+    [worker] = cluster.status()["workers"]
+    store = worker["info"]["store"]
+    size = (1 << 16) * 8
+    guessed = encode_location(worker["id"], size, store["address"])
+    given = encode_location(worker["id"], size, store["address"], object_ticket(TOKEN, oid))
+    data_dir = tmp_path / "gateway"
+    token = add_user(data_dir, "alice")[1]
+    gateway, url = start_gateway_process(cluster.address, TOKEN, data_dir)
+    try:
+        folder = tmp_path / "job"
+        folder.mkdir()
+        (folder / "main.py").write_text(textwrap.dedent(GUESS))
+        out = Client(url, token).run(Program("p", "main.py", folder), {
+            "oid": secret.id, "guessed": guessed.hex(), "given": given.hex(),
+            "socket": store["socket"]}).result(timeout=120)
+    finally:
+        stop_process(gateway, 30)
+    assert out["guessed"].startswith("denied") and "no object" in out["guessed"], out
+    assert out["guessed locally"].startswith("denied"), out
+    assert out["given"] == str(size), out  # the same credential, with the ticket: read
+    assert out["given locally"] == "read", out
