@@ -17,6 +17,7 @@ primitives = client_module("qiskit_scaleway.primitives")
 from qiskit import QuantumCircuit  # noqa: E402
 from qiskit.quantum_info import SparsePauliOp  # noqa: E402
 from qiskit_aer import AerSimulator  # noqa: E402
+from qiskit_aer.noise import NoiseModel, ReadoutError, depolarizing_error  # noqa: E402
 
 
 def _provider(door: Door, project: str) -> Any:
@@ -138,6 +139,23 @@ def test_counts_equal_aers_with_the_same_seed(door: Door, project: str) -> None:
         backend.stop_session(session_id)
     direct = AerSimulator(method="statevector").run(qc, shots=2000, seed_simulator=1234)
     assert ours == direct.result().get_counts()
+
+
+def test_a_noise_model_runs_as_aer_runs_it_with_the_same_seed(door: Door, project: str) -> None:
+    noise = NoiseModel()
+    noise.add_all_qubit_quantum_error(depolarizing_error(0.2, 2), ["cx"])
+    noise.add_all_qubit_readout_error(ReadoutError([[0.9, 0.1], [0.2, 0.8]]))
+    backend = _provider(door, project).get_backend(AER)
+    session_id = backend.start_session()
+    try:
+        ours = backend.run(_bell(), shots=2000, seed_simulator=99, noise_model=noise,
+                           session_id=session_id).result().get_counts()
+    finally:
+        backend.stop_session(session_id)
+    direct = AerSimulator(method="statevector").run(_bell(), shots=2000, seed_simulator=99,
+                                                    noise_model=noise).result().get_counts()
+    assert ours == direct
+    assert set(ours) == {"00", "01", "10", "11"}  # the noise shows (a Bell pair alone: 00, 11)
 
 
 def test_sampler_primitive_runs_in_the_session(door: Door, project: str) -> None:

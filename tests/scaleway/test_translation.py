@@ -22,6 +22,7 @@ from qsrv.errors import InvalidRequestError
 from qsrv.gateway._quantum import QJobRecord, QStatus
 from qsrv.gateway._scaleway import _payloads, _shapes
 from qsrv.quantum.engines import Program
+from qsrv.quantum.engines import execute as run_engine
 
 
 def _job(status: QStatus, n: int = 0) -> QJobRecord:
@@ -137,3 +138,27 @@ def test_cudaqs_programs_get_their_outcomes_with_qubit_zero_first() -> None:
     assert experiment["data"]["memory"] == ["110"] * 5
     qiskit = QuantumProgramResult.from_json_str(_payloads.qio_result(native))
     assert qiskit.to_qiskit_result().get_counts() == {"011": 5}
+
+
+def test_a_models_noise_model_goes_to_the_aer_engine_and_a_bad_one_is_refused() -> None:
+    from qio.core import QuantumNoiseModel
+    from qiskit_aer.noise import NoiseModel, depolarizing_error
+
+    noise = NoiseModel()
+    noise.add_all_qubit_quantum_error(depolarizing_error(0.3, 2), ["cx"])
+    carried = QuantumNoiseModel.from_qiskit_aer_noise_model(noise)
+    model = QuantumComputationModel(programs=[QuantumProgram.from_qiskit_circuit(_bell())],
+                                    noise_model=carried)
+    computation = _payloads.computation_from_model(model.to_json_str())
+    assert computation.noise_model is not None
+    program = computation.programs[0]
+    ours = run_engine(program, 500, {}, platform="aer.statevector.cpu", seed=5,
+                      options={"noise_model": computation.noise_model})
+    direct = AerSimulator(method="statevector").run(_bell(), shots=500, seed_simulator=5,
+                                                    noise_model=noise).result()
+    assert ours.counts == direct.get_counts()
+    for bad in ({"serialization_format": 0}, {"serialization": "not zlib"}):
+        broken = json.loads(model.to_json_str())
+        broken["noise_model"].update(bad)
+        with pytest.raises(InvalidRequestError, match="noise model"):
+            _payloads.computation_from_model(json.dumps(broken))

@@ -48,7 +48,7 @@ class Computation:
 
     programs: tuple[Program, ...]
     options: dict[str, Any] = field(default_factory=dict)
-    noise_model: bool = False
+    noise_model: str | None = None  # a qio QuantumNoiseModel (JSON text), for the Aer engine
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +103,33 @@ def computation_from_model(payload: Any) -> Computation:
         programs.append(Program(kind, text))
     backend = model.backend
     options = dict(backend.options or {}) if backend is not None else {}
-    return Computation(tuple(programs), options, model.noise_model is not None)
+    noise = None if model.noise_model is None else _noise_model(model.noise_model)
+    return Computation(tuple(programs), options, noise)
+
+
+def _noise_model(noise: Any) -> str:
+    """A model's noise model, checked as far as qio reads it without qiskit-aer (its format,
+    its compression): the Aer engine builds it where the job runs."""
+    from qio.core import (
+        QuantumNoiseModelCompressionFormat,
+        QuantumNoiseModelSerializationFormat,
+    )
+    from qio.utils.compression import zlib_to_dict
+
+    if noise.serialization_format != QuantumNoiseModelSerializationFormat.QISKIT_AER_JSON_V1:
+        raise InvalidRequestError(
+            f"malformed payload: the noise model is {noise.serialization_format!r}; this "
+            f"gateway runs QISKIT_AER_JSON_V1 noise models")
+    try:
+        if noise.compression_format == QuantumNoiseModelCompressionFormat.ZLIB_BASE64_V1:
+            zlib_to_dict(noise.serialization)
+        else:
+            json.loads(noise.serialization)
+    except Exception as exc:
+        raise InvalidRequestError(
+            f"malformed payload: the noise model cannot be read "
+            f"({type(exc).__name__}: {str(exc)[:200]})") from None
+    return str(noise.to_json_str())
 
 
 def parameters_from(raw: Any) -> Parameters:

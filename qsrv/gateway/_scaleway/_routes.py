@@ -262,7 +262,8 @@ def _job_specs(request: web.Request, user: User, body: dict[str, Any], session: 
 
     Of the backend options qiskit-scaleway sends (all of its AerBackend's defaults, every
     time), only ``seed_simulator`` is taken (as each job's seed); of the run options, ``memory``
-    (each shot's outcome, which qiskit's Sampler reads)."""
+    (each shot's outcome, which qiskit's Sampler reads); the model's noise model, if any, is
+    the Aer engine's ``noise_model``."""
     circuit = body.get("circuit") or {}
     if not isinstance(circuit, dict):
         raise InvalidRequestError("circuit must be an object")
@@ -281,8 +282,6 @@ def _job_specs(request: web.Request, user: User, body: dict[str, Any], session: 
         raise InvalidRequestError("a job needs a model_id (POST /models) or a circuit")
     parameters = body.get("parameters") or (note.parameters if note else None)
     computation = _payloads.computation_from_model(payload)
-    if computation.noise_model:
-        raise InvalidRequestError("noise models are not run by this gateway yet")
     params = _payloads.parameters_from(parameters)
     if params.shots is None:
         raise InvalidRequestError("the job's parameters must give shots "
@@ -291,7 +290,9 @@ def _job_specs(request: web.Request, user: User, body: dict[str, Any], session: 
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise InvalidRequestError(f"seed_simulator must be an integer, got {seed!r}")
     specs = [JobSpec(shots=params.shots, program=p, seed=seed) for p in computation.programs]
-    options = {"memory": True} if params.options.get("memory") is True else {}
+    options: dict[str, Any] = {"memory": True} if params.options.get("memory") is True else {}
+    if computation.noise_model is not None:
+        options["noise_model"] = computation.noise_model
     return specs, options, model_id, parameters if isinstance(parameters, str) else None
 
 

@@ -3,7 +3,8 @@
 Read with qiskit's own readers; parameters bound by name from the job's variables; run on an
 ``AerSimulator`` built once per executor process and method (warm sessions), seeded with
 ``seed_simulator`` so that a job equals ``AerSimulator(method=...).run(bound, shots=...,
-seed_simulator=seed)`` run directly.
+seed_simulator=seed)`` run directly (``memory`` and ``noise_model``, when a job gives them, are
+passed to that run as well).
 """
 
 from __future__ import annotations
@@ -28,13 +29,16 @@ BACKEND_OPTIONS = frozenset({"precision", "max_parallel_threads", "max_parallel_
                              "matrix_product_state_max_bond_dimension",
                              "matrix_product_state_truncation_threshold"})
 #: Options a job may give to its run: ``memory`` (a bool) keeps each shot's outcome in the
-#: result (``Result.get_memory``; qiskit's ``BackendSamplerV2`` reads it).
-RUN_OPTIONS = frozenset({"memory"})
+#: result (``Result.get_memory``; qiskit's ``BackendSamplerV2`` reads it); ``noise_model``, a
+#: qio ``QuantumNoiseModel`` (its JSON text: qiskit-aer's ``NoiseModel`` as qio carries it),
+#: runs the circuits with that noise.
+RUN_OPTIONS = frozenset({"memory", "noise_model"})
 #: Every option a job may give.
 OPTIONS = BACKEND_OPTIONS | RUN_OPTIONS
 
 _circuits: Lru[tuple[str, str], list[Any]] = Lru(16)
 _simulators: dict[tuple[tuple[str, Any], ...], Any] = {}
+_noise_models: Lru[str, Any] = Lru(8)
 
 
 def _digest(program: Program) -> tuple[str, str]:
@@ -110,6 +114,26 @@ def simulator(method: str, device: str, options: Mapping[str, Any]) -> Any:
     return sim
 
 
+def noise_model(text: Any) -> Any:
+    """qiskit-aer's ``NoiseModel`` from a qio ``QuantumNoiseModel``'s JSON text (read by qio,
+    once per executor and kept for the next jobs)."""
+    if not isinstance(text, str):
+        raise InvalidProgramError("the Aer option noise_model must be a qio QuantumNoiseModel "
+                                  "(JSON text)")
+    key = hashlib.sha256(text.encode()).hexdigest()
+    found = _noise_models.get(key)
+    if found is not None:
+        return found
+    from qio.core import QuantumNoiseModel  # type: ignore[import-untyped]
+
+    try:
+        found = QuantumNoiseModel.from_json_str(text).to_qiskit_aer_noise_model()
+    except Exception as exc:  # qio and qiskit-aer raise many kinds: all mean "cannot read"
+        raise InvalidProgramError(f"cannot read the noise model: {type(exc).__name__}: "
+                                  f"{str(exc)[:300]}") from None
+    return _noise_models.put(key, found)
+
+
 def bind(circuit: Any, variables: Mapping[str, Any]) -> Any:
     """`circuit` with its parameters bound by name from `variables`."""
     if not circuit.parameters:
@@ -131,7 +155,8 @@ def execute(program: Program, shots: int, variables: Mapping[str, Any], *, metho
                 dict[str, int], str]:
     """Counts (qiskit's bit order; keys ``"<i>:<bits>"`` when the program holds several
     circuits) and the json of qiskit's ``Result.to_dict()`` (with each shot's outcome, hex
-    as qiskit keeps it, when ``options`` asks ``memory``)."""
+    as qiskit keeps it, when ``options`` asks ``memory``). `options`: `BACKEND_OPTIONS` and
+    `RUN_OPTIONS`."""
     unknown = set(options) - OPTIONS
     if unknown:
         raise InvalidProgramError(f"unknown Aer option(s) {sorted(unknown)}; known: "
@@ -148,6 +173,8 @@ def execute(program: Program, shots: int, variables: Mapping[str, Any], *, metho
     run_options: dict[str, Any] = {"shots": int(shots)}
     if memory:
         run_options["memory"] = True
+    if options.get("noise_model") is not None:
+        run_options["noise_model"] = noise_model(options["noise_model"])
     if seed is not None:
         run_options["seed_simulator"] = int(seed)
     result = sim.run(bound, **run_options).result()
