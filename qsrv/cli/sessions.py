@@ -23,9 +23,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.set_defaults(func=_list)
     sub = parser.add_subparsers(dest="sessions_command", metavar="ACTION")
     terminate = sub.add_parser("terminate", help="end a session now (reason: terminated)",
-                               description="End a session now: its reservation is released "
-                                           "and its pending jobs are cancelled.")
+                               description="End a session now: its pending jobs are cancelled, "
+                                           "a running job's task is cancelled (the session is "
+                                           "'stopping' meanwhile) and its reservation released. "
+                                           "Waits until it is stopped unless --no-wait.")
     terminate.add_argument("session_id")
+    terminate.add_argument("--no-wait", action="store_true",
+                           help="return at once (the session may still be 'stopping')")
     _action_client_options(terminate)
     terminate.set_defaults(func=_terminate)
 
@@ -48,7 +52,8 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _terminate(args: argparse.Namespace) -> int:
-    session = client_from_args(args).get_session(args.session_id).terminate()
+    session = client_from_args(args).get_session(args.session_id).terminate(
+        wait=not args.no_wait)
     print(f"{session.id} {session.status} ({session.reason})")
     return 0
 

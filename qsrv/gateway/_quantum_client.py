@@ -423,14 +423,14 @@ class Session:
 
     def __exit__(self, *exc_info: object) -> None:
         if self.created:
-            self.terminate()
+            self.terminate(wait=True)
 
     async def __aenter__(self) -> Session:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         if self.created:
-            await self.terminate_async()
+            await self.terminate_async(wait=True)
 
     async def refresh_async(self) -> Session:
         return self._update(await self._client._get_json(f"/v1/sessions/{self.id}"))
@@ -458,13 +458,19 @@ class Session:
         """Wait until the session reaches one of ``status`` (default: stopped)."""
         return _bridge.call(self.wait_async, timeout, status)
 
-    async def terminate_async(self) -> Session:
-        return self._update(await self._client._request_json(
+    async def terminate_async(self, wait: bool = False) -> Session:
+        self._update(await self._client._request_json(
             "POST", f"/v1/sessions/{self.id}/terminate"))
+        if wait and self.status is not SessionStatus.STOPPED:
+            await self.wait_async()
+        return self
 
-    def terminate(self) -> Session:
-        """End the session now (reason ``terminated``); its reservation is released."""
-        return _bridge.call(self.terminate_async)
+    def terminate(self, wait: bool = False) -> Session:
+        """End the session now (reason ``terminated``): its queued jobs are cancelled; it is
+        ``stopping`` while a running job's task is cancelled, then ``stopped``, its
+        reservation released. ``wait``: return once it is stopped (leaving a ``with`` block
+        that created it waits so)."""
+        return _bridge.call(self.terminate_async, wait)
 
     async def run_async(self, circuits: Any, shots: int = 1000,
                         variables: Mapping[str, Any] | None = None,

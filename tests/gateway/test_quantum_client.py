@@ -26,6 +26,7 @@ from qsrv.gateway import (
     SessionStatus,
     StopReason,
 )
+from tests._support import wait_for
 from tests.gateway.quantum_support import AER, BELL, QuantumEnv, quantum_env
 
 
@@ -74,6 +75,35 @@ def test_session_with_block_terminates_what_it_created(env: QuantumEnv) -> None:
     assert ended.terminated_at is not None
     assert first.id not in [s.id for s in client.sessions(status="running")]
     assert first.id in [s.id for s in client.sessions(status=["stopped"])]
+
+
+def _slow(qubits: int = 20, layers: int = 400) -> str:
+    """OpenQASM of a circuit that takes seconds to simulate."""
+    lines = ['OPENQASM 2.0;', 'include "qelib1.inc";', f"qreg q[{qubits}];",
+             f"creg c[{qubits}];"]
+    for layer in range(layers):
+        lines += [f"rx({0.1 + layer * 0.01}) q[{q}];" for q in range(qubits)]
+        lines += [f"cx q[{q}],q[{q + 1}];" for q in range(layer % 2, qubits - 1, 2)]
+    return "\n".join([*lines, "measure q -> c;", ""])
+
+
+def test_terminate_while_a_job_runs_is_stopping_then_stopped(env: QuantumEnv) -> None:
+    client = env.alice
+    session = client.session(AER)
+    job = session.run(_slow(), shots=1)
+    wait_for(lambda: job.refresh().status is QStatus.RUNNING, timeout=60)
+    stopping = session.terminate()
+    assert stopping.status is SessionStatus.STOPPING
+    assert stopping.reason is StopReason.TERMINATED
+    stopped = session.wait(120)
+    assert stopped.status is SessionStatus.STOPPED and stopped.terminated_at is not None
+    assert job.refresh().status is QStatus.CANCELED and "terminated" in job.errors[-1]
+    # Leaving a ``with`` block that created the session waits until it is stopped.
+    with client.session(AER) as other:
+        running = other.run(_slow(), shots=1)
+        wait_for(lambda: running.refresh().status is QStatus.RUNNING, timeout=60)
+    assert other.status is SessionStatus.STOPPED and other.reason is StopReason.TERMINATED
+    assert running.refresh().status is QStatus.CANCELED
 
 
 def test_bad_session_options_are_clear_errors(env: QuantumEnv) -> None:

@@ -145,14 +145,42 @@ def test_jobs_run_in_order_one_at_a_time(q: Quantum, alice: User) -> None:
 
 
 def test_terminate_cancels_queued_and_running_jobs(q: Quantum, alice: User) -> None:
+    """Terminated while a job runs, a session is ``stopping`` (its queued jobs cancelled at
+    once) until the running job's task has been cancelled and its reservation released,
+    then ``stopped`` with the reason."""
     session, _ = q.open_session(alice, AER)
-    first = q.submit(alice, session.id, JobSpec(1, program=slow()))
+    first = q.submit(alice, session.id, JobSpec(1, program=slow(20, 400)))
     queued = q.submit(alice, session.id, JobSpec(1, program=bell()))
     wait_for(lambda: q.job(alice, first.id).status is QStatus.RUNNING, timeout=60)
-    q.terminate_session(alice, session.id)
-    first, queued = q.job(alice, first.id), q.job(alice, queued.id)
-    assert first.status is QStatus.CANCELED and queued.status is QStatus.CANCELED
-    assert "terminated" in queued.errors[-1]
+    running = q.wait_session(alice, session.id, 1, statuses=[SessionStatus.RUNNING])
+    stopping = q.terminate_session(alice, session.id)
+    assert stopping.status is SessionStatus.STOPPING
+    assert stopping.reason is StopReason.TERMINATED and stopping.terminated_at is None
+    assert q.job(alice, queued.id).status is QStatus.CANCELED
+    assert "terminated" in q.job(alice, queued.id).errors[-1]
+    with pytest.raises(ConflictError, match="is stopp"):  # it takes no more jobs
+        q.submit(alice, session.id, JobSpec(1, program=bell()))
+    again, created = q.open_session(alice, AER)  # nor is it joined
+    assert created and again.id != session.id
+    stopped = q.wait_session(alice, session.id, 120)
+    assert stopped.status is SessionStatus.STOPPED and stopped.reason is StopReason.TERMINATED
+    assert stopped.terminated_at is not None
+    first = q.job(alice, first.id)
+    assert first.status is QStatus.CANCELED and "terminated" in first.errors[-1]
+    assert first.ended_at is not None and first.ended_at <= stopped.terminated_at
+    wait_for(lambda: _reservation(running.reservation_id) is None, timeout=30)
+    q.terminate_session(alice, again.id)
+
+
+def test_a_session_with_no_running_job_stops_at_once(q: Quantum, alice: User) -> None:
+    session, _ = q.open_session(alice, AER)
+    session = q.wait_session(alice, session.id, 60, statuses=[SessionStatus.RUNNING])
+    job = q.wait_job(alice, q.submit(alice, session.id, JobSpec(3, program=bell())).id, 120)
+    assert job.status is QStatus.DONE
+    stopped = q.terminate_session(alice, session.id)
+    assert stopped.status is SessionStatus.STOPPED and stopped.reason is StopReason.TERMINATED
+    assert q.job(alice, job.id).status is QStatus.DONE  # what ended keeps its result
+    wait_for(lambda: _reservation(session.reservation_id) is None, timeout=30)
 
 
 def test_another_users_session_is_missing(q: Quantum, alice: User, bob: User) -> None:

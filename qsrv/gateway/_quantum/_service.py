@@ -85,6 +85,7 @@ class QuantumConfig:
     platforms_ttl_s: float = 1.0  # how long a read of the cluster's platforms is reused
     infeasible_grace_s: float = 60.0  # a session's reservation may stay infeasible this long
     probe_wait_s: float = 30.0  # how long a platform not (yet) offered is waited for
+    stop_grace_s: float = 15.0  # how long a stopping session waits for its job's task to end
 
 
 class QuantumService:
@@ -576,8 +577,14 @@ class QuantumService:
         loop.start()
 
     def loop_ended(self, session_id: str) -> None:
-        """Called by a session's loop as it ends."""
+        """Called by a session's loop as it ends (its reservation released): a stopping
+        session is now stopped."""
         self._loops.pop(session_id, None)
+        if self._closing or self._store is None:
+            return
+        record = self.store.session(session_id)
+        if record is not None and record.status is SessionStatus.STOPPING:
+            self._finish_session(record, record.reason or StopReason.TERMINATED, record.message)
 
     def _wake(self, session_id: str) -> None:
         loop = self._loops.get(session_id)
@@ -674,19 +681,25 @@ class QuantumService:
 
     def _stop_session(self, record: SessionRecord, reason: StopReason,
                       message: str | None = None) -> None:
-        """End an active session: its loop stops (releasing the reservation), what is left of
-        its jobs is cancelled, its batches end."""
+        """End an active session: its queued jobs are cancelled now; while its running job's
+        task is being cancelled it is ``stopping``; once its loop has ended and released the
+        reservation (at once when no job runs) it is ``stopped``, what is left of its jobs
+        cancelled and its batches ended (``_finish_session``)."""
         self.store.update_session(record.id, status=SessionStatus.STOPPING, reason=reason,
                                   message=message)
+        queued = [j for j in self.store.unfinished_jobs(record.id)
+                  if j.status is QStatus.PENDING]
+        self._cancel_jobs(queued, _ended_why(reason, message), refresh=False)
         loop = self._loops.get(record.id)
-        if loop is not None:
-            loop.stop()
+        if loop is not None and loop.stop():
+            self._notify(record.id)  # stopping; loop_ended finishes it
+            return
         self._finish_session(record, reason, message)
 
     def _finish_session(self, record: SessionRecord, reason: StopReason,
                         message: str | None = None) -> None:
-        why = f"its session ended ({reason}{': ' + message if message else ''})"
-        self._cancel_jobs(self.store.unfinished_jobs(record.id), why, refresh=False)
+        self._cancel_jobs(self.store.unfinished_jobs(record.id), _ended_why(reason, message),
+                          refresh=False)
         ending = {StopReason.TERMINATED: QStatus.CANCELED, StopReason.COMPLETED: QStatus.DONE,
                   StopReason.MAX_DURATION: QStatus.TIMED_OUT, StopReason.IDLE: QStatus.TIMED_OUT
                   }.get(reason, QStatus.ERROR)
@@ -816,6 +829,10 @@ async def _program(value: Any) -> Program:
     if isinstance(value, engines.Program):
         return value
     return await _checks.in_checker(_checks.as_program, value)
+
+
+def _ended_why(reason: StopReason, message: str | None) -> str:
+    return f"its session ended ({reason}{': ' + message if message else ''})"
 
 
 def _expiry(record: SessionRecord, now: float) -> StopReason:

@@ -12,6 +12,10 @@ also stops the loop (``stop``) when the session ends for any reason.
   deadline (max duration, idle), whichever comes first -- never a polling sleep.
 - A job whose reservation was lost (its holder's connection broke, e.g. the scheduler
   restarted) goes back to PENDING and runs again in a new reservation.
+- Stopping (``stop``): with no job running, the reservation is released at once and the
+  service marks the session stopped. With a job running, the session stays ``stopping``: the
+  job's task is cancelled, the loop waits for it to end (at most ``stop_grace_s``), then
+  releases the reservation; its end (``loop_ended``) lets the service mark it stopped.
 """
 
 from __future__ import annotations
@@ -57,6 +61,7 @@ class SessionLoop:
         self._holding: Holding | None = None
         self._current: tuple[str, ObjectRef] | None = None
         self._rehold = False  # the reservation was lost: reserve again before the next job
+        self._grace: asyncio.TimerHandle | None = None  # ends a stop that waits too long
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"qsrv-session-{self.session_id}")
@@ -70,20 +75,34 @@ class SessionLoop:
             self.service.cluster.cancel(self._current[1])
         self._wake.set()
 
-    def stop(self) -> None:
-        """The session ended: stop, cancel the running job's task, release the reservation."""
+    def stop(self) -> bool:
+        """The session is ending. With a job running: cancel its task and return True (the
+        loop ends once the task has ended, releasing the reservation). Else release the
+        reservation, end the loop and return False."""
+        self._stopped = True
+        self._wake.set()
+        if self._current is not None and self._task is not None and not self._task.done():
+            self.service.cluster.cancel(self._current[1])
+            if self._grace is None:
+                self._grace = asyncio.get_running_loop().call_later(
+                    self.service.config.stop_grace_s, self._task.cancel)
+            return True
+        self._end()
+        return False
+
+    def abandon(self) -> None:
+        """The gateway is closing: stop at once without changing the session (a restart
+        resumes it; a job that was running runs again)."""
         self._stopped = True
         if self._current is not None:
             self.service.cluster.cancel(self._current[1])
+        self._end()
+
+    def _end(self) -> None:
         if self._holding is not None:
             self._holding.release()
         if self._task is not None and self._task is not asyncio.current_task():
             self._task.cancel()
-        self._wake.set()
-
-    def abandon(self) -> None:
-        """The gateway is closing: stop without changing the session (a restart resumes it)."""
-        self.stop()
 
     async def finished(self) -> None:
         if self._task is not None:
@@ -115,6 +134,8 @@ class SessionLoop:
                 self.service.session_failed(self.session_id, StopReason.ERROR,
                                             "the gateway failed to run it; see its log")
         finally:
+            if self._grace is not None:
+                self._grace.cancel()
             if self._holding is not None:
                 self._holding.release()
             self.service.loop_ended(self.session_id)
@@ -200,21 +221,34 @@ class SessionLoop:
             return
         self._current = (job.id, ref)
         try:
-            counts, native = await asyncio.wait_for(service.cluster.result(ref), left)
-        except (TimeoutError, GetTimeoutError):  # the session's maximum duration came
-            service.cluster.cancel(ref)
-        except TaskCancelledError:  # cancel_job marked it; else the cluster cancelled it
-            service.job_ended(job.id, None, "its task was cancelled on the cluster")
-        except (ReservationError, ConnectionLostError) as exc:
-            self._current = None
-            self._lost(job, str(exc))
+            counts, native = await self._result(ref, left)
         except Exception as exc:
-            service.job_ended(job.id, None, _error_text(exc))
+            if self._stopped:
+                return  # the session is ending: the service cancels the job as it stops
+            if isinstance(exc, TaskCancelledError):  # cancel_job marked it, or the cluster
+                service.job_ended(job.id, None, "its task was cancelled on the cluster")
+            elif isinstance(exc, ReservationError | ConnectionLostError):
+                self._current = None
+                self._lost(job, str(exc))
+            else:
+                service.job_ended(job.id, None, _error_text(exc))
         else:
             service.job_ended(job.id, QResult(counts, native), None)
         finally:
             self._current = None
 
+    async def _result(self, ref: ObjectRef, left: float | None
+                      ) -> tuple[dict[str, int], str | None]:
+        """The job's result; its task is cancelled if the session's maximum duration comes
+        first (the session is then ``stopping`` until the task has ended)."""
+        while True:
+            try:
+                return await asyncio.wait_for(self.service.cluster.result(ref), left)
+            except (TimeoutError, GetTimeoutError):
+                if self._stopped or self.service.session_expired(self.session_id):
+                    left = None  # stopping: stop() cancelled the task; wait for its end
+                else:
+                    left = 0.05  # the wall clock is a hair behind the loop's: very soon
 
     def _lost(self, job: QJobRecord, why: str) -> None:
         """The reservation is gone: the job runs again in a new one (a job that lost three
