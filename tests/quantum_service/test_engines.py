@@ -41,8 +41,17 @@ def mzi() -> engines.Program:
 
 
 def _needs(q: Quantum, name: str) -> None:
-    if name not in {p.name for p in q.platforms()}:
-        pytest.skip(f"no worker offers {name} here")
+    """The test extra installs Perceval and Pulser: a platform missing is a failure, with
+    what the worker's probe said about its engine."""
+    offered = {p.name for p in q.platforms()}
+    if name in offered:
+        return
+    engine = name.split(".")[0]
+    status = q.gateway.call(q.service.cluster.status())
+    said = [((w.get("info") or {}).get("quantum") or {}).get("engines", {}).get(engine)
+            for w in status.get("workers") or ()]
+    pytest.fail(f"no worker offers {name} (offered: {sorted(offered)}); the workers' probes "
+                f"of {engine}: {said}")
 
 
 def test_pulser_sequence_with_variables(q: Quantum, alice: User) -> None:
