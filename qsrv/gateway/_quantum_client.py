@@ -14,6 +14,7 @@ sleeps.
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import json
 import time
@@ -522,14 +523,17 @@ class Session:
 # -- the client's methods ---------------------------------------------------------------------
 
 
-class QuantumClient:
-    """The quantum service's methods of ``Client``."""
+class QuantumClient(abc.ABC):
+    """The quantum service's methods of ``Client``, over one request primitive a subclass
+    provides (``_request_json``: ``Client`` sends it to its gateway)."""
 
+    @abc.abstractmethod
     async def _request_json(self, method: str, path: str, **kwargs: Any) -> Any:
-        raise NotImplementedError
+        """The JSON answer to ``method path`` (``json_body=``, ``params=``, ``timeout=``);
+        an error answer raises the matching ``qsrv.errors`` exception."""
 
     async def _get_json(self, path: str, **kwargs: Any) -> Any:
-        raise NotImplementedError
+        return await self._request_json("GET", path, **kwargs)
 
     async def platforms_async(self) -> list[Platform]:
         data = await self._get_json("/v1/platforms")
