@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
 
 import psutil
@@ -343,3 +344,26 @@ def test_a_jobs_credential_cannot_read_a_guessed_object_from_a_workers_store(
     assert out["guessed locally"].startswith("denied"), out
     assert out["given"] == str(size), out  # the same credential, with the ticket: read
     assert out["given locally"] == "read", out
+
+
+def test_a_worker_that_joins_later_hears_of_earlier_revocations(cluster: Cluster) -> None:
+    """Revocations told to the scheduler before a worker joined reach that worker when it
+    registers: its store ports refuse them from the start; the others still open them."""
+    from qsrv.protocol import RevokeCredentials, job_credential
+
+    ended = job_credential(TOKEN, "alice", "ended", time.time() + 600)
+    running = job_credential(TOKEN, "alice", "running", time.time() + 600)
+    link = SyncConnection(cluster.address, TOKEN, "gateway", timeout=10)
+    try:
+        link.send([RevokeCredentials([ended.split(":", 2)[1]])])
+        assert "revoked" in wait_for(lambda: refusal(cluster.address, ended),
+                                     what="the scheduler to take the revocation")
+    finally:
+        link.close()
+    cluster.worker("late", "--cpus", "1")
+    wait_for(lambda: cluster.ready({"late"}), what="the late worker")
+    [late] = [w for w in cluster.status()["workers"] if w["name"] == "late"]
+    store = late["info"]["store"]
+    for address, role in ((f"unix:{store['socket']}", "store"), (store["address"], "transfer")):
+        assert "revoked" in refusal(address, ended, role)
+        assert refusal(address, running, role) == ""
