@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from qsrv.errors import AuthenticationError
+from qsrv.errors import AuthenticationError, QsrvError
 from qsrv.protocol import job_credential
 from qsrv.store import ObjectStore, StoreService
 from qsrv.transport import SyncConnection
@@ -136,3 +136,29 @@ def test_a_revocation_of_many_ids_is_one_call(service: StoreService) -> None:
     service.revoke([_cid(c) for c in creds])
     assert "revoked" in _refusal(service.address, creds[-1], "transfer")
     assert "revoked" in _refusal(f"unix:{service.socket_path}", creds[0], "store")
+
+
+def test_the_local_port_caps_its_waiting_connections_too(service: StoreService) -> None:
+    """The local socket (no address to count by) keeps at most ``max_waiting`` idle peers;
+    an authenticating one still gets in once they are closed over the cap."""
+    idle = []
+    for _ in range(20):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.connect(service.socket_path)
+        idle.append(sock)
+    try:
+        wait_for(lambda: sum(_closed_by_peer(s) for s in idle) >= 20 - 8,
+                 what="the local connections over the cap to be closed")
+    finally:
+        for sock in idle:
+            sock.close()
+    wait_for(lambda: _connects(f"unix:{service.socket_path}"),
+             what="a peer to authenticate once the idle ones went")
+
+
+def _connects(address: str) -> bool:
+    try:
+        SyncConnection(address, TOKEN, "store", timeout=10).close()
+    except QsrvError:
+        return False  # refused at accept while the closed ones were still counted
+    return True
