@@ -42,6 +42,7 @@ if TYPE_CHECKING:  # the same names, eagerly, for type checkers
         Program,
         ProgramInfo,
     )
+    from qsrv.gateway._config import GatewayConfig
     from qsrv.gateway._errors import (
         ArchiveError,
         ConflictError,
@@ -80,7 +81,7 @@ if TYPE_CHECKING:  # the same names, eagerly, for type checkers
     )
     from qsrv.gateway._sandbox import JOB_SANDBOXES
     from qsrv.gateway._server import GatewayServer, run_gateway, start_gateway_process
-    from qsrv.gateway._service import GatewayConfig, GatewayService
+    from qsrv.gateway._service import GatewayService
     from qsrv.gateway._users import (
         add_user,
         default_data_dir,
@@ -140,7 +141,7 @@ _WHERE: dict[str, str] = {
     "JOB_SANDBOXES": "_sandbox",
     "run_gateway": "_server",
     "start_gateway_process": "_server",
-    "GatewayConfig": "_service",
+    "GatewayConfig": "_config",
     "GatewayService": "_service",
     "add_user": "_users",
     "default_data_dir": "_users",

@@ -23,8 +23,9 @@ from aiohttp import web
 
 from qsrv._retry import Deadline, poll_until_async
 from qsrv.errors import ConfigError
+from qsrv.gateway._config import GatewayConfig
 from qsrv.gateway._http import build_app
-from qsrv.gateway._service import GatewayConfig, GatewayService
+from qsrv.gateway._service import GatewayService
 
 __all__ = ["READY_PREFIX", "GatewayServer", "run_gateway", "start_gateway_process"]
 
