@@ -266,6 +266,39 @@ def test_cancel_jobs_by_filter_reports_what_it_did_not_cancel_and_bad_filters(
         batch.cancel()
 
 
+def test_status_polls_answer_from_the_services_counts(
+        pasqal: Gateway, sdk: SDK, serialized: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the SDK polls while it waits (a batch's status and its jobs' counts per status,
+    a job's status) reads no job of the batch but the one asked for: however many jobs a
+    batch has, a poll costs the same. The counts are right as jobs end and are cancelled."""
+    batch = sdk.create_batch(serialized, [{"runs": 1, "variables": {"omega_max": 1.0}}
+                                          for _ in range(20)], open=True)
+    first, second = batch.ordered_jobs[:2]
+    sdk.cancel_jobs(batch.id, CancelJobFilters(id=[second.id]))
+    batch.close(wait=True)
+    store = pasqal.gateway.server.service.quantum.store
+    read: list[str] = []
+    job_row = store._job
+
+    def counting(row: Any) -> Any:
+        job = job_row(row)
+        if job.batch_id == batch.id:
+            read.append(job.id)
+        return job
+
+    monkeypatch.setattr(store, "_job", counting)
+    polled = sdk._client.get_batch_status(batch.id)
+    assert polled == {"id": batch.id, "status": "DONE",
+                      "jobs_count_per_status": {"DONE": 19, "CANCELED": 1}}
+    assert sdk.get_batch_status(batch.id) is BatchStatus.DONE
+    assert read == []
+    assert sdk.get_job_status(first.id) is JobStatus.DONE
+    assert read == [first.id]  # the job asked for, once
+    monkeypatch.undo()
+    batch.refresh()  # a batch's full read has them all
+    assert sorted(j.status for j in batch.ordered_jobs) == ["CANCELED"] + ["DONE"] * 19
+
+
 def test_the_native_client_sees_and_waits_on_the_same_batch(pasqal: Gateway,
                                                             serialized: str) -> None:
     """One service behind both doors: a batch the SDK made is the native client's too, and

@@ -184,13 +184,34 @@ def test_result_links_are_signed_for_their_job(sdk: SDK, serialized: str) -> Non
 
 
 def test_projects(pasqal: Gateway, serialized: str) -> None:
+    """Each user's projects: the labels their batches carry and their own default project;
+    a user with nothing yet has the default, and can switch to it and use it."""
+    from pasqal_cloud.errors import ProjectNotFoundError
+
+    from qsrv.gateway import add_user
+
     sdk = pasqal.sdk(project=PROJECT_A)
     sdk.create_batch(serialized, [], open=True).cancel()
     pasqal.sdk(project=PROJECT_B).create_batch(serialized, [], open=True).cancel()
-    names = {p.id for p in sdk.get_all_projects()}
-    assert {PROJECT_A, PROJECT_B} <= names
+    alice = {p.id: p.name for p in sdk.get_all_projects()}
+    assert {PROJECT_A, PROJECT_B} <= set(alice)
+    assert list(alice.values()).count("alice (default)") == 1
     assert sdk.switch_to_project(PROJECT_B) == PROJECT_B
     assert sdk.project_id == PROJECT_B
+
+    carol = make_sdk(pasqal.url, add_user(pasqal.data_dir, "carol")[1], new_project())
+    (default,) = carol.get_all_projects()  # nothing yet: the default project alone
+    assert default.name == "carol (default)" and default.id not in alice
+    with pytest.raises(ProjectNotFoundError):
+        carol.switch_to_project(PROJECT_A)  # alice's label is not carol's
+    assert carol.switch_to_project(default.id) == default.id
+    batch = carol.create_batch(serialized, [], open=True)
+    assert batch.project_id == default.id
+    batch.cancel()
+    assert [p.id for p in carol.get_all_projects()] == [default.id]
+    answer = requests.get(pasqal.url + "/pasqal/account/api/v1/projects?project_status=ARCHIVED",
+                          headers={"Authorization": f"Bearer {pasqal.alice_token}"}, timeout=30)
+    assert answer.status_code == 200 and answer.json()["data"] == []
 
 
 def test_a_bad_token_is_refused(pasqal: Gateway, serialized: str) -> None:

@@ -14,7 +14,8 @@ id is its batch's, its ``result`` the job's counter (inline), cancelling it canc
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+import uuid
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -47,8 +48,10 @@ from qsrv.gateway._pasqal._shapes import (
     workload_shape,
 )
 from qsrv.gateway._quantum import (
+    MAX_PAGE,
     TERMINAL,
     BatchRecord,
+    Page,
     Pagination,
     QJobRecord,
     QuantumService,
@@ -395,26 +398,41 @@ async def public_device_specs(request: web.Request) -> web.Response:
     return jsend([{"device_type": name, "specs": text} for name, text in specs.items()])
 
 
-_PROJECT_SCAN = 1000  # batches read to list a user's projects
+_PROJECT_SCAN = 1000  # of the newest batches and of the newest sessions, read for projects
+
+
+def default_project(user: User) -> str:
+    """The project every user has (a UUID, as Pasqal's, derived from the user), so that a
+    user with nothing yet still finds a project to ``switch_to_project`` to."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"qsrv:user:{user.user_id}:{user.name}"))
+
+
+def _projects_of(read: Callable[[Pagination], Page[Any]]) -> dict[str, None]:
+    """The projects the records of one listing carry, newest first (one snapshot)."""
+    names: dict[str, None] = {}
+    snapshot = None
+    for offset in range(0, _PROJECT_SCAN, MAX_PAGE):
+        page = read(Pagination(offset=offset, limit=MAX_PAGE, snapshot=snapshot))
+        snapshot = page.snapshot
+        names.update((r.project, None) for r in page.results if r.project)
+        if offset + MAX_PAGE >= page.total:
+            break
+    return names
 
 
 async def projects(request: web.Request) -> web.Response:
-    """The projects the user's batches carry (qsrv has no project membership: a project id
-    is a label each batch carries, and listings filter on it)."""
+    """The user's projects: those their batches and sessions carry (qsrv has no project
+    membership: a project id is a label each batch carries, and listings filter on it), and
+    their default project (``default_project``), all ACTIVE."""
     user, quantum = current_user(request), _quantum(request)
-    status = request.query.get("project_status", "ACTIVE")
-    if status != "ACTIVE":
+    if request.query.get("project_status", "ACTIVE") != "ACTIVE":
         return jsend([])
-    names: dict[str, None] = {}
-    snapshot = None
-    for offset in range(0, _PROJECT_SCAN, 100):
-        page = quantum.batches(user, None, Pagination(offset=offset, limit=100,
-                                                       snapshot=snapshot))
-        snapshot = page.snapshot
-        names.update((b.project, None) for b in page.results if b.project)
-        if offset + 100 >= page.total:
-            break
-    return jsend([{"id": name, "project_id": name, "name": name, "project_status": "ACTIVE",
+    names = _projects_of(lambda page: quantum.batches(user, None, page, jobs=False))
+    names.update(_projects_of(lambda page: quantum.sessions(user, page=page)))
+    default = default_project(user)
+    names[default] = None
+    return jsend([{"id": name, "project_id": name, "project_status": "ACTIVE",
+                   "name": f"{user.name} (default)" if name == default else name,
                    "allowed_device_types": [EMU_FREE]} for name in names])
 
 
