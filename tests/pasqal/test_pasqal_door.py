@@ -18,9 +18,14 @@ with warnings.catch_warnings():
     from pasqal_cloud.device import DeviceTypeName, EmuFreeConfig
     from pasqal_cloud.errors import (
         BatchCancellingError,
+        BatchClosingError,
         BatchCreationError,
         BatchFetchingError,
+        BatchSetTagsError,
+        JobCancellingError,
+        JobCreationError,
         JobFetchingError,
+        RebatchError,
         WorkloadCreationError,
         WorkloadFetchingError,
     )
@@ -234,10 +239,29 @@ def test_another_users_batch_is_missing(sdk: SDK, bob_sdk: SDK, serialized: str)
         bob_sdk.get_job(job.id)
     with pytest.raises(BatchCancellingError, match="404"):
         bob_sdk.cancel_batch(batch.id)
+    with pytest.raises(RebatchError, match="404"):
+        bob_sdk.rebatch(batch.id)
+    with pytest.raises(JobCreationError, match="404"):
+        bob_sdk.add_jobs(batch.id, [{"runs": 1, "variables": {"omega_max": 1.0}}])
+    with pytest.raises(BatchClosingError, match="404"):
+        bob_sdk.close_batch(batch.id)
+    with pytest.raises(BatchSetTagsError, match="404"):
+        bob_sdk.set_batch_tags(batch.id, ["mine"])
+    with pytest.raises(JobCancellingError, match="404"):
+        bob_sdk.cancel_job(job.id)
+    with pytest.raises(JobCancellingError, match="404"):
+        bob_sdk.cancel_jobs(batch.id)
+    with pytest.raises(WorkloadFetchingError, match="404"):
+        bob_sdk.get_workload(batch.id)
+    link = bob_sdk._client._get_url("get_job_results_link", job_id=job.id)
+    with pytest.raises(requests.HTTPError, match="404"):
+        bob_sdk._client._authenticated_request("GET", link)
     assert bob_sdk.get_jobs(JobFilters(id=job.id)).total == 0
     assert bob_sdk.get_jobs(JobFilters(batch_id=batch.id)).total == 0
     assert bob_sdk.get_batches(BatchFilters(id=batch.id)).total == 0
-    assert sdk.get_batch(batch.id).status == "DONE"
+    mine = sdk.get_batch(batch.id)
+    assert mine.status == "DONE" and mine.tags == [] and len(mine.ordered_jobs) == 1
+    assert bob_sdk.get_batches().total == 0  # bob made nothing (no rebatch of alice's)
 
 
 def test_malformed_requests_are_400s_in_the_sdks_error_shape(pasqal: Gateway) -> None:
