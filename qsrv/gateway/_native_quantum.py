@@ -12,7 +12,8 @@ passes, and answers the object as it then is.
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiohttp import web
 
@@ -39,11 +40,14 @@ from qsrv.gateway._native_shapes import (
 )
 from qsrv.gateway._openapi import errors, json_content, path_param, query, ref
 from qsrv.gateway._quantum import (
+    QResult,
     QStatus,
+    QuantumService,
     SessionFilters,
     SessionStatus,
 )
 from qsrv.gateway._web import (
+    Handler,
     Route,
     current_user,
     json_body,
@@ -53,15 +57,52 @@ from qsrv.gateway._web import (
 )
 
 if TYPE_CHECKING:
-    from qsrv.gateway._quantum import QuantumService
+    from qsrv.gateway._models import User
 
 __all__ = ["QUANTUM_ROUTES", "QUANTUM_SCHEMAS"]
 
 MAX_WAIT_S = 60.0
+_R = TypeVar("_R")
+_Q = QuantumService  # the route table's shorthand
 
 
 def _quantum(request: web.Request) -> QuantumService:
     return service_of(request).quantum
+
+
+# Most routes act on one of the user's objects named in the path (``{key}``) and answer its
+# record, shaped: a read, an action without a body, or a long-poll.
+
+
+def _read(method: Callable[[QuantumService, User, str], _R], key: str,
+          shape: Callable[[_R], Any]) -> Handler:
+    async def handler(request: web.Request) -> web.Response:
+        record = method(_quantum(request), current_user(request), request.match_info[key])
+        return web.json_response(shape(record))
+    return handler
+
+
+def _act(method: Callable[[QuantumService, User, str], Awaitable[_R]], key: str,
+         shape: Callable[[_R], Any], status: int = 200) -> Handler:
+    async def handler(request: web.Request) -> web.Response:
+        await no_body(request)
+        record = await method(_quantum(request), current_user(request),
+                              request.match_info[key])
+        return web.json_response(shape(record), status=status)
+    return handler
+
+
+def _wait(method: Callable[[QuantumService, User, str, float], Awaitable[_R]], key: str,
+          shape: Callable[[_R], Any]) -> Handler:
+    async def handler(request: web.Request) -> web.Response:
+        record = await method(_quantum(request), current_user(request),
+                              request.match_info[key], timeout_query(request, 30.0, MAX_WAIT_S))
+        return web.json_response(shape(record))
+    return handler
+
+
+def _result_json(result: QResult) -> dict[str, Any]:
+    return {"counts": dict(result.counts), "native": result.native}
 
 
 # -- platforms --------------------------------------------------------------------------------
@@ -114,18 +155,6 @@ async def _sessions(request: web.Request) -> web.Response:
     page = _quantum(request).sessions(current_user(request), filters=filters,
                                       page=pagination_of(request))
     return web.json_response(page_json("sessions", page, session_json))
-
-
-async def _session(request: web.Request) -> web.Response:
-    session = _quantum(request).session(current_user(request), request.match_info["session_id"])
-    return web.json_response(session_json(session))
-
-
-async def _terminate_session(request: web.Request) -> web.Response:
-    await no_body(request)
-    session = await _quantum(request).terminate_session(current_user(request),
-                                                        request.match_info["session_id"])
-    return web.json_response(session_json(session))
 
 
 async def _delete_session(request: web.Request) -> web.Response:
@@ -191,11 +220,6 @@ async def _batches(request: web.Request) -> web.Response:
                                         lambda b: batch_json(b, program=False)))
 
 
-async def _batch(request: web.Request) -> web.Response:
-    batch = _quantum(request).batch(current_user(request), request.match_info["batch_id"])
-    return web.json_response(batch_json(batch))
-
-
 async def _add_jobs(request: web.Request) -> web.Response:
     body = await json_body(request)
     unknown = set(body) - {"jobs", "idempotency_key"}
@@ -204,20 +228,6 @@ async def _add_jobs(request: web.Request) -> web.Response:
     batch = await _quantum(request).add_jobs(
         current_user(request), request.match_info["batch_id"], job_specs(body.get("jobs")),
         idempotency_key=text_field(body, "idempotency_key"))
-    return web.json_response(batch_json(batch))
-
-
-async def _close_batch(request: web.Request) -> web.Response:
-    await no_body(request)
-    batch = await _quantum(request).close_batch(current_user(request),
-                                                request.match_info["batch_id"])
-    return web.json_response(batch_json(batch))
-
-
-async def _cancel_batch(request: web.Request) -> web.Response:
-    await no_body(request)
-    batch = await _quantum(request).cancel_batch(current_user(request),
-                                                 request.match_info["batch_id"])
     return web.json_response(batch_json(batch))
 
 
@@ -238,13 +248,6 @@ async def _rebatch(request: web.Request) -> web.Response:
     return web.json_response(batch_json(batch), status=201)
 
 
-async def _wait_batch(request: web.Request) -> web.Response:
-    batch = await _quantum(request).wait_batch(current_user(request),
-                                               request.match_info["batch_id"],
-                                               timeout_query(request, 30.0, MAX_WAIT_S))
-    return web.json_response(batch_json(batch))
-
-
 # -- quantum jobs -----------------------------------------------------------------------------
 
 
@@ -252,30 +255,6 @@ async def _jobs(request: web.Request) -> web.Response:
     page = _quantum(request).jobs(current_user(request), job_filters(query_filters(request)),
                                   pagination_of(request))
     return web.json_response(page_json("jobs", page, job_json))
-
-
-async def _job(request: web.Request) -> web.Response:
-    job = _quantum(request).job(current_user(request), request.match_info["job_id"])
-    return web.json_response(job_json(job))
-
-
-async def _result(request: web.Request) -> web.Response:
-    result = _quantum(request).result(current_user(request), request.match_info["job_id"])
-    return web.json_response({"counts": dict(result.counts), "native": result.native})
-
-
-async def _cancel_job(request: web.Request) -> web.Response:
-    await no_body(request)
-    job = await _quantum(request).cancel_job(current_user(request),
-                                             request.match_info["job_id"])
-    return web.json_response(job_json(job))
-
-
-async def _retry_job(request: web.Request) -> web.Response:
-    await no_body(request)
-    job = await _quantum(request).retry_job(current_user(request),
-                                            request.match_info["job_id"])
-    return web.json_response(job_json(job), status=201)
 
 
 async def _cancel_jobs(request: web.Request) -> web.Response:
@@ -287,12 +266,6 @@ async def _cancel_jobs(request: web.Request) -> web.Response:
         raise InvalidRequestError("'filters' (an object) is required")
     jobs = await _quantum(request).cancel_jobs(current_user(request), filters)
     return web.json_response({"jobs": [job_json(j) for j in jobs]})
-
-
-async def _wait_job(request: web.Request) -> web.Response:
-    job = await _quantum(request).wait_job(current_user(request), request.match_info["job_id"],
-                                           timeout_query(request, 30.0, MAX_WAIT_S))
-    return web.json_response(job_json(job))
 
 
 # -- the table --------------------------------------------------------------------------------
@@ -426,13 +399,14 @@ QUANTUM_ROUTES: tuple[Route, ...] = (
                        query("deduplication_id", {"type": "string"}, "With this id"),
                        *_PAGING_PARAMS],
         "responses": {"200": _listing("sessions", "QuantumSession"), **errors(400, 401)}}),
-    Route("GET", "/sessions/{session_id}", _session, {
+    Route("GET", "/sessions/{session_id}", _read(_Q.session, "session_id", session_json), {
         "summary": "A session", "parameters": [_SESSION_ID],
         "responses": {"200": _SESSION, **errors(401, 404)}}),
     Route("DELETE", "/sessions/{session_id}", _delete_session, {
         "summary": "Terminate a session and forget it", "parameters": [_SESSION_ID],
         "responses": {"204": {"description": "Deleted"}, **errors(401, 404, 409)}}),
-    Route("POST", "/sessions/{session_id}/terminate", _terminate_session, {
+    Route("POST", "/sessions/{session_id}/terminate",
+          _act(_Q.terminate_session, "session_id", session_json), {
         "summary": "End a session now (reason: terminated); its reservation is released",
         "parameters": [_SESSION_ID], "responses": {"200": _SESSION, **errors(401, 404)}}),
     Route("GET", "/sessions/{session_id}/wait", _wait_session, {
@@ -462,7 +436,7 @@ QUANTUM_ROUTES: tuple[Route, ...] = (
         "summary": "Your batches, newest first (without their programs)",
         "parameters": [*_BATCH_FILTER_PARAMS, *_PAGING_PARAMS],
         "responses": {"200": _listing("batches", "Batch"), **errors(400, 401)}}),
-    Route("GET", "/batches/{batch_id}", _batch, {
+    Route("GET", "/batches/{batch_id}", _read(_Q.batch, "batch_id", batch_json), {
         "summary": "A batch and its jobs, in order", "parameters": [_BATCH_ID],
         "responses": {"200": _BATCH, **errors(401, 404)}}),
     Route("POST", "/batches/{batch_id}/jobs", _add_jobs, {
@@ -471,10 +445,10 @@ QUANTUM_ROUTES: tuple[Route, ...] = (
             "jobs": {"type": "array", "items": ref("JobSpec")},
             "idempotency_key": {"type": "string"}}}),
         "responses": {"200": _BATCH, **errors(400, 401, 404, 409, 413)}}),
-    Route("POST", "/batches/{batch_id}/close", _close_batch, {
+    Route("POST", "/batches/{batch_id}/close", _act(_Q.close_batch, "batch_id", batch_json), {
         "summary": "Close an open batch: it is DONE once its jobs have ended",
         "parameters": [_BATCH_ID], "responses": {"200": _BATCH, **errors(401, 404, 409)}}),
-    Route("POST", "/batches/{batch_id}/cancel", _cancel_batch, {
+    Route("POST", "/batches/{batch_id}/cancel", _act(_Q.cancel_batch, "batch_id", batch_json), {
         "summary": "Cancel a batch and its pending jobs", "parameters": [_BATCH_ID],
         "responses": {"200": _BATCH, **errors(401, 404, 409)}}),
     Route("PUT", "/batches/{batch_id}/tags", _set_tags, {
@@ -488,7 +462,7 @@ QUANTUM_ROUTES: tuple[Route, ...] = (
         "requestBody": _body({"type": "object", "properties": {
             "filters": ref("JobFilters")}}, required=False),
         "responses": {"201": _BATCH, **errors(400, 401, 404, 409)}}),
-    Route("GET", "/batches/{batch_id}/wait", _wait_batch, {
+    Route("GET", "/batches/{batch_id}/wait", _wait(_Q.wait_batch, "batch_id", batch_json), {
         "summary": "Long-poll: answers once the batch is terminal, or after timeout",
         "parameters": [_BATCH_ID, _TIMEOUT],
         "responses": {"200": _BATCH, **errors(400, 401, 404)}}),
@@ -503,22 +477,23 @@ QUANTUM_ROUTES: tuple[Route, ...] = (
         "responses": {"200": json_content({"type": "object", "properties": {
             "jobs": {"type": "array", "items": ref("QuantumJob")}}}, "The jobs cancelled"),
             **errors(400, 401)}}),
-    Route("GET", "/quantum-jobs/{job_id}", _job, {
+    Route("GET", "/quantum-jobs/{job_id}", _read(_Q.job, "job_id", job_json), {
         "summary": "A quantum job", "parameters": [_JOB_ID],
         "responses": {"200": _QJOB, **errors(401, 404)}}),
-    Route("GET", "/quantum-jobs/{job_id}/result", _result, {
+    Route("GET", "/quantum-jobs/{job_id}/result", _read(_Q.result, "job_id", _result_json), {
         "summary": "A DONE job's counts and the engine's own result (text)",
         "parameters": [_JOB_ID],
         "responses": {"200": json_content({"type": "object", "properties": {
             "counts": {"type": "object"}, "native": {"type": "string", "nullable": True}}},
             "The result"), **errors(401, 404, 409)}}),
-    Route("POST", "/quantum-jobs/{job_id}/cancel", _cancel_job, {
+    Route("POST", "/quantum-jobs/{job_id}/cancel", _act(_Q.cancel_job, "job_id", job_json), {
         "summary": "Cancel a job", "parameters": [_JOB_ID],
         "responses": {"200": _QJOB, **errors(401, 404, 409)}}),
-    Route("POST", "/quantum-jobs/{job_id}/retry", _retry_job, {
+    Route("POST", "/quantum-jobs/{job_id}/retry",
+          _act(_Q.retry_job, "job_id", job_json, status=201), {
         "summary": "Run a job of an open batch again (a new job, parent_id set)",
         "parameters": [_JOB_ID], "responses": {"201": _QJOB, **errors(401, 404, 409)}}),
-    Route("GET", "/quantum-jobs/{job_id}/wait", _wait_job, {
+    Route("GET", "/quantum-jobs/{job_id}/wait", _wait(_Q.wait_job, "job_id", job_json), {
         "summary": "Long-poll: answers once the job is terminal, or after timeout",
         "parameters": [_JOB_ID, _TIMEOUT],
         "responses": {"200": _QJOB, **errors(400, 401, 404)}}),

@@ -18,7 +18,7 @@ import abc
 import dataclasses
 import json
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -120,20 +120,23 @@ def _platform(data: Mapping[str, Any]) -> Platform:
     return Platform(**fields)
 
 
-class _Polling:
-    """Chains long-polls until ``done(info)`` or ``timeout``."""
+async def _long_poll(client: QuantumClient, path: str, done: Callable[[dict[str, Any]], bool],
+                     timeout: float | None, params: Sequence[tuple[str, str]] = ()
+                     ) -> dict[str, Any]:
+    """Chain long-polls of ``path`` (a ``.../wait`` route) until ``done(info)`` or
+    ``timeout``; the last answer."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        poll = _POLL_S if left is None else min(_POLL_S, left)
+        info: dict[str, Any] = await client._get_json(
+            path, params=[("timeout", f"{poll:.3f}"), *params], timeout=poll + _SLACK_S)
+        if done(info) or (deadline is not None and time.monotonic() >= deadline):
+            return info
 
-    @staticmethod
-    async def poll(fetch: Callable[[float], Awaitable[dict[str, Any]]],
-                   done: Callable[[dict[str, Any]], bool],
-                   timeout: float | None) -> dict[str, Any]:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            poll = _POLL_S if left is None else min(_POLL_S, left)
-            info = await fetch(poll)
-            if done(info) or (deadline is not None and time.monotonic() >= deadline):
-                return info
+
+def _ended(info: Mapping[str, Any]) -> bool:
+    return QStatus(info["status"]).terminal
 
 
 # -- quantum jobs -----------------------------------------------------------------------------
@@ -178,14 +181,8 @@ class QuantumJob:
         return _bridge.call(self.refresh_async)
 
     async def wait_async(self, timeout: float | None = None) -> QuantumJob:
-        async def fetch(poll: float) -> dict[str, Any]:
-            data: dict[str, Any] = await self._client._get_json(
-                f"/v1/quantum-jobs/{self.id}/wait", params={"timeout": f"{poll:.3f}"},
-                timeout=poll + _SLACK_S)
-            return data
-
-        info = await _Polling.poll(fetch, lambda i: QStatus(i["status"]).terminal, timeout)
-        return self._update(info)
+        return self._update(await _long_poll(
+            self._client, f"/v1/quantum-jobs/{self.id}/wait", _ended, timeout))
 
     def wait(self, timeout: float | None = None) -> QuantumJob:
         """Wait until the job has ended (or ``timeout`` seconds passed); return it."""
@@ -288,14 +285,8 @@ class Batch:
         return _bridge.call(self.refresh_async)
 
     async def wait_async(self, timeout: float | None = None) -> Batch:
-        async def fetch(poll: float) -> dict[str, Any]:
-            data: dict[str, Any] = await self._client._get_json(
-                f"/v1/batches/{self.id}/wait", params={"timeout": f"{poll:.3f}"},
-                timeout=poll + _SLACK_S)
-            return data
-
-        info = await _Polling.poll(fetch, lambda i: QStatus(i["status"]).terminal, timeout)
-        return self._update(info)
+        return self._update(await _long_poll(
+            self._client, f"/v1/batches/{self.id}/wait", _ended, timeout))
 
     def wait(self, timeout: float | None = None, progress: bool = False) -> Batch:
         """Wait until the batch has ended (closed and every job ended, cancelled or timed
@@ -443,16 +434,9 @@ class Session:
                          status: Iterable[SessionStatus | str] = (SessionStatus.STOPPED,),
                          ) -> Session:
         wanted = [str(SessionStatus(s)) for s in status]
-
-        async def fetch(poll: float) -> dict[str, Any]:
-            data: dict[str, Any] = await self._client._get_json(
-                f"/v1/sessions/{self.id}/wait",
-                params=[("timeout", f"{poll:.3f}"), *(("status", w) for w in wanted)],
-                timeout=poll + _SLACK_S)
-            return data
-
-        return self._update(await _Polling.poll(fetch, lambda i: i["status"] in wanted,
-                                                timeout))
+        return self._update(await _long_poll(
+            self._client, f"/v1/sessions/{self.id}/wait", lambda i: i["status"] in wanted,
+            timeout, [("status", w) for w in wanted]))
 
     def wait(self, timeout: float | None = None,
              status: Iterable[SessionStatus | str] = (SessionStatus.STOPPED,)) -> Session:
