@@ -5,6 +5,7 @@ result links, projects, a bad token and another user's objects."""
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -231,31 +232,25 @@ def test_another_users_batch_is_missing(sdk: SDK, bob_sdk: SDK, serialized: str)
     batch = sdk.create_batch(serialized, [{"runs": 4, "variables": {"omega_max": 1.0}}],
                              wait=True)
     job = batch.ordered_jobs[0]
-    with pytest.raises(BatchFetchingError, match="404"):
-        bob_sdk.get_batch(batch.id)
-    with pytest.raises(BatchFetchingError, match="404"):
-        bob_sdk.get_batch_status(batch.id)
-    with pytest.raises(JobFetchingError, match="404"):
-        bob_sdk.get_job(job.id)
-    with pytest.raises(BatchCancellingError, match="404"):
-        bob_sdk.cancel_batch(batch.id)
-    with pytest.raises(RebatchError, match="404"):
-        bob_sdk.rebatch(batch.id)
-    with pytest.raises(JobCreationError, match="404"):
-        bob_sdk.add_jobs(batch.id, [{"runs": 1, "variables": {"omega_max": 1.0}}])
-    with pytest.raises(BatchClosingError, match="404"):
-        bob_sdk.close_batch(batch.id)
-    with pytest.raises(BatchSetTagsError, match="404"):
-        bob_sdk.set_batch_tags(batch.id, ["mine"])
-    with pytest.raises(JobCancellingError, match="404"):
-        bob_sdk.cancel_job(job.id)
-    with pytest.raises(JobCancellingError, match="404"):
-        bob_sdk.cancel_jobs(batch.id)
-    with pytest.raises(WorkloadFetchingError, match="404"):
-        bob_sdk.get_workload(batch.id)
     link = bob_sdk._client._get_url("get_job_results_link", job_id=job.id)
-    with pytest.raises(requests.HTTPError, match="404"):
-        bob_sdk._client._authenticated_request("GET", link)
+    calls: list[tuple[type[BaseException], Callable[[], object]]] = [
+        (BatchFetchingError, lambda: bob_sdk.get_batch(batch.id)),
+        (BatchFetchingError, lambda: bob_sdk.get_batch_status(batch.id)),
+        (JobFetchingError, lambda: bob_sdk.get_job(job.id)),
+        (BatchCancellingError, lambda: bob_sdk.cancel_batch(batch.id)),
+        (RebatchError, lambda: bob_sdk.rebatch(batch.id)),
+        (JobCreationError,
+         lambda: bob_sdk.add_jobs(batch.id, [{"runs": 1, "variables": {"omega_max": 1.0}}])),
+        (BatchClosingError, lambda: bob_sdk.close_batch(batch.id)),
+        (BatchSetTagsError, lambda: bob_sdk.set_batch_tags(batch.id, ["mine"])),
+        (JobCancellingError, lambda: bob_sdk.cancel_job(job.id)),
+        (JobCancellingError, lambda: bob_sdk.cancel_jobs(batch.id)),
+        (WorkloadFetchingError, lambda: bob_sdk.get_workload(batch.id)),
+        (requests.HTTPError, lambda: bob_sdk._client._authenticated_request("GET", link)),
+    ]
+    for error, call in calls:
+        with pytest.raises(error, match="404"):
+            call()
     assert bob_sdk.get_jobs(JobFilters(id=job.id)).total == 0
     assert bob_sdk.get_jobs(JobFilters(batch_id=batch.id)).total == 0
     assert bob_sdk.get_batches(BatchFilters(id=batch.id)).total == 0
