@@ -8,12 +8,28 @@
   0.5 s) and a page open on it (a process reading its server-sent event stream).
 
 Each configuration runs in its own child process, `--rounds` times, interleaved (so the
-machine's drift falls on all three alike); the table shows medians. Memory: the scheduler's
+machine's drift falls on all three alike); the table shows medians.
+
+The cost is judged on the scheduler's CPU time per task (on-CPU nanoseconds of its threads,
+/proc schedstat), not on wall throughput: on a shared machine the throughput of one round
+swings by tens of percent with what else runs, while the CPU the scheduler spends per task
+moves little. Rounds are paired (round i of each configuration ran back to back): the
+report gives the median of the per-round ratios, their spread (lowest..highest), and the
+verdict against the 5% the dashboard may cost. Memory: the scheduler's
 RSS after warm-up, after the measured 20,000 tasks, and after `--more` tasks beyond (the
 event ring is full by then: what it holds is bounded whatever runs); the dashboard's RSS.
 Not a test: numbers only, on a shared machine.
 
     python benchmarks/bench_dashboard.py [--rounds 3] [--tput 20000] [--more 60000]
+    python benchmarks/bench_dashboard.py --replay [--rounds 30]
+
+``--replay`` measures the same cost where the machine's noise cannot reach it: in one
+process, the scheduler's state machine (and its monitor, as the IO layer calls it) handles
+the messages of 20,000 no-op tasks (a driver's submissions in frames of 1,000, two
+executors' results in frames of 33, as measured on a local cluster), over and over, the
+three configurations taking turns chunk by chunk; CPU time of this process per task, the
+median of the paired differences, against the scheduler's whole CPU per task measured on a
+cluster (the state machine is only part of it, so the replay's own ratio is an upper bound).
 """
 
 from __future__ import annotations
@@ -146,10 +162,45 @@ def render(res: dict[str, Any]) -> str:
     lines.append("")
     lines.append("The machine is shared: compare the scheduler's CPU per task (stable) before "
                  "the throughput (its spread is in the rounds below).")
+    cpu = res.get("rounds_cpu", {})
+    lines.append("rounds (scheduler CPU us/task): " + "; ".join(
+        f"{name}: " + ", ".join(f"{x:.1f}" for x in cpu.get(name, [])) for name in CONFIGS))
+    for label, (a, b) in (("dashboard / no dashboard", ("dashboard", "no dashboard")),
+                          ("dashboard / recording off", ("dashboard", "recording off")),
+                          ("no dashboard / recording off", ("no dashboard", "recording off"))):
+        r = paired_ratios(cpu.get(a, []), cpu.get(b, []))
+        if r:
+            lines.append(f"scheduler CPU per task, {label}: median {statistics.median(r):.3f} "
+                         f"(rounds {min(r):.3f}..{max(r):.3f}, n={len(r)}); pooled medians "
+                         f"{_median(cpu[a]) / _median(cpu[b]):.3f}")
+    verdict = res.get("verdict")
+    if verdict:
+        lines.append(verdict)
     lines.append("rounds (tasks/s): " + "; ".join(
         f"{name}: " + ", ".join(f"{x:,.0f}" for x in res["rounds_tps"].get(name, []))
         for name in CONFIGS))
     return "\n".join(lines)
+
+
+def _median(xs: list[float | None]) -> float:
+    return statistics.median(x for x in xs if x)
+
+
+def paired_ratios(a: list[float | None], b: list[float | None]) -> list[float]:
+    """a[i] / b[i] for the rounds where both ran (round i of each ran back to back)."""
+    return [x / y for x, y in zip(a, b, strict=False) if x and y]
+
+
+def verdict(cpu: dict[str, list[float | None]], limit: float = 0.05) -> str:
+    """Whether a dashboard attached costs the scheduler at most ``limit`` more CPU per task
+    than recording off (the whole cost of watching), on the median of paired rounds."""
+    r = paired_ratios(cpu.get("dashboard", []), cpu.get("recording off", []))
+    if not r:
+        return ""
+    cost = statistics.median(r) - 1.0
+    return (f"verdict: a dashboard attached costs the scheduler {cost:+.1%} CPU per task "
+            f"against recording off (limit {limit:.0%}): "
+            f"{'within' if cost <= limit else 'OVER'} the limit")
 
 
 def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -163,12 +214,135 @@ def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+class _Watcher:
+    """A monitor connection as the IO layer has it: each update is encoded as a frame."""
+
+    closed = False
+
+    def __init__(self) -> None:
+        self.bytes = 0
+
+    def send(self, msg: Any) -> None:
+        from qsrv.protocol import encode_frame_of
+
+        self.bytes += sum(len(memoryview(b)) for b in encode_frame_of([msg]))
+
+
+def _replay_cluster(config: str) -> Any:
+    """A scheduler state with a worker, two executors and a driver; its monitor recording
+    (or not, ``recording off``) and, for ``dashboard``, followed every 0.5 s."""
+    from qsrv._resources import normalize_target
+    from qsrv.protocol import MonitorRequest, RegisterExecutor, RegisterFunction, RegisterWorker
+    from qsrv.scheduler._events import Connected, Received, Tick
+    from qsrv.scheduler._monitor import Monitor
+    from qsrv.scheduler._state import SchedulerState
+
+    state = SchedulerState()
+    state.handle(Tick(100.0))
+    monitor = Monitor(state)
+    if config == "recording off":  # as with QSRV_MONITOR=0
+        state.recorder = None
+        state.directory.failed = None
+        monitor.observe = monitor._ignore  # type: ignore[method-assign]
+    state.handle(Connected(1, "worker", 1))
+    out = state.handle(Received(1, RegisterWorker("w", normalize_target({"cpu": 2}), [], 1,
+                                                  {})))
+    wid = out[0].msg.worker_id
+    for conn in (2, 3):
+        state.handle(Connected(conn, "executor", conn))
+        state.handle(Received(conn, RegisterExecutor(wid, 1000 + conn)))
+    state.handle(Connected(4, "driver", 4))
+    state.handle(Received(4, RegisterFunction(b"f" * 16, b"payload")))
+    if config == "dashboard":
+        monitor._request(_Watcher(), MonitorRequest(1, 0.0, 0.5))  # type: ignore[arg-type]
+    return state, monitor
+
+
+def _replay_chunk(state: Any, monitor: Any, first: int, n: int) -> None:
+    """``n`` no-op tasks through the state machine, from submission to their refs dropped."""
+    from qsrv.protocol import ID_BITS, OK, RefUpdate, RunTask, SubmitTask, TaskDone
+    from qsrv.scheduler._events import ReceivedBatch, Send
+
+    base = 4 << ID_BITS
+    pending: dict[int, list[int]] = {2: [], 3: []}
+    done: list[int] = []
+
+    def handle(conn: int, msgs: list[Any]) -> None:
+        msgs = monitor.observe(conn, msgs)
+        for action in state.handle(ReceivedBatch(conn, msgs)):
+            if type(action) is Send and type(action.msg) is RunTask:
+                pending[action.conn].append(action.msg.task_id)
+        monitor.tick(time.monotonic())
+
+    for start in range(first, first + n, 1000):
+        handle(4, [SubmitTask(base + i, b"f" * 16, b"\x80\x04N.", (), [], {"cpu": 10_000},
+                              0, 0.0, False, "bench.noop")
+                   for i in range(start, min(start + 1000, first + n))])
+    while any(pending.values()):
+        for conn, ids in pending.items():
+            frame, pending[conn] = ids[:33], ids[33:]
+            if frame:
+                handle(conn, [TaskDone(t, OK, b"\x80\x04N.", (), [], False, 2e-6)
+                              for t in frame])
+                done.extend(frame)
+    handle(4, [RefUpdate([], done)])
+
+
+def replay(rounds: int, chunk: int = 20_000) -> dict[str, Any]:
+    """CPU seconds per task of the state machine and monitor, per configuration, the three
+    taking turns chunk by chunk (in a rotating order) in this one process."""
+    clusters = {name: _replay_cluster(name) for name in CONFIGS}
+    us: dict[str, list[float]] = {name: [] for name in CONFIGS}
+    next_id = dict.fromkeys(CONFIGS, 1)
+    for name in CONFIGS:  # warm-up
+        _replay_chunk(*clusters[name], next_id[name], 2000)
+        next_id[name] += 2000
+    for r in range(rounds):
+        order = CONFIGS[r % 3:] + CONFIGS[:r % 3]
+        for name in order:
+            t0 = time.process_time()
+            _replay_chunk(*clusters[name], next_id[name], chunk)
+            us[name].append((time.process_time() - t0) / chunk * 1e6)
+            next_id[name] += chunk
+    return {"chunk": chunk, "us_per_task": us,
+            "objects_left": {n: len(c[0].directory.objects) for n, c in clusters.items()},
+            "events_kept": {n: len(c[1].events) for n, c in clusters.items()}}
+
+
+def render_replay(res: dict[str, Any], whole_us: float | None) -> str:
+    us = res["us_per_task"]
+    lines = [f"replay: {res['chunk']} no-op tasks a chunk through the state machine and its "
+             f"monitor, {len(us['dashboard'])} chunks per configuration, taking turns",
+             "", "| configuration | CPU us/task (median) | lowest..highest |", "|---|---|---|"]
+    for name in CONFIGS:
+        lines.append(f"| {name} | {statistics.median(us[name]):.3f} | "
+                     f"{min(us[name]):.3f}..{max(us[name]):.3f} |")
+    lines.append("")
+    for a, b in (("dashboard", "recording off"), ("no dashboard", "recording off"),
+                 ("dashboard", "no dashboard")):
+        diff = [x - y for x, y in zip(us[a], us[b], strict=True)]
+        med = statistics.median(diff)
+        q = statistics.quantiles(diff, n=4) if len(diff) >= 4 else [min(diff), 0, max(diff)]
+        text = (f"{a} - {b}: {med:+.3f} us/task (paired chunks; quartiles {q[0]:+.3f}.."
+                f"{q[2]:+.3f}); of the state machine's {statistics.median(us[b]):.2f} us: "
+                f"{med / statistics.median(us[b]):+.1%}")
+        if whole_us:
+            text += f"; of the scheduler's whole {whole_us:.1f} us/task: {med / whole_us:+.1%}"
+        lines.append(text)
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--tput", type=int, default=20_000)
     ap.add_argument("--more", type=int, default=60_000)
     ap.add_argument("--json", type=Path, help="write the run here instead of results/runs/")
+    ap.add_argument("--replay", action="store_true",
+                    help="measure the monitor's cost by replaying messages in this process")
+    ap.add_argument("--whole-us", type=float, default=None,
+                    help="with --replay: the scheduler's CPU per task on a cluster (us), "
+                         "to state the cost against")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--counts", help=argparse.SUPPRESS)
     ap.add_argument("--out", type=Path, help=argparse.SUPPRESS)
@@ -176,6 +350,13 @@ def main() -> None:
     counts = {"tput": args.tput, "more": args.more}
     if args.child:
         child(args.child, json.loads(args.counts), args.out)
+        return
+    if args.replay:
+        res = c.new_run("dashboard_replay", rounds=args.rounds)
+        res.update(replay(args.rounds))
+        res["loadavg_end"] = c.loadavg()
+        print(render_replay(res, args.whole_us))
+        print(f"\nwrote {c.save_run(res, args.json)}")
         return
     res = c.new_run("dashboard", counts=counts, rounds=args.rounds, configs={})
     print(f"load average {res['loadavg_start']}; counts {counts}")
@@ -189,7 +370,10 @@ def main() -> None:
     res["runs"] = runs
     res["rounds_tps"] = {n: [r["tasks_per_s"] for r in rs if "error" not in r]
                          for n, rs in runs.items()}
+    res["rounds_cpu"] = {n: [r.get("scheduler_cpu_us_per_task") if "error" not in r else None
+                             for r in rs] for n, rs in runs.items()}
     res["configs"] = {n: _median_run(rs) for n, rs in runs.items()}
+    res["verdict"] = verdict(res["rounds_cpu"])
     res["loadavg_end"] = c.loadavg()
     print()
     print(render(res))

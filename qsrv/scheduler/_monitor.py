@@ -10,10 +10,14 @@ What is kept, always, whoever watches (so a timeline covers the recent past):
 - **task events**, one per task run: ``[end, elapsed, task id, function name, worker id,
   executor pid, ok]`` (``end`` in epoch seconds, when the scheduler read the result; ``elapsed``
   the seconds the function ran, as its executor measured). In a ring of `capacity` events;
-  above `max_rate` events a second, one in N is kept (``sampled_out`` counts the others).
-- **counters by function** (submitted, done, failed, seconds run, longest run) for at most
-  `MAX_FUNCTIONS` names (the others count under ``"(other)"``), histograms of run time and
-  of queue wait (submission to start; submission times kept for at most `MAX_WAITING` tasks).
+  above `max_rate` messages a second, the runs of one task id in 2**k are observed (task
+  ids are sequential): kept as events, and counted in the seconds run and the histograms
+  weighing 2**k (``sampled_out`` counts the runs not kept); the task counts stay exact.
+- **counters by function** (submitted, done, failed: exact; seconds run and longest run:
+  of the runs observed, see below) for at most
+  `MAX_FUNCTIONS` names (the others count under ``"(other)"``; totals are their sums),
+  histograms of run time and of queue wait (submission to start: the submission time is
+  kept on the task).
 - **failures**, the last `MAX_FAILURES` of them: ``[at, task id, function, worker id,
   executor pid, error, kind, reason]``. A task's own error comes as its executor encoded it
   (cut to `MAX_ERROR` bytes; the scheduler never opens it: a monitor reads the text), kind
@@ -25,10 +29,12 @@ What is kept, always, whoever watches (so a timeline covers the recent past):
 - **transfers**: copies of stored values pulled between nodes (the agents' ObjectsCopied),
   count and bytes by receiving worker (at most `MAX_NODES` of them).
 
-All of it is fed by `observe()`, called by the IO layer with each batch of messages read,
-before the state machine handles it: one type check per message, a few dict operations per
-task. ``QSRV_MONITOR=0`` in the scheduler's environment turns the recording off (monitors
-then see the status only; what it costs is measured by benchmarks/bench_dashboard.py).
+Tasks are recorded by the state machine as it handles them (the monitor is its `recorder`:
+`submitted()`, `ran()`, with the task and executor it already looked up: no lookup of its
+own, a few list operations per task). `observe()`, called by the IO layer with each batch of
+messages read, takes the batch's time, counts transfers and takes out task output.
+``QSRV_MONITOR=0`` in the scheduler's environment turns the recording off (monitors then see
+the status only; what it costs is measured by benchmarks/bench_dashboard.py).
 
 Updates go out on the ticker, to each watching monitor at its own interval, at most
 `MAX_EVENTS_PER_UPDATE` events each.
@@ -55,7 +61,6 @@ from qsrv.protocol import (
     MonitorRequest,
     MonitorUpdate,
     ObjectsCopied,
-    SubmitTask,
     TaskDone,
     TaskOutput,
     decode_system_error,
@@ -63,6 +68,7 @@ from qsrv.protocol import (
 from qsrv.scheduler._records import Obj, Task
 
 if TYPE_CHECKING:
+    from qsrv.scheduler._placement import Executor
     from qsrv.scheduler._state import SchedulerState
     from qsrv.transport import FramedProtocol
 
@@ -71,7 +77,6 @@ __all__ = ["BUCKETS", "Monitor"]
 log = logging.getLogger("qsrv.scheduler")
 
 MAX_FUNCTIONS = 1000
-MAX_WAITING = 50_000
 MAX_FAILURES = 100
 MAX_ERROR = 16_384
 MAX_REASON = 1024  # characters of a failure's reason
@@ -101,7 +106,7 @@ class _Watch:
 
 class Monitor:
     def __init__(self, state: SchedulerState, *, capacity: int = 20_000,
-                 max_rate: float = 5_000.0,
+                 max_rate: float = 2_000.0,
                  send: Callable[[int, Any], None] = lambda conn, msg: None) -> None:
         self.state = state
         self._send_to = send  # (connection, message): what the IO layer sends
@@ -117,17 +122,14 @@ class Monitor:
         self.failure_kinds: dict[str, int] = {}
         self.transfers: dict[int, list[int]] = {}  # receiving worker id -> [count, bytes]
         self.functions: dict[str, list[float]] = {}  # name -> [submitted, done, failed, s, max]
-        self.submitted_at: dict[int, float] = {}
         self.run_hist = [0] * (len(BUCKETS) + 1)
         self.wait_hist = [0] * (len(BUCKETS) + 1)
-        self.run_sum = 0.0
         self.wait_sum = 0.0
-        self.submitted = 0
-        self.done = 0
-        self.failed = 0
-        self.sampled_out = 0
+        self.decided = 0  # failures the scheduler decided (counted as failed, never ran)
+        self._now = time.time()  # when the batch being handled was read
         self._window = 0.0
-        self._in_window = 0
+        self._in_window = 0  # messages read in this one-second window
+        self._mask = 0  # runs of task ids with none of these bits set are observed
         self.watches: list[_Watch] = []
         self.monitors: set[FramedProtocol] = set()
         self.started = time.time()
@@ -135,9 +137,16 @@ class Monitor:
         if not self.recording:
             self.observe = self._ignore  # type: ignore[method-assign]  # output still goes
         else:
+            state.recorder = self
             state.directory.failed = self._failed
 
     # ---- observing -----------------------------------------------------------------------
+    @property
+    def sampled_out(self) -> int:
+        """Runs not kept as events (sampled out above the rate)."""
+        runs = sum(e[1] + e[2] for e in self.functions.values())
+        return int(runs - self.decided + self.failure_kinds.get("retried", 0) - self.seq)
+
     def _function(self, name: str) -> list[float]:
         entry = self.functions.get(name)
         if entry is None:
@@ -157,27 +166,34 @@ class Monitor:
     def observe(self, conn: int, messages: list[Any]) -> list[Any]:
         """A batch of messages from connection ``conn``, about to be handled; returns what
         the state machine is to handle (task output and follow requests are taken out)."""
-        done: list[TaskDone] | None = None
-        now = 0.0
+        now = self._now = time.time()
+        if now - self._window >= 1.0:
+            self._window, self._in_window = now, 0
+        n = self._in_window = self._in_window + len(messages)
+        if n > self.max_rate:  # observe the runs of one task id in 2**k (ids are sequential)
+            self._mask = (1 << int(n // self.max_rate).bit_length()) - 1
+        elif self._mask:
+            self._mask = 0
         output = False
         for msg in messages:
             t = type(msg)
-            if t is TaskDone:
-                if done is None:
-                    done = [msg]
-                else:
-                    done.append(msg)
-            elif t is SubmitTask:
-                if not now:
-                    now = time.time()
-                self._submitted(msg, now)
+            if t is ObjectsCopied:
+                self._copied(conn, msg)
             elif t is TaskOutput or t is FollowOutput:
                 output = True
-            elif t is ObjectsCopied:
-                self._copied(conn, msg)
-        if done is not None:
-            self._done(conn, done, now or time.time())
         return self._output(conn, messages) if output else messages
+
+    @property
+    def tasks_submitted(self) -> int:
+        return int(sum(e[0] for e in self.functions.values()))
+
+    @property
+    def done(self) -> int:
+        return int(sum(e[1] for e in self.functions.values()))
+
+    @property
+    def failed(self) -> int:
+        return int(sum(e[2] for e in self.functions.values()))
 
     # ---- task output (log_to_driver) -----------------------------------------------------
     def _output(self, conn: int, messages: list[Any]) -> list[Any]:
@@ -206,74 +222,57 @@ class Monitor:
                 rest.append(msg)
         return rest
 
-    def _submitted(self, msg: SubmitTask, now: float) -> None:
-        self.submitted += 1
-        entry = self.functions.get(msg.name)
+    # ---- recording (called by the state machine) --------------------------------------
+    def submitted(self, task: Task) -> None:
+        entry = self.functions.get(task.name)
         if entry is None:
-            entry = self._function(msg.name)
+            entry = self._function(task.name)
         entry[0] += 1
-        waiting = self.submitted_at
-        if len(waiting) >= MAX_WAITING:  # bounded: tasks that never ran leave here
-            waiting.clear()
-        waiting[msg.task_id] = now
+        task.stats = entry
+        task.submitted = self._now
 
-    def _done(self, conn: int, msgs: list[TaskDone], now: float) -> None:
-        ex = self.state.dispatcher.executors.get(conn)
-        wid = ex.worker.id if ex is not None else 0
-        pid = ex.pid if ex is not None else 0
-        objects = self.state.directory.objects
-        functions = self.functions
-        submitted_at = self.submitted_at
-        run_hist, wait_hist = self.run_hist, self.wait_hist
-        run_sum = wait_sum = 0.0
-        failed = 0
-        # sampling above max_rate events a second: keep one in `stride` of this batch
-        if now - self._window >= 1.0:
-            self._window, self._in_window = now, 0
-        self._in_window += len(msgs)
-        stride = 1 if self._in_window <= self.max_rate else \
-            1 + int(self._in_window // self.max_rate)
-        keep = self.events.append
-        kept = 0
-        for i, msg in enumerate(msgs):
-            task = objects.get(msg.task_id)
-            name = task.name if type(task) is Task else "?"
-            status = msg.status
-            ok = status in (OK, STORED)
-            elapsed = msg.elapsed
-            entry = functions.get(name)
-            if entry is None:
-                entry = self._function(name)
-            if ok:
-                entry[1] += 1
-            elif type(task) is Task and status == TASK_ERROR and msg.retryable \
-                    and task.max_retries > 0:  # it runs again: not a failure of the task yet
-                self._failure(now, msg.task_id, name, wid, pid, status, msg.data, "retried", "")
-            else:
-                entry[2] += 1
-                failed += 1
-                self._failure(now, msg.task_id, name, wid, pid, status, msg.data, "error", "")
-            entry[3] += elapsed
-            if elapsed > entry[4]:
-                entry[4] = elapsed
-            run_hist[bisect_left(BUCKETS, elapsed)] += 1
-            run_sum += elapsed
-            submitted = submitted_at.pop(msg.task_id, None)
-            if submitted is not None:
-                wait = now - elapsed - submitted
-                if wait < 0.0:
-                    wait = 0.0
-                wait_hist[bisect_left(BUCKETS, wait)] += 1
-                wait_sum += wait
-            if stride == 1 or i % stride == 0:
-                keep((now, elapsed, msg.task_id, name, wid, pid, ok))
-                kept += 1
-        self.run_sum += run_sum
-        self.wait_sum += wait_sum
-        self.done += len(msgs) - failed
-        self.failed += failed
-        self.seq += kept
-        self.sampled_out += len(msgs) - kept
+    def ran(self, ex: Executor, task: Task, msg: TaskDone) -> None:
+        """``ex`` reports the run of ``task`` (RUNNING until now). Tasks done and failed by
+        function are counted exactly; above `max_rate` messages a second (in this window)
+        the runs of one task id in 2**k are observed (seconds run and histograms weighing
+        2**k, the longest run, kept as events), below it every run."""
+        entry = task.stats
+        if entry is None:  # submitted before recording began
+            entry = task.stats = self._function(task.name)
+        status = msg.status
+        if status == OK or status == STORED:  # noqa: SIM109 (the common case first)
+            entry[1] += 1
+        else:
+            self._error(ex, task, msg, entry)
+        mask = self._mask
+        if task.id & mask:
+            return  # not observed: counted in sampled_out (runs - events kept)
+        weight = mask + 1
+        elapsed = msg.elapsed
+        entry[3] += elapsed * weight
+        if elapsed > entry[4]:
+            entry[4] = elapsed
+        now = self._now
+        self.run_hist[bisect_left(BUCKETS, elapsed)] += weight
+        submitted = task.submitted
+        if submitted:
+            wait = now - elapsed - submitted
+            if wait < 0.0:
+                wait = 0.0
+            self.wait_hist[bisect_left(BUCKETS, wait)] += weight
+            self.wait_sum += wait * weight
+        self.events.append((now, elapsed, task.id, task.name, ex.worker.id, ex.pid,
+                            status in (OK, STORED)))
+        self.seq += 1
+
+    def _error(self, ex: Executor, task: Task, msg: TaskDone, entry: list[float]) -> None:
+        if msg.status == TASK_ERROR and msg.retryable and task.max_retries > 0:
+            kind = "retried"  # it runs again: not a failure of the task yet
+        else:
+            kind = "error"
+            entry[2] += 1
+        self._failure(self._now, task.id, task.name, ex.worker.id, ex.pid, msg.status,
+                      msg.data, kind, "")
 
     def _failure(self, now: float, task_id: int, name: str, wid: int, pid: int, status: int,
                  data: bytes, kind: str, reason: str) -> None:
@@ -310,8 +309,7 @@ class Monitor:
         else:  # an argument that had failed before the task was submitted
             kind, reason = "dependency", "an argument had failed"
         self._function(task.name)[2] += 1
-        self.failed += 1
-        self.submitted_at.pop(task.id, None)
+        self.decided += 1
         self._failure(now, task.id, task.name, wid, pid, status, data, kind, reason)
 
     def _copied(self, conn: int, msg: ObjectsCopied) -> None:
@@ -401,6 +399,13 @@ class Monitor:
 
     def update(self, events: list[Any], failures: list[Any]) -> dict[str, Any]:
         state = self.state
+        submitted = done = failed = 0.0
+        run_sum = 0.0
+        for entry in self.functions.values():
+            submitted += entry[0]
+            done += entry[1]
+            failed += entry[2]
+            run_sum += entry[3]
         awake = state.recovery.awake
         workers: dict[str, Any] = {}
         for w in state.workers.values():
@@ -414,14 +419,14 @@ class Monitor:
             "status": state.status(),
             "workers": workers,
             "recording": self.recording,
-            "totals": {"submitted": self.submitted, "done": self.done, "failed": self.failed,
+            "totals": {"submitted": int(submitted), "done": int(done), "failed": int(failed),
                        "sampled_out": self.sampled_out, "events_kept": len(self.events),
                        "capacity": self.capacity},
             "functions": {k: list(v) for k, v in self.functions.items()},
             "failure_kinds": dict(self.failure_kinds),
             "transfers": {str(k): list(v) for k, v in self.transfers.items()},
             "histograms": {"buckets": list(BUCKETS), "run": list(self.run_hist),
-                           "run_sum": self.run_sum, "wait": list(self.wait_hist),
+                           "run_sum": run_sum, "wait": list(self.wait_hist),
                            "wait_sum": self.wait_sum},
             "events": events,
             "failures": failures,

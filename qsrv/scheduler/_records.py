@@ -38,6 +38,8 @@ class Task:
         "retry_exc",
         "shape",
         "state",
+        "stats",
+        "submitted",
         "subscribers",
         "timeout",
         "waiting",
@@ -67,6 +69,8 @@ class Task:
         self.blocked = False  # RUNNING, waiting on others: its non-GPU share is lent out
         # The reservation it runs inside (its queue, its executors, its capacity), if any.
         self.reservation: Reservation | None = None
+        self.submitted = 0.0  # epoch seconds, when a monitor records (0: not recorded)
+        self.stats: list[float] | None = None  # a recording monitor's counters of its function
 
 
 class Obj:

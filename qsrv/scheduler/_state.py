@@ -28,7 +28,7 @@ to the system).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from qsrv._memory import Peak, shrink_dict, shrink_set
 from qsrv._resources import display
@@ -104,6 +104,15 @@ _LARGE_DRAIN = 16_384  # objects: a drain from a peak this large is worth a heap
 FailureHook = Callable[[Task, int, bytes, "Task | None"], None]
 
 
+class Recorder(Protocol):
+    """Who records tasks for monitors (qsrv.scheduler._monitor): told of each task submitted
+    and of each run an executor reports, as the state machine handles them."""
+
+    def submitted(self, task: Task) -> None: ...
+
+    def ran(self, ex: Executor, task: Task, msg: TaskDone) -> None: ...
+
+
 class _Directory(Directory):
     """The directory, telling `failed` of each task that ends in an error the scheduler
     decided (cancelled, timed out, worker lost with no retry left, reservation refused, an
@@ -157,6 +166,7 @@ class SchedulerState:
         self.loop_lag = LoopLag()
         self._objects_peak = Peak()
         self.compactions = 0  # times memory was compacted after a large drain
+        self.recorder: Recorder | None = None  # a monitor's; observes, changes nothing
 
     @property
     def objects(self) -> dict[int, Task | Obj]:
@@ -252,6 +262,9 @@ class SchedulerState:
                                                                                       msg.name)
         task = Task(msg, conn, shape, fn_id, name)
         count_new(task)
+        recorder = self.recorder
+        if recorder is not None:
+            recorder.submitted(task)
         objects[task.id] = task
         client.holds.add(task.id)
         client.tasks[task.id] = task
@@ -386,6 +399,9 @@ class SchedulerState:
         if ex.scope is not None and msg.refs:  # a tenant's executor names only what it may
             check_readable(self.clients[conn], msg.refs)
         running = task.state == RUNNING  # else cancelled or timed out meanwhile
+        recorder = self.recorder
+        if recorder is not None and running:
+            recorder.ran(ex, task, msg)
         where = check_location(msg.data) if running and msg.status == STORED else None
         self.dispatcher.done_on(ex, task, msg.elapsed)
         if not running:  # the value is discarded

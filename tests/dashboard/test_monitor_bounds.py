@@ -1,41 +1,55 @@
 """What the scheduler keeps for monitors stays bounded whatever runs (no sockets: the monitor
-fed as the IO layer feeds it)."""
+fed as the IO layer and the state machine feed it)."""
 
 from __future__ import annotations
 
 import types
 from typing import Any
 
-from qsrv.protocol import OK, TASK_ERROR, SubmitTask, TaskDone
+from qsrv.protocol import OK, TASK_ERROR, TaskDone
 from qsrv.scheduler._monitor import MAX_FAILURES, MAX_FUNCTIONS, OTHER, Monitor
 from qsrv.scheduler._records import Task
 
+EXECUTOR: Any = types.SimpleNamespace(pid=4242, worker=types.SimpleNamespace(id=7))
+
 
 def _monitor(capacity: int, max_rate: float) -> tuple[Monitor, dict[int, Any]]:
-    executor = types.SimpleNamespace(pid=4242, worker=types.SimpleNamespace(id=7))
     objects: dict[int, Any] = {}
     state = types.SimpleNamespace(
-        dispatcher=types.SimpleNamespace(executors={5: executor}),
+        dispatcher=types.SimpleNamespace(executors={5: EXECUTOR}),
         directory=types.SimpleNamespace(objects=objects), clients={})
-    return Monitor(state, capacity=capacity, max_rate=max_rate), objects  # type: ignore[arg-type]
+    monitor = Monitor(state, capacity=capacity, max_rate=max_rate)  # type: ignore[arg-type]
+    assert state.recorder is monitor  # the state machine tells it of tasks
+    return monitor, objects
 
 
-def _task(objects: dict[int, Any], task_id: int, name: str) -> None:
+def _task(objects: dict[int, Any], task_id: int, name: str) -> Task:
     task = Task.__new__(Task)
-    task.name = name
+    task.id, task.name, task.max_retries, task.submitted = task_id, name, 0, 0.0
+    task.stats = None
     objects[task_id] = task
+    return task
+
+
+def _ran(monitor: Monitor, tasks: list[Task], msgs: list[TaskDone]) -> None:
+    """A frame of results from executor 5, as the IO layer and the state machine see it."""
+    monitor.observe(5, msgs)
+    for task, msg in zip(tasks, msgs, strict=True):
+        monitor.ran(EXECUTOR, task, msg)
 
 
 def test_events_failures_and_names_are_capped() -> None:
     monitor, objects = _monitor(capacity=1000, max_rate=1e12)
     n = 5000
+    tasks = []
     for i in range(n):
-        name = f"fn{i % (MAX_FUNCTIONS + 500)}"
-        _task(objects, i, name)
-        monitor.observe(1, [SubmitTask(i, b"f" * 16, b"", (), [], {}, 0, 0.0, False, name)])
+        tasks.append(_task(objects, i, f"fn{i % (MAX_FUNCTIONS + 500)}"))
+        monitor.observe(1, [])
+        monitor.submitted(tasks[-1])
     for start in range(0, n, 100):
-        monitor.observe(5, [TaskDone(i, OK if i % 10 else TASK_ERROR, b"x" * 100_000, (), [],
-                                     False, 0.001) for i in range(start, start + 100)])
+        _ran(monitor, tasks[start:start + 100],
+             [TaskDone(i, OK if i % 10 else TASK_ERROR, b"x" * 100_000, (), [], False, 0.001)
+              for i in range(start, start + 100)])
     assert len(monitor.events) == 1000 and monitor.seq == n  # the newest kept, all counted
     assert monitor.events[-1][2] == n - 1 and monitor.events[-1][4:6] == (7, 4242)
     assert monitor.done + monitor.failed == n and monitor.failed == n // 10
@@ -50,11 +64,10 @@ def test_events_failures_and_names_are_capped() -> None:
 def test_events_above_the_rate_are_sampled_and_counted() -> None:
     monitor, objects = _monitor(capacity=100_000, max_rate=1000)
     n = 20_000
-    for i in range(n):
-        _task(objects, i, "f")
+    tasks = [_task(objects, i, "f") for i in range(n)]
     for start in range(0, n, 500):
-        monitor.observe(5, [TaskDone(i, OK, b"", (), [], False, 0.0)
-                            for i in range(start, start + 500)])
+        _ran(monitor, tasks[start:start + 500],
+             [TaskDone(i, OK, b"", (), [], False, 0.0) for i in range(start, start + 500)])
     kept = len(monitor.events)
     assert kept < n / 2  # one in N above 1000 a second (these all came within a second)
     assert kept + monitor.sampled_out == n
