@@ -120,6 +120,7 @@ _SERVICE: web.AppKey[Any] = web.AppKey("service", object)
 _REGISTRY: web.AppKey[Any] = web.AppKey("registry", object)
 _PREFIX: web.AppKey[str] = web.AppKey("prefix", str)
 _STREAMS: web.AppKey[dict[str, int]] = web.AppKey("streams", dict)
+_COUNTS: web.AppKey[Any] = web.AppKey("counts", object)
 
 
 def _static(name: str) -> bytes:
@@ -216,6 +217,8 @@ def _cluster_view(feed: Feed | None, update: dict[str, Any] | None, first: bool
         "rates": latest.get("rates", {}),
         "functions": functions[:50],
         "failures": list(feed.failures)[-20:],
+        "failure_kinds": latest.get("failure_kinds", {}),
+        "transfers": latest.get("transfers", {}),
         "events": events,
         "reset_events": first,
     }
@@ -281,6 +284,55 @@ def _gateway_view(service: Any, viewer: Viewer, logs_of: str | None = None
     return out
 
 
+# (table, what the page calls it): the gateway's jobs, counted by status in its SQLite
+_JOB_TABLES = (("jobs", "jobs"), ("q_jobs", "quantum jobs"))
+COUNTS_TTL = 2.0  # seconds a count of jobs is reused (each stream asks on each update)
+
+
+class _JobCounts:
+    """Jobs by status, one user's or by user (the cluster token's view), from the gateway's
+    SQLite (the same connection its metrics count with), kept `COUNTS_TTL` seconds."""
+
+    def __init__(self, service: Any) -> None:
+        self.service = service
+        self._cache: dict[int | None, tuple[float, list[dict[str, Any]]]] = {}
+
+    def get(self, user_id: int | None) -> list[dict[str, Any]]:
+        now = time.monotonic()
+        hit = self._cache.get(user_id)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        if len(self._cache) > 1024:
+            self._cache.clear()
+        rows = self._count(user_id)
+        self._cache[user_id] = (now + COUNTS_TTL, rows)
+        return rows
+
+    def _count(self, user_id: int | None) -> list[dict[str, Any]]:
+        try:
+            conn = self.service.store.connection
+        except Exception:  # a gateway not started
+            return []
+        out: list[dict[str, Any]] = []
+        for table, kind in _JOB_TABLES:
+            try:
+                if user_id is None:
+                    found = conn.execute(
+                        f"SELECT u.name, t.status, COUNT(*) FROM {table} t JOIN users u "
+                        "ON u.user_id = t.user_id GROUP BY u.name, t.status "
+                        "ORDER BY u.name, t.status").fetchall()
+                else:
+                    found = [(None, status, n) for status, n in conn.execute(
+                        f"SELECT status, COUNT(*) FROM {table} WHERE user_id = ? "
+                        "GROUP BY status ORDER BY status", (user_id,)).fetchall()]
+            except Exception:  # a table this gateway's schema does not have
+                log.debug("counting %s", table, exc_info=True)
+                continue
+            out.extend({"user": name, "kind": kind, "status": str(status), "count": n}
+                       for name, status, n in found)
+        return out
+
+
 def _view(request: web.Request, viewer: Viewer, update: dict[str, Any] | None,
           first: bool) -> dict[str, Any]:
     view: dict[str, Any] = {"viewer": {"name": viewer.name, "cluster": viewer.cluster,
@@ -288,8 +340,13 @@ def _view(request: web.Request, viewer: Viewer, update: dict[str, Any] | None,
     if viewer.cluster:
         view["cluster"] = _cluster_view(request.app[_FEED], update, first)
     service = request.app[_SERVICE]
+    counts: _JobCounts | None = request.app[_COUNTS]
     if service is not None and viewer.user is not None:
         view["gateway"] = _gateway_view(service, viewer, request.query.get("logs"))
+        if counts is not None:
+            view["gateway"]["by_status"] = counts.get(int(viewer.user.user_id))
+    elif service is not None and viewer.cluster and counts is not None:
+        view["by_user"] = counts.get(None)  # counts only: no user's jobs or logs
     return view
 
 
@@ -420,6 +477,7 @@ def dashboard_app(feed: Feed | None, *, cluster_token: str | None = None,
     app[_REGISTRY] = cluster_registry(feed) if feed is not None else CollectorRegistry()
     app[_PREFIX] = prefix
     app[_STREAMS] = {}
+    app[_COUNTS] = _JobCounts(service) if service is not None else None
     app.router.add_get("/", _index)
     app.router.add_post("/login", _login)
     app.router.add_get("/logout", _logout)

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 import qsrv
+from qsrv.errors import TaskCancelledError
 from tests._support import wait_for
 from tests._support.cluster import TOKEN, Cluster, cli_status, free_port, qsrv_cli
 from tests._support.processes import stop_processes
@@ -150,6 +151,10 @@ def _cluster_pages(browser: Any, cluster: Cluster, url: str, out: Path) -> None:
         for ref in [bad(i) for i in range(2)]:
             with pytest.raises(ValueError):
                 qsrv.get(ref)
+        never = ok.options(target={"nowhere": 1})(0)  # waits: no worker has 'nowhere'
+        qsrv.cancel(never)  # the scheduler decides this failure: no executor reports it
+        with pytest.raises(TaskCancelledError):
+            qsrv.get(never, timeout=60)
         held = qsrv.reserve({"cpu": 1}, name="dashboard-reservation").wait(60)
         reservations = wait_for(lambda: browser.execute_script(
             "return [...document.querySelectorAll('#reservations tbody tr')].map(tr =>"
@@ -168,6 +173,13 @@ def _cluster_pages(browser: Any, cluster: Cluster, url: str, out: Path) -> None:
              > updates_before, 30, "updates pushed to the page")
     tracebacks = column(browser, "#failures details.failure pre")
     assert any("ValueError: dashboard failure" in t for t in tracebacks), tracebacks
+    wait_for(lambda: "cancelled: 1" in text(browser, "failure-kinds"), 30, "failure kinds")
+    kinds = browser.execute_script(
+        "return [...document.querySelectorAll('#failures details.failure')].map(d =>"
+        " [d.dataset.kind, d.querySelector('pre').textContent])")
+    assert any(k == "cancelled" and "was cancelled" in t for k, t in kinds), kinds
+    assert any(k == "error" and "ValueError" in t for k, t in kinds), kinds
+    assert float(text(browser, "rate-submitted")) >= 0
     functions = column(browser, "#functions tbody td:first-child")
     assert any(f.endswith("ok_task") for f in functions)
     assert any(f.endswith("bad_task") for f in functions)
@@ -264,6 +276,24 @@ def test_gateway_jobs_with_logs(browser: Any, tmp_path: Path) -> None:
                 "return fetch('api/jobs/' + arguments[0] + '/logs').then(r => r.status)",
                 bobs.job_id)
             assert status == 404
+            assert text(browser, "jobs-by-status") == "jobs SUCCEEDED: 1"  # alice's only
             assert [e for e in console_errors(browser) if "/logs" not in e["message"]] == []
+
+            # the cluster token: jobs counted by user and status, nobody's jobs or logs
+            browser.get(gateway.url + "/dashboard/logout")
+            browser.find_element(By.ID, "token").send_keys(TOKEN)
+            browser.find_element(By.CSS_SELECTOR, "form button").click()
+            browser.execute_script("location.hash = '#gateway'")
+            rows = wait_for(lambda: browser.execute_script(
+                "return [...document.querySelectorAll('#by-user tbody tr')].map(tr =>"
+                " [...tr.querySelectorAll('td')].map(td => td.textContent))"), 30,
+                "jobs by user")
+            assert ["alice", "jobs", "SUCCEEDED", "1"] in rows
+            assert ["bob", "jobs", "SUCCEEDED", "1"] in rows
+            assert ["alice", "quantum jobs", "DONE", "3"] in rows, rows
+            assert browser.find_element(By.ID, "nav-cluster").is_displayed()
+            assert not browser.find_element(By.ID, "jobs").is_displayed()
+            shoot(browser, "gateway", tmp_path, "gateway-by-user")
+            assert console_errors(browser) == []
         finally:
             gateway.stop()

@@ -85,6 +85,7 @@ def test_a_user_sees_only_their_view_while_their_token_holds(
     code, view = alice.state(base)
     assert code == 200 and view["viewer"] == {"name": "alice", "cluster": False, "user": True}
     assert "cluster" not in view and view["gateway"]["jobs"] == []
+    assert view["gateway"]["by_status"] == [] and "by_user" not in view
     # a user's token cannot read the cluster's metrics either
     assert alice.get(gw.url + "/metrics", {"Authorization": f"Bearer {alice_token}"})[0] == 401
     revoke_tokens(data, "alice")
@@ -95,6 +96,7 @@ def test_a_user_sees_only_their_view_while_their_token_holds(
     code, view = admin.state(base)
     assert code == 200 and view["viewer"]["cluster"] is True
     assert "gateway" not in view and len(view["cluster"]["status"]["workers"]) == 2
+    assert view["by_user"] == []  # counts by user only (no jobs yet), never a user's jobs
 
 
 def test_a_printed_token_logs_in_once_and_streams_are_bounded(cluster: Cluster) -> None:

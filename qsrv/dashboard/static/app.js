@@ -100,7 +100,10 @@ function renderCluster(c) {
     const x = extra[String(w.id)] || {};
     cell(tr, w.id); cell(tr, w.name + (dead ? " (gone)" : "")); cell(tr, w.pid);
     cell(tr, fmtRes(w.total)); cell(tr, fmtRes(w.free));
-    cell(tr, w.executors); cell(tr, w.running); cell(tr, store(w.info)); cell(tr, engines(w.info));
+    const pulled = (c.transfers || {})[String(w.id)];
+    cell(tr, w.executors); cell(tr, w.running); cell(tr, store(w.info));
+    cell(tr, pulled ? pulled[0] + " (" + (pulled[1] / 1048576).toFixed(1) + " MiB)" : "0", "pulled");
+    cell(tr, engines(w.info));
     cell(tr, dead ? "–" : (x.heartbeat_age ?? 0).toFixed(1));
     body.appendChild(tr);
   });
@@ -141,6 +144,8 @@ function renderTasks(c) {
   $("total-done").textContent = t.done ?? 0;
   $("total-failed").textContent = t.failed ?? 0;
   $("rate-finished").textContent = (c.rates && c.rates.finished !== undefined) ? c.rates.finished : "–";
+  $("rate-submitted").textContent = (c.rates && c.rates.submitted !== undefined) ? c.rates.submitted : "–";
+  $("failure-kinds").textContent = Object.entries(c.failure_kinds || {}).map(([k, n]) => k + ": " + n).join(", ");
   if (c.reset_events) state.events = [];
   for (const e of (c.events || [])) state.events.push(e);
   if (state.events.length > MAX_EVENTS) state.events.splice(0, state.events.length - MAX_EVENTS);
@@ -214,8 +219,22 @@ function drawStream() {
   }
 }
 
+function renderByUser(rows) {
+  $("nav-gateway").hidden = false;
+  $("by-user-block").hidden = false;
+  $("user-jobs-block").hidden = true;
+  fill("by-user", rows, (body, r) => {
+    const tr = document.createElement("tr");
+    tr.dataset.user = r.user;
+    cell(tr, r.user); cell(tr, r.kind); cell(tr, r.status, "status-" + r.status); cell(tr, r.count);
+    body.appendChild(tr);
+  });
+}
+
 function renderGateway(g) {
   $("nav-gateway").hidden = false;
+  $("user-jobs-block").hidden = false;
+  $("jobs-by-status").textContent = (g.by_status || []).map(r => r.kind + " " + r.status + ": " + r.count).join(", ");
   fill("jobs", g.jobs || [], (body, j) => {
     const tr = document.createElement("tr");
     tr.dataset.jobId = j.job_id;
@@ -280,6 +299,7 @@ function onUpdate(ev) {
   $("nav-cluster").hidden = !c; $("nav-tasks").hidden = !c;
   if (c && c.status) { renderCluster(c); state.cluster = c; }
   if (view.gateway) { state.gateway = view.gateway; renderGateway(view.gateway); }
+  else if (view.by_user) renderByUser(view.by_user);
   else $("nav-gateway").hidden = true;
   if (!c && location.hash !== "#gateway") location.hash = "#gateway";
   document.body.dataset.updates = String(Number(document.body.dataset.updates || 0) + 1);
