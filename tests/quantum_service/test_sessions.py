@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import threading
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -142,6 +143,51 @@ def test_jobs_run_in_order_one_at_a_time(q: Quantum, alice: User) -> None:
     page = q.sessions(alice)
     assert page.results[0].last_job_at >= (done[-1].ended_at or 0)
     q.terminate_session(alice, session.id)
+
+
+def executor_state(digests: list[tuple[str, str]]) -> tuple[int, list[int], list[bool]]:
+    """In a reservation's executor: its process, its Aer simulators' object ids, and
+    whether it has read each program (by digest) -- without building or reading anything."""
+    import os
+
+    from qsrv.quantum.engines import _aer
+
+    return (os.getpid(), sorted(id(s) for s in _aer._simulators.values()),
+            [_aer._circuits.get(d) is not None for d in digests])
+
+
+def test_a_sessions_jobs_run_in_one_warm_executor(q: Quantum, alice: User) -> None:
+    """The session's second job finds the first's executor as it left it: the same process,
+    its simulator kept (not built again). Both jobs' round trips are printed."""
+    from qsrv.quantum.engines import _aer
+
+    session, _ = q.open_session(alice, AER)
+    session = q.wait_session(alice, session.id, 60, statuses=[SessionStatus.RUNNING])
+    programs = [bell(), engines_program("x q[0];\nmeasure q -> c;\n")]
+    digests = [_aer._digest(p) for p in programs]
+    reservation = q.service._loops[session.id]._holding.reservation
+    probe = qsrv.distribute_task(executor_state).options(reservation=reservation)
+    first = q.wait_job(alice, q.submit(alice, session.id, JobSpec(5, program=programs[0])).id,
+                       120)
+    pid, simulators, read = qsrv.get(probe(digests), timeout=60)
+    assert simulators and read == [True, False]  # the first job ran here and built one
+    second = q.wait_job(alice, q.submit(alice, session.id,
+                                        JobSpec(5, program=programs[1])).id, 120)
+    assert (first.status, second.status) == (QStatus.DONE, QStatus.DONE)
+    assert qsrv.get(probe(digests), timeout=60) == (pid, simulators, [True, True])
+    assert q.result(alice, second.id).counts == {"01": 5}
+    took = [(j.ended_at or 0.0) - (j.started_at or 0.0) for j in (first, second)]
+    print(f"session jobs' round trips: first {took[0] * 1e3:.1f} ms, "
+          f"second (warm) {took[1] * 1e3:.1f} ms")
+    q.terminate_session(alice, session.id)
+
+
+def engines_program(body: str) -> Any:
+    """A 2-qubit OpenQASM 2 program with ``body`` after its registers."""
+    from qsrv.quantum import engines
+
+    return engines.Program("qiskit.qasm2", 'OPENQASM 2.0;\ninclude "qelib1.inc";\n'
+                           "qreg q[2];\ncreg c[2];\n" + body)
 
 
 def test_terminate_cancels_queued_and_running_jobs(q: Quantum, alice: User) -> None:
