@@ -276,7 +276,7 @@ def test_gateway_jobs_with_logs(browser: Any, tmp_path: Path) -> None:
                 "return fetch('api/jobs/' + arguments[0] + '/logs').then(r => r.status)",
                 bobs.job_id)
             assert status == 404
-            assert text(browser, "jobs-by-status") == "jobs SUCCEEDED: 1"  # alice's only
+            assert text(browser, "jobs-by-status") == "jobs SUCCEEDED: 1, quantum jobs DONE: 3"
             assert [e for e in console_errors(browser) if "/logs" not in e["message"]] == []
 
             # the cluster token: jobs counted by user and status, nobody's jobs or logs
