@@ -63,7 +63,6 @@ __all__ = ["LINKS", "RESULT_ROUTE", "ROUTES_TABLE"]
 LINKS = web.AppKey("pasqal_links", LinkSigner)
 RESULT_ROUTE = web.AppKey("pasqal_result_resource", web.AbstractResource)
 _WORKLOAD_TYPES = ("pulser",)
-_ASC_KEYS = frozenset({"batch_id", "order_by", "order_by_direction", "offset", "limit"})
 
 
 def _quantum(request: web.Request) -> QuantumService:
@@ -253,21 +252,16 @@ def _ascending(request: web.Request) -> bool:
 
 
 async def list_jobs(request: web.Request) -> web.Response:
+    """A page of jobs, newest first, or oldest first: the same window counted from the other
+    end of one snapshot (two reads of the page's size, however many jobs match). Oldest first
+    in one batch is what ``Batch.ordered_jobs`` asks: those jobs come with their own
+    sequences (``Batch.retry`` resends them)."""
     user, quantum = current_user(request), _quantum(request)
     filters = job_filters(request, user)
     page = page_params(request)
     if not _ascending(request):
         found = quantum.jobs(user, filters, page)
         return jsend_page([job_shape(j) for j in found.results], found.total, page.offset)
-    batch_ids = request.query.getall("batch_id", [])
-    if set(request.query) <= _ASC_KEYS and len(batch_ids) == 1:
-        # A batch's jobs in their order (what ``Batch.ordered_jobs`` asks), with sequences.
-        batch = quantum.batch(user, batch_ids[0])
-        jobs = batch.jobs[page.offset:page.offset + page.limit]
-        program = batch.program.data
-        return jsend_page([job_shape(j, batch_program=program, with_sequence=True)
-                           for j in jobs], len(batch.jobs), page.offset)
-    # Oldest first: the same window counted from the other end of one snapshot.
     first = quantum.jobs(user, filters, Pagination(offset=0, limit=1))
     start = max(first.total - page.offset - page.limit, 0)
     count = first.total - page.offset - start
@@ -275,8 +269,11 @@ async def list_jobs(request: web.Request) -> web.Response:
         return jsend_page([], first.total, page.offset)
     window = quantum.jobs(user, filters,
                           Pagination(offset=start, limit=count, snapshot=first.snapshot))
-    return jsend_page([job_shape(j) for j in reversed(window.results)], first.total,
-                      page.offset)
+    batch_ids = request.query.getall("batch_id", [])
+    program = (quantum.batch(user, batch_ids[0], jobs=False).program.data
+               if len(batch_ids) == 1 else None)
+    return jsend_page([job_shape(j, batch_program=program, with_sequence=program is not None)
+                       for j in reversed(window.results)], first.total, page.offset)
 
 
 async def get_job(request: web.Request) -> web.Response:
