@@ -201,6 +201,14 @@ def test_strict_validation_refuses_with_the_reason(q: Quantum, alice: User) -> N
                        platform=AER)
     with pytest.raises(InvalidRequestError, match="platform"):
         q.create_batch(alice, bell(), [JobSpec(10)])
+    # Engine options (a batch's configuration) are checked before anything queues.
+    for options, reason in (({"precison": "single"}, r"unknown aer option.*'precison'"),
+                            ({"memory": "yes"}, "memory must be true or false"),
+                            ([1], "must be a JSON object")):
+        for jobs in ([JobSpec(10)], []):
+            with pytest.raises(InvalidRequestError, match=reason):
+                q.create_batch(alice, bell(), jobs, platform=AER, open=True,
+                               configuration={"options": options})
     with pytest.raises(NotFoundError, match="no platform"):
         q.create_batch(alice, bell(), [JobSpec(10)], platform="aer.quantum.magic")
     # Nothing refused was stored.

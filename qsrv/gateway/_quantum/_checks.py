@@ -59,11 +59,15 @@ async def in_checker(fn: Callable[..., _T], *args: Any) -> _T:
     return await asyncio.get_running_loop().run_in_executor(_CHECKER, fn, *args)
 
 
-def prepare(platform: Platform, program: Program, specs: Sequence[JobSpec]
-            ) -> list[tuple[Program, JobSpec]]:
-    """`job_specs`, then `check_all` against ``platform`` (in the checker thread)."""
+def prepare(platform: Platform, program: Program, specs: Sequence[JobSpec],
+            options: dict[str, Any] | None = None) -> list[tuple[Program, JobSpec]]:
+    """`job_specs`, then `check_all` against ``platform`` with the engine ``options`` (in
+    the checker thread)."""
+    from qsrv.quantum.engines._validate import check_options
+
+    check_options(platform.engine, options)  # an open batch's, even before its first job
     jobs = job_specs(program, specs)
-    check_all(platform, jobs)
+    check_all(platform, jobs, options)
     return jobs
 
 
@@ -103,12 +107,13 @@ def plain(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not a number")
 
 
-def check_all(platform: Platform, jobs: list[tuple[Program, JobSpec]]) -> None:
+def check_all(platform: Platform, jobs: list[tuple[Program, JobSpec]],
+              options: dict[str, Any] | None = None) -> None:
     from qsrv.quantum import engines
 
     for i, (program, spec) in enumerate(jobs):
         try:
-            engines.check(platform, program, spec.shots, spec.variables)
+            engines.check(platform, program, spec.shots, spec.variables, options)
         except InvalidRequestError as exc:
             raise type(exc)(f"job {i}: {exc}" if len(jobs) > 1 else str(exc)) from None
         except (ValueError, TypeError, KeyError) as exc:
@@ -187,10 +192,16 @@ def tags(tags: Iterable[str] | None) -> tuple[str, ...]:
 
 
 def configuration(configuration: dict[str, Any] | None) -> dict[str, Any]:
+    """A batch's configuration: a JSON object; its ``options``, when given, the engine
+    options every job of the batch runs with (an object, checked against the platform)."""
     if configuration is None:
         return {}
     if not isinstance(configuration, dict):
         raise InvalidRequestError("configuration must be a JSON object")
+    if configuration.get("options") is not None and not isinstance(configuration["options"],
+                                                                      dict):
+        raise InvalidRequestError("configuration's 'options' (the engine options) must be a "
+                                  "JSON object")
     try:
         json.dumps(configuration, allow_nan=False)
     except (TypeError, ValueError) as exc:

@@ -344,7 +344,7 @@ class QuantumService:
             raise InvalidRequestError("a batch needs a platform or a session")
         if not open and not jobs:
             raise InvalidRequestError("a closed batch needs at least one job")
-        new = await self._validate(platform, program, jobs)
+        new = await self._validate(platform, program, jobs, configuration)
         if key is not None and (done := self._idempotent(user, key, "create")) is not None:
             return done  # the same request, handled while this one was validated
         if session_id is not None:
@@ -381,7 +381,7 @@ class QuantumService:
         if key is not None and (done := self._idempotent(user, key, "add")) is not None:
             return done
         batch = self._open_batch(user, batch_id)
-        new = await self._validate(batch.platform, batch.program, jobs)
+        new = await self._validate(batch.platform, batch.program, jobs, batch.configuration)
         if key is not None and (done := self._idempotent(user, key, "add")) is not None:
             return done
         batch = self._open_batch(user, batch_id)
@@ -809,14 +809,16 @@ class QuantumService:
             raise ConflictError(f"idempotency key {key!r} was already used for another request")
         return self.batch(user, batch_id)
 
-    async def _validate(self, platform_name: str, program: Program,
-                        specs: Sequence[JobSpec]) -> list[NewJob]:
-        """Check every job against the platform (strictly); the rows to insert."""
+    async def _validate(self, platform_name: str, program: Program, specs: Sequence[JobSpec],
+                        configuration: dict[str, Any] | None = None) -> list[NewJob]:
+        """Check every job against the platform (strictly), with the engine options of its
+        batch's ``configuration``; the rows to insert."""
         if len(specs) > _checks.MAX_JOBS_PER_CALL:
             raise InvalidRequestError(
                 f"{len(specs)} jobs in one request; at most {_checks.MAX_JOBS_PER_CALL}")
         platform = await self._platform_for(platform_name)
-        jobs = await _checks.in_checker(_checks.prepare, platform, program, specs)
+        options = (configuration or {}).get("options")
+        jobs = await _checks.in_checker(_checks.prepare, platform, program, specs, options)
         now = time.time()
         return [NewJob(str(uuid.uuid4()), spec.shots, dict(spec.variables),
                        self.store.put_program(prog, now), spec.seed) for prog, spec in jobs]

@@ -53,16 +53,45 @@ def check_shots(shots: Any) -> None:
         raise InvalidProgramError(f"shots must be a positive integer, got {shots!r}")
 
 
+def check_options(engine: str, options: Mapping[str, Any] | None) -> None:
+    """Refuse engine options `execute` would refuse: a name the engine does not take (Aer:
+    its backend and run options; Pulser: ``sampling_rate``, ``with_modulation``; Perceval:
+    none), or Aer's ``memory`` that is not a bool."""
+    if options is None:
+        return
+    if not isinstance(options, Mapping) or not all(isinstance(k, str) for k in options):
+        raise InvalidProgramError(f"engine options map names to values, got {options!r}")
+    known: frozenset[str] = frozenset()
+    if engine == "aer":
+        from qsrv.quantum.engines import _aer
+
+        known = _aer.OPTIONS
+    elif engine == "pulser":
+        from qsrv.quantum.engines import _pulser
+
+        known = _pulser.OPTIONS
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise InvalidProgramError(
+            f"unknown {engine} option(s) {unknown}; "
+            + (f"known: {sorted(known)}" if known else "it takes none"))
+    if engine == "aer" and not isinstance(options.get("memory", False), bool):
+        raise InvalidProgramError(f"the Aer option memory must be true or false, got "
+                                  f"{options['memory']!r}")
+
+
 def check(platform: Platform, program: Program, shots: int,
-          variables: Mapping[str, Any]) -> None:
+          variables: Mapping[str, Any], options: Mapping[str, Any] | None = None) -> None:
     """Refuse (`InvalidProgramError` with the reason) a job that `platform` cannot run: the
     wrong engine, a program its engine cannot read, too wide, too many shots or circuits, a
-    variable missing, unknown or not a number, a Pulser sequence the platform's device refuses
-    (atoms, channels, register), a Perceval input with more photons than the platform takes."""
+    variable missing, unknown or not a number, engine options it does not take, a Pulser
+    sequence the platform's device refuses (atoms, channels, register), a Perceval input with
+    more photons than the platform takes."""
     if program.engine != platform.engine:
         raise InvalidProgramError(
             f"a {program.kind} program runs on the {program.engine} engine; platform "
             f"{platform.name} runs {platform.engine} programs")
+    check_options(platform.engine, options)
     check_shots(shots)
     if shots > platform.max_shots:
         raise InvalidProgramError(f"{shots} shots is over platform {platform.name}'s maximum "
