@@ -135,7 +135,8 @@ def test_job_and_batch_bars(tmp_path: Path) -> None:
 
 
 def test_the_jupyter_widget(monkeypatch: pytest.MonkeyPatch) -> None:
-    pytest.importorskip("ipywidgets")
+    import ipywidgets  # noqa: F401  (a test dependency: the widget needs it)
+
     monkeypatch.setattr(progress_module, "in_notebook", lambda: True)
     bar = ProgressBar(10, desc="qsrv.get")
     for i in range(7):

@@ -121,3 +121,40 @@ def test_a_printed_token_logs_in_once_and_streams_are_bounded(cluster: Cluster) 
         assert first.state(server.url)[0] == 401
     finally:
         server.stop_thread()
+
+
+def test_off_loopback_only_over_tls_with_secure_cookies(cluster: Cluster,
+                                                        tmp_path: Path) -> None:
+    import ssl
+    import subprocess
+
+    from qsrv.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="without TLS"):
+        DashboardServer(cluster.address, TOKEN, host="0.0.0.0", port=0)
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                    "key.pem", "-out", "cert.pem", "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"],
+                   cwd=tmp_path, check=True, capture_output=True)
+    server = DashboardServer(cluster.address, TOKEN, host="0.0.0.0", port=0,
+                             certfile=str(tmp_path / "cert.pem"),
+                             keyfile=str(tmp_path / "key.pem"))
+    url = server.start_in_thread()
+    try:
+        assert url.startswith("https://")
+        port = server.url.rsplit(":", 1)[1].rstrip("/")
+        context = ssl.create_default_context(cafile=str(tmp_path / "cert.pem"))
+        jar = http.cookiejar.CookieJar()
+        opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=context),
+                                             urllib.request.HTTPCookieProcessor(jar))
+        base = f"https://127.0.0.1:{port}/"
+        with opener.open(base + "?token=" + server.login_token, timeout=30) as r:
+            assert r.status == 200
+        cookie = next(c for c in jar if c.name == "qsrv_dashboard")
+        assert cookie.secure and cookie.has_nonstandard_attr("HttpOnly")
+        with opener.open(base + "api/state", timeout=30) as r:
+            assert json.loads(r.read())["viewer"]["cluster"] is True
+        with pytest.raises(OSError):  # no plain HTTP on that port
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/api/state", timeout=30).read()
+    finally:
+        server.stop_thread()
