@@ -45,7 +45,7 @@ import sys
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
 import psutil  # type: ignore[import-untyped]
 
@@ -221,29 +221,40 @@ class JobRunner:
                               None, b"")
         if live.stop_requested:
             return JobOutcome("stopped", None, None, None, b"")
+        # The job's output goes through pipes of our own, not asyncio's: asyncio's wait() also
+        # waits for its pipes to close, which a process the job left behind can delay for ever.
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
         try:
             proc = await asyncio.create_subprocess_exec(
                 *launch.argv, cwd=launch.cwd, env=launch.env, user=launch.user,
                 group=launch.group, extra_groups=launch.extra_groups, umask=0o077,
-                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE, start_new_session=True,
+                stdin=asyncio.subprocess.DEVNULL, stdout=out_w, stderr=err_w,
+                start_new_session=True,
             )
         except OSError as exc:
+            os.close(out_r)
+            os.close(err_r)
             hint = ""
             if launch.user is not None:
                 hint = (f" (the job runs as the OS account {spec.user_name!r}: the interpreter "
                         f"{self.config.python} must be readable by it; see --job-python)")
             return JobOutcome("failed", None, f"could not start the job: {exc}{hint}", None,
                               b"")
+        finally:
+            os.close(out_w)
+            os.close(err_w)
         live.process = proc
         on_started(proc.pid)
         if live.stop_requested:  # stop() came while the process was being created
             self._signal_stop(live)
-        assert proc.stdout is not None and proc.stderr is not None
-        pumps = asyncio.gather(_pump(proc.stdout, live.logs, None),
-                               _pump(proc.stderr, live.logs, live.stderr_tail))
+        out, err = (open(fd, "rb", buffering=0) for fd in (out_r, err_r))  # noqa: SIM115
+        pumps = asyncio.gather(_pump(out, live.logs, None),
+                               _pump(err, live.logs, live.stderr_tail))
         try:
-            returncode = await proc.wait()
+            returncode = await proc.wait()  # the job's process exited (its output may not end)
+            # A stop asked after the job exited did not end it: its own outcome stands.
+            stopped = live.stop_requested
             _killpg(proc.pid, signal.SIGKILL)  # whatever the leader left behind
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(pumps), _GROUP_EXIT_TIMEOUT_S)
@@ -252,7 +263,9 @@ class JobRunner:
             pumps.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await pumps
-        return self._outcome(live, returncode, result_path, job_dir / "results.json")
+            out.close()  # (closed already, unless a pump was cancelled before it began)
+            err.close()
+        return self._outcome(live, returncode, stopped, result_path, job_dir / "results.json")
 
     def _prepare(self, spec: JobSpec, job_dir: Path, work: Path, arguments_path: Path) -> None:
         """Build the job's directory (blocking: run it in a thread)."""
@@ -317,10 +330,10 @@ class JobRunner:
         env["PYTHONUNBUFFERED"] = "1"
         return env
 
-    def _outcome(self, live: _Live, returncode: int, result_path: Path,
+    def _outcome(self, live: _Live, returncode: int, stopped: bool, result_path: Path,
                  json_result_path: Path) -> JobOutcome:
         logs = live.logs.getvalue()
-        if live.stop_requested:
+        if stopped:
             return JobOutcome("stopped", returncode, None, None, logs)
         if returncode != 0:
             return JobOutcome("failed", returncode, _failure_text(live.stderr_tail, returncode),
@@ -349,15 +362,16 @@ class JobRunner:
     def stop(self, job_id: str) -> bool:
         """Begin stopping a job ``run`` supervises; False when it supervises no such job.
 
-        ``run`` then returns a "stopped" outcome once the process tree is gone.
+        ``run`` then returns a "stopped" outcome once the process tree is gone; or, when the
+        job's process had exited already, the outcome it ended with.
         """
         live = self._live.get(job_id)
         if live is None:
             return False
         if not live.stop_requested:
             live.stop_requested = True
-            if live.process is not None:
-                self._signal_stop(live)
+            if live.process is not None and live.process.returncode is None:
+                self._signal_stop(live)  # (never to the group of a process reaped already)
         return True
 
     def _signal_stop(self, live: _Live) -> None:
@@ -373,13 +387,21 @@ class JobRunner:
             self.stop(job_id)
 
 
-async def _pump(stream: asyncio.StreamReader, logs: LogBuffer, tail: bytearray | None) -> None:
-    while chunk := await stream.read(_READ_CHUNK):
-        logs.write(chunk)
-        if tail is not None:
-            tail += chunk
-            if len(tail) > _STDERR_TAIL:
-                del tail[:len(tail) - _STDERR_TAIL]
+async def _pump(pipe: BinaryIO, logs: LogBuffer, tail: bytearray | None) -> None:
+    """Copy what comes out of ``pipe`` into ``logs`` until its end (or cancelled); the pipe is
+    closed either way."""
+    stream = asyncio.StreamReader(_READ_CHUNK)
+    transport, _ = await asyncio.get_running_loop().connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(stream), pipe)
+    try:
+        while chunk := await stream.read(_READ_CHUNK):
+            logs.write(chunk)
+            if tail is not None:
+                tail += chunk
+                if len(tail) > _STDERR_TAIL:
+                    del tail[:len(tail) - _STDERR_TAIL]
+    finally:
+        transport.close()
 
 
 def _failure_text(stderr_tail: bytes | bytearray, returncode: int) -> str:
