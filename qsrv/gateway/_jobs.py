@@ -130,9 +130,13 @@ class JobLifecycle:
         self.runner.stop_all()
         if self._tasks:
             await asyncio.gather(*self._tasks.values(), return_exceptions=True)
-        # What is still unsaved stays RUNNING in the store: the next start ends it.
-        for task in [*self._unsaved.values(), *filter(None, [self._flusher])]:
+        # A job whose end is still unsaved stays RUNNING in the store: the next start ends it.
+        background = list(self._unsaved.values())
+        if self._flusher is not None:
+            background.append(self._flusher)
+        for task in background:
             task.cancel()
+        for task in background:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
