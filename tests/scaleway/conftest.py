@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 import requests
@@ -51,11 +52,28 @@ def client_module(name: str) -> ModuleType:
     return pytest.importorskip(name, reason=f"{name} needs Python >= 3.12 (CI runs it there)")
 
 
-def _platform_names(door: Door) -> set[str]:
-    response = requests.get(f"{door.api}/platforms", headers={"X-Auth-Token": door.token},
-                            timeout=30)
+def get(door: Door, path: str, **params: str) -> dict[str, Any]:
+    """A GET of the door's API (``path`` under ``qaas/v1alpha1``) as alice, with plain
+    requests: what a test reads besides what the client under test shows."""
+    response = requests.get(door.api + path, params=params,
+                            headers={"X-Auth-Token": door.token}, timeout=30)
     response.raise_for_status()
-    return {p["name"] for p in response.json()["platforms"]}
+    return response.json()  # type: ignore[no-any-return]
+
+
+def platform(door: Door, name: str) -> dict[str, Any]:
+    """The platform called `name`, as the door lists it."""
+    [found] = get(door, "/platforms", name=name)["platforms"]
+    return found  # type: ignore[no-any-return]
+
+
+def sessions(door: Door, project: str) -> list[dict[str, Any]]:
+    """Alice's sessions of `project`, as the door lists them."""
+    return get(door, "/sessions", project_id=project)["sessions"]  # type: ignore[no-any-return]
+
+
+def _platform_names(door: Door) -> set[str]:
+    return {p["name"] for p in get(door, "/platforms")["platforms"]}
 
 
 @pytest.fixture(scope="module")

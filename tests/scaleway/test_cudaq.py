@@ -14,12 +14,10 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
-from typing import Any
 
 import pytest
-import requests
 
-from tests.scaleway.conftest import AER, Door
+from tests.scaleway.conftest import AER, Door, platform, sessions
 
 _PYTHON = os.environ.get("QSRV_CUDAQ_PYTHON", "")
 
@@ -75,13 +73,6 @@ def _run(door: Door, project: str, kernel: str, tmp_path: Path, *, machine: str 
                           cwd=tmp_path)
 
 
-def _sessions(door: Door, project: str) -> list[dict[str, Any]]:
-    response = requests.get(f"{door.api}/sessions", params={"project_id": project},
-                            headers={"X-Auth-Token": door.token}, timeout=30)
-    response.raise_for_status()
-    return response.json()["sessions"]  # type: ignore[no-any-return]
-
-
 def _sample(door: Door, project: str, kernel: str, tmp_path: Path) -> dict[str, int]:
     out = _run(door, project, kernel, tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -94,14 +85,14 @@ def test_cudaq_samples_on_the_aer_platform_in_a_deduplicated_session(
     counts = _sample(door, project, "ghz", tmp_path)
     assert sum(counts.values()) == 100
     assert set(counts) == {"000", "111"}  # 2^-99 to fail by chance
-    [session] = _sessions(door, project)
+    [session] = sessions(door, project)
     assert session["deduplication_id"] == "my-workshop"
     assert session["max_duration"] == "1800s"
     assert session["max_idle_duration"] == "300s"
     assert session["finished_job_count"] == 1
     again = _sample(door, project, "ghz", tmp_path)  # a second script joins the same session
     assert sum(again.values()) == 100
-    [session] = _sessions(door, project)
+    [session] = sessions(door, project)
     assert session["finished_job_count"] == 2
 
 
@@ -119,17 +110,15 @@ def test_an_unknown_machine_is_refused_before_any_session(door: Door, project: s
     out = _run(door, project, "ghz", tmp_path, machine="no.such.platform")
     assert out.returncode != 0
     assert "No platform found with name: no.such.platform" in out.stderr
-    assert _sessions(door, project) == []
+    assert sessions(door, project) == []
 
 
 def test_shots_above_the_platforms_maximum_are_refused(door: Door, project: str,
                                                       tmp_path: Path) -> None:
-    [platform] = requests.get(f"{door.api}/platforms", params={"name": AER},
-                              headers={"X-Auth-Token": door.token}, timeout=30,
-                              ).json()["platforms"]
-    out = _run(door, project, "ghz", tmp_path, shots=platform["max_shot_count"] + 1)
+    most = platform(door, AER)["max_shot_count"]
+    out = _run(door, project, "ghz", tmp_path, shots=most + 1)
     assert out.returncode != 0
     # CUDA-Q raises the error body it was answered.
     assert "status code 400" in out.stderr
-    assert f"{platform['max_shot_count'] + 1} shots is over platform {AER}" in out.stderr
+    assert f"{most + 1} shots is over platform {AER}" in out.stderr
     assert '"type": "invalid_arguments"' in out.stderr

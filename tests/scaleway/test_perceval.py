@@ -11,14 +11,7 @@ import pytest
 import requests
 from requests import HTTPError
 
-from tests.scaleway.conftest import PERCEVAL, Door
-
-
-def _sessions(door: Door, project: str) -> list[dict[str, object]]:
-    response = requests.get(f"{door.api}/sessions", params={"project_id": project},
-                            headers={"X-Auth-Token": door.token}, timeout=30)
-    response.raise_for_status()
-    return response.json()["sessions"]  # type: ignore[no-any-return]
+from tests.scaleway.conftest import PERCEVAL, Door, get, platform, sessions
 
 
 def _toy_sampler(session: scw.Session, max_shots: int = 10_000) -> pcvl.algorithm.Sampler:
@@ -36,7 +29,7 @@ def test_the_documented_flow_samples_in_a_session_ended_by_the_with_block(
         sampler = _toy_sampler(session)
         job = sampler.samples(100)
         counts = sampler.sample_count(200)
-        [running] = _sessions(door, project)
+        [running] = sessions(door, project)
         assert running["status"] == "running"
         assert running["deduplication_id"] == "my-workshop"
     samples = job["results"]
@@ -46,7 +39,7 @@ def test_the_documented_flow_samples_in_a_session_ended_by_the_with_block(
     assert {str(s) for s in samples} == {"|1,0>", "|0,1>"}  # 2^-99 to fail by chance
     assert sum(counts["results"].values()) == 200
     assert {str(s) for s in counts["results"]} <= {"|1,0>", "|0,1>"}
-    [ended] = _sessions(door, project)
+    [ended] = sessions(door, project)
     assert ended["status"] == "stopped"
     assert ended["finished_job_count"] == 2
     assert ended["progress_message"].startswith("terminated")
@@ -61,18 +54,18 @@ def test_two_sessions_with_one_deduplication_id_share_one_session(
     first.start()
     second.start()
     try:
-        [shared] = _sessions(door, project)
+        [shared] = sessions(door, project)
         assert shared["status"] in ("starting", "running")
         one = _toy_sampler(first).sample_count(50)
         two = _toy_sampler(second).sample_count(60)
         assert sum(one["results"].values()) == 50
         assert sum(two["results"].values()) == 60
-        [shared] = _sessions(door, project)
+        [shared] = sessions(door, project)
         assert shared["finished_job_count"] == 2
     finally:
         first.stop()
         second.stop()  # the session is already stopped: terminating it again is no error
-    [ended] = _sessions(door, project)
+    [ended] = sessions(door, project)
     assert ended["status"] == "stopped"
 
 
@@ -84,7 +77,7 @@ def test_start_and_stop_and_a_job_after_stop_is_refused(door: Door, project: str
     counts = sampler.sample_count(20)
     assert sum(counts["results"].values()) == 20
     session.stop()
-    [stopped] = _sessions(door, project)
+    [stopped] = sessions(door, project)
     assert stopped["status"] == "stopped"
     with pytest.raises(HTTPError) as refused:
         sampler.sample_count(20)
@@ -98,17 +91,15 @@ def test_an_unknown_platform_is_refused_by_perceval_before_any_session(
     with pytest.raises(HTTPError, match="Empty platform list"):
         scw.Session(platform_name="no.such.platform", project_id=project, token=door.token,
                     url=door.url)
-    assert _sessions(door, project) == []
+    assert sessions(door, project) == []
 
 
 def test_shots_above_the_platforms_maximum_are_refused_and_harm_nothing(
         door: Door, project: str) -> None:
-    [platform] = requests.get(f"{door.api}/platforms", params={"name": PERCEVAL},
-                              headers={"X-Auth-Token": door.token}, timeout=30,
-                              ).json()["platforms"]
+    most = platform(door, PERCEVAL)["max_shot_count"]
     with scw.Session(platform_name=PERCEVAL, project_id=project, token=door.token,
                      url=door.url) as session:
-        greedy = _toy_sampler(session, max_shots=platform["max_shot_count"] + 1)
+        greedy = _toy_sampler(session, max_shots=most + 1)
         with pytest.raises(HTTPError) as refused:
             greedy.sample_count(10)
         body = refused.value.args[0]
@@ -126,18 +117,14 @@ def test_shots_above_the_platforms_maximum_are_refused_and_harm_nothing(
 def test_a_malformed_perceval_payload_gets_invalid_arguments(
         door: Door, project: str, payload: str) -> None:
     headers = {"X-Auth-Token": door.token}
-    [platform] = requests.get(f"{door.api}/platforms", params={"name": PERCEVAL},
-                              headers=headers, timeout=30).json()["platforms"]
     session = requests.post(f"{door.api}/sessions", headers=headers, timeout=30, json={
-        "project_id": project, "platform_id": platform["id"]}).json()
+        "project_id": project, "platform_id": platform(door, PERCEVAL)["id"]}).json()
     try:
         response = requests.post(f"{door.api}/jobs", headers=headers, timeout=30, json={
             "session_id": session["id"], "circuit": {"percevalCircuit": payload}})
         assert response.status_code == 400, response.text
         assert response.json()["type"] == "invalid_arguments"
-        listed = requests.get(f"{door.api}/jobs", params={"session_id": session["id"]},
-                              headers=headers, timeout=30).json()
-        assert listed["total_count"] == 0
+        assert get(door, "/jobs", session_id=session["id"])["total_count"] == 0
     finally:
         requests.post(f"{door.api}/sessions/{session['id']}/terminate", headers=headers,
                       timeout=30)

@@ -4,12 +4,14 @@ counts equal to Aer's with the same seed. Needs Python >= 3.12 (see conftest).""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
 import requests
 
-from tests.scaleway.conftest import AER, Door, client_module
+from tests.scaleway.conftest import AER, Door, client_module, get, platform, sessions
 
 qiskit_scaleway = client_module("qiskit_scaleway")
 primitives = client_module("qiskit_scaleway.primitives")
@@ -35,10 +37,18 @@ def _bell(measure: bool = True) -> QuantumCircuit:
 
 
 def _session(door: Door, session_id: str) -> dict[str, Any]:
-    response = requests.get(f"{door.api}/sessions/{session_id}",
-                            headers={"X-Auth-Token": door.token}, timeout=30)
-    response.raise_for_status()
-    return response.json()  # type: ignore[no-any-return]
+    return get(door, f"/sessions/{session_id}")
+
+
+@contextmanager
+def _in_a_session(door: Door, project: str) -> Iterator[tuple[Any, str]]:
+    """The Aer backend and a session of its own, stopped at the end."""
+    backend = _provider(door, project).get_backend(AER)
+    session_id = backend.start_session()
+    try:
+        yield backend, session_id
+    finally:
+        backend.stop_session(session_id)
 
 
 def test_backends_list_the_aer_platforms_only(door: Door, project: str) -> None:
@@ -82,9 +92,7 @@ def test_run_without_a_session_opens_one(door: Door, project: str) -> None:
     backend = _provider(door, project).get_backend(AER)
     result = backend.run(_bell(), shots=200).result()
     assert sum(result.get_counts().values()) == 200
-    listed = requests.get(f"{door.api}/sessions", params={"project_id": project},
-                          headers={"X-Auth-Token": door.token}, timeout=30).json()
-    [auto] = listed["sessions"]
+    [auto] = sessions(door, project)
     assert auto["name"].startswith("auto-")
     backend.delete_session(auto["id"])
     gone = requests.get(f"{door.api}/sessions/{auto['id']}",
@@ -94,24 +102,16 @@ def test_run_without_a_session_opens_one(door: Door, project: str) -> None:
 
 def test_shots_above_the_platforms_maximum_are_refused_and_harm_nothing(
         door: Door, project: str) -> None:
-    [platform] = requests.get(f"{door.api}/platforms", params={"name": AER},
-                              headers={"X-Auth-Token": door.token}, timeout=30,
-                              ).json()["platforms"]
-    backend = _provider(door, project).get_backend(AER)
-    session_id = backend.start_session()
-    try:
+    most = platform(door, AER)["max_shot_count"]
+    with _in_a_session(door, project) as (backend, session_id):
         with pytest.raises(Exception, match=r"error 400.*over.*maximum.*invalid_arguments"):
-            backend.run(_bell(), shots=platform["max_shot_count"] + 1, session_id=session_id)
+            backend.run(_bell(), shots=most + 1, session_id=session_id)
         result = backend.run(_bell(), shots=10, session_id=session_id).result()
         assert sum(result.get_counts().values()) == 10
-    finally:
-        backend.stop_session(session_id)
 
 
 def test_several_circuits_in_one_job_each_get_their_result(door: Door, project: str) -> None:
-    backend = _provider(door, project).get_backend(AER)
-    session_id = backend.start_session()
-    try:
+    with _in_a_session(door, project) as (backend, session_id):
         ones = QuantumCircuit(2)
         ones.x([0, 1])
         ones.measure_all()
@@ -119,8 +119,6 @@ def test_several_circuits_in_one_job_each_get_their_result(door: Door, project: 
         assert len(results) == 2
         assert set(results[0].get_counts()) <= {"00", "11"}
         assert results[1].get_counts() == {"11": 100}
-    finally:
-        backend.stop_session(session_id)
 
 
 def test_counts_equal_aers_with_the_same_seed(door: Door, project: str) -> None:
@@ -130,13 +128,9 @@ def test_counts_equal_aers_with_the_same_seed(door: Door, project: str) -> None:
     qc.cx(0, 2)
     qc.ry(1.1, 2)
     qc.measure_all()
-    backend = _provider(door, project).get_backend(AER)
-    session_id = backend.start_session()
-    try:
+    with _in_a_session(door, project) as (backend, session_id):
         ours = backend.run(qc, shots=2000, seed_simulator=1234,
                            session_id=session_id).result().get_counts()
-    finally:
-        backend.stop_session(session_id)
     direct = AerSimulator(method="statevector").run(qc, shots=2000, seed_simulator=1234)
     assert ours == direct.result().get_counts()
 
@@ -145,13 +139,9 @@ def test_a_noise_model_runs_as_aer_runs_it_with_the_same_seed(door: Door, projec
     noise = NoiseModel()
     noise.add_all_qubit_quantum_error(depolarizing_error(0.2, 2), ["cx"])
     noise.add_all_qubit_readout_error(ReadoutError([[0.9, 0.1], [0.2, 0.8]]))
-    backend = _provider(door, project).get_backend(AER)
-    session_id = backend.start_session()
-    try:
+    with _in_a_session(door, project) as (backend, session_id):
         ours = backend.run(_bell(), shots=2000, seed_simulator=99, noise_model=noise,
                            session_id=session_id).result().get_counts()
-    finally:
-        backend.stop_session(session_id)
     direct = AerSimulator(method="statevector").run(_bell(), shots=2000, seed_simulator=99,
                                                     noise_model=noise).result().get_counts()
     assert ours == direct
@@ -159,26 +149,18 @@ def test_a_noise_model_runs_as_aer_runs_it_with_the_same_seed(door: Door, projec
 
 
 def test_sampler_primitive_runs_in_the_session(door: Door, project: str) -> None:
-    backend = _provider(door, project).get_backend(AER)
-    session_id = backend.start_session()
-    try:
+    with _in_a_session(door, project) as (backend, session_id):
         sampler = primitives.Sampler(backend, session_id=session_id)
         [pub] = sampler.run([_bell()], shots=300).result()
         counts = pub.data.meas.get_counts()
         assert sum(counts.values()) == 300
         assert set(counts) == {"00", "11"}  # each shot's outcome came back (2^-299 to fail)
-    finally:
-        backend.stop_session(session_id)
 
 
 def test_estimator_primitive_runs_in_the_session(door: Door, project: str) -> None:
-    backend = _provider(door, project).get_backend(AER)
-    session_id = backend.start_session()
-    try:
+    with _in_a_session(door, project) as (backend, session_id):
         estimator = primitives.Estimator(backend, session_id=session_id)
         [pub] = estimator.run([(_bell(measure=False), SparsePauliOp("ZZ"))]).result()
         assert float(pub.data.evs) == pytest.approx(1.0)
         [pub] = estimator.run([(_bell(measure=False), SparsePauliOp("XI"))]).result()
         assert abs(float(pub.data.evs)) < 0.2
-    finally:
-        backend.stop_session(session_id)
