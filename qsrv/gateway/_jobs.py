@@ -42,8 +42,9 @@ from qsrv.gateway._cluster import ClusterLink
 from qsrv.gateway._config import GatewayConfig
 from qsrv.gateway._errors import ConflictError, ForbiddenError, InvalidRequestError
 from qsrv.gateway._models import TERMINAL, TRANSITIONS, JobRecord, JobStatus
+from qsrv.gateway._process_groups import kill_orphans
 from qsrv.gateway._queue import JobQueue
-from qsrv.gateway._runner import JobOutcome, JobRunner, JobSpec, LogBuffer, kill_orphans
+from qsrv.gateway._runner import JobOutcome, JobRunner, JobSpec, LogBuffer
 from qsrv.gateway._sandbox import Sandbox
 from qsrv.gateway._store import Store, load_job_inputs
 from qsrv.gateway._upstream_files import UserFiles

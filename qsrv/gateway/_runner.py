@@ -14,12 +14,16 @@ leader of a new session, hence of a new process group whose id is its pid. Invar
 - Everything the job starts stays in that group unless it calls ``setsid`` itself; stopping a
   job signals the group (SIGTERM, then SIGKILL after ``stop_grace_s``), and ``run`` returns only
   once no live process is left in the group. The process group is killed as well when the leader
-  exits by itself: nothing outlives its job. Killing the driver process is what cancels the
-  job's cluster tasks (the scheduler cancels the tasks of a driver whose connection closes).
+  exits by itself: nothing outlives its job. The job ends when its leader exits, whoever still
+  holds its output open (a process that left the group is read from for at most
+  ``_GROUP_EXIT_TIMEOUT_S`` more; process groups: ``_process_groups``). Killing the driver
+  process is what cancels the job's cluster tasks (the scheduler cancels the tasks of a driver
+  whose connection closes).
 - Output (stdout and stderr, interleaved as read) goes into a ``LogBuffer`` capped at
   ``max_log_bytes``: it keeps the head and the tail, and says how much it dropped between them.
   The last ``_STDERR_TAIL`` bytes of stderr are kept apart: they are the error of a failed job.
-- The runner holds no database: it returns a ``JobOutcome`` and the service stores it.
+- The runner holds no database: it returns a ``JobOutcome`` and the lifecycle (``_jobs``)
+  stores it.
 - The cluster token never reaches a job: it gets ``QSRV_TOKEN`` only when the service derived
   a credential for it (``JobSpec.cluster_token``), valid for this job as a driver only.
 - Every job gets both runtimes' environment: qsrv's (``QSRV_JOB_*``: pickled arguments and
@@ -47,10 +51,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
-import psutil  # type: ignore[import-untyped]
-
-from qsrv._retry import poll_until_async
 from qsrv.gateway._archive import ArchiveLimits, unpack_archive
+from qsrv.gateway._process_groups import kill_orphans, killpg, wait_group_gone
 from qsrv.gateway._runtime import (
     ARGUMENTS_FORMAT_ENV,
     ARGUMENTS_PATH_ENV,
@@ -75,7 +77,6 @@ _UPSTREAM_ENV = frozenset({
 _STDERR_TAIL = 16 << 10
 _READ_CHUNK = 1 << 16
 _GROUP_EXIT_TIMEOUT_S = 5.0
-_GROUP_POLL_S = 0.02
 
 
 _NO_SANDBOX = Sandbox()
@@ -202,7 +203,7 @@ class JobRunner:
             if live.kill_timer is not None:
                 live.kill_timer.cancel()
             if live.process is not None and live.process.returncode is None:
-                _killpg(live.process.pid, signal.SIGKILL)  # cancelled: leave no orphan
+                killpg(live.process.pid, signal.SIGKILL)  # cancelled: leave no orphan
             if not self.config.keep_sandboxes:
                 await asyncio.to_thread(shutil.rmtree, job_dir, True)
 
@@ -255,10 +256,10 @@ class JobRunner:
             returncode = await proc.wait()  # the job's process exited (its output may not end)
             # A stop asked after the job exited did not end it: its own outcome stands.
             stopped = live.stop_requested
-            _killpg(proc.pid, signal.SIGKILL)  # whatever the leader left behind
+            killpg(proc.pid, signal.SIGKILL)  # whatever the leader left behind
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(pumps), _GROUP_EXIT_TIMEOUT_S)
-            await _wait_group_gone(proc.pid)
+            await wait_group_gone(proc.pid, _GROUP_EXIT_TIMEOUT_S)
         finally:
             pumps.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -377,9 +378,9 @@ class JobRunner:
     def _signal_stop(self, live: _Live) -> None:
         assert live.process is not None
         pid = live.process.pid
-        _killpg(pid, signal.SIGTERM)
+        killpg(pid, signal.SIGTERM)
         loop = asyncio.get_running_loop()
-        live.kill_timer = loop.call_later(self.config.stop_grace_s, _killpg, pid, signal.SIGKILL)
+        live.kill_timer = loop.call_later(self.config.stop_grace_s, killpg, pid, signal.SIGKILL)
 
     def stop_all(self) -> None:
         """Begin stopping every job (the gateway is shutting down)."""
@@ -474,64 +475,3 @@ def _give_entries(folder: Path, owner: tuple[int, int]) -> None:
                 st = entry.stat(follow_symlinks=False)
                 if (st.st_uid, st.st_gid) != owner:
                     os.chown(entry.path, *owner, follow_symlinks=False)
-
-
-def _killpg(pgid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
-
-
-_EXITED = frozenset({psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD})
-
-
-def _group_alive(pgid: int) -> bool:
-    """Whether any process of the group is still alive (zombies do not count)."""
-    for proc in psutil.process_iter():
-        try:
-            if os.getpgid(proc.pid) == pgid and proc.status() not in _EXITED:
-                return True
-        except (OSError, psutil.Error):  # gone meanwhile, or not ours to look at
-            continue
-    return False
-
-
-async def _wait_group_gone(pgid: int) -> None:
-    """Wait until every process of the group has exited, killing stragglers."""
-    def gone() -> bool:
-        if not _group_alive(pgid):
-            return True
-        _killpg(pgid, signal.SIGKILL)
-        return False
-
-    await poll_until_async(gone, _GROUP_EXIT_TIMEOUT_S, _GROUP_POLL_S)
-
-
-def kill_orphans(job_ids: set[str]) -> dict[str, int]:
-    """Kill every process left by these jobs of a previous gateway; count them per job.
-
-    Processes are found by the ``QSRV_JOB_ID`` in their environment (psutil), not by a
-    recorded pid: a gateway can die between starting a job and recording its pid, and a
-    recorded pid may since belong to someone else. Each one's process group is killed, so
-    children that have not set their own session go too.
-    """
-    killed: dict[str, int] = {}
-    if not job_ids:
-        return killed
-    own_group = os.getpgrp()
-    for proc in psutil.process_iter():
-        try:
-            job_id = proc.environ().get(JOB_ID_ENV)
-        except (OSError, psutil.Error):  # gone, a zombie, or not ours to read
-            continue
-        if job_id not in job_ids:
-            continue
-        pid: int = proc.pid
-        with contextlib.suppress(ProcessLookupError):
-            group = os.getpgid(pid)
-            if group != own_group:  # never our own group, whatever the environment says
-                _killpg(group, signal.SIGKILL)
-        if pid != os.getpid():
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
-        killed[job_id] = killed.get(job_id, 0) + 1
-    return killed
