@@ -8,6 +8,7 @@ from datetime import datetime
 
 import pytest
 
+from tests._support import wait_for
 from tests.pasqal.conftest import Gateway, new_project, sequence
 
 with warnings.catch_warnings():
@@ -185,3 +186,51 @@ def test_pages_and_totals_while_others_insert(pasqal: Gateway, serialized: str) 
         assert sdk.get_batches(BatchFilters(project_id=INSERTS)).total == 1 + len(made)
     finally:
         sdk.cancel_batches([target.id, *made])
+
+
+def test_pages_while_another_thread_inserts(pasqal: Gateway, serialized: str) -> None:
+    """Another client adds jobs to an open batch from its own thread all the while one walks
+    the batch's jobs: newest first, each page's total is at least the last one's and nothing
+    that existed is skipped; oldest first (``Batch.ordered_jobs``), the jobs come in their
+    order, each once, the existing ones first."""
+    import threading
+
+    project = new_project()
+    sdk, other = pasqal.sdk(project=project), pasqal.sdk(project=project)
+    target = sdk.create_batch(serialized, [{"runs": 1, "variables": {"omega_max": 1.0}}
+                                           for _ in range(15)], open=True)
+    existing = [j.id for j in target.ordered_jobs]
+    stop = threading.Event()
+    added: list[int] = []
+
+    def insert() -> None:
+        while not stop.is_set():
+            other.add_jobs(target.id, [{"runs": 1, "variables": {"omega_max": 2.0}}])
+            added.append(1)
+
+    inserter = threading.Thread(target=insert)
+    inserter.start()
+    try:
+        wait_for(lambda: len(added) >= 1, what="the other client inserts")
+        for _ in range(3):
+            seen: set[str] = set()
+            totals: list[int] = []
+            offset = 0
+            while offset == 0 or offset < totals[-1]:
+                page = sdk.get_jobs(JobFilters(batch_id=target.id),
+                                    PaginationParams(offset=offset, limit=4))
+                totals.append(page.total)
+                assert len(page.results) <= 4
+                seen |= {j.id for j in page.results}
+                offset += 4
+            assert totals == sorted(totals) and set(existing) <= seen
+            ordered = [j["id"] for j in sdk._client.get_batch_jobs(target.id)]
+            assert ordered[:len(existing)] == existing
+            assert len(ordered) == len(set(ordered))
+    finally:
+        stop.set()
+        inserter.join(60)
+        sdk.cancel_batches([target.id])
+    assert sdk.get_jobs(JobFilters(batch_id=target.id)).total == 15 + len(added)
+    final = [j["id"] for j in sdk._client.get_batch_jobs(target.id)]
+    assert final[:15] == existing and len(final) == len(set(final)) == 15 + len(added)
