@@ -4,7 +4,8 @@ Paths are relative to the door's prefix (``/pasqal``): the SDK's ``Endpoints(cor
 "/pasqal/core", account=GATEWAY + "/pasqal/account")``. No state and no rule lives here: the
 service owns batches, jobs, validation and execution; this module reads the SDK's requests
 (``_requests``), picks the platform (``_devices``) and renders what the SDK parses
-(``_shapes``). Polls (batch and job status) are one read of the service's state each.
+(``_shapes``). Polls read no job but the one asked for: a batch's status is its row and
+the per-status counts the service keeps as its jobs change; a job's status is its row.
 
 Workloads are one-job closed batches: ``workload_type`` "pulser", ``backend`` EMU_FREE (or a
 qsrv Pulser platform), ``config`` ``{"sequence", "runs", "variables", "seed"}``; the workload's
