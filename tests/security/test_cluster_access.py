@@ -1,6 +1,8 @@
 """The cluster's doors: a job's scoped credential (a driver only, revoked when the job ends,
-even across a scheduler restart), and floods of idle or slow sockets on every port while a
-driver keeps working."""
+even across a scheduler restart, on the scheduler and on every worker's store ports, which
+serve it only the objects whose location it was given), and floods of idle or slow sockets
+on every port while a driver keeps working (limits per address settable on the command
+line)."""
 
 from __future__ import annotations
 
