@@ -53,6 +53,8 @@ def test_a_location_carries_the_ticket_of_its_object(service: StoreService) -> N
     assert location_ticket(encode_location(1, 2, "h:1")) == b""  # an older writer's
     with pytest.raises(ProtocolError):
         location_ticket(b"\x94\x01\x02\xa3h:1\x05")  # a ticket that is not bytes
+    with pytest.raises(ProtocolError):
+        decode_location(b"\x95\x01\x02\xa3h:1\xc4\x00\x05")  # five items
 
 
 def test_a_credential_reads_over_transfer_only_what_it_was_given(
