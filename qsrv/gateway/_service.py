@@ -230,11 +230,16 @@ class GatewayService:
     async def login(self, name: str, password: str, address: str = "") -> str:
         """A new token for the user if the password is theirs (UnauthorizedError otherwise),
         expiring after ``login_token_ttl_s``. Throttled: TooManyRequestsError while the name or
-        the address ``address`` is backed off after failures."""
-        self._throttle.check(name, address)
-        found = self.store.password_hash(name) if name and len(password) <= MAX_LENGTH else None
-        stored = found[1] if found is not None else dummy_hash()
-        valid = await asyncio.to_thread(verify_password, password, stored)
+        the address ``address`` is backed off after failures, or has as many attempts in
+        flight as it has failures left."""
+        self._throttle.begin(name, address)
+        try:
+            found = self.store.password_hash(name) \
+                if name and len(password) <= MAX_LENGTH else None
+            stored = found[1] if found is not None else dummy_hash()
+            valid = await asyncio.to_thread(verify_password, password, stored)
+        finally:
+            self._throttle.end(name, address)
         if found is None or not valid:
             self._throttle.failed(name, address)
             raise UnauthorizedError("unknown user name or wrong password")

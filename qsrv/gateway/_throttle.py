@@ -11,6 +11,9 @@ Rules, per key (a user name, and separately an address):
   slowed down). A key with no failure for ``forget_s`` is forgotten.
 - At most ``max_keys`` keys are kept (the oldest are dropped first), so a flood of made-up
   names cannot grow memory without bound.
+- Attempts in flight count (``begin`` ... ``end``): a key allows at once only the failures it
+  has left before back-off (at least one), so concurrent guesses get no more tries than guesses
+  one after another would.
 """
 
 from __future__ import annotations
@@ -35,12 +38,13 @@ class ThrottleRules:
 
 
 class _Record:
-    __slots__ = ("failures", "last", "locked_until")
+    __slots__ = ("failures", "last", "locked_until", "pending")
 
     def __init__(self) -> None:
         self.failures = 0
         self.locked_until = 0.0
         self.last = 0.0
+        self.pending = 0  # attempts begun and not ended
 
 
 class LoginThrottle:
@@ -65,29 +69,60 @@ class LoginThrottle:
             err.retry_after = math.ceil(wait)
             raise err
 
+    def begin(self, user: str, address: str) -> None:
+        """``check``, then hold one attempt for both keys until ``end``; TooManyRequestsError
+        when a key has as many attempts in flight as failures left before back-off."""
+        self.check(user, address)
+        now = self.clock()
+        keys = (("user", user), ("address", address))
+        for key in keys:
+            record = self._live(key, now)
+            if record is not None and record.pending >= max(
+                    1, self.rules[key[0]].free - record.failures):
+                err = TooManyRequestsError(f"too many logins at once for this {key[0]}; "
+                                           "try again in a moment")
+                err.retry_after = 1
+                raise err
+        for key in keys:
+            record = self._touch(key, now)
+            record.pending += 1
+
+    def end(self, user: str, address: str) -> None:
+        """An attempt ``begin`` held is over (report its outcome with ``failed`` or
+        ``succeeded``)."""
+        for key in (("user", user), ("address", address)):
+            record = self._records.get(key)
+            if record is not None and record.pending > 0:
+                record.pending -= 1
+
     def failed(self, user: str, address: str) -> None:
         now = self.clock()
         for kind, name in (("user", user), ("address", address)):
-            key = (kind, name)
-            record = self._live(key, now) or _Record()
-            self._records[key] = record
-            self._records.move_to_end(key)
+            record = self._touch((kind, name), now)
             record.failures += 1
-            record.last = now
             rules = self.rules[kind]
             over = record.failures - rules.free
-            if over > 0:
-                record.locked_until = now + min(rules.max_s, rules.base_s * 2 ** (over - 1))
-        while len(self._records) > self.max_keys:
-            self._records.popitem(last=False)
+            if over > 0:  # (the exponent capped: 2.0 ** 1100 is no float)
+                back_off = rules.base_s * 2.0 ** min(over - 1, 64)
+                record.locked_until = now + min(rules.max_s, back_off)
 
     def succeeded(self, user: str) -> None:
         self._records.pop(("user", user), None)
 
+    def _touch(self, key: tuple[str, str], now: float) -> _Record:
+        """The key's record (a new one if it had none), marked as used now."""
+        record = self._live(key, now) or _Record()
+        self._records[key] = record
+        self._records.move_to_end(key)
+        record.last = now
+        while len(self._records) > self.max_keys:
+            self._records.popitem(last=False)
+        return record
+
     def _live(self, key: tuple[str, str], now: float) -> _Record | None:
         record = self._records.get(key)
         if record is not None and now - record.last > self.rules[key[0]].forget_s \
-                and record.locked_until <= now:
+                and record.locked_until <= now and not record.pending:
             del self._records[key]
             return None
         return record
