@@ -223,17 +223,18 @@ class SessionLoop:
         try:
             counts, native = await self._result(ref, left)
         except Exception as exc:
+            self._current = None  # its task has ended: a stop from here on has nothing to wait
             if self._stopped:
                 return  # the session is ending: the service cancels the job as it stops
             if isinstance(exc, TaskCancelledError):  # cancel_job marked it, or the cluster
                 service.job_ended(job.id, None, "its task was cancelled on the cluster")
             elif isinstance(exc, ReservationError | ConnectionLostError):
-                self._current = None
                 self._lost(job, str(exc))
             else:
                 service.job_ended(job.id, None, _error_text(exc))
         else:
-            service.job_ended(job.id, QResult(counts, native), None)
+            self._current = None
+            service.job_ended(job.id, QResult(counts, native), None)  # may end the session
         finally:
             self._current = None
 
