@@ -65,11 +65,11 @@ class JobLifecycle:
     """Queued, running and ending jobs. ``recover(store, ...)`` and ``start()`` before use,
     ``await close()`` after."""
 
-    def __init__(self, config: GatewayConfig, runner: JobRunner, files: UserFiles,
-                 sandbox: Callable[[], Sandbox], link: ClusterLink | None, *,
+    def __init__(self, config: GatewayConfig, files: UserFiles, sandbox: Callable[[], Sandbox],
+                 link: ClusterLink | None, *,
                  final_write_retries_s: Sequence[float] = FINAL_WRITE_RETRIES_S) -> None:
         self.config = config
-        self.runner = runner
+        self.runner = JobRunner(config.runner_config())
         self._files = files
         self._sandbox = sandbox  # the sandbox for a job starting now, or ForbiddenError
         self._link = link
@@ -137,9 +137,7 @@ class JobLifecycle:
             background.append(self._flusher)
         for task in background:
             task.cancel()
-        for task in background:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await asyncio.gather(*background, return_exceptions=True)
 
     # -- what the service asks -----------------------------------------------------------------
 
@@ -160,8 +158,9 @@ class JobLifecycle:
         """Begin stopping the job; the record as it is now.
 
         A queued job becomes STOPPED at once and never starts. A running one becomes STOPPING,
-        its process group is terminated, and it becomes STOPPED once the tree is gone. Stopping
-        a job that is STOPPING or terminal changes nothing.
+        its process group is terminated, and it becomes STOPPED once the tree is gone (or
+        SUCCEEDED or FAILED, when its process had exited before the stop). Stopping a job that
+        is STOPPING or terminal changes nothing.
         """
         if job.status is JobStatus.QUEUED:
             job = self.set_status(job, JobStatus.STOPPED, finished_at=time.time())

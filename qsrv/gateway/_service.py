@@ -66,7 +66,6 @@ from qsrv.gateway._models import TERMINAL, JobEvent, JobRecord, JobStatus, Progr
 from qsrv.gateway._passwords import MAX_LENGTH, dummy_hash, verify_password
 from qsrv.gateway._programs import check_env_vars, check_title, store_program
 from qsrv.gateway._quantum import QuantumConfig, QuantumService
-from qsrv.gateway._runner import JobRunner
 from qsrv.gateway._sandbox import Sandbox
 from qsrv.gateway._sandbox_choice import SandboxChoice
 from qsrv.gateway._store import ARCHIVES, FORMATS, Quota, Store, private_dir
@@ -88,7 +87,6 @@ class GatewayService:
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
         self._sandboxes = SandboxChoice(config)
-        self.runner = JobRunner(config.runner_config())
         self._store: Store | None = None
         self._lock_fd: int | None = None
         self._throttle = LoginThrottle(
@@ -102,8 +100,8 @@ class GatewayService:
             self._link = ClusterLink(config.cluster_address, config.cluster_token,
                                      self._recent_credentials)
         self.files = UserFiles(config.data_dir / "files", config.archive_limits.max_archive_bytes)
-        self.lifecycle = JobLifecycle(config, self.runner, self.files, self._job_sandbox,
-                                      self._link, final_write_retries_s=_FINAL_WRITE_RETRIES_S)
+        self.lifecycle = JobLifecycle(config, self.files, self._job_sandbox, self._link,
+                                      final_write_retries_s=_FINAL_WRITE_RETRIES_S)
         self.quantum = QuantumService(QuantumConfig(
             cluster_address=config.cluster_address, cluster_token=config.cluster_token,
             batch_timeout_s=config.quantum_batch_timeout_s))
@@ -117,11 +115,11 @@ class GatewayService:
     def gateway_url(self) -> str | None:
         """Where jobs reach this gateway; known from the config, or from the first request when
         the port was chosen by the system (``port=0``)."""
-        return self.runner.gateway_url
+        return self.lifecycle.runner.gateway_url
 
     @gateway_url.setter
     def gateway_url(self, url: str) -> None:
-        self.runner.gateway_url = url
+        self.lifecycle.runner.gateway_url = url
 
     @property
     def store(self) -> Store:
