@@ -44,6 +44,7 @@ from qsrv.gateway._service import GatewayService
 
 __all__ = [
     "DOORS",
+    "INT_QUERY_MAX",
     "ROUTES",
     "SCHEMAS",
     "SERVICE",
@@ -338,14 +339,23 @@ async def no_body(request: web.Request) -> None:
 # -- queries ----------------------------------------------------------------------------------
 
 
+# The largest integer a query may carry: what the stores (SQLite) hold.
+INT_QUERY_MAX = 2**63 - 1
+
+
 def int_query(request: web.Request, name: str, default: int) -> int:
+    """``?name=`` as an integer within +-``INT_QUERY_MAX`` (a 400 otherwise)."""
     raw = request.query.get(name)
     if raw is None or raw == "":
         return default
     try:
-        return int(raw)
+        value = int(raw)
     except ValueError:
         raise InvalidRequestError(f"query parameter {name} must be an integer") from None
+    if not -INT_QUERY_MAX <= value <= INT_QUERY_MAX:
+        raise InvalidRequestError(f"query parameter {name} must be an integer from "
+                                  f"-{INT_QUERY_MAX} to {INT_QUERY_MAX}")
+    return value
 
 
 def float_query(request: web.Request, name: str, default: float | None) -> float | None:

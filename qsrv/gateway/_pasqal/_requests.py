@@ -17,7 +17,7 @@ from aiohttp import web
 from qsrv.gateway._errors import InvalidRequestError
 from qsrv.gateway._models import User
 from qsrv.gateway._quantum import BatchFilters, JobFilters, JobSpec, Pagination, QStatus
-from qsrv.gateway._web import timestamp
+from qsrv.gateway._web import int_query, timestamp
 from qsrv.quantum.engines import Program
 
 __all__ = [
@@ -40,22 +40,9 @@ def _many(request: web.Request, name: str) -> list[str] | None:
     return values or None
 
 
-# Integers of queries fit the store's (SQLite's 64-bit signed) integers.
-_INT_MAX = 2**63 - 1
-
-
 def _int(request: web.Request, name: str) -> int | None:
     raw = request.query.get(name)
-    if raw in (None, ""):
-        return None
-    try:
-        value = int(raw)
-    except ValueError:
-        raise InvalidRequestError(f"query parameter {name} must be an integer") from None
-    if not -_INT_MAX <= value <= _INT_MAX:
-        raise InvalidRequestError(f"query parameter {name} must be an integer from "
-                                  f"-{_INT_MAX} to {_INT_MAX}")
-    return value
+    return None if raw in (None, "") else int_query(request, name, 0)
 
 
 def _bool(request: web.Request, name: str) -> bool | None:

@@ -1,4 +1,7 @@
-"""A body that never arrives whole is the client's fault, on every door: cut short of its
+"""Malformed requests are the client's fault, on every door: query integers beyond what the
+stores hold, and bodies that never arrive whole.
+
+A body that never arrives whole: cut short of its
 Content-Length by a client that goes away, broken chunked encoding, a Content-Encoding it
 does not have. Each is answered 400 (counted so by /metrics), never 500, and the gateway
 logs no ERROR for it. Raw sockets: no HTTP client sends such bodies.
@@ -122,3 +125,24 @@ def test_a_body_not_received_whole_is_a_400_on_every_door(
     errors = [r for r in caplog.records
               if r.name.startswith("qsrv") and r.levelno >= logging.ERROR]
     assert errors == []
+
+
+def test_query_integers_beyond_the_stores_are_400s(
+        make_gateway: Callable[..., ThreadedGateway], alice_token: str,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Offsets, limits and bounds past SQLite's 64-bit integers are refused with the reason
+    (they were 500s: OverflowError from the store)."""
+    import requests
+
+    gateway = make_gateway()
+    big = str(2**70)
+    headers = {"Authorization": f"Bearer {alice_token}"}
+    for path in (f"/v1/jobs?offset={big}", f"/v1/quantum-jobs?offset=-{big}",
+                 f"/v1/batches?limit={big}", f"/api/v1/jobs/?offset={big}",
+                 f"/pasqal/core/api/v2/jobs?offset={big}",
+                 f"/pasqal/core/api/v2/jobs?min_runs={big}",
+                 f"/pasqal/core/api/v1/batches?offset={big}"):
+        answer = requests.get(gateway.url + path, headers=headers, timeout=30)
+        assert answer.status_code == 400, (path, answer.text)
+        assert "must be an integer from" in answer.text, (path, answer.text)
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
