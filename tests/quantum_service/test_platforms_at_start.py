@@ -84,6 +84,7 @@ def test_sessions_and_batches_right_after_start(
     alice = q.user("alice")
     service = q.service
     lookups = _count_lookups(gateway)
+    listing = _start(gateway, service.platforms())  # starts before the lookups below
     session = _start(gateway, service.open_session(alice, AER))
     batch = _start(gateway, service.create_batch(alice, bell(), [JobSpec(5)], platform=AER))
     pulser = _start(gateway, service.platform(PULSER))  # an engine probe must have reported
@@ -100,6 +101,7 @@ def test_sessions_and_batches_right_after_start(
     assert done.status is QStatus.DONE
     assert sum(q.result(alice, done.jobs[0].id).counts.values()) == 5
     assert pulser.result(180).name == PULSER  # the test extra installs Pulser
+    assert {AER, PULSER} <= {p.name for p in listing.result(180)}
     q.terminate_session(alice, opened.id)
     # Once every worker has reported, an unknown platform is refused at once, as before.
     with pytest.raises(NotFoundError, match=r"no platform .aer\.quantum\.magic.*offers"):

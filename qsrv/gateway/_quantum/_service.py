@@ -13,13 +13,20 @@ Invariants:
 - A session in ``starting`` or ``running`` has one loop (``_sessions.SessionLoop``) that holds
   its reservation and runs its PENDING jobs one at a time in ``seq`` order; it stops the
   session at its maximum duration (from ``started_at``) or once idle (no job submitted,
-  started or ended) for its idle duration, with the reason. Stopping cancels what is left of
-  its jobs (CANCELED, the reason in ``errors``), ends its batches and releases the reservation.
+  started or ended) for its idle duration, with the reason. Stopping cancels its queued jobs
+  at once (CANCELED, the reason in ``errors``); while a running job's task is being cancelled
+  the session is ``stopping``; once its loop has released the reservation it is ``stopped``,
+  what is left of its jobs cancelled and its batches ended.
+- A platform not offered yet is waited for (``probe_wait_s``) while a worker's engine probe
+  has not reported or no worker has connected since the start: a session or batch asked for
+  right after the gateway starts finds its platform.
+- A batch's per-status job counts are kept by the store (triggers, ``_schema``): its status
+  and ``job_counts`` read them, never its jobs.
 - A batch created without a session gets a session of its own (``internal``: no duration
   limits, not listed by default) that ends (``completed``) when the batch ends.
 - A batch is DONE once closed with every job ended (ERROR when every job ended in ERROR);
   an open batch with nothing to run for ``timeout_s`` (``batch_timeout_s``, default 10 min)
-  becomes TIMED_OUT.
+  becomes TIMED_OUT. A rebatch whose filters match no job is an empty batch, DONE at once.
 - Jobs are validated before anything is stored (``qsrv.quantum.engines.check`` against the
   platform: width, shots, variables, engine); a refused job leaves nothing behind. A create or
   add repeated with an ``idempotency_key`` already used returns the batch and queues nothing.
@@ -64,6 +71,7 @@ from qsrv.gateway._quantum._models import (
     StopReason,
     parse_duration,
 )
+from qsrv.gateway._quantum._platforms import Platforms
 from qsrv.gateway._quantum._runner import ClusterDriver
 from qsrv.gateway._quantum._sessions import SessionLoop
 from qsrv.gateway._quantum._store import NewJob, QuantumStore
@@ -97,12 +105,7 @@ class QuantumService:
         self._store: QuantumStore | None = None
         self._loops: dict[str, SessionLoop] = {}
         self._events: dict[str, asyncio.Event] = {}
-        self._platforms: tuple[float, list[Platform]] = (-math.inf, [])
-        self._known: dict[str, Platform] = {}  # last seen spec of each platform
-        self._unprobed: set[str] = set()  # workers whose engine probe had not reported
-        self._workers = 0  # workers connected at the last read
-        self._silent: set[str] = set()  # workers that stayed unprobed through a whole wait
-        self._started_at = -math.inf
+        self._platforms = Platforms(self.cluster, lambda: self.config)
         self._clock: asyncio.Task[None] | None = None
         self._clock_wake = asyncio.Event()
         self._closing = False
@@ -118,7 +121,7 @@ class QuantumService:
     async def start(self, store: Store) -> None:
         self._store = QuantumStore(store.connection)
         self._closing = False
-        self._started_at = asyncio.get_running_loop().time()
+        self._platforms.started()
         self._recover()
         self._clock = asyncio.create_task(self._batch_clock(), name="qsrv-quantum-batches")
 
@@ -154,56 +157,15 @@ class QuantumService:
 
     # -- platforms -----------------------------------------------------------------------------
 
-    async def platforms(self, max_age: float | None = None) -> list[Platform]:
-        """What the cluster's workers offer now (a read at most ``max_age`` s old, by default
-        ``platforms_ttl_s``)."""
-        at, known = self._platforms
-        loop = asyncio.get_running_loop()
-        if loop.time() - at < (self.config.platforms_ttl_s if max_age is None else max_age):
-            return list(known)
-        from qsrv.quantum import engines
-
-        status = await self.cluster.status()
-        found = list(engines.platforms(status))
-        workers = [w for w in status.get("workers") or () if isinstance(w, dict)]
-        self._workers = len(workers)
-        self._unprobed = {str(w.get("id")) for w in workers
-                          if not isinstance((w.get("info") or {}).get("quantum"), dict)}
-        self._platforms = (loop.time(), found)
-        self._known.update((p.name, p) for p in found)
-        return list(found)
+    async def platforms(self) -> list[Platform]:
+        """What the cluster's workers offer (read at most every ``platforms_ttl_s``; right
+        after a start, once their engine probes have reported: ``_platforms``)."""
+        return await self._platforms.settled()
 
     async def platform(self, name: str) -> Platform:
-        """The platform ``name``. One not offered is waited for (up to ``probe_wait_s``) while
-        the cluster may still come to offer it: some connected worker's engine probe has not
-        reported yet, or no worker has connected since the service started. So a session or
-        batch asked for right after the gateway (or a worker) starts finds its platform."""
-        found = await self._find(name)
-        if found is not None:
-            return found
-        known = sorted({p.name for p in self._platforms[1]})
-        raise NotFoundError(f"no platform {name!r} on this cluster"
-                            + (f"; it offers {', '.join(known)}" if known else
-                               "; no worker offers any platform now"))
-
-    async def _find(self, name: str) -> Platform | None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.config.probe_wait_s
-        delay, max_age = 0.05, None  # the first look may use a recent read
-        while True:
-            for each in await self.platforms(max_age=max_age):
-                if each.name == name:
-                    return each
-            now = loop.time()
-            waiting = self._unprobed - self._silent
-            starting = not self._workers and now < self._started_at + self.config.probe_wait_s
-            if not waiting and not starting:
-                return None
-            if now >= deadline:
-                self._silent |= waiting  # not waited for again
-                return None
-            await asyncio.sleep(min(delay, deadline - now))
-            max_age, delay = delay, min(delay * 2, 0.5)
+        """The platform ``name``; one not offered yet is waited for while workers' engine
+        probes may still report (``_platforms``), then NotFoundError."""
+        return await self._platforms.get(name)
 
     async def _platform_for(self, name: str) -> Platform:
         """The platform's spec to validate against: live, else as last seen (a session's
@@ -211,9 +173,10 @@ class QuantumService:
         try:
             return await self.platform(name)
         except NotFoundError:
-            if name in self._known:
-                return self._known[name]
-            raise
+            known = self._platforms.last_seen(name)
+            if known is None:
+                raise
+            return known
 
     # -- sessions ------------------------------------------------------------------------------
 
