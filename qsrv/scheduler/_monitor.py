@@ -33,6 +33,7 @@ Tasks are recorded by the state machine as it handles them (the monitor is its `
 `submitted()`, `ran()`, with the task and executor it already looked up: no lookup of its
 own, a few list operations per task). `observe()`, called by the IO layer with each batch of
 messages read, takes the batch's time, counts transfers and takes out task output.
+``QSRV_MONITOR_RATE`` sets `max_rate` (messages a second observed in full; default 2,000).
 ``QSRV_MONITOR=0`` in the scheduler's environment turns the recording off (monitors then see
 the status only; what it costs is measured by benchmarks/bench_dashboard.py).
 
@@ -85,10 +86,25 @@ MAX_NODES = 4096  # workers whose transfers are counted (the others under worker
 MAX_OUTPUT = 65_536  # characters of one TaskOutput forwarded, at most
 MAX_EVENTS_PER_UPDATE = 1000  # a followed update's newest events (a snapshot: the whole ring)
 MIN_FOLLOW = 0.1
+DEFAULT_RATE = 2_000.0  # messages a second whose tasks' runs are all observed
 MAX_WATCHES = 4  # followed requests of one monitor connection
 OTHER = "(other)"
 # Upper bounds (seconds) of the run-time and queue-wait histograms; the last bucket is +Inf.
 BUCKETS = (0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0)
+
+
+def _rate_from_env(default: float) -> float:
+    text = os.environ.get("QSRV_MONITOR_RATE", "").strip()
+    if not text:
+        return default
+    try:
+        rate = float(text)
+    except ValueError:
+        rate = 0.0
+    if not rate > 0:
+        log.warning("QSRV_MONITOR_RATE=%r is not a positive number: using %g", text, default)
+        return default
+    return rate
 
 
 class _Watch:
@@ -106,13 +122,13 @@ class _Watch:
 
 class Monitor:
     def __init__(self, state: SchedulerState, *, capacity: int = 20_000,
-                 max_rate: float = 2_000.0,
+                 max_rate: float | None = None,
                  send: Callable[[int, Any], None] = lambda conn, msg: None) -> None:
         self.state = state
         self._send_to = send  # (connection, message): what the IO layer sends
         self.followers: set[int] = set()  # drivers that follow their tasks' output
         self.capacity = capacity
-        self.max_rate = max_rate
+        self.max_rate = max_rate if max_rate is not None else _rate_from_env(DEFAULT_RATE)
         self.events: deque[tuple[float, float, int, str, int, int, bool]] = deque(
             maxlen=capacity)
         self.seq = 0  # events ever kept; the ring holds the last len(events) of them

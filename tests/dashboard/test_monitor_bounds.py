@@ -7,7 +7,7 @@ import types
 from typing import Any
 
 from qsrv.protocol import OK, TASK_ERROR, TaskDone
-from qsrv.scheduler._monitor import MAX_FAILURES, MAX_FUNCTIONS, OTHER, Monitor
+from qsrv.scheduler._monitor import DEFAULT_RATE, MAX_FAILURES, MAX_FUNCTIONS, OTHER, Monitor
 from qsrv.scheduler._records import Task
 
 EXECUTOR: Any = types.SimpleNamespace(pid=4242, worker=types.SimpleNamespace(id=7))
@@ -72,3 +72,18 @@ def test_events_above_the_rate_are_sampled_and_counted() -> None:
     assert kept < n / 2  # one in N above 1000 a second (these all came within a second)
     assert kept + monitor.sampled_out == n
     assert monitor.done == n  # counters are exact whatever is sampled
+
+
+def test_the_rate_observed_in_full_can_be_set(monkeypatch: Any) -> None:
+    state: Any = types.SimpleNamespace(directory=types.SimpleNamespace(objects={}))
+    monkeypatch.setenv("QSRV_MONITOR_RATE", "50")
+    monitor = Monitor(state)
+    assert monitor.max_rate == 50
+    objects: dict[int, Any] = {}
+    tasks = [_task(objects, i, "f") for i in range(400)]
+    _ran(monitor, tasks, [TaskDone(i, OK, b"", (), [], False, 0.0) for i in range(400)])
+    assert len(monitor.events) < 400 and monitor.done == 400
+    monkeypatch.setenv("QSRV_MONITOR_RATE", "fast")
+    assert Monitor(state).max_rate == DEFAULT_RATE
+    monkeypatch.delenv("QSRV_MONITOR_RATE")
+    assert Monitor(state).max_rate == DEFAULT_RATE
