@@ -56,7 +56,16 @@ _SCRIPT = textwrap.dedent("""
         mz(q[0])
         mz(q[2])
 
-    kernel = {"ghz": ghz, "first_only": first_only, "some_measured": some_measured}[kernel_name]
+    @cudaq.kernel
+    def out_of_order():
+        q = cudaq.qvector(4)
+        x(q[3])
+        mz(q[3])
+        mz(q[1])
+        mz(q[0])
+
+    kernel = {"ghz": ghz, "first_only": first_only, "some_measured": some_measured,
+              "out_of_order": out_of_order}[kernel_name]
     counts = cudaq.sample(kernel, shots_count=int(shots))
     print("COUNTS " + json.dumps(dict(counts.items())))
 """)
@@ -99,6 +108,7 @@ def test_cudaq_samples_on_the_aer_platform_in_a_deduplicated_session(
 @pytest.mark.parametrize(("kernel", "expected"), [
     ("first_only", {"100": 100}),  # qubit 0 first, as CUDA-Q's own simulator answers
     ("some_measured", {"10": 100}),  # q[0] and q[2] only, in that order
+    ("out_of_order", {"001": 100}),  # measured q[3], q[1], q[0]: read by qubit, as CUDA-Q does
 ])
 def test_cudaq_reads_its_own_bit_order(door: Door, project: str, tmp_path: Path, kernel: str,
                                        expected: dict[str, int]) -> None:
