@@ -17,6 +17,7 @@ qiskit_scaleway = client_module("qiskit_scaleway")
 primitives = client_module("qiskit_scaleway.primitives")
 
 from qiskit import QuantumCircuit  # noqa: E402
+from qiskit.primitives import BackendSamplerV2  # noqa: E402
 from qiskit.quantum_info import SparsePauliOp  # noqa: E402
 from qiskit_aer import AerSimulator  # noqa: E402
 from qiskit_aer.noise import NoiseModel, ReadoutError, depolarizing_error  # noqa: E402
@@ -155,6 +156,13 @@ def test_sampler_primitive_runs_in_the_session(door: Door, project: str) -> None
         counts = pub.data.meas.get_counts()
         assert sum(counts.values()) == 300
         assert set(counts) == {"00", "11"}  # each shot's outcome came back (2^-299 to fail)
+        seeded = primitives.Sampler(backend, session_id=session_id,
+                                    options={"seed_simulator": 21})
+        [ours] = seeded.run([_bell()], shots=50).result()
+    aer = BackendSamplerV2(backend=AerSimulator(method="statevector"),
+                           options={"seed_simulator": 21})
+    [direct] = aer.run([_bell()], shots=50).result()
+    assert ours.data.meas.get_bitstrings() == direct.data.meas.get_bitstrings()  # shot by shot
 
 
 def test_estimator_primitive_runs_in_the_session(door: Door, project: str) -> None:
