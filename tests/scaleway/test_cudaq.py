@@ -1,4 +1,6 @@
-"""CUDA-Q's ``scaleway`` target (cudaq, unmodified, CPU only) against the door.
+"""CUDA-Q's ``scaleway`` target (cudaq, unmodified, CPU only) against the door: a
+deduplicated session, counts in CUDA-Q's bit order, an unknown machine, shots above the
+maximum.
 
 cudaq pulls about 2.5 GB of CUDA libraries, so it lives in a virtual environment of its own:
 ``QSRV_CUDAQ_PYTHON`` names its interpreter (``.ci/run`` makes one when

@@ -1,5 +1,7 @@
 """Perceval's own Scaleway session (perceval-quandela, unmodified) against the door: the
-documented flow, a session shared through a deduplication id, start()/stop()."""
+documented flow, a session shared through a deduplication id, start()/stop(), and the error
+bodies Perceval raises (unknown platform, a stopped session, shots above the maximum; a
+malformed payload, which Perceval never sends, with plain requests)."""
 
 from __future__ import annotations
 

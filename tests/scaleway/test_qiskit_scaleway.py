@@ -1,6 +1,7 @@
 """qiskit-scaleway (unmodified) against the door: backends, run with and without a session,
-sessions shared by deduplication id, stop_session, the Sampler and Estimator primitives, and
-counts equal to Aer's with the same seed. Needs Python >= 3.12 (see conftest)."""
+sessions shared by deduplication id, stop_session, the Sampler and Estimator primitives,
+counts equal to Aer's with the same seed (with a noise model too), and the errors it raises
+(a stopped session, shots above the maximum). Needs Python >= 3.12 (see conftest)."""
 
 from __future__ import annotations
 
