@@ -1,13 +1,16 @@
 """What the Scaleway clients send and read, through the vendors' own libraries.
 
 - qiskit-scaleway, CUDA-Q and scaleway-qaas-client send a ``qio`` computation model (OpenQASM 2
-  or 3 programs, the backend's options) and ``qio`` computation parameters (shots, memory);
-  each program becomes a qsrv `Program` read by qio, and each result goes back as a qio
-  ``QuantumProgramResult`` holding qiskit's ``Result`` dictionary (the engine's own).
+  or 3 programs, the backend's options, a qiskit-aer noise model) and ``qio`` computation
+  parameters (shots, memory); each program becomes a qsrv `Program` read by qio, the noise
+  model goes to the Aer engine as qio carries it (qio reads it there), and each result goes
+  back as a qio ``QuantumProgramResult`` holding qiskit's ``Result`` dictionary (the
+  engine's own).
 - CUDA-Q's ``scaleway`` target reads a qiskit result's counts as bitstrings with qubit 0
   first (qiskit writes it last), and says nothing of the order it wants: its programs are
   known by the line its QASM generator heads them with (`from_cudaq`), and their results'
-  counts go back in its order.
+  counts go back in its order (still a qiskit result, written by qio; only the bitstrings'
+  order changes).
 - Perceval's remote processor sends its job payload (command, serialised experiment,
   ``max_shots``/``max_samples``...): that object is already a qsrv ``perceval`` program; its
   result goes back as Perceval serialised it.
