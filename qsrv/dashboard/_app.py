@@ -31,6 +31,7 @@ from importlib import resources
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import CollectorRegistry
 
@@ -162,7 +163,10 @@ async def _index(request: web.Request) -> web.StreamResponse:
 
 
 async def _login(request: web.Request) -> web.StreamResponse:
-    form = await request.post()
+    try:
+        form = await request.post()
+    except (ValueError, UnicodeDecodeError, LookupError, HttpProcessingError):
+        return web.Response(body=_static("login.html"), content_type="text/html", status=400)
     token = form.get("token")
     viewer = request.app[_SESSIONS].login(token if isinstance(token, str) else "")
     if viewer is None:

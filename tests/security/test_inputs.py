@@ -288,9 +288,6 @@ def test_every_route_answers_malformed_bodies_with_a_4xx(
     assert not errors, [r.getMessage() for r in errors]
 
 
-@pytest.mark.xfail(strict=True, reason="POST /dashboard/login answers a malformed multipart "
-                   "body with a 500 (aiohttp's ValueError/LineTooLong from request.post() in "
-                   "qsrv/dashboard/_app.py's _login); remove this mark with that fix")
 def test_routes_outside_the_openapi_description_answer_malformed_bodies_with_a_4xx(
         make_gateway: Callable[..., ThreadedGateway], data_dir: Path,
         caplog: pytest.LogCaptureFixture) -> None:
