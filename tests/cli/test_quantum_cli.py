@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests._support import wait_for
 from tests.gateway.quantum_support import AER, BELL, QuantumEnv, quantum_env
 
 
@@ -61,6 +62,28 @@ def test_sessions_list_filter_and_terminate(env: QuantumEnv) -> None:
     assert [s["reason"] for s in listed if s["id"] == session.id] == ["terminated"]
     bad = qsrv(env, "sessions", "--status", "sleeping")
     assert bad.returncode == 2 and "invalid choice" in bad.stderr
+
+
+def _slow_qasm(qubits: int = 20, layers: int = 400) -> str:
+    lines = ['OPENQASM 2.0;', 'include "qelib1.inc";', f"qreg q[{qubits}];",
+             f"creg c[{qubits}];"]
+    for layer in range(layers):
+        lines += [f"rx({0.1 + layer * 0.01}) q[{q}];" for q in range(qubits)]
+        lines += [f"cx q[{q}],q[{q + 1}];" for q in range(layer % 2, qubits - 1, 2)]
+    return "\n".join([*lines, "measure q -> c;", ""])
+
+
+def test_terminate_waits_for_stopped_unless_no_wait(env: QuantumEnv) -> None:
+    from qsrv.gateway import QStatus
+
+    for flags, shown in (["--no-wait"], "stopping"), ([], "stopped"):
+        session = env.alice.session(AER)
+        job = session.run(_slow_qasm(), shots=1)
+        wait_for(lambda job=job: job.refresh().status is QStatus.RUNNING, timeout=60)
+        ended = qsrv(env, "sessions", "terminate", session.id, *flags)
+        assert ended.returncode == 0, ended.stderr
+        assert ended.stdout.split()[1:] == [shown, "(terminated)"]
+        assert session.wait(120).status.value == "stopped"
 
 
 def test_batches_list_and_show(env: QuantumEnv) -> None:
