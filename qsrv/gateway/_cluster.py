@@ -47,6 +47,9 @@ class ClusterLink:
         self._sc: SyncConnection | None = None
         self._closing = False
         self._sending = 0
+        # Set whenever what ``flush`` waits for may have changed: a send ended, the connection
+        # came or went. ``flush`` clears it before looking again.
+        self._progress = asyncio.Event()
         self.connected = asyncio.Event()  # set while a connection is up (tests wait on it)
 
     def credential(self, tenant: str, name: str, expires: float) -> tuple[str, str]:
@@ -66,11 +69,13 @@ class ClusterLink:
             self._task = asyncio.create_task(self._run(), name="qsrv-cluster-link")
 
     async def flush(self, timeout: float) -> None:
-        """Wait (at most ``timeout`` s) until what was revoked has gone out."""
-        deadline = asyncio.get_running_loop().time() + timeout
-        while (self._pending or self._sending) and self.connected.is_set() \
-                and asyncio.get_running_loop().time() < deadline:
-            await asyncio.sleep(0.01)
+        """Wait (at most ``timeout`` s) until what was revoked has gone out; return at once
+        while no connection is up (what waits goes on the next one)."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                while (self._pending or self._sending) and self.connected.is_set():
+                    self._progress.clear()
+                    await self._progress.wait()
 
     async def close(self) -> None:
         self._closing = True
@@ -103,6 +108,7 @@ class ClusterLink:
             failures = 0
             self._sc = sc
             self.connected.set()
+            self._progress.set()
             try:
                 await self._serve(sc)
             except (QsrvError, OSError) as exc:
@@ -110,6 +116,7 @@ class ClusterLink:
                     _log.info("the gateway's link to the cluster broke (%s); reconnecting", exc)
             finally:
                 self.connected.clear()
+                self._progress.set()
                 self._sc = None
                 sc.close()
 
@@ -151,6 +158,7 @@ class ClusterLink:
                 await asyncio.to_thread(sc.send, [RevokeCredentials(ids[start:start + _BATCH])])
         finally:
             self._sending -= 1
+            self._progress.set()
 
 
 def _wait_closed(sc: SyncConnection) -> None:

@@ -8,12 +8,10 @@ the user's quota (``Store.add_program_version``).
 
 from __future__ import annotations
 
-import contextlib
-import os
-import secrets
 import time
 from pathlib import Path
 
+from qsrv.gateway._atomic import replaced
 from qsrv.gateway._errors import InvalidRequestError
 from qsrv.gateway._models import ProgramVersion
 from qsrv.gateway._store import ARCHIVES, Quota, Store
@@ -49,18 +47,8 @@ def store_program(db: Path, files: UserFiles, user_id: int, title: str, entrypoi
     folder = db.parent / ARCHIVES
     path = folder / digest
     if not path.exists():
-        tmp = folder / f".{digest}.{secrets.token_hex(4)}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        try:
-            with os.fdopen(fd, "wb") as out:
-                out.write(archive)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        with replaced(path, prefix=f".{digest}.", durable=True) as out:
+            out.write(archive)
     quota = Quota(quota.max_programs, quota.max_versions, quota.max_bytes, files.usage(user_id))
     store = Store.open(db)
     try:

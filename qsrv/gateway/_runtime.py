@@ -17,12 +17,12 @@ This module imports nothing heavy: it runs at the start of every job.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import pickle
-import tempfile
 import warnings
 from typing import Any
+
+from qsrv.gateway._atomic import replaced
 
 __all__ = [
     "ARGUMENTS_FORMAT_ENV",
@@ -87,13 +87,5 @@ def save_result(obj: Any) -> None:
             stacklevel=2,
         )
         return
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".result-")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with replaced(path, prefix=".result-") as out:
+        out.write(data)

@@ -22,10 +22,10 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
-import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+from qsrv.gateway._atomic import replaced
 from qsrv.gateway._errors import (
     InvalidRequestError,
     NotFoundError,
@@ -110,25 +110,18 @@ class UserFiles:
         (bytes left in the user's quota, ``limit_text`` saying so) bounds it further."""
         check_name(name)
         folder = self.folder(user_id, title, create=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".upload-")
         size = 0
         cap = self.max_bytes if limit is None else min(self.max_bytes, limit)
-        try:
-            with os.fdopen(fd, "wb") as out:
-                async for chunk in chunks:
-                    size += len(chunk)
-                    if size > cap:
-                        if cap < self.max_bytes and limit_text:
-                            raise TooManyRequestsError(limit_text)
-                        raise PayloadTooLargeError(
-                            f"file {name!r} is over the limit of {self.max_bytes} bytes"
-                        )
-                    out.write(chunk)
-            os.replace(tmp, folder / name)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        with replaced(folder / name, prefix=".upload-") as out:
+            async for chunk in chunks:
+                size += len(chunk)
+                if size > cap:
+                    if cap < self.max_bytes and limit_text:
+                        raise TooManyRequestsError(limit_text)
+                    raise PayloadTooLargeError(
+                        f"file {name!r} is over the limit of {self.max_bytes} bytes"
+                    )
+                out.write(chunk)
         return size
 
     def delete(self, user_id: int, title: str, name: str) -> None:
