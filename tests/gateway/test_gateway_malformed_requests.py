@@ -146,3 +146,31 @@ def test_query_integers_beyond_the_stores_are_400s(
         assert answer.status_code == 400, (path, answer.text)
         assert "must be an integer from" in answer.text, (path, answer.text)
     assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+def test_shot_filters_and_pages_beyond_the_stores_are_400s(
+        make_gateway: Callable[..., ThreadedGateway], alice_token: str,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Shot bounds in the native door's job filters (query and cancel body) and Scaleway's
+    pages past 64-bit offsets are refused with the reason (they were 500s)."""
+    import requests
+
+    gateway = make_gateway()
+    big = 2**70
+    bearer = {"Authorization": f"Bearer {alice_token}"}
+    answers = [
+        requests.get(f"{gateway.url}/v1/quantum-jobs?min_shots={big}", headers=bearer,
+                     timeout=30),
+        requests.post(f"{gateway.url}/v1/quantum-jobs/cancel", headers=bearer, timeout=30,
+                      json={"filters": {"max_shots": big}}),
+        requests.get(f"{gateway.url}/scaleway/qaas/v1alpha1/sessions?page={big}",
+                     headers={"X-Auth-Token": alice_token}, timeout=30),
+        requests.get(f"{gateway.url}/scaleway/qaas/v1alpha1/sessions?page={2**62}",
+                     headers={"X-Auth-Token": alice_token}, timeout=30),
+    ]
+    reasons = ["min_shots must be an integer from", "max_shots must be an integer from",
+               "page must be an integer from", "is past any listing"]
+    for answer, reason in zip(answers, reasons, strict=True):
+        assert answer.status_code == 400, (answer.url, answer.status_code, answer.text)
+        assert reason in answer.text, (answer.url, answer.text)
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []

@@ -63,7 +63,7 @@ def prepare(platform: Platform, program: Program, specs: Sequence[JobSpec],
             options: dict[str, Any] | None = None) -> list[tuple[Program, JobSpec]]:
     """`job_specs`, then `check_all` against ``platform`` with the engine ``options`` (in
     the checker thread)."""
-    from qsrv.quantum.engines._validate import check_options
+    from qsrv.quantum.engines import check_options
 
     check_options(platform.engine, options)  # an open batch's, even before its first job
     jobs = job_specs(program, specs)
@@ -132,6 +132,9 @@ def as_program(value: Any) -> Program:
         raise InvalidRequestError(f"not a program qsrv can run: {exc}") from None
 
 
+_INT64 = 2**63  # SQLite's integers are 64-bit: a larger one would raise OverflowError
+
+
 def job_filters(filters: JobFilters | None) -> JobFilters:
     """``filters`` checked: statuses known, shots and dates numbers."""
     if filters is None:
@@ -142,8 +145,10 @@ def job_filters(filters: JobFilters | None) -> JobFilters:
         status(value)
     for name in ("min_shots", "max_shots"):
         value = getattr(filters, name)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-            raise InvalidRequestError(f"{name} must be an integer, got {value!r}")
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or not -_INT64 < value < _INT64):
+            raise InvalidRequestError(
+                f"{name} must be an integer from -(2**63 - 1) to 2**63 - 1, got {value!r}")
     check_dates(filters.start_date, filters.end_date)
     return filters
 
@@ -151,7 +156,7 @@ def job_filters(filters: JobFilters | None) -> JobFilters:
 def check_dates(*dates: Any) -> None:
     for value in dates:
         if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)
-                                  or not math.isfinite(value)):
+                                  or not math.isfinite(value) or not -_INT64 < value < _INT64):
             raise InvalidRequestError(f"dates are epoch seconds, got {value!r}")
 
 

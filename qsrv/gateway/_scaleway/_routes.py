@@ -27,7 +27,15 @@ from qsrv.gateway._quantum import (
 )
 from qsrv.gateway._scaleway import _payloads, _shapes
 from qsrv.gateway._scaleway._store import JobNote, ScalewayStore, SessionNote
-from qsrv.gateway._web import Route, bearer_token, current_user, json_body, service_of
+from qsrv.gateway._web import (
+    INT_QUERY_MAX,
+    Route,
+    bearer_token,
+    current_user,
+    int_query,
+    json_body,
+    service_of,
+)
 from qsrv.quantum.engines import Platform, Program
 
 __all__ = ["ROUTES", "SCHEMAS", "STORE", "authenticate"]
@@ -57,15 +65,14 @@ def _store(request: web.Request) -> ScalewayStore:
 
 def _page(request: web.Request) -> tuple[int, int]:
     """``page`` (from 1) and ``page_size`` (1..100) as (offset, limit)."""
-    try:
-        page = int(request.query.get("page", "1") or 1)
-        size = int(request.query.get("page_size", str(_DEFAULT_PAGE_SIZE)) or _DEFAULT_PAGE_SIZE)
-    except ValueError:
-        raise InvalidRequestError("page and page_size must be integers") from None
+    page = int_query(request, "page", 1)
+    size = int_query(request, "page_size", _DEFAULT_PAGE_SIZE)
     if page < 1:
         raise InvalidRequestError(f"page must be 1 or more, got {page}")
     if not 1 <= size <= _MAX_PAGE_SIZE:
         raise InvalidRequestError(f"page_size must be from 1 to {_MAX_PAGE_SIZE}, got {size}")
+    if (page - 1) * size > INT_QUERY_MAX:
+        raise InvalidRequestError(f"page {page} is past any listing")
     return (page - 1) * size, size
 
 

@@ -33,7 +33,7 @@ from qsrv.quantum.engines._program import (
     program_from,
 )
 from qsrv.quantum.engines._run import EngineResult, execute
-from qsrv.quantum.engines._validate import check
+from qsrv.quantum.engines._validate import check, check_options
 
 __all__ = [
     "KINDS",
@@ -44,6 +44,7 @@ __all__ = [
     "Program",
     "ProgramInfo",
     "check",
+    "check_options",
     "describe",
     "execute",
     "perceval_program",
