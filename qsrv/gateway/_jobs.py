@@ -7,7 +7,8 @@ what was asked; this module only runs what it is given. Invariants:
 - A job's status changes only in ``set_status``, which checks ``TRANSITIONS``, writes the row
   and its event together, and wakes the job's waiters. A status reported is the one stored.
 - A job is RUNNING or STOPPING in the store only while this supervises it (``_tasks``), or
-  while the write of its end is retried (``_unsaved``). ``recover`` ends the jobs a previous
+  while the write of its end is retried (``_unsaved``); in both cases it counts as one of its
+  user's running jobs, until its end is stored. ``recover`` ends the jobs a previous
   gateway left RUNNING or STOPPING (FAILED, or STOPPED if a stop had been asked) after killing
   any of their processes still alive, and removes every job directory left on disk; QUEUED jobs
   stay queued and run.
@@ -16,7 +17,9 @@ what was asked; this module only runs what it is given. Invariants:
   first of its user's, and is tried again later; one that cannot start for any other reason is
   stored FAILED with the reason. No job is left QUEUED in the store and out of the queue.
 - When a job's final write fails (a full disk), it is retried, then the job is stored FAILED
-  with the reason, without its result; that write is retried in the background until it holds.
+  with the reason and what the job had done, without its result: with its output if that
+  fits, else keeping the output saved while it ran (never erasing it); that last write is
+  retried in the background until it holds.
 - A running job holds a token of its own (only its hash is stored) and a cluster credential
   derived for it; the token is cleared and the credential revoked when the job ends.
 - All methods run on the gateway's event loop thread.
@@ -296,56 +299,79 @@ class JobLifecycle:
             _log.exception("supervising job %s failed", job.job_id)
             outcome = JobOutcome("failed", None, "the gateway failed to supervise the job:\n"
                                  + traceback.format_exc(), None, b"")
+        stored = False
         try:
             if credential_id is not None and self._link is not None:
                 self._link.revoke(credential_id)
-            await self._record_end(job.job_id, outcome)
+            stored = await self._record_end(job.job_id, job.user_id, outcome)
         finally:
             del self._tasks[job.job_id]
-            self._queue.ended(job.user_id)
-            self._dispatch()
+            if stored or job.job_id not in self._unsaved:
+                self._ended(job.user_id)
+            # else: still RUNNING in the store, so still counted; _store_later ends it
 
-    async def _record_end(self, job_id: str, outcome: JobOutcome) -> None:
+    def _ended(self, user_id: int) -> None:
+        """A job of the user is stored ended (or never will be): another may start."""
+        self._queue.ended(user_id)
+        self._dispatch()
+
+    async def _record_end(self, job_id: str, user_id: int, outcome: JobOutcome) -> bool:
         """Store how the job ended; retry a failing write (a full disk), then store it FAILED
-        with the reason and without its result; keep retrying that in the background."""
+        with the reason, without its result, keeping the output saved so far; keep retrying
+        that in the background (False: it is not stored yet)."""
         error: Exception | None = None
         for delay in (0.0, *self._final_write_retries_s):
             if delay:
                 await asyncio.sleep(delay)
             try:
                 self._finish(job_id, outcome)
-                return
+                return True
             except (sqlite3.Error, OSError) as exc:
                 error = exc
                 _log.warning("could not store the end of job %s: %s", job_id, exc)
-        reason = (f"the gateway could not store this job's outcome ({error}); its result and "
-                  "output were lost")
-        fallback = JobOutcome("failed", outcome.exit_code, reason, None, b"")
-        try:
+        fallback = JobOutcome("failed", outcome.exit_code, _unsaved_reason(outcome, error),
+                              None, outcome.logs)
+        try:  # the output may still fit where the result did not
             self._finish(job_id, fallback)
+            return True
+        except (sqlite3.Error, OSError):
+            pass
+        # Without the output captured since the last save: what was saved stays.
+        fallback = JobOutcome("failed", outcome.exit_code,
+                              _unsaved_reason(outcome, error, output_lost=True), None, b"")
+        try:
+            self._finish(job_id, fallback, keep_saved_logs=True)
+            return True
         except (sqlite3.Error, OSError):
             _log.error("cannot store the end of job %s; retrying every %g s", job_id,
                        _UNSAVED_RETRY_S)
-            self._unsaved[job_id] = asyncio.create_task(self._store_later(job_id, fallback))
+        self._unsaved[job_id] = asyncio.create_task(
+            self._store_later(job_id, user_id, fallback), name=f"qsrv-job-end-{job_id}")
+        return False
 
-    async def _store_later(self, job_id: str, outcome: JobOutcome) -> None:
+    async def _store_later(self, job_id: str, user_id: int, outcome: JobOutcome) -> None:
+        """Retry storing the job's end until it holds; only then does it stop counting as one
+        of its user's running jobs (it shows RUNNING until then)."""
         try:
             while True:
                 await asyncio.sleep(_UNSAVED_RETRY_S)
                 try:
-                    self._finish(job_id, outcome)
-                    return
+                    self._finish(job_id, outcome, keep_saved_logs=True)
                 except (sqlite3.Error, OSError):
                     continue
+                break
         finally:
             self._unsaved.pop(job_id, None)
+        self._ended(user_id)
 
-    def _finish(self, job_id: str, outcome: JobOutcome) -> None:
+    def _finish(self, job_id: str, outcome: JobOutcome, *, keep_saved_logs: bool = False) -> None:
+        """Store the job's end (``keep_saved_logs``: leave its stored output as it is)."""
         job = self.store.job(job_id)
         if job is None or job.status in TERMINAL:
             return
-        common: dict[str, Any] = {"finished_at": time.time(), "exit_code": outcome.exit_code,
-                                  "logs": outcome.logs}
+        common: dict[str, Any] = {"finished_at": time.time(), "exit_code": outcome.exit_code}
+        if not keep_saved_logs:
+            common["logs"] = outcome.logs
         if outcome.kind == "succeeded":
             self.set_status(job, JobStatus.SUCCEEDED, result=outcome.result,
                             result_format=outcome.result_format, **common)
@@ -373,3 +399,19 @@ class JobLifecycle:
                     flushed[job_id] = buffer.generation
             for job_id in set(flushed) - live_ids:
                 del flushed[job_id]
+
+
+def _unsaved_reason(outcome: JobOutcome, error: Exception | None, *,
+                    output_lost: bool = False) -> str:
+    """Why a job is FAILED whose own end could not be stored, and what it had done."""
+    if outcome.kind == "succeeded":
+        how = "it had succeeded"
+    elif outcome.kind == "stopped":
+        how = "it had been stopped"
+    elif outcome.exit_code is not None:
+        how = f"it had failed (exit code {outcome.exit_code})"
+    else:
+        how = "it had failed"
+    lost = ("its result and its output since the last save were lost (the output saved "
+            "before is kept)" if output_lost else "its result was lost")
+    return f"the gateway could not store this job's outcome ({error}): {how}; {lost}"

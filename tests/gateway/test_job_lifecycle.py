@@ -8,15 +8,20 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
 
+import qsrv.gateway._jobs as jobs_module
 import qsrv.gateway._runner as runner_module
+import qsrv.gateway._service as service_module
 from qsrv.gateway import Client, JobStatus, Program
+from qsrv.gateway._models import TERMINAL
 from qsrv.gateway._store import Store
 from qsrv.gateway._upstream_files import UserFiles
+from qsrv.gateway._users import db_path
 from tests._support import GATE_CLIENT, Gate, wait_for
 
 HELLO = """
@@ -123,3 +128,94 @@ gate({gate.port}, b"main")
         assert job.wait(timeout=60) is JobStatus.SUCCEEDED
         assert conns[b"child"].recv(1) == b""  # the child is gone: its end of the gate closed
     assert job.result() == "done"
+
+
+def _stored_logs(data_dir: Path, job_id: str) -> bytes:
+    store = Store.open(db_path(data_dir))
+    try:
+        return store.job_logs(job_id)
+    finally:
+        store.close()
+
+
+def _failing_ends(monkeypatch: pytest.MonkeyPatch, job_ids: set[str],
+                  fails: Callable[[dict[str, Any]], bool]) -> list[str]:
+    """Make the store refuse, as SQLite does on a full disk, the writes that end one of
+    ``job_ids`` whose fields ``fails``; the list of refused writes' jobs grows as they come."""
+    original = Store.set_job_status
+    refused: list[str] = []
+
+    def failing(self: Store, job_id: str, status: JobStatus, at: float,
+                event: Any = None, **fields: Any) -> Any:
+        if job_id in job_ids and status in TERMINAL and fails(fields):
+            refused.append(job_id)
+            raise sqlite3.OperationalError("database or disk is full")
+        return original(self, job_id, status, at, event, **fields)
+
+    monkeypatch.setattr(Store, "set_job_status", failing)
+    return refused
+
+
+def test_a_job_whose_end_cannot_be_stored_keeps_the_output_it_saved(
+        make_gateway: Callable[..., Any], alice_token: str, data_dir: Path,
+        make_program: Callable[..., Program], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The job's end, with its result or its output, does not fit on the disk any more: it is
+    stored FAILED saying why and what the job had done, and the output saved while it ran is
+    still there (not replaced by nothing)."""
+    monkeypatch.setattr(service_module, "_FINAL_WRITE_RETRIES_S", (0.01,))
+    alice = Client(make_gateway().url, alice_token)
+    with Gate(timeout=60) as gate:
+        job = alice.run(make_program("talks", GATE_CLIENT + f"""
+from qsrv.gateway import save_result
+print("early output", flush=True)
+gate({gate.port})
+print("late output")
+save_result("done")
+"""))
+        conn = gate.accept()
+        wait_for(lambda: b"early output" in _stored_logs(data_dir, job.job_id),
+                 what="the running job's output saved")
+        refused = _failing_ends(monkeypatch, {job.job_id},
+                                lambda f: f.get("result") is not None or bool(f.get("logs")))
+        conn.sendall(b"x")
+        assert job.wait(timeout=60) is JobStatus.FAILED
+    assert "early output" in job.logs()
+    assert len(refused) == 3  # the end twice, then FAILED with its output
+    info = alice.job(job.job_id).info
+    assert "could not store this job's outcome (database or disk is full)" in info["error"]
+    assert "it had succeeded" in info["error"]
+    assert "output since the last save were lost" in info["error"]
+
+
+def test_a_job_whose_end_is_not_stored_yet_still_counts_as_running(
+        make_gateway: Callable[..., Any], alice_token: str,
+        make_program: Callable[..., Program], monkeypatch: pytest.MonkeyPatch) -> None:
+    """While the store refuses every write ending the job, it shows RUNNING, and it holds its
+    user's only running slot: the user's next job waits QUEUED. Once the disk has room, the
+    job is stored FAILED and the next one runs."""
+    monkeypatch.setattr(service_module, "_FINAL_WRITE_RETRIES_S", (0.01,))
+    monkeypatch.setattr(jobs_module, "_UNSAVED_RETRY_S", 0.05)
+    gateway = make_gateway(max_jobs_per_user=1)
+    alice = Client(gateway.url, alice_token)
+    alice.upload(make_program("hello", HELLO))
+    with Gate(timeout=60) as gate:
+        first = alice.run(make_program("gated", GATE_CLIENT + f"""
+from qsrv.gateway import save_result
+gate({gate.port})
+save_result("first")
+"""))
+        conn = gate.accept()
+        full = [True]
+        refused = _failing_ends(monkeypatch, {first.job_id}, lambda f: full[0])
+        conn.sendall(b"x")
+        # the end, once retried, then FAILED with its output, then without: then retried later
+        wait_for(lambda: len(refused) >= 4, what="every way of storing the end refused")
+    assert first.status() is JobStatus.RUNNING
+    second = alice.run("hello")
+    assert second.status() is JobStatus.QUEUED  # the first still holds the user's slot
+    assert alice.jobs(status="RUNNING").total == 1
+    full[0] = False  # the disk has room again
+    assert first.wait(timeout=60) is JobStatus.FAILED
+    assert "could not store this job's outcome" in alice.job(first.job_id).info["error"]
+    assert second.wait(timeout=60) is JobStatus.SUCCEEDED
+    assert second.result() == "hello"
