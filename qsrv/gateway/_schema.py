@@ -203,6 +203,45 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (user_id, key)
     );
     """,
+    # 5: per-status job counts of each batch, kept by triggers on ``q_jobs`` inside the
+    # statement that changes a job (insert, status update, delete), so they never disagree
+    # with the jobs whichever code path changed them; filled from the jobs already stored. A
+    # batch's status and the doors' polls read them instead of its jobs.
+    """
+    CREATE TABLE q_batch_counts (
+        batch_id  TEXT NOT NULL,
+        status    TEXT NOT NULL,
+        n         INTEGER NOT NULL,
+        PRIMARY KEY (batch_id, status)
+    ) WITHOUT ROWID;
+    INSERT INTO q_batch_counts (batch_id, status, n)
+        SELECT batch_id, status, COUNT(*) FROM q_jobs WHERE batch_id IS NOT NULL
+        GROUP BY batch_id, status;
+    CREATE TRIGGER q_batch_counts_insert AFTER INSERT ON q_jobs
+        WHEN NEW.batch_id IS NOT NULL
+    BEGIN
+        INSERT INTO q_batch_counts (batch_id, status, n) VALUES (NEW.batch_id, NEW.status, 1)
+            ON CONFLICT (batch_id, status) DO UPDATE SET n = n + 1;
+    END;
+    CREATE TRIGGER q_batch_counts_update AFTER UPDATE OF status ON q_jobs
+        WHEN NEW.batch_id IS NOT NULL AND OLD.status IS NOT NEW.status
+    BEGIN
+        UPDATE q_batch_counts SET n = n - 1
+            WHERE batch_id = OLD.batch_id AND status = OLD.status;
+        INSERT INTO q_batch_counts (batch_id, status, n) VALUES (NEW.batch_id, NEW.status, 1)
+            ON CONFLICT (batch_id, status) DO UPDATE SET n = n + 1;
+    END;
+    CREATE TRIGGER q_batch_counts_delete AFTER DELETE ON q_jobs
+        WHEN OLD.batch_id IS NOT NULL
+    BEGIN
+        UPDATE q_batch_counts SET n = n - 1
+            WHERE batch_id = OLD.batch_id AND status = OLD.status;
+    END;
+    CREATE TRIGGER q_batch_counts_gone AFTER DELETE ON q_batches
+    BEGIN
+        DELETE FROM q_batch_counts WHERE batch_id = OLD.batch_id;
+    END;
+    """,
 )
 
 

@@ -20,7 +20,7 @@ Invariants:
 - A platform not offered yet is waited for (``probe_wait_s``) while a worker's engine probe
   has not reported or no worker has connected since the start: a session or batch asked for
   right after the gateway starts finds its platform.
-- A batch's per-status job counts are kept by the store (triggers, ``_schema``): its status
+- A batch's per-status job counts are kept by the store (triggers, migration 5): its status
   and ``job_counts`` read them, never its jobs.
 - A batch created without a session gets a session of its own (``internal``: no duration
   limits, not listed by default) that ends (``completed``) when the batch ends.

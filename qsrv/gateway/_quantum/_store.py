@@ -1,8 +1,7 @@
 """The quantum service's SQL: sessions, batches, quantum jobs, results, programs, idempotency.
 
-The tables (``q_*``) are made by migration 4 of ``qsrv.gateway._store`` and the steps of
-``_schema`` (applied when a ``QuantumStore`` is made); this module uses that store's
-connection, from the same thread (the gateway's event loop). Invariants:
+The tables (``q_*``) are made by migrations 4 and 5 of ``qsrv.gateway._schema``; this module
+uses the gateway store's connection, from the same thread (the gateway's event loop). Invariants:
 
 - Records come back as ``_models`` records; JSON columns (variables, tags, configuration,
   errors, counts) are decoded here and nowhere else.
@@ -25,7 +24,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from qsrv.gateway._quantum import _schema
 from qsrv.gateway._quantum._models import (
     BatchFilters,
     BatchRecord,
@@ -85,7 +83,6 @@ class NewJob:
 
 class QuantumStore:
     def __init__(self, conn: sqlite3.Connection) -> None:
-        _schema.upgrade(conn)
         self._conn = conn
         self._programs: dict[str, Program] = {}
 
@@ -303,7 +300,7 @@ class QuantumStore:
 
     def batch_counts(self, batch_id: str) -> dict[QStatus, int]:
         """How many of the batch's jobs have each status (statuses with none left out), from
-        the counts the triggers of ``_schema`` keep: no scan of its jobs."""
+        the counts the triggers of migration 5 keep: no scan of its jobs."""
         rows = self._conn.execute(
             "SELECT status, n FROM q_batch_counts WHERE batch_id = ? AND n > 0", (batch_id,))
         return {QStatus(row[0]): int(row[1]) for row in rows}
