@@ -79,7 +79,8 @@ def init(address: str | None = None, token: str | None = None, *,
                             _describe(shared))
             else:
                 cluster = LocalCluster(num_cpus=num_cpus, num_gpus=num_gpus, memory=memory,
-                                       resources=resources, gateway=gateway, data_dir=data_dir)
+                                       resources=resources, gateway=gateway, data_dir=data_dir,
+                                       log_to_driver=log_to_driver)
                 address, token = cluster.address, cluster.token
         elif sized or gateway:
             raise ConfigError("num_cpus/num_gpus/memory/resources/gateway describe a local "

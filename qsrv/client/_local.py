@@ -25,9 +25,12 @@ _STOP_GRACE = 10.0  # seconds a process has to stop before it is killed
 class LocalCluster:
     def __init__(self, *, num_cpus: float | None = None, num_gpus: int | None = None,
                  memory: int | str | None = None, resources: dict[str, float] | None = None,
-                 gateway: bool = False, data_dir: str | None = None) -> None:
+                 gateway: bool = False, data_dir: str | None = None,
+                 log_to_driver: bool = False) -> None:
         self.token = new_token()
         self._env = child_env(self.token)
+        if log_to_driver:  # its driver prints what tasks print: executors don't (_output.py)
+            self._env["QSRV_TASK_OUTPUT"] = "driver"
         # Everything on this machine joins over a private Unix socket (fewer costs per hop than
         # loopback TCP); the TCP port stays open for what joins from elsewhere. The pid in the
         # directory's name lets a later agent remove it if this process is killed.

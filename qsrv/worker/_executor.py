@@ -64,10 +64,12 @@ class Executor:
         # the pid its agent knows it by (another one inside a sandbox of its own)
         # what tasks print also goes to their owners, when they follow it (_output.py)
         self.output = OutputBuffer(self.sc.send)
+        through = os.environ.get("QSRV_TASK_OUTPUT", "") != "driver"
         for name in ("stdout", "stderr"):
             original = getattr(sys, name)
             if original is not None:
-                setattr(sys, name, Capture(original, name, self._current_id, self.output))
+                setattr(sys, name, Capture(original, name, self._current_id, self.output,
+                                           through=through))
         pid = os.environ.pop("QSRV_EXECUTOR_PID", "")
         self.sc.send([RegisterExecutor(worker_id, int(pid) if pid.isdigit() else os.getpid())])
 

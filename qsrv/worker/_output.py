@@ -1,13 +1,13 @@
 """What a task prints, sent to its owner (``qsrv.init(log_to_driver=True)``).
 
-An executor's ``sys.stdout`` and ``sys.stderr`` are wrapped (`Capture`): writes still go
-where they went (the worker's output), and while a task runs they are also kept, per task and
-stream, in `OutputBuffer`. The executor sends them as `TaskOutput` messages before the task's
-result (so a driver prints them before `get` returns), or sooner: once `FLUSH_BYTES` are
-kept, and every `FLUSH_EVERY` seconds while a long task prints. The scheduler forwards them
-only to owners that follow output, and drops them otherwise. A task that prints nothing costs
-nothing.
-"""
+An executor's ``sys.stdout`` and ``sys.stderr`` are wrapped (`Capture`): writes still go where
+they went (the worker's output; with ``QSRV_TASK_OUTPUT=driver``, which an embedded cluster
+started with ``log_to_driver`` sets, a task's writes go only to its driver), and while a task
+runs they are also kept, per task and stream, in `OutputBuffer`. The executor sends them as
+`TaskOutput` messages before the task's result (so a driver prints them before `get` returns),
+or sooner: once `FLUSH_BYTES` are kept, and every `FLUSH_EVERY` seconds while a long task
+prints. The scheduler forwards them only to owners that follow output, and drops them otherwise.
+A task that prints nothing costs nothing."""
 
 from __future__ import annotations
 
@@ -73,21 +73,25 @@ class OutputBuffer:
 
 class Capture:
     """A text stream that writes through to ``original`` and keeps what the running task
-    (``current()``: its id, or None between tasks) writes."""
+    (``current()``: its id, or None between tasks) writes. ``through=False``: what a task
+    writes is only kept (an embedded cluster whose driver prints its tasks' output itself:
+    the terminal they share would show it twice, interleaved)."""
 
     def __init__(self, original: TextIO, stream: str, current: Callable[[], int | None],
-                 buffer: OutputBuffer) -> None:
+                 buffer: OutputBuffer, *, through: bool = True) -> None:
         self._original = original
         self._stream = stream
         self._current = current
         self._buffer = buffer
+        self._through = through
 
     def write(self, text: str) -> int:
-        n = self._original.write(text)
         task_id = self._current()
+        if task_id is None or self._through:
+            self._original.write(text)
         if task_id is not None and text:
             self._buffer.add(task_id, self._stream, text)
-        return n
+        return len(text)
 
     def writelines(self, lines: Any) -> None:
         for line in lines:

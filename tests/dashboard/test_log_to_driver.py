@@ -72,6 +72,10 @@ def test_task_output_followed_on_the_driver(tmp_path: Path) -> None:
         assert f"({where}) hello {i}\n" in lines
         assert f"({where}) warn {i}\n" in err.splitlines(keepends=True)
     assert "long done\n" in lines and lines[-1] == "END\n"
+    # The embedded cluster's executors share this terminal: the driver alone prints what its
+    # tasks print (once, prefixed; not also raw from the executors, interleaved with it).
+    assert not [line for line in lines if line.startswith(("hello", "long task"))], lines
+    assert not [line for line in err.splitlines() if line.startswith("warn")], err
 
 
 def test_no_output_without_the_option(tmp_path: Path) -> None:
