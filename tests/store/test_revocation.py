@@ -5,7 +5,6 @@ set."""
 
 from __future__ import annotations
 
-import contextlib
 import socket
 import time
 from collections.abc import Iterator
@@ -17,6 +16,7 @@ from qsrv.protocol import job_credential
 from qsrv.store import ObjectStore, StoreService
 from qsrv.transport import SyncConnection
 from tests._support import wait_for
+from tests.security._cluster import closed, flood
 
 TOKEN = "store-revocation-token"
 
@@ -88,40 +88,17 @@ def test_an_expired_credential_is_refused(service: StoreService) -> None:
         assert "expired" in _refusal(address, expired, role)
 
 
-def _flood(address: str, count: int, source: str) -> list[socket.socket]:
-    host, port = address.rsplit(":", 1)
-    socks = []
-    for _ in range(count):
-        sock = socket.socket()
-        sock.bind((source, 0))
-        sock.settimeout(10)
-        with contextlib.suppress(OSError):
-            sock.connect((host, int(port)))
-            socks.append(sock)
-    return socks
-
-
-def _closed_by_peer(sock: socket.socket) -> bool:
-    sock.setblocking(False)
-    try:
-        return sock.recv(1) == b""
-    except BlockingIOError:
-        return False
-    except OSError:
-        return True
-
-
 def test_the_per_address_cap_is_the_services_to_set(service: StoreService) -> None:
     """Idle sockets from one address take only ``max_waiting_per_host`` slots: the rest are
     closed at once, and a peer from another address still authenticates."""
-    flood = _flood(service.address, 10, "127.0.0.2")
+    idle = flood(service.address, 10, "127.0.0.2")
     try:
-        wait_for(lambda: sum(_closed_by_peer(s) for s in flood) >= 8,
+        wait_for(lambda: closed(idle) >= 8,
                  what="the connections over the address's share to be closed")
         assert service.refused >= 8
         assert _refusal(service.address, TOKEN, "transfer") == ""  # from 127.0.0.1
     finally:
-        for sock in flood:
+        for sock in idle:
             sock.close()
 
 
@@ -147,7 +124,7 @@ def test_the_local_port_caps_its_waiting_connections_too(service: StoreService) 
         sock.connect(service.socket_path)
         idle.append(sock)
     try:
-        wait_for(lambda: sum(_closed_by_peer(s) for s in idle) >= 20 - 8,
+        wait_for(lambda: closed(idle) >= 20 - 8,
                  what="the local connections over the cap to be closed")
     finally:
         for sock in idle:
