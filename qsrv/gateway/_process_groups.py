@@ -54,7 +54,8 @@ def kill_orphans(job_ids: set[str]) -> dict[str, int]:
     Processes are found by the ``QSRV_JOB_ID`` in their environment (psutil), not by a
     recorded pid: a gateway can die between starting a job and recording its pid, and a
     recorded pid may since belong to someone else. Each one's process group is killed, so
-    children that have not set their own session go too.
+    children that have not set their own session go too, and the job's ``_job_init`` (whose
+    own environment holds nothing of the job) with its leader.
     """
     killed: dict[str, int] = {}
     if not job_ids:

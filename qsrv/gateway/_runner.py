@@ -1,8 +1,9 @@
 """Job processes: start one per job in its sandbox, capture its output, stop its whole tree.
 
 A job is ``python -u ENTRYPOINT`` started in ``<root>/<job_id>/work`` (its unpacked working
-directory) through its ``Sandbox`` (``_sandbox``: bubblewrap, an OS account, or none), as the
-leader of a new session, hence of a new process group whose id is its pid. Invariants:
+directory) through its ``Sandbox`` (``_sandbox``: bubblewrap, an OS account, or none), in a
+new session, hence a new process group, whose leader (bubblewrap, ``_job_init`` or the job's
+own process) gives the group its id. Invariants:
 
 - Everything of a job is private: its directory is 0700, its files 0600 (0700 if executable),
   owned by the account the sandbox runs it as; ``<job_id>/tmp`` is its scratch area.
@@ -11,12 +12,19 @@ leader of a new session, hence of a new process group whose id is its pid. Invar
 - The job's archive and arguments are read from the database in a thread (``load_inputs``),
   unpacked there too: large blobs never cross the event loop.
 
-- Everything the job starts stays in that group unless it calls ``setsid`` itself; stopping a
-  job signals the group (SIGTERM, then SIGKILL after ``stop_grace_s``), and ``run`` returns only
-  once no live process is left in the group. The process group is killed as well when the leader
-  exits by itself: nothing outlives its job. The job ends when its leader exits, whoever still
-  holds its output open (a process that left the group is read from for at most
-  ``_GROUP_EXIT_TIMEOUT_S`` more; process groups: ``_process_groups``). Killing the driver
+- Nothing of a job outlives it, as far as its sandbox can see to it. With ``bwrap`` the job
+  runs in a PID namespace of its own: when its first process exits, the kernel kills every
+  process of the namespace, wherever it went (``setsid``, a double fork). With ``none`` and
+  ``users`` on Linux the job's session is led by ``_job_init``, a child subreaper that starts
+  the job (as its account) and, once the job's process exits, kills and reaps every process
+  the job left (``_job_init`` says what it cannot find). Elsewhere (not Linux) only the job's
+  process group is killed: a process that called ``setsid`` survives its job.
+- Stopping a job signals its process group (SIGTERM, passed on by ``_job_init`` to what left
+  the group), then after ``stop_grace_s`` kills it all (through ``_job_init``: SIGUSR1; else
+  SIGKILL to the group); ``run`` returns only once no live process is left in the group. The
+  job ends when its first process exits; its output is read for at most
+  ``_GROUP_EXIT_TIMEOUT_S`` more (only a process outside the job, handed the job's pipes,
+  can hold them open that long; process groups: ``_process_groups``). Killing the driver
   process is what cancels the job's cluster tasks (the scheduler cancels the tasks of a driver
   whose connection closes).
 - Output (stdout and stderr, interleaved as read) goes into a ``LogBuffer`` capped at
@@ -65,7 +73,7 @@ from qsrv.gateway._runtime import (
     UPSTREAM_JOB_ID,
     UPSTREAM_RESULTS_PATH,
 )
-from qsrv.gateway._sandbox import Sandbox
+from qsrv.gateway._sandbox import Launch, Sandbox
 
 __all__ = ["JobOutcome", "JobRunner", "JobSpec", "LogBuffer", "RunnerConfig", "kill_orphans"]
 
@@ -77,6 +85,7 @@ _UPSTREAM_ENV = frozenset({
 _STDERR_TAIL = 16 << 10
 _READ_CHUNK = 1 << 16
 _GROUP_EXIT_TIMEOUT_S = 5.0
+_JOB_INIT = Path(__file__).resolve().with_name("_job_init.py")
 
 
 _NO_SANDBOX = Sandbox()
@@ -163,6 +172,7 @@ class _Live:
         self.process: asyncio.subprocess.Process | None = None
         self.stop_requested = False
         self.kill_timer: asyncio.TimerHandle | None = None
+        self.reaper = False  # whether the process is _job_init, which kills what the job left
 
 
 class JobRunner:
@@ -203,7 +213,7 @@ class JobRunner:
             if live.kill_timer is not None:
                 live.kill_timer.cancel()
             if live.process is not None and live.process.returncode is None:
-                killpg(live.process.pid, signal.SIGKILL)  # cancelled: leave no orphan
+                _kill_job(live)  # cancelled: leave no orphan
             if not self.config.keep_sandboxes:
                 await asyncio.to_thread(shutil.rmtree, job_dir, True)
 
@@ -226,13 +236,21 @@ class JobRunner:
         # waits for its pipes to close, which a process the job left behind can delay for ever.
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
+        init = _init_spec(launch) if _reaps_leftovers(spec.sandbox) else None
         try:
-            proc = await asyncio.create_subprocess_exec(
-                *launch.argv, cwd=launch.cwd, env=launch.env, user=launch.user,
-                group=launch.group, extra_groups=launch.extra_groups, umask=0o077,
-                stdin=asyncio.subprocess.DEVNULL, stdout=out_w, stderr=err_w,
-                start_new_session=True,
-            )
+            if init is None:
+                proc = await asyncio.create_subprocess_exec(
+                    *launch.argv, cwd=launch.cwd, env=launch.env, user=launch.user,
+                    group=launch.group, extra_groups=launch.extra_groups, umask=0o077,
+                    stdin=asyncio.subprocess.DEVNULL, stdout=out_w, stderr=err_w,
+                    start_new_session=True,
+                )
+            else:  # _job_init starts the job, as its user, and kills what the job leaves
+                proc = await asyncio.create_subprocess_exec(
+                    self.config.python, "-I", "-S", str(_JOB_INIT), cwd=launch.cwd,
+                    env={}, umask=0o077, stdin=asyncio.subprocess.PIPE, stdout=out_w,
+                    stderr=err_w, start_new_session=True,
+                )
         except OSError as exc:
             os.close(out_r)
             os.close(err_r)
@@ -245,6 +263,9 @@ class JobRunner:
         finally:
             os.close(out_w)
             os.close(err_w)
+        live.reaper = init is not None
+        if init is not None:
+            await _hand_over(proc, init)
         live.process = proc
         on_started(proc.pid)
         if live.stop_requested:  # stop() came while the process was being created
@@ -377,15 +398,47 @@ class JobRunner:
 
     def _signal_stop(self, live: _Live) -> None:
         assert live.process is not None
-        pid = live.process.pid
-        killpg(pid, signal.SIGTERM)
+        killpg(live.process.pid, signal.SIGTERM)
         loop = asyncio.get_running_loop()
-        live.kill_timer = loop.call_later(self.config.stop_grace_s, killpg, pid, signal.SIGKILL)
+        live.kill_timer = loop.call_later(self.config.stop_grace_s, _kill_job, live)
 
     def stop_all(self) -> None:
         """Begin stopping every job (the gateway is shutting down)."""
         for job_id in list(self._live):
             self.stop(job_id)
+
+
+def _reaps_leftovers(sandbox: Sandbox) -> bool:
+    """Whether the job needs _job_init to kill what it leaves: bubblewrap's PID namespace
+    already takes every process of the job with its first one; elsewhere, on Linux, _job_init
+    does (a child subreaper). Without one, only the job's process group is killed."""
+    return sandbox.name != "bwrap" and sys.platform.startswith("linux")
+
+
+def _init_spec(launch: Launch) -> bytes:
+    """What _job_init reads on its standard input: the job's command, environment, account."""
+    return json.dumps({"argv": launch.argv, "env": launch.env, "uid": launch.user,
+                       "gid": launch.group, "groups": launch.extra_groups}).encode()
+
+
+async def _hand_over(proc: asyncio.subprocess.Process, init: bytes) -> None:
+    assert proc.stdin is not None
+    with contextlib.suppress(ConnectionError):  # it died at once: its exit says why
+        proc.stdin.write(init)
+        await proc.stdin.drain()
+    proc.stdin.close()
+
+
+def _kill_job(live: _Live) -> None:
+    """Kill the job's processes now: through _job_init, which kills every descendant and then
+    exits, or by the process group."""
+    if live.process is None or live.process.returncode is not None:
+        return
+    if live.reaper:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(live.process.pid, signal.SIGUSR1)
+    else:
+        killpg(live.process.pid, signal.SIGKILL)
 
 
 async def _pump(pipe: BinaryIO, logs: LogBuffer, tail: bytearray | None) -> None:

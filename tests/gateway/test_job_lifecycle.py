@@ -6,6 +6,8 @@ processes; the store's failure is simulated as SQLite reports a full disk."""
 
 from __future__ import annotations
 
+import os
+import socket
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -85,27 +87,37 @@ def test_a_job_that_cannot_start_for_another_reason_fails_with_why(
 
 
 def test_a_stop_after_the_job_exited_keeps_its_success(
-        alice: Client, make_program: Callable[..., Program],
+        alice: Client, make_program: Callable[..., Program], tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    """The job saves its result and exits 0, leaving a process of its own session that holds
-    its output open; while the gateway drains that output the user asks to stop the job. The
-    stop came too late to end anything: the job SUCCEEDED, with its result."""
+    """The job saves its result, hands its output pipes to a process outside it (this test,
+    over a Unix socket) and exits; while the gateway drains that output the user asks to stop
+    the job. The stop came too late to end anything: the job SUCCEEDED, with its result."""
     monkeypatch.setattr(runner_module, "_GROUP_EXIT_TIMEOUT_S", 120.0)  # drain until released
-    with Gate(timeout=60) as gate:
+    path = str(tmp_path / "fds.sock")
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(path)
+        server.listen()
+        server.settimeout(60)
         job = alice.run(make_program("late-stop", f"""
-import os, subprocess, sys
+import os, socket
 from qsrv.gateway import save_result
 save_result("done")
-child = {GATE_CLIENT!r} + "gate({gate.port}, sys.argv[1].encode())"
-subprocess.Popen([sys.executable, "-c", "import sys\\n" + child, str(os.getpid())],
-                 start_new_session=True)
+s = socket.socket(socket.AF_UNIX)
+s.connect({path!r})
+socket.send_fds(s, [str(os.getpid()).encode()], [1, 2])
 """))
-        conn = gate.accept()
-        main_pid = int(conn.recv(100).split()[0])
-        wait_for(lambda: not psutil.pid_exists(main_pid), what="the job's process reaped")
-        assert job.status() is JobStatus.RUNNING  # its output is still being read
-        assert job.stop(timeout=0.1) is JobStatus.STOPPING
-        conn.close()  # the leftover process ends, and with it the job's output
+        conn, _ = server.accept()
+        with conn:
+            conn.settimeout(60)
+            message, fds, _, _ = socket.recv_fds(conn, 100, 2)
+        main_pid = int(message)
+        try:
+            wait_for(lambda: not psutil.pid_exists(main_pid), what="the job's process reaped")
+            assert job.status() is JobStatus.RUNNING  # its output is still being read
+            assert job.stop(timeout=0.1) is JobStatus.STOPPING
+        finally:
+            for fd in fds:  # the job's output ends
+                os.close(fd)
         assert job.wait(timeout=60) is JobStatus.SUCCEEDED
     assert job.result() == "done"
 
