@@ -32,11 +32,11 @@ def _require(condition: bool, why: str) -> None:
         pytest.skip(why)
 
 
-def _leftover_program(port: int, marker: str) -> str:
+def _leftover_program(port: int, marker: str, prelude: str = "") -> str:
     """A job that leaves a process in a new session (double fork) holding its output, and
-    waits at the gate; released, it exits."""
-    child = GATE_CLIENT + f"gate({port}, b'escaped')  # {marker}\n"
-    return GATE_CLIENT + f"""
+    waits at the gate; released, it exits. Both run ``prelude`` first."""
+    child = prelude + GATE_CLIENT + f"gate({port}, b'escaped')  # {marker}\n"
+    return prelude + GATE_CLIENT + f"""
 import os, subprocess, sys
 if os.fork() == 0:  # the middle process: a new session, a grandchild, and gone
     os.setsid()
@@ -153,3 +153,25 @@ def test_without_the_job_init_the_leftover_survives(
         [leftover] = _alive_with(marker)
         leftover.kill()
         wait_for(lambda: not _alive_with(marker), what="the leftover killed")
+
+
+@pytest.mark.parametrize("sandbox", ["none", "bwrap"])
+def test_stopping_a_job_kills_what_left_it_even_when_it_ignores_sigterm(
+        sandbox: str, make_gateway: Callable[..., Any], alice_token: str,
+        tmp_path: Path) -> None:
+    if sandbox == "bwrap":
+        _require(shutil.which("bwrap") is not None, "bubblewrap is not installed")
+    alice = Client(make_gateway(job_sandbox=sandbox, stop_grace_s=0.3).url, alice_token)
+    marker = f"qsrv-leftover-{secrets.token_hex(8)}"
+    stubborn = "import signal\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+    with Gate(timeout=60) as gate:
+        job = alice.run(_program(tmp_path, _leftover_program(gate.port, marker, stubborn)))
+        conns = {}
+        for _ in range(2):
+            conn = gate.accept()
+            conns[conn.recv(100).strip()] = conn
+        assert len(_alive_with(marker)) == 1
+        assert job.stop(timeout=60) is JobStatus.STOPPED
+        assert _alive_with(marker) == []
+        if sandbox == "none":  # (bubblewrap itself ends on SIGTERM, taking the job along)
+            assert alice.job(job.job_id).info["exit_code"] == -9
