@@ -24,7 +24,14 @@ from qsrv.gateway import Client, Program, add_user, start_gateway_process
 from qsrv.transport import SyncConnection
 from tests._support import GATE_CLIENT, Gate, stop_process, wait_for
 from tests._support.cluster import TOKEN, Cluster, cli_env, free_port
-from tests.security._cluster import closed, closed_by_peer, flood, refusal
+from tests.security._cluster import (
+    alices_gateway,
+    closed,
+    closed_by_peer,
+    flood,
+    refusal,
+    run_script,
+)
 
 JOB = """
 import os
@@ -176,17 +183,9 @@ save_result(qsrv.get(steal()))
 
 def test_a_jobs_task_cannot_take_the_cluster_token_from_its_executor(
         cluster: Cluster, tmp_path: Path) -> None:
-    data_dir = tmp_path / "gateway"
-    token = add_user(data_dir, "alice")[1]
-    gateway, url = start_gateway_process(cluster.address, TOKEN, data_dir)
-    try:
-        folder = tmp_path / "job"
-        folder.mkdir()
-        (folder / "main.py").write_text(textwrap.dedent(STEAL))
-        stolen = Client(url, token).run(Program("p", "main.py", folder)).result(timeout=120)
-        assert refusal(cluster.address, stolen or "none", "worker") != ""
-    finally:
-        stop_process(gateway, 30)
+    with alices_gateway(cluster.address, tmp_path) as alice:
+        stolen = run_script(alice, tmp_path, STEAL)
+    assert refusal(cluster.address, stolen or "none", "worker") != ""
 
 
 def test_credentials_of_jobs_killed_with_the_gateway_are_revoked(cluster: Cluster,
@@ -330,18 +329,10 @@ def test_a_jobs_credential_cannot_read_a_guessed_object_from_a_workers_store(
     size = (1 << 16) * 8
     guessed = encode_location(worker["id"], size, store["address"])
     given = encode_location(worker["id"], size, store["address"], object_ticket(TOKEN, oid))
-    data_dir = tmp_path / "gateway"
-    token = add_user(data_dir, "alice")[1]
-    gateway, url = start_gateway_process(cluster.address, TOKEN, data_dir)
-    try:
-        folder = tmp_path / "job"
-        folder.mkdir()
-        (folder / "main.py").write_text(textwrap.dedent(GUESS))
-        out = Client(url, token).run(Program("p", "main.py", folder), {
+    with alices_gateway(cluster.address, tmp_path) as alice:
+        out = run_script(alice, tmp_path, GUESS, {
             "oid": secret.id, "guessed": guessed.hex(), "given": given.hex(),
-            "socket": store["socket"]}).result(timeout=120)
-    finally:
-        stop_process(gateway, 30)
+            "socket": store["socket"]})
     assert out["guessed"].startswith("denied") and "no object" in out["guessed"], out
     assert out["guessed locally"].startswith("denied"), out
     assert out["given"] == str(size), out  # the same credential, with the ticket: read

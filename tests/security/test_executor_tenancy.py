@@ -16,7 +16,7 @@ from qsrv.gateway import Client, Program, add_user, start_gateway_process
 from qsrv.protocol import executor_credential, job_credential
 from tests._support import stop_process
 from tests._support.cluster import TOKEN, Cluster
-from tests.security._cluster import refusal
+from tests.security._cluster import alices_gateway, refusal, run_script
 
 PROBE = """
 import os
@@ -125,15 +125,7 @@ def test_an_executors_credential_is_an_executor_and_nothing_else(cluster: Cluste
 
 def test_a_jobs_reservation_keeps_an_executor_of_its_tenant_warm(cluster: Cluster,
                                                                  tmp_path: Path) -> None:
-    data_dir = tmp_path / "gateway"
-    token = add_user(data_dir, "alice")[1]
-    gateway, url = start_gateway_process(cluster.address, TOKEN, data_dir)
-    try:
-        folder = tmp_path / "job"
-        folder.mkdir()
-        (folder / "main.py").write_text(textwrap.dedent(RESERVING))
-        results = Client(url, token).run(Program("p", "main.py", folder)).result(timeout=120)
-        assert [r["visits"] for r in results] == [1, 2, 3]
-        assert all(r["token"].startswith("qsrvcred:executor/") for r in results)
-    finally:
-        stop_process(gateway, 30)
+    with alices_gateway(cluster.address, tmp_path) as alice:
+        results = run_script(alice, tmp_path, RESERVING)
+    assert [r["visits"] for r in results] == [1, 2, 3]
+    assert all(r["token"].startswith("qsrvcred:executor/") for r in results)
