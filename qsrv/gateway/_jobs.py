@@ -18,8 +18,9 @@ what was asked; this module only runs what it is given. Invariants:
   stored FAILED with the reason. No job is left QUEUED in the store and out of the queue.
 - When a job's final write fails (a full disk), it is retried, then the job is stored FAILED
   with the reason and what the job had done, without its result: with its output if that
-  fits, else keeping the output saved while it ran (never erasing it); that last write is
-  retried in the background until it holds.
+  fits, else keeping the output saved while it ran, else (a disk too full even for that) with
+  the tail of its output, or none; until one of these holds they are retried in the
+  background.
 - A running job holds a token of its own (only its hash is stored) and a cluster credential
   derived for it; the token is cleared and the credential revoked when the job ends.
 - All methods run on the gateway's event loop thread.
@@ -58,6 +59,7 @@ __all__ = ["FINAL_WRITE_RETRIES_S", "RESTART_ERROR", "JobLifecycle"]
 _log = logging.getLogger("qsrv.gateway")
 FINAL_WRITE_RETRIES_S = (0.2, 1.0, 3.0)  # waits before retrying a job's final write
 _UNSAVED_RETRY_S = 5.0  # then, between tries of storing it FAILED
+_TAIL_BYTES = 2048  # the output kept of such a job when nothing more fits
 _START_RETRY_S = 1.0  # between tries of starting a job the store would not mark RUNNING
 RESTART_ERROR = (
     "the gateway stopped while this job was running; the job was ended and can be run again"
@@ -317,8 +319,8 @@ class JobLifecycle:
 
     async def _record_end(self, job_id: str, user_id: int, outcome: JobOutcome) -> bool:
         """Store how the job ended; retry a failing write (a full disk), then store it FAILED
-        with the reason, without its result, keeping the output saved so far; keep retrying
-        that in the background (False: it is not stored yet)."""
+        with the reason, without its result (``_fallbacks``); keep retrying that in the
+        background (False: it is not stored yet)."""
         error: Exception | None = None
         for delay in (0.0, *self._final_write_retries_s):
             if delay:
@@ -329,37 +331,34 @@ class JobLifecycle:
             except (sqlite3.Error, OSError) as exc:
                 error = exc
                 _log.warning("could not store the end of job %s: %s", job_id, exc)
-        fallback = JobOutcome("failed", outcome.exit_code, _unsaved_reason(outcome, error),
-                              None, outcome.logs)
-        try:  # the output may still fit where the result did not
-            self._finish(job_id, fallback)
+        fallbacks = _fallbacks(outcome, error)
+        if self._store_fallback(job_id, fallbacks):
             return True
-        except (sqlite3.Error, OSError):
-            pass
-        # Without the output captured since the last save: what was saved stays.
-        fallback = JobOutcome("failed", outcome.exit_code,
-                              _unsaved_reason(outcome, error, output_lost=True), None, b"")
-        try:
-            self._finish(job_id, fallback, keep_saved_logs=True)
-            return True
-        except (sqlite3.Error, OSError):
-            _log.error("cannot store the end of job %s; retrying every %g s", job_id,
-                       _UNSAVED_RETRY_S)
+        _log.error("cannot store the end of job %s; retrying every %g s", job_id,
+                   _UNSAVED_RETRY_S)
         self._unsaved[job_id] = asyncio.create_task(
-            self._store_later(job_id, user_id, fallback), name=f"qsrv-job-end-{job_id}")
+            self._store_later(job_id, user_id, fallbacks), name=f"qsrv-job-end-{job_id}")
         return False
 
-    async def _store_later(self, job_id: str, user_id: int, outcome: JobOutcome) -> None:
+    def _store_fallback(self, job_id: str, fallbacks: list[tuple[JobOutcome, bool]]) -> bool:
+        """Store the first of ``fallbacks`` the store takes; False if it takes none."""
+        for fallback, keep_saved_logs in fallbacks:
+            try:
+                self._finish(job_id, fallback, keep_saved_logs=keep_saved_logs)
+                return True
+            except (sqlite3.Error, OSError):
+                continue
+        return False
+
+    async def _store_later(self, job_id: str, user_id: int,
+                           fallbacks: list[tuple[JobOutcome, bool]]) -> None:
         """Retry storing the job's end until it holds; only then does it stop counting as one
         of its user's running jobs (it shows RUNNING until then)."""
         try:
             while True:
                 await asyncio.sleep(_UNSAVED_RETRY_S)
-                try:
-                    self._finish(job_id, outcome, keep_saved_logs=True)
-                except (sqlite3.Error, OSError):
-                    continue
-                break
+                if self._store_fallback(job_id, fallbacks):
+                    break
         finally:
             self._unsaved.pop(job_id, None)
         self._ended(user_id)
@@ -401,9 +400,16 @@ class JobLifecycle:
                 del flushed[job_id]
 
 
-def _unsaved_reason(outcome: JobOutcome, error: Exception | None, *,
-                    output_lost: bool = False) -> str:
-    """Why a job is FAILED whose own end could not be stored, and what it had done."""
+def _fallbacks(outcome: JobOutcome, error: Exception | None) -> list[tuple[JobOutcome, bool]]:
+    """How to store FAILED a job whose own end could not be stored, best first, each with
+    whether to leave the output saved while it ran as it is: with all its output (it may fit
+    where the result did not); keeping the output saved while it ran; and, on a disk too full
+    to rewrite even that (SQLite rewrites a whole row), with only the tail of its output, or
+    none, so that the job is not left RUNNING."""
+    def failed(lost: str, logs: bytes) -> JobOutcome:
+        reason = f"the gateway could not store this job's outcome ({error}): {how}; {lost}"
+        return JobOutcome("failed", outcome.exit_code, reason, None, logs)
+
     if outcome.kind == "succeeded":
         how = "it had succeeded"
     elif outcome.kind == "stopped":
@@ -412,6 +418,13 @@ def _unsaved_reason(outcome: JobOutcome, error: Exception | None, *,
         how = f"it had failed (exit code {outcome.exit_code})"
     else:
         how = "it had failed"
-    lost = ("its result and its output since the last save were lost (the output saved "
-            "before is kept)" if output_lost else "its result was lost")
-    return f"the gateway could not store this job's outcome ({error}): {how}; {lost}"
+    tail = outcome.logs[-_TAIL_BYTES:]
+    return [
+        (failed("its result was lost", outcome.logs), False),
+        (failed("its result and its output since the last save were lost (the output saved "
+                "before is kept)", b""), True),
+        (failed(f"its result and all but the last {len(tail)} bytes of its output were lost "
+                "(the disk had no room to keep them)", tail), False),
+        (failed("its result and its output were lost (the disk had no room to keep them)",
+                b""), False),
+    ]

@@ -220,8 +220,8 @@ save_result("first")
         full = [True]
         refused = _failing_ends(monkeypatch, {first.job_id}, lambda f: full[0])
         conn.sendall(b"x")
-        # the end, once retried, then FAILED with its output, then without: then retried later
-        wait_for(lambda: len(refused) >= 4, what="every way of storing the end refused")
+        # the end, once retried, then each way of storing it FAILED: then retried later
+        wait_for(lambda: len(refused) >= 6, what="every way of storing the end refused")
     assert first.status() is JobStatus.RUNNING
     second = alice.run("hello")
     assert second.status() is JobStatus.QUEUED  # the first still holds the user's slot
@@ -231,3 +231,31 @@ save_result("first")
     assert "could not store this job's outcome" in alice.job(first.job_id).info["error"]
     assert second.wait(timeout=60) is JobStatus.SUCCEEDED
     assert second.result() == "hello"
+
+
+def test_a_job_whose_end_fits_nowhere_is_failed_with_the_tail_of_its_output(
+        make_gateway: Callable[..., Any], alice_token: str, data_dir: Path,
+        make_program: Callable[..., Program], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A disk so full that not even the row with the output saved so far can be rewritten
+    (SQLite rewrites whole rows): the job is not left RUNNING, it is FAILED with the tail of
+    its output, saying so."""
+    monkeypatch.setattr(service_module, "_FINAL_WRITE_RETRIES_S", (0.01,))
+    alice = Client(make_gateway().url, alice_token)
+    with Gate(timeout=60) as gate:
+        job = alice.run(make_program("chatty", GATE_CLIENT + f"""
+print("x" * 100000, flush=True)
+gate({gate.port})
+print("the last words")
+"""))
+        conn = gate.accept()
+        wait_for(lambda: len(_stored_logs(data_dir, job.job_id)) > 100000,
+                 what="the running job's output saved")
+        refused = _failing_ends(monkeypatch, {job.job_id},
+                                lambda f: len(f.get("logs") or b"x" * 5000) > 2048)
+        conn.sendall(b"x")
+        assert job.wait(timeout=60) is JobStatus.FAILED
+    assert len(refused) == 4
+    logs = job.logs()
+    assert logs.endswith("the last words\n") and 0 < len(logs) <= 2048
+    error = alice.job(job.job_id).info["error"]
+    assert "it had succeeded" in error and "the disk had no room to keep them" in error
