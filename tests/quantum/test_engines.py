@@ -148,8 +148,8 @@ def test_public_names() -> None:
 
     assert sorted(engines.__all__) == [
         "EngineResult", "Hardware", "InvalidProgramError", "KINDS", "Platform", "Program",
-        "ProgramInfo", "check", "describe", "execute", "perceval_program", "platforms",
-        "probe_engines", "program_from"]
+        "ProgramInfo", "check", "check_options", "describe", "execute", "perceval_program",
+        "platforms", "probe_engines", "program_from"]
 
 
 # ---- platforms ---------------------------------------------------------------------------------
