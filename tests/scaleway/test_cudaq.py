@@ -3,8 +3,9 @@ deduplicated session, counts in CUDA-Q's bit order, an unknown machine, shots ab
 maximum.
 
 cudaq pulls about 2.5 GB of CUDA libraries, so it lives in a virtual environment of its own:
-``QSRV_CUDAQ_PYTHON`` names its interpreter (``.ci/run`` makes one when
-``QSRV_CI_CUDAQ=1``). Without it these tests skip, unless ``QSRV_REQUIRE_CUDAQ=1``.
+``QSRV_CUDAQ_PYTHON`` names its interpreter (``.ci/run`` makes one and runs this file with
+``QSRV_REQUIRE_CUDAQ=1``, unless ``QSRV_CI_CUDAQ=0``). Without it these tests skip, unless
+``QSRV_REQUIRE_CUDAQ=1``.
 The kernel runs in that interpreter, as a user's script would, against this test's gateway.
 """
 
