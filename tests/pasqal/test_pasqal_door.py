@@ -200,7 +200,7 @@ def test_projects(pasqal: Gateway, serialized: str) -> None:
     sdk.create_batch(serialized, [], open=True).cancel()
     pasqal.sdk(project=PROJECT_B).create_batch(serialized, [], open=True).cancel()
     alice = {p.id: p.name for p in sdk.get_all_projects()}
-    assert {PROJECT_A, PROJECT_B} <= set(alice)
+    assert list(alice)[:2] == [PROJECT_B, PROJECT_A]  # last used first
     assert list(alice.values()).count("alice (default)") == 1
     assert sdk.switch_to_project(PROJECT_B) == PROJECT_B
     assert sdk.project_id == PROJECT_B

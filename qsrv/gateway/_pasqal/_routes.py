@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
@@ -49,10 +49,8 @@ from qsrv.gateway._pasqal._shapes import (
     workload_shape,
 )
 from qsrv.gateway._quantum import (
-    MAX_PAGE,
     TERMINAL,
     BatchRecord,
-    Page,
     Pagination,
     QJobRecord,
     QuantumService,
@@ -396,26 +394,10 @@ async def public_device_specs(request: web.Request) -> web.Response:
     return jsend([{"device_type": name, "specs": text} for name, text in specs.items()])
 
 
-_PROJECT_SCAN = 1000  # of the newest batches and of the newest sessions, read for projects
-
-
 def default_project(user: User) -> str:
     """The project every user has (a UUID, as Pasqal's, derived from the user), so that a
     user with nothing yet still finds a project to ``switch_to_project`` to."""
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"qsrv:user:{user.user_id}:{user.name}"))
-
-
-def _projects_of(read: Callable[[Pagination], Page[Any]]) -> dict[str, None]:
-    """The projects the records of one listing carry, newest first (one snapshot)."""
-    names: dict[str, None] = {}
-    snapshot = None
-    for offset in range(0, _PROJECT_SCAN, MAX_PAGE):
-        page = read(Pagination(offset=offset, limit=MAX_PAGE, snapshot=snapshot))
-        snapshot = page.snapshot
-        names.update((r.project, None) for r in page.results if r.project)
-        if offset + MAX_PAGE >= page.total:
-            break
-    return names
 
 
 async def projects(request: web.Request) -> web.Response:
@@ -425,8 +407,7 @@ async def projects(request: web.Request) -> web.Response:
     user, quantum = current_user(request), _quantum(request)
     if request.query.get("project_status", "ACTIVE") != "ACTIVE":
         return jsend([])
-    names = _projects_of(lambda page: quantum.batches(user, None, page, jobs=False))
-    names.update(_projects_of(lambda page: quantum.sessions(user, page=page)))
+    names = dict.fromkeys(quantum.projects(user))
     default = default_project(user)
     names[default] = None
     return jsend([{"id": name, "project_id": name, "project_status": "ACTIVE",

@@ -233,6 +233,10 @@ class QuantumService:
             raise NotFoundError(f"no session {session_id!r}")
         return record
 
+    def projects(self, user: User) -> list[str]:
+        """The project labels ``user``'s batches and sessions carry, last used first."""
+        return self.store.projects(user.user_id)
+
     def sessions(self, user: User, *, status: SessionStatus | str | None = None,
                  platform: str | None = None, project: str | None = None,
                  filters: SessionFilters | None = None,

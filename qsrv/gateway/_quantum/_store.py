@@ -148,6 +148,15 @@ class QuantumStore:
             (user_id, platform, deduplication_id)).fetchone()
         return _session(row) if row else None
 
+    def projects(self, user_id: int) -> list[str]:
+        """The project labels a user's batches and sessions carry, last used first."""
+        rows = self._conn.execute(
+            "SELECT project FROM (SELECT project, created_at FROM q_batches WHERE user_id = ? "
+            "UNION ALL SELECT project, created_at FROM q_sessions WHERE user_id = ?) "
+            "WHERE project IS NOT NULL GROUP BY project ORDER BY MAX(created_at) DESC",
+            (user_id, user_id))
+        return [row[0] for row in rows]
+
     def sessions_with_status(self, *statuses: SessionStatus) -> list[SessionRecord]:
         marks = ", ".join("?" for _ in statuses)
         rows = self._conn.execute(
