@@ -242,6 +242,33 @@ MIGRATIONS: tuple[str, ...] = (
         DELETE FROM q_batch_counts WHERE batch_id = OLD.batch_id;
     END;
     """,
+    # 6: what only the Scaleway door's API has (``_scaleway``): models (a payload kept for
+    # later jobs) and the name, model, parameters and tags a client gave its jobs and sessions.
+    """
+    CREATE TABLE scw_models (
+        id          TEXT PRIMARY KEY,
+        user_id     INTEGER NOT NULL REFERENCES users(user_id) ON DELETE CASCADE,
+        project     TEXT,
+        payload     TEXT NOT NULL,
+        created_at  REAL NOT NULL
+    );
+    CREATE INDEX scw_models_by_user ON scw_models (user_id, project, created_at);
+    CREATE TABLE scw_jobs (
+        id          TEXT PRIMARY KEY,
+        user_id     INTEGER NOT NULL REFERENCES users(user_id) ON DELETE CASCADE,
+        name        TEXT NOT NULL,
+        model_id    TEXT,
+        parameters  TEXT,
+        tags        TEXT NOT NULL
+    );
+    CREATE TABLE scw_sessions (
+        id          TEXT PRIMARY KEY,
+        user_id     INTEGER NOT NULL REFERENCES users(user_id) ON DELETE CASCADE,
+        model_id    TEXT,
+        parameters  TEXT,
+        tags        TEXT NOT NULL
+    );
+    """,
 )
 
 

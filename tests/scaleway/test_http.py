@@ -93,3 +93,33 @@ def test_a_refused_job_queues_nothing(door: Door, project: str) -> None:
     response = requests.post(f"{door.api}/sessions/{session['id']}/terminate",
                              headers=headers, timeout=30)
     assert response.json()["status"] in ("stopping", "stopped")
+
+
+def test_models_live_in_the_gateways_database(door: Door, project: str) -> None:
+    """A model is a row of the gateway's own (private) database, no file of the door's."""
+    import sqlite3
+    import stat
+
+    from qio.core import QuantumComputationModel, QuantumProgram
+    from qiskit import QuantumCircuit
+
+    from qsrv.gateway._users import db_path
+
+    qc = QuantumCircuit(1)
+    qc.measure_all()
+    payload = QuantumComputationModel(
+        programs=[QuantumProgram.from_qiskit_circuit(qc)]).to_json_str()
+    response = requests.post(f"{door.api}/models", headers={"X-Auth-Token": door.token},
+                             timeout=30, json={"project_id": project, "payload": payload})
+    assert response.status_code == 200, response.text
+    model_id = response.json()["id"]
+    path = db_path(door.data_dir)
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        [(stored_project,)] = conn.execute("SELECT project FROM scw_models WHERE id = ?",
+                                           (model_id,)).fetchall()
+    finally:
+        conn.close()
+    assert stored_project == project
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert not list(door.data_dir.glob("scaleway*"))

@@ -37,14 +37,9 @@ def error_body(status: int, kind: str, message: str) -> web.Response:
     return web.json_response({"message": message, "type": kind}, status=status)
 
 
-async def _close_store(app: web.Application) -> None:
-    app[STORE].close()
-
-
 def build_app(service: GatewayService) -> web.Application:
     """The door's application (its routes, its authentication, its error shape)."""
     app = door(service, ROUTES, render=error_body, authenticate=authenticate,
                schemas=SCHEMAS)
-    app[STORE] = ScalewayStore(service.config.data_dir / "scaleway.sqlite3")
-    app.on_cleanup.append(_close_store)
+    app[STORE] = ScalewayStore(lambda: service.store.connection)
     return app

@@ -1,38 +1,25 @@
 """What only Scaleway's API has: models (a payload stored to be run by later jobs) and the
 names, model and parameters a client gave its jobs and sessions.
 
-Everything else (sessions, jobs, results, their states) lives in the quantum service; this
-file (``scaleway.sqlite3`` in the gateway's data directory) keeps only these descriptions, so
-a restarted gateway still knows them.
+Everything else (sessions, jobs, results, their states) lives in the quantum service; these
+descriptions live beside it in the gateway's database (tables ``scw_*``, migration 6 of
+``qsrv.gateway._schema``), so a restarted gateway still knows them and a deleted user's go with
+them. Used from the gateway's event loop, on the gateway store's connection.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from qsrv.errors import NotFoundError
 
 __all__ = ["JobNote", "ModelRecord", "ScalewayStore", "SessionNote"]
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS models (
-    id TEXT PRIMARY KEY, user_id INTEGER NOT NULL, project TEXT, payload TEXT NOT NULL,
-    created_at REAL NOT NULL);
-CREATE INDEX IF NOT EXISTS models_by_user ON models (user_id, project, created_at);
-CREATE TABLE IF NOT EXISTS jobs (
-    id TEXT PRIMARY KEY, user_id INTEGER NOT NULL, name TEXT NOT NULL, model_id TEXT,
-    parameters TEXT, tags TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS sessions (
-    id TEXT PRIMARY KEY, user_id INTEGER NOT NULL, model_id TEXT, parameters TEXT,
-    tags TEXT NOT NULL);
-"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,42 +47,25 @@ class SessionNote:
 
 
 class ScalewayStore:
-    """The door's own SQLite file, opened at first use; every call is one short statement."""
+    """The door's tables; ``connection()`` is the gateway store's (open once it has started).
+    Every call is one short statement."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._db: sqlite3.Connection | None = None
-        self._lock = threading.Lock()
-
-    def _conn(self) -> sqlite3.Connection:
-        if self._db is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.executescript(_SCHEMA)
-            self._db = db
-        return self._db
+    def __init__(self, connection: Callable[[], sqlite3.Connection]) -> None:
+        self._connection = connection
 
     def _run(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        with self._lock:
-            return self._conn().execute(sql, args).fetchall()
-
-    def close(self) -> None:
-        with self._lock:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
+        return self._connection().execute(sql, args).fetchall()
 
     # -- models ------------------------------------------------------------------------------
 
     def add_model(self, user_id: int, project: str | None, payload: str) -> ModelRecord:
         record = ModelRecord(str(uuid.uuid4()), user_id, project, payload, time.time())
-        self._run("INSERT INTO models VALUES (?, ?, ?, ?, ?)",
+        self._run("INSERT INTO scw_models VALUES (?, ?, ?, ?, ?)",
                   (record.id, user_id, project, payload, record.created_at))
         return record
 
     def model(self, user_id: int, model_id: str) -> ModelRecord:
-        rows = self._run("SELECT id, user_id, project, payload, created_at FROM models "
+        rows = self._run("SELECT id, user_id, project, payload, created_at FROM scw_models "
                          "WHERE id = ? AND user_id = ?", (model_id, user_id))
         if not rows:
             raise NotFoundError(f"no model {model_id}")
@@ -108,8 +78,8 @@ class ScalewayStore:
         if project:
             where += " AND project = ?"
             args.append(project)
-        total = self._run(f"SELECT count(*) FROM models WHERE {where}", tuple(args))[0][0]
-        rows = self._run(f"SELECT id, user_id, project, payload, created_at FROM models "
+        total = self._run(f"SELECT count(*) FROM scw_models WHERE {where}", tuple(args))[0][0]
+        rows = self._run(f"SELECT id, user_id, project, payload, created_at FROM scw_models "
                          f"WHERE {where} ORDER BY created_at DESC, id LIMIT ? OFFSET ?",
                          (*args, limit, offset))
         return [ModelRecord(*row) for row in rows], int(total)
@@ -117,12 +87,12 @@ class ScalewayStore:
     # -- notes on jobs and sessions -----------------------------------------------------------
 
     def note_job(self, user_id: int, job_id: str, note: JobNote) -> None:
-        self._run("INSERT OR REPLACE INTO jobs VALUES (?, ?, ?, ?, ?, ?)",
+        self._run("INSERT OR REPLACE INTO scw_jobs VALUES (?, ?, ?, ?, ?, ?)",
                   (job_id, user_id, note.name, note.model_id, note.parameters,
                    json.dumps(list(note.tags))))
 
     def job_note(self, job_id: str) -> JobNote | None:
-        rows = self._run("SELECT name, model_id, parameters, tags FROM jobs WHERE id = ?",
+        rows = self._run("SELECT name, model_id, parameters, tags FROM scw_jobs WHERE id = ?",
                          (job_id,))
         if not rows:
             return None
@@ -130,12 +100,12 @@ class ScalewayStore:
         return JobNote(name, model_id, parameters, tuple(json.loads(tags)))
 
     def note_session(self, user_id: int, session_id: str, note: SessionNote) -> None:
-        self._run("INSERT OR REPLACE INTO sessions VALUES (?, ?, ?, ?, ?)",
+        self._run("INSERT OR REPLACE INTO scw_sessions VALUES (?, ?, ?, ?, ?)",
                   (session_id, user_id, note.model_id, note.parameters,
                    json.dumps(list(note.tags))))
 
     def session_note(self, session_id: str) -> SessionNote | None:
-        rows = self._run("SELECT model_id, parameters, tags FROM sessions WHERE id = ?",
+        rows = self._run("SELECT model_id, parameters, tags FROM scw_sessions WHERE id = ?",
                          (session_id,))
         if not rows:
             return None
@@ -143,4 +113,4 @@ class ScalewayStore:
         return SessionNote(model_id, parameters, tuple(json.loads(tags)))
 
     def forget_session(self, session_id: str) -> None:
-        self._run("DELETE FROM sessions WHERE id = ?", (session_id,))
+        self._run("DELETE FROM scw_sessions WHERE id = ?", (session_id,))
