@@ -111,7 +111,8 @@ def test_job_counts_are_stored_and_filled_in(make_gateway: Callable[..., Threade
     conn.executescript(
         "DROP TRIGGER q_batch_counts_insert; DROP TRIGGER q_batch_counts_update; "
         "DROP TRIGGER q_batch_counts_delete; DROP TRIGGER q_batch_counts_gone; "
-        "DROP TABLE q_batch_counts; PRAGMA user_version = 4;")  # as migration 4 left it
+        "DROP TABLE q_batch_counts; DROP TABLE scw_models; DROP TABLE scw_jobs; "
+        "DROP TABLE scw_sessions; PRAGMA user_version = 4;")  # as migration 4 left it
     conn.close()
     q = Quantum(make_gateway())
     assert {b: q.job_counts(alice, b) for b in before} == before
