@@ -269,6 +269,14 @@ MIGRATIONS: tuple[str, ...] = (
         tags        TEXT NOT NULL
     );
     """,
+    # 7: a deduplication id is one per project: the same id under two project labels (a
+    # vendor door's projects) names two sessions. Native sessions carry no project.
+    """
+    DROP INDEX q_sessions_dedup;
+    CREATE UNIQUE INDEX q_sessions_dedup
+        ON q_sessions (user_id, platform, IFNULL(project, ''), deduplication_id)
+        WHERE deduplication_id IS NOT NULL AND status IN ('starting', 'running');
+    """,
 )
 
 

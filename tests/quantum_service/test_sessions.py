@@ -66,9 +66,16 @@ def test_concurrent_get_or_create_gives_one_session(q: Quantum, alice: User,
     assert created and other.id != results[0][0].id
     a, b = q.open_session(alice, AER)[0], q.open_session(alice, AER)[0]
     assert a.id != b.id
+    # A project (a vendor door's label) scopes the id: the same id there is another session,
+    # shared within that project.
+    labelled, created = q.open_session(alice, AER, deduplication_id="workshop", project="p1")
+    assert created and labelled.id != results[0][0].id
+    assert q.open_session(alice, AER, deduplication_id="workshop", project="p1")[0].id \
+        == labelled.id
     page = q.sessions(alice)
-    assert page.total == 3 and {s.id for s in page.results} == {results[0][0].id, a.id, b.id}
-    for s in (results[0][0], other, a, b):
+    assert page.total == 4
+    assert {s.id for s in page.results} == {results[0][0].id, a.id, b.id, labelled.id}
+    for s in (results[0][0], other, a, b, labelled):
         q.terminate_session(s.user_id and (alice if s.user_id == alice.user_id else bob), s.id)
 
 

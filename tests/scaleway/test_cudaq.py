@@ -16,9 +16,11 @@ import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 
 from tests.scaleway.conftest import AER, Door, platform, sessions
 
@@ -72,6 +74,17 @@ _SCRIPT = textwrap.dedent("""
     counts = cudaq.sample(kernel, shots_count=int(shots))
     print("COUNTS " + json.dumps(dict(counts.items())))
 """)
+
+
+@pytest.fixture(autouse=True)
+def _terminate_the_projects_sessions(door: Door, project: str) -> Iterator[None]:
+    """CUDA-Q leaves its session running (its idle duration ends it): each test's project has
+    its own, which would hold the worker's capacity for the next test's session."""
+    yield
+    for session in sessions(door, project):
+        if session["status"] in ("starting", "running"):
+            requests.post(f"{door.api}/sessions/{session['id']}/terminate",
+                          headers={"X-Auth-Token": door.token}, timeout=30).raise_for_status()
 
 
 def _run(door: Door, project: str, kernel: str, tmp_path: Path, *, machine: str = AER,

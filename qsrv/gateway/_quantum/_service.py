@@ -185,7 +185,8 @@ class QuantumService:
         max_duration: str | float = "1h", max_idle_duration: str | float = "20m",
         name: str | None = None, project: str | None = None,
     ) -> tuple[SessionRecord, bool]:
-        """Get-or-create: (the session, whether this call created it)."""
+        """Get-or-create: (the session, whether this call created it). A running or starting
+        session of ``user`` with the same platform, project and deduplication id is returned."""
         max_s = parse_duration(max_duration, name="max_duration")
         idle_s = parse_duration(max_idle_duration, name="max_idle_duration")
         if idle_s > max_s:
@@ -196,13 +197,13 @@ class QuantumService:
         name = _checks.optional_text(name, "name")
         project = _checks.optional_text(project, "project")
         if deduplication_id is not None:
-            found = self.store.active_session(user.user_id, platform, deduplication_id)
+            found = self.store.active_session(user.user_id, platform, deduplication_id, project)
             if found is not None:
                 return found, False
         await self._platform_for(platform)
         # From here to the insert nothing awaits: get-or-create is atomic on the loop.
         if deduplication_id is not None:
-            found = self.store.active_session(user.user_id, platform, deduplication_id)
+            found = self.store.active_session(user.user_id, platform, deduplication_id, project)
             if found is not None:
                 return found, False
         return self._new_session(user, platform, max_s, idle_s, deduplication_id=deduplication_id,

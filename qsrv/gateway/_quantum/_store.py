@@ -140,12 +140,13 @@ class QuantumStore:
             (session_id,)).fetchone()
         return _session(row) if row else None
 
-    def active_session(self, user_id: int, platform: str,
-                       deduplication_id: str) -> SessionRecord | None:
+    def active_session(self, user_id: int, platform: str, deduplication_id: str,
+                       project: str | None = None) -> SessionRecord | None:
         row = self._conn.execute(
             f"SELECT {_SESSION_COLUMNS} FROM q_sessions WHERE user_id = ? AND platform = ? "
-            "AND deduplication_id = ? AND status IN ('starting', 'running')",
-            (user_id, platform, deduplication_id)).fetchone()
+            "AND IFNULL(project, '') = ? AND deduplication_id = ? "
+            "AND status IN ('starting', 'running')",
+            (user_id, platform, project or "", deduplication_id)).fetchone()
         return _session(row) if row else None
 
     def projects(self, user_id: int) -> list[str]:
