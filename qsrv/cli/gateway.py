@@ -80,6 +80,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         help="output kept per job (default: %(default)s)")
     parser.add_argument("--stop-grace", type=float, default=5.0,
                         help="seconds between SIGTERM and SIGKILL when stopping a job")
+    parser.add_argument("--max-connections-per-address", type=int, default=256,
+                        help="open HTTP connections from one client address; one more is "
+                             "answered 503 and closed (default: %(default)s)")
+    parser.add_argument("--header-timeout", type=float, default=30.0,
+                        help="seconds a new connection has to send its first request's head; "
+                             "past it, 408 and closed (default: %(default)s)")
     parser.add_argument("--log-level", default="warning", help="debug, info, warning (default)")
     parser.add_argument("--exit-with-parent", type=int, default=0, help=argparse.SUPPRESS)
     parser.set_defaults(func=_main)
@@ -109,6 +115,8 @@ def _main(args: argparse.Namespace) -> int:
         login_failures_per_address=args.login_attempts_per_address,
         login_token_ttl_s=args.login_token_hours * 3600.0,
         job_credential_ttl_s=args.job_credential_hours * 3600.0,
+        max_connections_per_address=args.max_connections_per_address,
+        header_timeout_s=args.header_timeout,
     )
     if config.cluster_address is not None:
         print(f"qsrv gateway: {_check_cluster(config.cluster_address, config.cluster_token)}",

@@ -43,6 +43,8 @@ class GatewayConfig:
     job_credential_ttl_s: float = 7 * 86400.0
     archive_workers: int = 2
     quantum_batch_timeout_s: float = 600.0  # an open batch idle this long: TIMED_OUT
+    max_connections_per_address: int = 256  # open HTTP connections from one peer address
+    header_timeout_s: float = 30.0  # a connection's first request head must come in this
 
     def runner_config(self) -> RunnerConfig:
         return RunnerConfig(

@@ -25,6 +25,7 @@ from qsrv._retry import Deadline, poll_until_async
 from qsrv.errors import ConfigError
 from qsrv.gateway._config import GatewayConfig
 from qsrv.gateway._http import build_app
+from qsrv.gateway._http_port import BoundedPort
 from qsrv.gateway._service import GatewayService
 
 __all__ = ["READY_PREFIX", "GatewayServer", "run_gateway", "start_gateway_process"]
@@ -44,9 +45,13 @@ class GatewayServer:
         self.config = config
         self.service = GatewayService(config)
         self._runner: web.AppRunner | None = None
+        self._listener: asyncio.Server | None = None
+        self.port: BoundedPort | None = None  # the HTTP port's per-peer bounds and counts
         self.url = ""
 
     async def start(self) -> str:
+        self.port = BoundedPort(self._handler, per_address=self.config.max_connections_per_address,
+                                header_timeout_s=self.config.header_timeout_s)
         await self.service.start()
         try:
             sock = socket.create_server((self.config.host, self.config.port))
@@ -59,7 +64,7 @@ class GatewayServer:
         self._runner = web.AppRunner(build_app(self.service), access_log=None,
                                      shutdown_timeout=1.0)
         await self._runner.setup()
-        await web.SockSite(self._runner, sock).start()
+        self._listener = await asyncio.get_running_loop().create_server(self.port, sock=sock)
         if not ipaddress.ip_address(host).is_loopback:
             _log.warning("the gateway listens on %s: tokens travel in clear over plain HTTP, "
                          "put a TLS proxy in front of it", host)
@@ -68,8 +73,16 @@ class GatewayServer:
         self.service.gateway_url = self.url  # jobs call back here, even before any request
         return self.url
 
+    def _handler(self) -> asyncio.Protocol:
+        """aiohttp's protocol for one admitted connection."""
+        assert self._runner is not None and self._runner.server is not None
+        return self._runner.server()
+
     async def close(self) -> None:
         """Stop accepting, end running jobs (FAILED: the gateway stopped), close the store."""
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

@@ -3,6 +3,7 @@ passwords, ``qsrv --version``, and errors that say which task and which argument
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import threading
@@ -56,6 +57,33 @@ def test_gateway_refuses_an_unreachable_cluster(tmp_path: Path) -> None:
 def test_gateway_help_says_where_the_token_comes_from() -> None:
     out = _qsrv("gateway", "--help")
     assert out.returncode == 0 and "QSRV_TOKEN" in out.stdout
+
+
+def test_gateway_port_bounds_come_from_the_command_line(tmp_path: Path) -> None:
+    data = str(tmp_path / "data")
+    bad = _qsrv("gateway", "--port", "0", "--data-dir", data,
+                "--max-connections-per-address", "0")
+    assert bad.returncode == 1
+    assert "max_connections_per_address must be at least 1, not 0" in bad.stderr
+    proc = subprocess.Popen([sys.executable, "-m", "qsrv", "gateway", "--port", "0",
+                             "--data-dir", data, "--max-connections-per-address", "1",
+                             "--header-timeout", "0.5"], text=True, stdout=subprocess.PIPE,
+                            env=cli_env())
+    try:
+        assert proc.stdout is not None
+        line = ""
+        while not line.startswith("qsrv gateway listening on "):
+            line = proc.stdout.readline()
+            assert line, "the gateway exited before serving"
+        host, port = line.strip().rsplit("//", 1)[1].rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=10) as first, \
+                socket.create_connection((host, int(port)), timeout=10) as second:
+            first.sendall(b"GET /v1/jobs HTTP/1.1\r\n")  # and nothing more
+            assert second.recv(4096).startswith(b"HTTP/1.1 503")  # one per address
+            assert first.recv(4096).startswith(b"HTTP/1.1 408")  # after half a second
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
 def test_passwd_reads_a_piped_password_without_the_flag(tmp_path: Path) -> None:
