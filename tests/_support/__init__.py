@@ -7,6 +7,7 @@
 - ``tests._support.deployment``: scheduler + worker + gateway as processes.
 - ``tests._support.gateway``: a gateway in a thread of this process (``ThreadedGateway``).
 - ``tests._support.fixtures``: fixtures for every test (``local_cluster``, ``run_example``).
+- ``tests._support.sandboxes``: ``require``, a sandbox prerequisite (skip, or fail in CI).
 """
 
 from tests._support.gates import GATE_CLIENT, Flag, Gate

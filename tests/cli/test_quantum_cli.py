@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests._support import wait_for
-from tests.gateway.quantum_support import AER, BELL, QuantumEnv, quantum_env
+from tests.gateway.quantum_support import AER, BELL, QuantumEnv, quantum_env, slow_qasm
 
 
 @pytest.fixture(scope="module")
@@ -64,21 +64,12 @@ def test_sessions_list_filter_and_terminate(env: QuantumEnv) -> None:
     assert bad.returncode == 2 and "invalid choice" in bad.stderr
 
 
-def _slow_qasm(qubits: int = 20, layers: int = 400) -> str:
-    lines = ['OPENQASM 2.0;', 'include "qelib1.inc";', f"qreg q[{qubits}];",
-             f"creg c[{qubits}];"]
-    for layer in range(layers):
-        lines += [f"rx({0.1 + layer * 0.01}) q[{q}];" for q in range(qubits)]
-        lines += [f"cx q[{q}],q[{q + 1}];" for q in range(layer % 2, qubits - 1, 2)]
-    return "\n".join([*lines, "measure q -> c;", ""])
-
-
 def test_terminate_waits_for_stopped_unless_no_wait(env: QuantumEnv) -> None:
     from qsrv.gateway import QStatus
 
     for flags, shown in (["--no-wait"], "stopping"), ([], "stopped"):
         session = env.alice.session(AER)
-        job = session.run(_slow_qasm(), shots=1)
+        job = session.run(slow_qasm(), shots=1)
         wait_for(lambda job=job: job.refresh().status is QStatus.RUNNING, timeout=60)
         ended = qsrv(env, "sessions", "terminate", session.id, *flags)
         assert ended.returncode == 0, ended.stderr

@@ -24,6 +24,16 @@ BELL = ('OPENQASM 2.0;\ninclude "qelib1.inc";\nqreg q[2];\ncreg c[2];\nh q[0];\n
         'cx q[0],q[1];\nmeasure q -> c;\n')
 
 
+def slow_qasm(qubits: int = 20, layers: int = 400) -> str:
+    """OpenQASM of a circuit that takes seconds to simulate."""
+    lines = ['OPENQASM 2.0;', 'include "qelib1.inc";', f"qreg q[{qubits}];",
+             f"creg c[{qubits}];"]
+    for layer in range(layers):
+        lines += [f"rx({0.1 + layer * 0.01}) q[{q}];" for q in range(qubits)]
+        lines += [f"cx q[{q}],q[{q + 1}];" for q in range(layer % 2, qubits - 1, 2)]
+    return "\n".join([*lines, "measure q -> c;", ""])
+
+
 @dataclass
 class QuantumEnv:
     cluster: Cluster

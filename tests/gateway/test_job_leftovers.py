@@ -21,15 +21,7 @@ import pytest
 
 from qsrv.gateway import Client, JobStatus, Program, add_user
 from tests._support import GATE_CLIENT, Gate, wait_for
-
-REQUIRED = os.environ.get("QSRV_REQUIRE_SANDBOXES") == "1"
-
-
-def _require(condition: bool, why: str) -> None:
-    if not condition:
-        if REQUIRED:
-            pytest.fail(f"{why} (QSRV_REQUIRE_SANDBOXES=1: it may not be skipped)")
-        pytest.skip(why)
+from tests._support.sandboxes import require
 
 
 def _leftover_program(port: int, marker: str, prelude: str = "") -> str:
@@ -87,7 +79,7 @@ def test_a_process_that_left_the_job_dies_with_it(
         sandbox: str, make_gateway: Callable[..., Any], alice_token: str,
         tmp_path: Path) -> None:
     if sandbox == "bwrap":
-        _require(shutil.which("bwrap") is not None, "bubblewrap is not installed")
+        require(shutil.which("bwrap") is not None, "bubblewrap is not installed")
     alice = Client(make_gateway(job_sandbox=sandbox).url, alice_token)
     marker = f"qsrv-leftover-{secrets.token_hex(8)}"
     with Gate(timeout=60) as gate:
@@ -98,8 +90,8 @@ def test_a_process_that_left_the_job_dies_with_it(
 @pytest.fixture
 def os_account() -> Iterator[str]:
     """An OS account named like a gateway user (removed afterwards)."""
-    _require(os.geteuid() == 0, "the users sandbox needs root (to create OS accounts)")
-    _require(shutil.which("useradd") is not None, "useradd is needed to create OS accounts")
+    require(os.geteuid() == 0, "the users sandbox needs root (to create OS accounts)")
+    require(shutil.which("useradd") is not None, "useradd is needed to create OS accounts")
     name = f"qsl{secrets.token_hex(3)}"
     subprocess.run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
                    check=True, capture_output=True)
@@ -113,7 +105,7 @@ def test_a_process_that_left_the_job_dies_with_it_under_os_accounts(
         os_account: str, make_gateway: Callable[..., Any]) -> None:
     python = next((p for p in ("/usr/bin/python3", "/usr/local/bin/python3")
                    if os.path.exists(p)), "")
-    _require(bool(python), "no interpreter readable by other accounts (/usr/bin/python3)")
+    require(bool(python), "no interpreter readable by other accounts (/usr/bin/python3)")
     root = Path(tempfile.mkdtemp(prefix="qsrv-leftover-"))
     os.chmod(root, 0o711)  # the account reaches its job's directory
     try:
@@ -160,7 +152,7 @@ def test_stopping_a_job_kills_what_left_it_even_when_it_ignores_sigterm(
         sandbox: str, make_gateway: Callable[..., Any], alice_token: str,
         tmp_path: Path) -> None:
     if sandbox == "bwrap":
-        _require(shutil.which("bwrap") is not None, "bubblewrap is not installed")
+        require(shutil.which("bwrap") is not None, "bubblewrap is not installed")
     alice = Client(make_gateway(job_sandbox=sandbox, stop_grace_s=0.3).url, alice_token)
     marker = f"qsrv-leftover-{secrets.token_hex(8)}"
     stubborn = "import signal\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"

@@ -27,7 +27,7 @@ from qsrv.gateway import (
     StopReason,
 )
 from tests._support import wait_for
-from tests.gateway.quantum_support import AER, BELL, QuantumEnv, quantum_env
+from tests.gateway.quantum_support import AER, BELL, QuantumEnv, quantum_env, slow_qasm
 
 
 @pytest.fixture(scope="module")
@@ -77,20 +77,10 @@ def test_session_with_block_terminates_what_it_created(env: QuantumEnv) -> None:
     assert first.id in [s.id for s in client.sessions(status=["stopped"])]
 
 
-def _slow(qubits: int = 20, layers: int = 400) -> str:
-    """OpenQASM of a circuit that takes seconds to simulate."""
-    lines = ['OPENQASM 2.0;', 'include "qelib1.inc";', f"qreg q[{qubits}];",
-             f"creg c[{qubits}];"]
-    for layer in range(layers):
-        lines += [f"rx({0.1 + layer * 0.01}) q[{q}];" for q in range(qubits)]
-        lines += [f"cx q[{q}],q[{q + 1}];" for q in range(layer % 2, qubits - 1, 2)]
-    return "\n".join([*lines, "measure q -> c;", ""])
-
-
 def test_terminate_while_a_job_runs_is_stopping_then_stopped(env: QuantumEnv) -> None:
     client = env.alice
     session = client.session(AER)
-    job = session.run(_slow(), shots=1)
+    job = session.run(slow_qasm(), shots=1)
     wait_for(lambda: job.refresh().status is QStatus.RUNNING, timeout=60)
     stopping = session.terminate()
     assert stopping.status is SessionStatus.STOPPING
@@ -100,7 +90,7 @@ def test_terminate_while_a_job_runs_is_stopping_then_stopped(env: QuantumEnv) ->
     assert job.refresh().status is QStatus.CANCELED and "terminated" in job.errors[-1]
     # Leaving a ``with`` block that created the session waits until it is stopped.
     with client.session(AER) as other:
-        running = other.run(_slow(), shots=1)
+        running = other.run(slow_qasm(), shots=1)
         wait_for(lambda: running.refresh().status is QStatus.RUNNING, timeout=60)
     assert other.status is SessionStatus.STOPPED and other.reason is StopReason.TERMINATED
     assert running.refresh().status is QStatus.CANCELED

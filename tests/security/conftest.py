@@ -36,16 +36,7 @@ from tests._support import Gate, wait_for
 from tests._support.cluster import Cluster, free_port
 from tests._support.gateway import ThreadedGateway
 from tests._support.processes import Proc, stop_process
-
-REQUIRED = os.environ.get("QSRV_REQUIRE_SANDBOXES") == "1"
-
-
-def require(condition: bool, why: str) -> None:
-    """Skip (with the reason) when a prerequisite is missing; fail instead under CI."""
-    if not condition:
-        if REQUIRED:
-            pytest.fail(f"{why} (QSRV_REQUIRE_SANDBOXES=1: it may not be skipped)")
-        pytest.skip(why)
+from tests._support.sandboxes import require
 
 
 def require_bwrap() -> None:

@@ -31,7 +31,7 @@ Invariants:
   platform: width, shots, variables, engine); a refused job leaves nothing behind. A create or
   add repeated with an ``idempotency_key`` already used returns the batch and queues nothing.
 - Waits (``wait_job``, ``wait_batch``, ``wait_session``) are woken by the change itself
-  (an ``asyncio.Event`` per object), never by polling.
+  (``_changes``: an ``asyncio.Event`` per object), never by polling.
 - Restart: everything is in SQLite. Sessions keep their status and deadlines (a deadline
   passed while the gateway was down stops the session at start, with its reason); their loops
   reserve again and run what is queued. A job that was RUNNING when the gateway stopped runs
@@ -46,13 +46,14 @@ import contextlib
 import math
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from qsrv.errors import ConflictError, InvalidRequestError, NotFoundError
 from qsrv.gateway._models import User
 from qsrv.gateway._quantum import _checks
+from qsrv.gateway._quantum._changes import Changes
 from qsrv.gateway._quantum._models import (
     ACTIVE_SESSION,
     TERMINAL,
@@ -82,9 +83,6 @@ if TYPE_CHECKING:
 
 __all__ = ["QuantumConfig", "QuantumService"]
 
-_R = TypeVar("_R")
-
-
 @dataclass(frozen=True, slots=True)
 class QuantumConfig:
     cluster_address: str | None = None
@@ -104,7 +102,7 @@ class QuantumService:
         self.cluster = ClusterDriver(config.cluster_address, config.cluster_token)
         self._store: QuantumStore | None = None
         self._loops: dict[str, SessionLoop] = {}
-        self._events: dict[str, asyncio.Event] = {}
+        self._changes = Changes()
         self._platforms = Platforms(self.cluster, lambda: self.config)
         self._clock: asyncio.Task[None] | None = None
         self._clock_wake = asyncio.Event()
@@ -267,7 +265,7 @@ class QuantumService:
         if loop is not None:
             await loop.finished()
         self.store.delete_session(record.id)
-        self._notify(record.id)
+        self._changes.notify(record.id)
 
     # -- jobs and batches ----------------------------------------------------------------------
 
@@ -369,7 +367,7 @@ class QuantumService:
         batch = self.batch(user, batch_id, jobs=False)
         if batch.open:
             self.store.update_batch(batch.id, open=False, updated_at=time.time())
-            self._notify(batch.id)
+            self._changes.notify(batch.id)
             self._refresh_batch(batch.id)
         return self.batch(user, batch_id)
 
@@ -384,7 +382,7 @@ class QuantumService:
     async def set_tags(self, user: User, batch_id: str, tags: Iterable[str]) -> BatchRecord:
         batch = self.batch(user, batch_id, jobs=False)
         self.store.update_batch(batch.id, tags=_checks.tags(tags), updated_at=time.time())
-        self._notify(batch.id)
+        self._changes.notify(batch.id)
         return self.batch(user, batch_id)
 
     async def retry_job(self, user: User, job_id: str) -> QJobRecord:
@@ -495,13 +493,13 @@ class QuantumService:
     async def wait_job(self, user: User, job_id: str,
                        timeout: float | None = None) -> QJobRecord:
         """The job once it has ended, or as it is after ``timeout`` seconds."""
-        return await self._wait(job_id, lambda: self.job(user, job_id),
+        return await self._changes.wait(job_id, lambda: self.job(user, job_id),
                                 lambda j: j.status in TERMINAL, timeout)
 
     async def wait_batch(self, user: User, batch_id: str,
                          timeout: float | None = None) -> BatchRecord:
         """The batch once it has ended, or as it is after ``timeout`` seconds."""
-        return await self._wait(batch_id, lambda: self.batch(user, batch_id),
+        return await self._changes.wait(batch_id, lambda: self.batch(user, batch_id),
                                 lambda b: b.status in TERMINAL, timeout)
 
     async def wait_session(self, user: User, session_id: str, timeout: float | None = None,
@@ -510,30 +508,8 @@ class QuantumService:
         """The session once its status is one of ``statuses`` (default: stopped), or as it is
         after ``timeout`` seconds."""
         wanted = frozenset(_checks.session_status(s) for s in statuses)
-        return await self._wait(session_id, lambda: self.session(user, session_id),
+        return await self._changes.wait(session_id, lambda: self.session(user, session_id),
                                 lambda s: s.status in wanted, timeout)
-
-    async def _wait(self, key: str, read: Callable[[], _R], done: Callable[[_R], bool],
-                    timeout: float | None) -> _R:
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + max(0.0, float(timeout))
-        while True:
-            record = read()
-            if done(record):
-                return record
-            left = None if deadline is None else deadline - loop.time()
-            if left is not None and left <= 0:
-                return record
-            event = self._events.setdefault(str(key), asyncio.Event())
-            try:
-                await asyncio.wait_for(event.wait(), left)
-            except TimeoutError:
-                return read()
-
-    def _notify(self, *keys: str | None) -> None:
-        for key in keys:
-            if key is not None and (event := self._events.pop(key, None)) is not None:
-                event.set()
 
     # -- state changes -------------------------------------------------------------------------
 
@@ -571,7 +547,7 @@ class QuantumService:
                 reservation_id=reservation_id, message=None)
         else:
             self.store.update_session(session_id, reservation_id=reservation_id, message=None)
-        self._notify(session_id)
+        self._changes.notify(session_id)
         record = self.store.session(session_id)
         assert record is not None
         return record
@@ -582,7 +558,7 @@ class QuantumService:
         record = self.store.session(session_id)
         if record is not None and record.active and record.message != message:
             self.store.update_session(session_id, message=message)
-            self._notify(session_id)
+            self._changes.notify(session_id)
 
     def job_started(self, job: QJobRecord) -> bool:
         """Mark the job RUNNING; False when it is no longer PENDING (cancelled meanwhile)."""
@@ -593,7 +569,7 @@ class QuantumService:
         with self.store.transaction():
             self.store.update_job(job.id, status=QStatus.RUNNING, started_at=now)
             self.store.update_session(job.session_id, last_job_at=now)
-        self._notify(job.id)
+        self._changes.notify(job.id)
         if job.batch_id is not None:
             self._refresh_batch(job.batch_id)
         return True
@@ -614,7 +590,7 @@ class QuantumService:
             self.store.update_session(job.session_id, last_job_at=now)
             if job.batch_id is not None:
                 self.store.update_batch(job.batch_id, activity_at=now)
-        self._notify(job_id)
+        self._changes.notify(job_id)
         if job.batch_id is not None:
             self._refresh_batch(job.batch_id)
 
@@ -624,7 +600,7 @@ class QuantumService:
         if job is not None and job.status is QStatus.RUNNING:
             self.store.update_job(job_id, status=QStatus.PENDING, started_at=None,
                                   errors=(*job.errors, why))
-            self._notify(job_id)
+            self._changes.notify(job_id)
 
     def session_expired(self, session_id: str) -> bool:
         """Stop the session if one of its clocks ran out; whether it did."""
@@ -660,7 +636,7 @@ class QuantumService:
         self._cancel_jobs(queued, _ended_why(reason, message), refresh=False)
         loop = self._loops.get(record.id)
         if loop is not None and loop.stop():
-            self._notify(record.id)  # stopping; loop_ended finishes it
+            self._changes.notify(record.id)  # stopping; loop_ended finishes it
             return
         self._finish_session(record, reason, message)
 
@@ -677,7 +653,7 @@ class QuantumService:
                 self._end_batch(batch_id, ending, stop_session=False)
         self.store.update_session(record.id, status=SessionStatus.STOPPED, reason=reason,
                                   message=message, terminated_at=time.time())
-        self._notify(record.id)
+        self._changes.notify(record.id)
 
     def _cancel_jobs(self, jobs: Iterable[QJobRecord], why: str, *,
                      refresh: bool = True) -> None:
@@ -693,7 +669,7 @@ class QuantumService:
                 loop = self._loops.get(current.session_id)
                 if loop is not None:
                     loop.cancel_job(current.id)
-            self._notify(job.id)
+            self._changes.notify(job.id)
             if current.batch_id is not None:
                 batches.add(current.batch_id)
         if refresh:
@@ -719,13 +695,13 @@ class QuantumService:
         status = QStatus.RUNNING if started else QStatus.PENDING
         if status is not batch.status:
             self.store.update_batch(batch_id, status=status, updated_at=time.time())
-        self._notify(batch_id)
+        self._changes.notify(batch_id)
 
     def _end_batch(self, batch_id: str, status: QStatus, *, stop_session: bool = True) -> None:
         now = time.time()
         self.store.update_batch(batch_id, status=status, open=False, ended_at=now,
                                 updated_at=now)
-        self._notify(batch_id)
+        self._changes.notify(batch_id)
         batch = self.store.batch(batch_id, with_jobs=False)
         if stop_session and batch is not None:
             session = self.store.session(batch.session_id)
